@@ -1,0 +1,43 @@
+"""autoinfer: run an ONNX model on the fastest correct runtime of this machine.
+
+    import autoinfer
+    sess = autoinfer.Session("model.onnx")      # drop-in for onnxruntime.InferenceSession
+    outputs = sess.run(None, {"input": x})
+    print(sess.explain())
+
+Importing autoinfer imports no inference runtime; each is imported when used.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .errors import (AutoinferError, BackendError, BackendUnavailable, CacheError, ConfigError,
+                     InputError, ModelError, NoCandidateError, UnsupportedModel)
+
+__version__ = "0.1.0"
+
+logging.getLogger("autoinfer").addHandler(logging.NullHandler())
+
+__all__ = [
+    "AutoinferError", "BackendError", "BackendUnavailable", "CacheError", "ConfigError",
+    "InputError", "ModelError", "NoCandidateError", "UnsupportedModel", "Session", "select",
+    "__version__",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .policy import select
+    from .session import Session
+
+_LAZY = {"Session": ("session", "Session"), "select": ("policy", "select")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'autoinfer' has no attribute {name!r}")

@@ -1,0 +1,292 @@
+"""The contract every runtime backend fulfils.
+
+A backend wraps one inference runtime (ONNX Runtime, OpenVINO, ncnn,
+TensorRT). It imports its runtime lazily, inside its methods, so importing
+autoinfer never imports a runtime. The policy talks to backends only through
+this interface and the data they declare (:class:`Capabilities`,
+:class:`Candidate`, :class:`Estimate`); it never branches on a backend's name.
+
+What a backend promises:
+
+- ``availability(hw)`` never raises: it says whether the runtime is installed,
+  its version, which devices it can *really* use here, and how to fix it if not.
+- ``candidates(model, hw, objective)`` lists the (device, precision, settings)
+  combinations worth trying for this model here, and an :class:`Unsupported`
+  with the reason for each combination it knows it cannot run.
+- ``variants(candidate, ...)`` lists tuned settings of a candidate worth
+  measuring, most promising first.
+- ``estimate(candidate, ...)`` gives a relative cost without running anything
+  (1.0 = ONNX Runtime on CPU at its defaults), with its reasons in words.
+- ``load(candidate, model, ctx)`` returns a :class:`Runner` or raises
+  :class:`~autoinfer.errors.UnsupportedModel` (cannot run this model, with the
+  reason), :class:`~autoinfer.errors.BackendUnavailable` or
+  :class:`~autoinfer.errors.BackendError`; never a runtime's own exception.
+- ``Runner.run(feeds)`` returns the outputs in the model's declared order, with
+  the declared dtypes and shapes; it may be called from several threads at once.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence, Union
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from probes import Hardware
+
+    from ..model import ModelFacts
+
+Scalar = Union[str, int, float, bool, None]
+OBJECTIVES = ("latency", "throughput", "load_time", "memory")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run a model: a backend, a device, a precision and settings.
+
+    ``settings`` is a sorted tuple of (name, JSON scalar) pairs so that a
+    candidate is hashable and has one canonical ``key``.
+    """
+
+    backend: str
+    device: str = "cpu"
+    precision: str = "fp32"
+    settings: tuple[tuple[str, Scalar], ...] = ()
+
+    @classmethod
+    def make(cls, backend: str, device: str = "cpu", precision: str = "fp32",
+             **settings: Scalar) -> "Candidate":
+        return cls(backend, device, precision, tuple(sorted(settings.items())))
+
+    @property
+    def options(self) -> dict[str, Scalar]:
+        return dict(self.settings)
+
+    def get(self, name: str, default: Scalar = None) -> Scalar:
+        return self.options.get(name, default)
+
+    def with_settings(self, **changes: Scalar) -> "Candidate":
+        merged = {**self.options, **changes}
+        return Candidate(self.backend, self.device, self.precision, tuple(sorted(merged.items())))
+
+    @property
+    def base(self) -> "Candidate":
+        """The same backend, device and precision at default settings."""
+        return Candidate(self.backend, self.device, self.precision)
+
+    @property
+    def key(self) -> str:
+        s = ",".join(f"{k}={v}" for k, v in self.settings)
+        return f"{self.backend}:{self.device}:{self.precision}" + (f"[{s}]" if s else "")
+
+    def __str__(self) -> str:
+        return self.key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "device": self.device, "precision": self.precision,
+                "settings": dict(self.settings)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Candidate":
+        settings = d.get("settings") or {}
+        if not isinstance(settings, dict) or not all(
+                isinstance(v, (str, int, float, bool, type(None))) for v in settings.values()):
+            raise ValueError(f"candidate settings must be a mapping of JSON scalars: {settings!r}")
+        return cls(str(d["backend"]), str(d["device"]), str(d["precision"]),
+                   tuple(sorted((str(k), v) for k, v in settings.items())))
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A combination a backend knows it cannot run for this model, and why."""
+
+    backend: str
+    device: str
+    precision: str
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend}:{self.device}:{self.precision}"
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a runtime is usable here; never an exception."""
+
+    backend: str
+    installed: bool
+    usable: bool
+    version: str | None = None
+    devices: tuple[str, ...] = ()
+    reason: str = ""
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "installed": self.installed, "usable": self.usable,
+                "version": self.version, "devices": list(self.devices), "reason": self.reason,
+                "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something `autoinfer doctor` should tell a person, with the fix."""
+
+    severity: str  # "error" | "warning" | "info"
+    message: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"severity": self.severity, "message": self.message, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, as data the policy reads.
+
+    reference:       its CPU fp32 candidate is the accuracy reference.
+    dynamic_shapes:  runs inputs with dynamic dimensions without rebuilding per shape.
+    needs_conversion: loads through a converted artifact (slow first load).
+    """
+
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    dynamic_shapes: bool
+    needs_conversion: bool = False
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Relative cost of a candidate before measuring: lower is better.
+
+    1.0 is ONNX Runtime on CPU at default settings for the same objective.
+    """
+
+    cost: float
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass
+class LoadContext:
+    """What ``load()`` needs besides the candidate and the model.
+
+    artifact_dir: a directory private to this (backend, model, candidate) where
+        converted models, engines and compile caches go. Never the user's
+        model directory.
+    threads:     the CPU threads a runtime may use (the CPU quota the probes found).
+    input_shapes: concrete shapes for inputs with dynamic dimensions, for
+        backends that must fix them at load time (None: use declared shapes).
+    objective:   one of OBJECTIVES.
+    timeout_s:   bound for conversions and builds in subprocesses.
+    extra:       backend-specific options passed through from the caller
+        (for example ONNX Runtime ``sess_options`` and ``providers``).
+    """
+
+    artifact_dir: Path
+    threads: int = 1
+    input_shapes: dict[str, tuple[int, ...]] | None = None
+    objective: str = "latency"
+    timeout_s: float = 300.0
+    hardware: "Hardware | None" = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(ABC):
+    """A loaded model. ``run`` may be called from several threads at once."""
+
+    candidate: Candidate
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    @abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs in the model's declared order, declared dtypes and shapes."""
+
+    def close(self) -> None:
+        """Free the runtime's resources; further ``run`` calls are errors."""
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Backend(ABC):
+    """One inference runtime behind autoinfer's interface."""
+
+    name: ClassVar[str]           # registry name = the runtime's package name
+    package: ClassVar[str]        # the pip distribution that provides it
+    extra: ClassVar[str | None]   # the autoinfer extra that installs it
+    capabilities: ClassVar[Capabilities]
+
+    @abstractmethod
+    def availability(self, hw: "Hardware") -> Availability:
+        """Installed? Which devices really work here? Never raises."""
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the packages a decision made with this backend depends on."""
+        from importlib import metadata
+
+        try:
+            return {self.package: metadata.version(self.package)}
+        except metadata.PackageNotFoundError:
+            return {}
+
+    @abstractmethod
+    def candidates(self, model: "ModelFacts", hw: "Hardware",
+                   objective: str) -> list[Candidate | Unsupported]:
+        """Combinations worth trying for this model here, or why not."""
+
+    def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
+                 objective: str) -> list[Candidate]:
+        """Tuned settings of ``candidate`` worth measuring, most promising first."""
+        return []
+
+    @abstractmethod
+    def estimate(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
+                 objective: str) -> Estimate:
+        """Relative cost without running anything (1.0 = ONNX Runtime CPU defaults)."""
+
+    @abstractmethod
+    def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
+        """Load ``model`` as ``candidate`` and return a runner."""
+
+    def diagnose(self, hw: "Hardware") -> list[Problem]:
+        """Problems a person can fix, for `autoinfer doctor`."""
+        av = self.availability(hw)
+        if not av.installed:
+            return [Problem("info", f"{self.name} is not installed", av.fix)]
+        if not av.usable:
+            return [Problem("error", f"{self.name} {av.version or ''} cannot run here: {av.reason}",
+                            av.fix)]
+        return []
+
+
+def stable_json(obj: Any) -> str:
+    """Canonical JSON used for keys and hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def resolve_shapes(model: "ModelFacts",
+                   input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+    """Concrete shape of every input: declared where fixed, from ``input_shapes`` otherwise.
+
+    Raises UnsupportedModel-free ValueError when a dynamic dimension has no value;
+    backends turn it into UnsupportedModel with their own name.
+    """
+    out: dict[str, tuple[int, ...]] = {}
+    given = dict(input_shapes or {})
+    for spec in model.inputs:
+        if spec.name in given:
+            out[spec.name] = tuple(int(d) for d in given[spec.name])
+        elif spec.shape is not None and not spec.is_dynamic:
+            out[spec.name] = tuple(int(d) for d in spec.shape)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"input {spec.name!r} has dynamic shape {spec.shape} and no "
+                             "concrete shape was given")
+    return out

@@ -1,0 +1,71 @@
+"""Settings, resolved in one place: defaults, then environment, then arguments.
+
+Environment variables:
+  AUTOINFER_CACHE_DIR      where decisions and compiled artifacts live
+  AUTOINFER_CACHE_MAX_MB   size cap of the compiled artifacts (default 2048)
+  AUTOINFER_BUDGET_S       time budget of a measured selection (default 8)
+  AUTOINFER_NO_CACHE=1     select every time, write nothing
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .backends.base import OBJECTIVES
+from .errors import ConfigError
+
+DEFAULT_BUDGET_S = 8.0
+DEFAULT_CACHE_MAX_MB = 2048
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("AUTOINFER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("autoinfer", appauthor=False))
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, received {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: expected a positive number, received {raw!r}")
+    return value
+
+
+def check_objective(objective: Any) -> str:
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective: expected one of {', '.join(OBJECTIVES)}, "
+                          f"received {objective!r}")
+    return str(objective)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache_dir: Path
+    cache_enabled: bool
+    cache_max_bytes: int
+    budget_s: float
+
+    @classmethod
+    def resolve(cls, *, cache_dir: str | os.PathLike[str] | None = None,
+                budget_s: float | None = None) -> "Settings":
+        if budget_s is not None and (not isinstance(budget_s, (int, float)) or budget_s <= 0):
+            raise ConfigError(f"budget_s: expected a positive number of seconds, "
+                              f"received {budget_s!r}")
+        return cls(
+            cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
+            cache_enabled=os.environ.get("AUTOINFER_NO_CACHE", "") not in ("1", "true", "yes"),
+            cache_max_bytes=int(_env_float("AUTOINFER_CACHE_MAX_MB", DEFAULT_CACHE_MAX_MB) * 2**20),
+            budget_s=float(budget_s) if budget_s is not None else _env_float(
+                "AUTOINFER_BUDGET_S", DEFAULT_BUDGET_S),
+        )

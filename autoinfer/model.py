@@ -1,0 +1,554 @@
+"""Model facts, read once from the ONNX file.
+
+:func:`load_facts` parses the model a single time (weights stored as external
+data are not loaded), hashes the file and its external-data files in a
+streamed pass, and answers everything the rest of autoinfer asks about the
+model: inputs and outputs, opsets, operators, size, and a FLOP estimate.
+Anything wrong with the file raises :class:`~autoinfer.errors.ModelError`
+naming the file and the problem.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import select
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import ModelError
+
+log = logging.getLogger("autoinfer.model")
+
+# Domains whose operators ONNX Runtime or the other runtimes implement; any other
+# domain is only acceptable when the model defines the function itself.
+KNOWN_DOMAINS = frozenset(
+    {
+        "",
+        "ai.onnx",
+        "ai.onnx.ml",
+        "ai.onnx.preview.training",
+        "com.microsoft",
+        "com.microsoft.nchwc",
+        "com.ms.internal.nhwc",
+        "org.openvinotoolkit",
+    }
+)
+_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
+# A declared dimension above this is not a real tensor on any machine.
+MAX_DIM = 2**31 - 1
+MAX_ELEMENTS = 2**36
+
+_ELEM_TO_NUMPY = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+    7: "int64", 8: "str", 9: "bool", 10: "float16", 11: "float64", 12: "uint32",
+    13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
+}
+_ELEM_TO_ORT = {
+    "float32": "tensor(float)", "uint8": "tensor(uint8)", "int8": "tensor(int8)",
+    "uint16": "tensor(uint16)", "int16": "tensor(int16)", "int32": "tensor(int32)",
+    "int64": "tensor(int64)", "str": "tensor(string)", "bool": "tensor(bool)",
+    "float16": "tensor(float16)", "float64": "tensor(double)", "uint32": "tensor(uint32)",
+    "uint64": "tensor(uint64)", "complex64": "tensor(complex64)",
+    "complex128": "tensor(complex128)", "bfloat16": "tensor(bfloat16)",
+}
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, NumPy dtype name and shape.
+
+    A dimension is an ``int`` when fixed, a ``str`` when symbolic ("batch"),
+    and ``None`` when the model leaves it unnamed and unknown.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...] | None  # None: rank unknown
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.shape is None or any(not isinstance(d, int) for d in self.shape)
+
+    @property
+    def ort_type(self) -> str:
+        return _ELEM_TO_ORT.get(self.dtype, f"tensor({self.dtype})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype,
+                "shape": None if self.shape is None else list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What autoinfer knows about a model without running it."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    ir_version: int
+    opsets: tuple[tuple[str, int], ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    op_histogram: tuple[tuple[str, int], ...]
+    params: int
+    flops: int
+    external_data: tuple[str, ...] = ()
+    producer: str = ""
+    graph_name: str = ""
+    description: str = ""
+    domain: str = ""
+    model_version: int = 0
+    metadata: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def has_dynamic_inputs(self) -> bool:
+        return any(i.is_dynamic for i in self.inputs)
+
+    @property
+    def ops(self) -> frozenset[str]:
+        return frozenset(op for op, _ in self.op_histogram)
+
+    @property
+    def opset(self) -> int:
+        return dict(self.opsets).get("", dict(self.opsets).get("ai.onnx", 0))
+
+    def op_count(self, *ops: str) -> int:
+        h = dict(self.op_histogram)
+        return sum(h.get(o, 0) for o in ops)
+
+    def summary(self) -> str:
+        return (f"{self.path.name}: {len(self.inputs)} input(s), {len(self.outputs)} output(s), "
+                f"{sum(c for _, c in self.op_histogram)} nodes, {self.params / 1e6:.2f}M params, "
+                f"~{self.flops / 1e9:.2f} GFLOP, opset {self.opset}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "sha256": self.sha256, "size_bytes": self.size_bytes,
+            "ir_version": self.ir_version, "opsets": [list(o) for o in self.opsets],
+            "inputs": [i.to_dict() for i in self.inputs],
+            "outputs": [o.to_dict() for o in self.outputs],
+            "op_histogram": [list(o) for o in self.op_histogram], "params": self.params,
+            "flops": self.flops, "external_data": list(self.external_data),
+            "producer": self.producer, "graph_name": self.graph_name,
+            "description": self.description, "domain": self.domain,
+            "model_version": self.model_version, "metadata": [list(m) for m in self.metadata],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelFacts":
+        """Inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError on damaged data."""
+        def spec(x: dict[str, Any]) -> TensorSpec:
+            shape = x["shape"]
+            return TensorSpec(str(x["name"]), str(x["dtype"]),
+                              None if shape is None else tuple(shape))
+        return cls(
+            path=Path(d["path"]), sha256=str(d["sha256"]), size_bytes=int(d["size_bytes"]),
+            ir_version=int(d["ir_version"]),
+            opsets=tuple((str(a), int(b)) for a, b in d["opsets"]),
+            inputs=tuple(spec(x) for x in d["inputs"]),
+            outputs=tuple(spec(x) for x in d["outputs"]),
+            op_histogram=tuple((str(a), int(b)) for a, b in d["op_histogram"]),
+            params=int(d["params"]), flops=int(d["flops"]),
+            external_data=tuple(d["external_data"]), producer=str(d["producer"]),
+            graph_name=str(d["graph_name"]), description=str(d["description"]),
+            domain=str(d["domain"]), model_version=int(d["model_version"]),
+            metadata=tuple((str(a), str(b)) for a, b in d["metadata"]),
+        )
+
+
+def hash_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:
+    """SHA-256 over the files' bytes, streamed (a 2 GB model needs 1 MB of memory)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            while True:
+                b = f.read(chunk)
+                if not b:
+                    break
+                h.update(b)
+    return h.hexdigest()
+
+
+def _dims(type_proto: Any) -> tuple[str, tuple[Dim, ...] | None]:
+    tt = type_proto.tensor_type
+    dtype = _ELEM_TO_NUMPY.get(tt.elem_type, f"elem{tt.elem_type}")
+    if not tt.HasField("shape"):
+        return dtype, None
+    dims: list[Dim] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dtype, tuple(dims)
+
+
+def _spec(value_info: Any, path: Path, what: str) -> TensorSpec:
+    if value_info.type.WhichOneof("value") != "tensor_type":
+        raise ModelError(f"{path}: {what} {value_info.name!r} is not a tensor "
+                         f"({value_info.type.WhichOneof('value')}); autoinfer runs tensor models only")
+    dtype, shape = _dims(value_info.type)
+    if shape is not None:
+        n = 1
+        for d in shape:
+            if isinstance(d, int):
+                if d < 0 or d > MAX_DIM:
+                    raise ModelError(f"{path}: {what} {value_info.name!r} declares an impossible "
+                                     f"dimension {d} in shape {list(shape)}")
+                n *= d
+        if n > MAX_ELEMENTS:
+            raise ModelError(f"{path}: {what} {value_info.name!r} declares {n} elements "
+                             f"(shape {list(shape)}), more than any machine can hold")
+    return TensorSpec(value_info.name, dtype, shape)
+
+
+def _non_utf8_field(model: Any) -> str | None:
+    """Where the first string field that is not valid UTF-8 sits, or None.
+
+    Protobuf hands such fields of a proto2 message (ONNX's) back as ``bytes``
+    instead of failing the parse, so a corrupt name would otherwise reach the
+    runtimes and autoinfer's own keys as the wrong type. Only string and
+    message fields are read: weights (``bytes`` and numbers) are never copied.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+    from google.protobuf.message import Message
+
+    layout: dict[str, tuple[list[str], list[str]]] = {}
+    stack: list[tuple[Any, str]] = [(model, "model")]
+    while stack:
+        msg, where = stack.pop()
+        desc = msg.DESCRIPTOR
+        fields = layout.get(desc.full_name)
+        if fields is None:
+            fields = layout[desc.full_name] = (
+                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_STRING],
+                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_MESSAGE])
+        texts, messages = fields
+        for name in texts:
+            value = getattr(msg, name)
+            for v in (value,) if isinstance(value, (str, bytes)) else value:
+                if not isinstance(v, str):
+                    return f"{where}.{name}"
+        for name in messages:
+            value = getattr(msg, name)
+            if isinstance(value, Message):
+                if msg.HasField(name):
+                    stack.append((value, f"{where}.{name}"))
+            else:
+                stack.extend((m, f"{where}.{name}[{i}]") for i, m in enumerate(value))
+    return None
+
+
+def _check_operators(model: Any, path: Path) -> None:
+    import onnx.defs
+
+    local = {(f.domain, f.name) for f in model.functions}
+    opsets = {o.domain: o.version for o in model.opset_import}
+
+    def walk(graph: Any) -> Iterable[Any]:
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    yield from walk(attr.g)
+                for g in attr.graphs:
+                    yield from walk(g)
+
+    for node in walk(model.graph):
+        dom = node.domain
+        if (dom, node.op_type) in local:
+            continue
+        if dom not in KNOWN_DOMAINS:
+            raise ModelError(f"{path}: node {node.name or node.op_type!r} uses operator "
+                             f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it")
+        if dom in _ONNX_DOMAINS:
+            version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
+            if not onnx.defs.has(node.op_type, dom):
+                raise ModelError(f"{path}: node {node.name or node.op_type!r} uses unknown operator "
+                                 f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})")
+            try:
+                onnx.defs.get_schema(node.op_type, version, dom)
+            except Exception:
+                raise ModelError(f"{path}: operator {node.op_type!r} does not exist at opset "
+                                 f"{version} of domain {dom or 'ai.onnx'!r}") from None
+
+
+def _external_files(model: Any, base: Path) -> list[Path]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    files: dict[str, Path] = {}
+    for t in _get_all_tensors(model):
+        if uses_external_data(t):
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            if not loc:
+                raise ModelError(f"{base}: tensor {t.name!r} uses external data with no location")
+            p = (base.parent / loc).resolve()
+            if base.parent.resolve() not in p.parents and p != base.parent.resolve():
+                raise ModelError(f"{base}: external data {loc!r} of tensor {t.name!r} points "
+                                 "outside the model's directory")
+            files[loc] = p
+    for loc, p in files.items():
+        if not p.is_file():
+            raise ModelError(f"{base}: external-data file {loc!r} is missing (expected at {p})")
+    return sorted(files.values())
+
+
+def _count_params(model: Any) -> int:
+    n = 0
+    for t in model.graph.initializer:
+        n += math.prod(t.dims) if t.dims else 1
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.HasField("t"):
+                    n += math.prod(a.t.dims) if a.t.dims else 1
+    return n
+
+
+def _estimate_flops(model: Any) -> int:
+    """Multiply-accumulates x2 of Conv, Gemm and MatMul, with dynamic dims taken as 1."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # shape inference can fail on odd but runnable models
+        log.debug("shape inference failed, FLOP estimate is partial: %s", exc)
+        inferred = model
+    shapes: dict[str, list[int]] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        if vi.type.WhichOneof("value") == "tensor_type" and vi.type.tensor_type.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                               for d in vi.type.tensor_type.shape.dim]
+    for t in inferred.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    flops = 0
+    for node in inferred.graph.node:
+        try:
+            if node.op_type == "Conv" and len(node.input) >= 2:
+                w, y = shapes.get(node.input[1]), shapes.get(node.output[0])
+                if w and y:
+                    flops += 2 * math.prod(y) * math.prod(w[1:])
+            elif node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
+                a, y = shapes.get(node.input[0]), shapes.get(node.output[0])
+                if a and y:
+                    k = a[-1]
+                    if node.op_type == "Gemm":
+                        trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
+                        k = a[0] if trans_a else a[-1]
+                    flops += 2 * math.prod(y) * k
+        except Exception:  # an odd node never stops the estimate
+            continue
+    return int(flops)
+
+
+def _in_child(fn: Any, timeout_s: float) -> tuple[str, Any]:
+    """``fn()`` in a forked child process, so that native code that aborts or
+    segfaults on a malformed model takes down the child, not the caller.
+
+    Returns ("ok", value), ("crashed", how), ("error", message) when ``fn``
+    raised, ("timeout", None), or ("unavailable", None) where fork is not safe
+    or possible (not Linux, or the system refused): the caller then runs ``fn``
+    itself.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return "unavailable", None
+    import json
+
+    err = tempfile.TemporaryFile()
+    r, w = os.pipe()
+    try:
+        with warnings.catch_warnings():  # 3.12+ warns on fork in a threaded process;
+            warnings.simplefilter("ignore", DeprecationWarning)  # the child runs no thread code
+            pid = os.fork()
+    except OSError as exc:
+        os.close(r)
+        os.close(w)
+        err.close()
+        log.debug("cannot fork to read the model in isolation: %s", exc)
+        return "unavailable", None
+    if pid == 0:  # the child: compute, answer on the pipe, and leave without cleanup
+        code = 0
+        try:
+            os.close(r)
+            import faulthandler
+
+            faulthandler.disable()
+            os.dup2(err.fileno(), 2)
+            try:
+                blob = json.dumps({"ok": fn()}).encode()
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                blob = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
+            while blob:
+                blob = blob[os.write(w, blob):]
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    finished = False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], min(deadline - time.monotonic(), 1.0))
+            if ready:
+                chunk = os.read(r, 1 << 16)
+                if not chunk:
+                    finished = True
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(r)
+        if not finished:  # timed out, or the caller was interrupted
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        err.seek(0, os.SEEK_END)
+        err.seek(max(0, err.tell() - 2000))
+        tail = err.read().decode("utf-8", "replace").strip().splitlines()
+        err.close()
+    if not finished:
+        return "timeout", None
+    if os.WIFSIGNALED(status) or not chunks:
+        how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+               else f"exit code {os.WEXITSTATUS(status)}")
+        return "crashed", how + (f": {tail[-1][-300:]}" if tail else "")
+    answer = json.loads(b"".join(chunks))
+    if "error" in answer:
+        return "error", answer["error"]
+    return "ok", answer["ok"]
+
+
+def _checked_flops(model: Any, path: Path, size: int) -> int:
+    """The FLOP estimate, computed where a crash cannot reach the caller.
+
+    ONNX's shape inference runs every operator's shape function, the same code
+    the runtimes run when they load a graph. Some malformed attributes (a
+    kernel larger than its input, for one) make that native code abort the
+    whole process, ONNX Runtime included; a model that crashes it here is
+    rejected before any runtime sees it.
+    """
+    outcome, value = _in_child(lambda: _estimate_flops(model), 60.0 + 60.0 * size / 2**30)
+    if outcome == "ok":
+        return int(value)
+    if outcome == "crashed":
+        raise ModelError(f"{path}: malformed model: ONNX shape inference crashed on it ({value}); "
+                         "a runtime loading it would crash the same way")
+    if outcome in ("timeout", "error"):
+        log.debug("FLOP estimate of %s unavailable: %s", path, value or "timed out")
+        return 0
+    return _estimate_flops(model)
+
+
+def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
+    """Read the model at ``path`` once and return its facts.
+
+    Raises :class:`ModelError` for a missing path, a directory, an empty or
+    truncated file, bytes that are not an ONNX model, unknown operators or
+    domains, missing external data, and absurd declared dimensions.
+    """
+    import onnx
+
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such file")
+    if p.is_dir():
+        raise ModelError(f"{p}: is a directory, not an ONNX model file")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    if size == 0:
+        raise ModelError(f"{p}: the file is empty")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except PermissionError:
+        raise ModelError(f"{p}: permission denied") from None
+    except Exception as exc:
+        raise ModelError(f"{p}: not a readable ONNX model ({type(exc).__name__}: "
+                         f"{str(exc)[:200] or 'truncated or corrupt protobuf'})") from None
+    bad_text = _non_utf8_field(model)
+    if bad_text is not None:
+        raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+        raise ModelError(f"{p}: parses as protobuf but is not an ONNX model "
+                         "(no IR version, graph or opset import)")
+    g = model.graph
+    if not g.output:
+        raise ModelError(f"{p}: the graph declares no outputs")
+    externals = _external_files(model, p)
+    _check_operators(model, p)
+    inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
+    inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
+    outputs = tuple(_spec(o, p, "output") for o in g.output)
+    names = [t.name for t in inputs]
+    if len(set(names)) != len(names):
+        raise ModelError(f"{p}: input names are not unique: {names}")
+    try:
+        digest = hash_files([p, *externals])
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    hist = Counter(n.op_type for n in g.node)
+    return ModelFacts(
+        path=p.resolve(),
+        sha256=digest,
+        size_bytes=size + sum(e.stat().st_size for e in externals),
+        ir_version=int(model.ir_version),
+        opsets=tuple(sorted((o.domain, int(o.version)) for o in model.opset_import)),
+        inputs=inputs,
+        outputs=outputs,
+        op_histogram=tuple(sorted(hist.items())),
+        params=_count_params(model),
+        flops=_checked_flops(model, p, size),
+        external_data=tuple(str(e) for e in externals),
+        producer=(model.producer_name + " " + model.producer_version).strip(),
+        graph_name=g.name,
+        description=model.doc_string,
+        domain=model.domain,
+        model_version=int(model.model_version),
+        metadata=tuple((m.key, m.value) for m in model.metadata_props),
+    )
+
+
+def _ext_stats(paths: Iterable[str]) -> list[list[int]]:
+    out = []
+    for e in paths:
+        st = os.stat(e)
+        out.append([st.st_size, st.st_mtime_ns])
+    return out
+
+
+def load_facts_cached(path: str | os.PathLike[str], cache: Any) -> ModelFacts:
+    """:func:`load_facts`, memoised in ``cache`` by the file's path, size, mtime and
+    inode (and those of its external-data files), so a warm start neither parses
+    nor hashes the model again."""
+    p = Path(path)
+    if p.is_file():
+        rec = cache.get_facts(p)
+        if rec is not None:
+            try:
+                facts = ModelFacts.from_dict(rec["facts"])
+                if _ext_stats(facts.external_data) == rec["ext"]:
+                    return facts
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                log.debug("cached facts of %s unusable: %s", p, exc)
+    facts = load_facts(p)
+    try:
+        cache.put_facts(p, {"facts": facts.to_dict(), "ext": _ext_stats(facts.external_data)})
+    except OSError as exc:  # the cache is an optimisation only
+        log.debug("cannot store facts of %s: %s", p, exc)
+    return facts

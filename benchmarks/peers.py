@@ -1,0 +1,216 @@
+"""What autoinfer's users would otherwise pick, each behind one small interface.
+
+A peer loads a model file and returns a :class:`Loaded` whose ``run(feeds)``
+gives the outputs in the model's declared order. Each peer is a runtime the
+way its own documentation starts you off:
+
+  ort           onnxruntime.InferenceSession(path): default options, default providers
+                (on a machine with only the CPU provider this is also "ONNX Runtime
+                CPU at its defaults")
+  ort-maxperf   ONNX Runtime's own automatic selection:
+                SessionOptions.set_provider_selection_policy(MAX_PERFORMANCE)
+  ov-auto       OpenVINO's AUTO device with PERFORMANCE_HINT=LATENCY
+  ov-cpu        OpenVINO's CPU device at its defaults
+  ncnn          ncnn through pnnx's conversion (autoinfer's ncnn backend, fp32, its
+                thread count = the usable cores, as ncnn's default)
+  autoinfer     autoinfer.Session(path): selection done once beforehand
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+PEERS = ("ort", "ort-maxperf", "ov-auto", "ov-cpu", "ncnn", "autoinfer")
+LABELS = {
+    "ort": "ONNX Runtime (plain)",
+    "ort-maxperf": "ORT MAX_PERFORMANCE policy",
+    "ov-auto": "OpenVINO AUTO (LATENCY)",
+    "ov-cpu": "OpenVINO CPU",
+    "ncnn": "ncnn (pnnx)",
+    "autoinfer": "autoinfer",
+}
+# The peer whose load time is "the runtime's own load" for a winner of each backend.
+OWN_LOAD_PEER = {"onnxruntime": "ort", "openvino": "ov-cpu", "ncnn": "ncnn"}
+
+
+class PeerUnsupported(Exception):
+    """The peer cannot run this model here; the message says why."""
+
+
+@dataclass
+class Loaded:
+    run: Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+    close: Callable[[], None] = lambda: None
+    info: dict[str, Any] = field(default_factory=dict)
+    handle: Any = None  # the runtime object (autoinfer: the Session)
+
+
+@dataclass
+class Context:
+    """What loading needs besides the model path."""
+
+    input_shapes: dict[str, tuple[int, ...]]
+    autoinfer_cache: Path | None = None
+    ncnn_artifacts: Path | None = None
+    threads: int = 1
+
+
+# -- ONNX Runtime -------------------------------------------------------------------------
+
+def _ort_outputs(sess: Any) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+    run = sess.run
+
+    def call(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return run(None, feeds)
+    return call
+
+
+def load_ort(path: Path, ctx: Context) -> Loaded:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path))
+    return Loaded(_ort_outputs(sess), info={"providers": sess.get_providers()}, handle=sess)
+
+
+def load_ort_maxperf(path: Path, ctx: Context) -> Loaded:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    setter = getattr(so, "set_provider_selection_policy", None)
+    policy = getattr(getattr(ort, "OrtExecutionProviderDevicePolicy", None), "MAX_PERFORMANCE",
+                     None)
+    if setter is None or policy is None:
+        raise PeerUnsupported(f"onnxruntime {ort.__version__} has no "
+                              "SessionOptions.set_provider_selection_policy / "
+                              "OrtExecutionProviderDevicePolicy.MAX_PERFORMANCE (added in 1.22)")
+    setter(policy)
+    sess = ort.InferenceSession(str(path), sess_options=so)
+    devices = sorted({f"{d.ep_name}/{d.device.type.name}" for d in ort.get_ep_devices()}) \
+        if hasattr(ort, "get_ep_devices") else []
+    return Loaded(_ort_outputs(sess), info={"providers": sess.get_providers(),
+                                            "ep_devices": devices}, handle=sess)
+
+
+# -- OpenVINO -------------------------------------------------------------------------------
+
+def _ov() -> Any:
+    # autoinfer's import skips the analytics event ``import openvino`` sends; nothing
+    # else about OpenVINO changes.
+    from autoinfer.backends.openvino import import_openvino
+
+    return import_openvino()
+
+
+def _ov_loaded(compiled: Any, device: str) -> Loaded:
+    req = compiled.create_infer_request()
+    ports = list(compiled.outputs)
+
+    def call(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        res = req.infer(feeds)  # copies the outputs out of the request (share_outputs=False)
+        return [res[p] for p in ports]
+
+    info = {"device": device}
+    try:
+        info["execution_devices"] = [str(d) for d in compiled.get_property("EXECUTION_DEVICES")]
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return Loaded(call, info=info, handle=compiled)
+
+
+def load_ov_auto(path: Path, ctx: Context) -> Loaded:
+    core = _ov().Core()
+    return _ov_loaded(core.compile_model(str(path), "AUTO", {"PERFORMANCE_HINT": "LATENCY"}),
+                      "AUTO")
+
+
+def load_ov_cpu(path: Path, ctx: Context) -> Loaded:
+    core = _ov().Core()
+    return _ov_loaded(core.compile_model(str(path), "CPU"), "CPU")
+
+
+# -- ncnn -----------------------------------------------------------------------------------
+
+def load_ncnn(path: Path, ctx: Context) -> Loaded:
+    from autoinfer import backends
+    from autoinfer.backends.base import Candidate, LoadContext
+    from autoinfer.errors import AutoinferError, UnsupportedModel
+    from autoinfer.model import load_facts
+
+    if ctx.ncnn_artifacts is None:
+        raise PeerUnsupported("no directory for the ncnn conversion was given")
+    backend = backends.get("ncnn")
+    av = backend.availability(None)
+    if not av.usable:
+        raise PeerUnsupported(f"ncnn is not usable here: {av.reason}")
+    facts = load_facts(path)
+    lctx = LoadContext(artifact_dir=ctx.ncnn_artifacts, threads=ctx.threads,
+                       input_shapes=dict(ctx.input_shapes))
+    try:
+        runner = backend.load(Candidate("ncnn", "cpu", "fp32"), facts, lctx)
+    except UnsupportedModel as exc:
+        raise PeerUnsupported(exc.reason) from None
+    except AutoinferError as exc:
+        raise PeerUnsupported(str(exc)) from None
+    return Loaded(runner.run, runner.close, info={"threads": ctx.threads}, handle=runner)
+
+
+# -- autoinfer ------------------------------------------------------------------------------
+
+def load_autoinfer(path: Path, ctx: Context, *, input_shapes: bool = True) -> Loaded:
+    import autoinfer
+
+    kwargs: dict[str, Any] = {}
+    if input_shapes and ctx.input_shapes:
+        kwargs["input_shapes"] = ctx.input_shapes
+    sess = autoinfer.Session(str(path), cache_dir=ctx.autoinfer_cache, **kwargs)
+    run = sess.run
+
+    def call(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return run(None, feeds)
+    return Loaded(call, sess.close, info={}, handle=sess)
+
+
+LOADERS: dict[str, Callable[[Path, Context], Loaded]] = {
+    "ort": load_ort,
+    "ort-maxperf": load_ort_maxperf,
+    "ov-auto": load_ov_auto,
+    "ov-cpu": load_ov_cpu,
+    "ncnn": load_ncnn,
+    "autoinfer": load_autoinfer,
+}
+
+# Modules each peer imports, imported before a load is timed (an import is paid once
+# per process, a load once per model).
+IMPORTS = {
+    "ort": ("onnxruntime",), "ort-maxperf": ("onnxruntime",),
+    "ov-auto": ("openvino",), "ov-cpu": ("openvino",),
+    "ncnn": ("ncnn", "onnxruntime", "autoinfer.backends.ncnn"),
+    # autoinfer's own modules too: a Session's first-use imports are an import cost
+    # (reported apart), not a load cost
+    "autoinfer": ("autoinfer", "autoinfer.session", "autoinfer.policy", "autoinfer.cache",
+                  "probes", "importlib.metadata", "autoinfer.backends.onnxruntime",
+                  "autoinfer.backends.openvino", "autoinfer.backends.ncnn",
+                  "autoinfer.backends.tensorrt", "onnxruntime"),
+}
+
+
+def preimport(peer: str) -> None:
+    import importlib
+
+    for mod in IMPORTS[peer]:
+        if mod == "openvino":
+            _ov()
+        else:
+            importlib.import_module(mod)
+
+
+def load(peer: str, path: Path, ctx: Context) -> tuple[Loaded, float]:
+    """(the loaded peer, seconds the load took). Raises PeerUnsupported or the runtime's error."""
+    loader = LOADERS[peer]
+    t0 = time.perf_counter()
+    loaded = loader(path, ctx)
+    return loaded, time.perf_counter() - t0

@@ -1,0 +1,37 @@
+"""Hardware facts for choosing an inference runtime, and nothing else.
+
+    import probes
+    hw = probes.detect()          # cached per process; never raises
+    hw.cpu.usable_cores, hw.cpu.has("avx512_vnni"), hw.nvidia_gpus, hw.accelerators
+    hw.fingerprint                # changes only when something that picks a runtime changes
+    hw.notes                      # one ProbeNote per probe: what it found, or why not
+
+The contract:
+
+* Importing ``probes`` imports no inference runtime and no driver binding;
+  NVML (``pynvml``) and OpenVINO are imported inside ``detect()`` only.
+* Every probe is bounded in time and soft-failing: a missing library, driver,
+  file or permission becomes a :class:`ProbeNote`, never an exception.
+* ``detect(root=...)`` replays a machine recorded as a file tree, so tests can
+  run on any host (see :mod:`probes.system` and :mod:`probes.testing`).
+* Nothing is printed; diagnostics go to the ``"probes"`` logger.
+"""
+
+import logging
+
+from .detect import DEFAULT_TIMEOUT_S, detect
+from .model import CPU, SCHEMA_VERSION, Accelerator, CpuCluster, Hardware, NvidiaGPU, ProbeNote
+
+logging.getLogger("probes").addHandler(logging.NullHandler())
+
+__all__ = [
+    "detect",
+    "DEFAULT_TIMEOUT_S",
+    "SCHEMA_VERSION",
+    "Hardware",
+    "CPU",
+    "CpuCluster",
+    "NvidiaGPU",
+    "Accelerator",
+    "ProbeNote",
+]

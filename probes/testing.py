@@ -1,0 +1,256 @@
+"""Recorded machines, for testing anything that decides from hardware.
+
+A recorded machine is a directory::
+
+    probes-meta.json   {"machine": "x86_64", "os": "Linux"}
+    proc/..., sys/...  the files the probes read, at their usual paths
+    nvml.json          optional: what NVML answers (see FakeNVML.from_dict);
+                       absent means the machine has no NVML library
+    openvino.json      optional: OpenVINO's devices, {"GPU": "Intel(R) Arc(TM) Graphics (iGPU)", ...};
+                       absent means OpenVINO was not recorded
+
+``replay(directory)`` detects it; ``record(directory)`` writes the live machine
+in that form, so a user's machine can become a test case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from . import bounded, devices, nvidia
+from .detect import DEFAULT_TIMEOUT_S, _detect, detect
+from .model import Hardware
+from .system import META_FILE, LiveSystem
+
+NVML_ERRORS = {
+    "UNINITIALIZED": 1,
+    "NOT_SUPPORTED": 3,
+    "NO_PERMISSION": nvidia.NVML_ERROR_NO_PERMISSION,
+    "NOT_FOUND": 6,
+    "DRIVER_NOT_LOADED": nvidia.NVML_ERROR_DRIVER_NOT_LOADED,
+    "LIBRARY_NOT_FOUND": nvidia.NVML_ERROR_LIBRARY_NOT_FOUND,
+    "FUNCTION_NOT_FOUND": nvidia.NVML_ERROR_FUNCTION_NOT_FOUND,
+    "GPU_IS_LOST": 15,
+    "LIB_RM_VERSION_MISMATCH": 18,
+    "UNKNOWN": 999,
+}
+
+
+class FakeNVMLError(Exception):
+    """Like ``pynvml.NVMLError``: carries the NVML return code in ``.value``."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        names = {v: k for k, v in NVML_ERRORS.items()}
+        return f"NVML_ERROR_{names.get(self.value, self.value)}"
+
+
+class FakeNVML:
+    """Stands in for the ``pynvml`` module: the functions the probes call, answering from data.
+
+    ``block``: an event ``nvmlInit`` waits on before answering, to emulate a hung driver.
+    ``names_as_bytes``: answer strings as bytes, like pynvml before 11.5.
+    """
+
+    NVMLError = FakeNVMLError
+
+    def __init__(self, devices: list[dict[str, Any]] | None = None, driver_version: str = "",
+                 cuda_driver_version: int | None = None, error: str | None = None,
+                 block: threading.Event | None = None, names_as_bytes: bool = False) -> None:
+        self.devices = list(devices or [])
+        self.driver_version = driver_version
+        self.cuda_driver_version = cuda_driver_version
+        self.error = error
+        self.block = block
+        self.names_as_bytes = names_as_bytes
+        self.initialised = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FakeNVML":
+        """From ``{"driver_version": "580.159.04", "cuda_driver_version": 13000, "devices": [{"name": ...,
+        "uuid": ..., "memory_total_bytes": ..., "compute_capability": [9, 0]}]}``,
+        or ``{"error": "LIBRARY_NOT_FOUND"}`` (any key of NVML_ERRORS)."""
+        return cls(devices=data.get("devices", []), driver_version=data.get("driver_version", ""),
+                   cuda_driver_version=data.get("cuda_driver_version"), error=data.get("error"))
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> "FakeNVML":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def failing(cls, error: str = "LIBRARY_NOT_FOUND") -> "FakeNVML":
+        """NVML that fails to initialise, as on a machine without the NVIDIA driver."""
+        return cls(error=error)
+
+    def _str(self, value: str) -> str | bytes:
+        return value.encode() if self.names_as_bytes else value
+
+    def _check(self) -> None:
+        if not self.initialised:
+            raise FakeNVMLError(NVML_ERRORS["UNINITIALIZED"])
+
+    def nvmlInit(self) -> None:
+        if self.block is not None:
+            self.block.wait()
+        if self.error:
+            raise FakeNVMLError(NVML_ERRORS.get(self.error, NVML_ERRORS["UNKNOWN"]))
+        self.initialised += 1
+
+    def nvmlShutdown(self) -> None:
+        self._check()
+        self.initialised -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str | bytes:
+        self._check()
+        return self._str(self.driver_version)
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        self._check()
+        if self.cuda_driver_version is None:
+            raise FakeNVMLError(NVML_ERRORS["FUNCTION_NOT_FOUND"])
+        return self.cuda_driver_version
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._check()
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> dict[str, Any]:
+        self._check()
+        try:
+            return self.devices[index]
+        except IndexError:
+            raise FakeNVMLError(2) from None  # NVML_ERROR_INVALID_ARGUMENT
+
+    def nvmlDeviceGetName(self, handle: dict[str, Any]) -> str | bytes:
+        return self._str(handle["name"])
+
+    def nvmlDeviceGetUUID(self, handle: dict[str, Any]) -> str | bytes:
+        if handle.get("uuid") is None:
+            raise FakeNVMLError(NVML_ERRORS["NOT_SUPPORTED"])
+        return self._str(handle["uuid"])
+
+    def nvmlDeviceGetMemoryInfo(self, handle: dict[str, Any]) -> SimpleNamespace:
+        total = int(handle["memory_total_bytes"])
+        return SimpleNamespace(total=total, free=total, used=0)
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: dict[str, Any]) -> tuple[int, int]:
+        major, minor = handle["compute_capability"]
+        return int(major), int(minor)
+
+
+def replay(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Hardware:
+    """``detect()`` on a recorded machine, with its NVML and OpenVINO answers."""
+    directory = Path(directory)
+    nvml_file = directory / "nvml.json"
+    nvml = FakeNVML.from_json(nvml_file) if nvml_file.exists() else FakeNVML.failing()
+    ov_file = directory / "openvino.json"
+    ov_devices = json.loads(ov_file.read_text()) if ov_file.exists() else None
+    return detect(root=directory, nvml=nvml, openvino_devices=ov_devices, timeout_s=timeout_s)
+
+
+class _RecordingSystem(LiveSystem):
+    """The live system, remembering every path the probes touched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, str] = {}
+        self.dirs: set[str] = set()
+
+    def read(self, rel: str) -> str | None:
+        text = super().read(rel)
+        if text is not None:
+            self.files[rel] = text
+        return text
+
+    def exists(self, rel: str) -> bool:
+        found = super().exists(rel)
+        if found:
+            if self.path(rel).is_dir():
+                self.dirs.add(rel)
+            else:
+                self.read(rel)
+        return found
+
+    def listdir(self, rel: str) -> list[str]:
+        names = super().listdir(rel)
+        if names or self.path(rel).is_dir():
+            self.dirs.add(rel)
+        return names
+
+
+def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Hardware:
+    """Write the live machine as a recorded machine into ``directory``; return what was detected there.
+
+    Symlinks (``/sys/class/drm/card0/device``) become plain directories; the
+    PCI address survives in ``uevent``. NVML is recorded only as far as
+    ``Hardware`` keeps it: GPUs found, or no library.
+    """
+    directory = Path(directory)
+    system = _RecordingSystem()
+    nvml_future = bounded.start(lambda: nvidia.query(None), "nvml")
+    ov_future = bounded.start(devices.query_openvino, "openvino")
+    _detect(system, FakeNVML.failing(), {}, timeout_s)
+
+    for rel in system.dirs:
+        (directory / rel).mkdir(parents=True, exist_ok=True)
+    for rel, text in system.files.items():
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    affinity = system.affinity()
+    status = directory / "proc/self/status"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    status.write_text(f"Cpus_allowed_list:\t{_cpu_list(affinity)}\n" if affinity else "")
+    meta = {"machine": system.machine(), "os": system.os_name()}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    try:
+        gpus = nvml_future.result(timeout=timeout_s)
+    except Exception:
+        gpus = ()
+    nvml_data: dict[str, Any] = {"error": "LIBRARY_NOT_FOUND"}
+    if gpus:
+        nvml_data = {
+            "driver_version": gpus[0].driver_version,
+            "cuda_driver_version": _cuda_int(gpus[0].cuda_driver_version),
+            "devices": [
+                {"name": g.name, "uuid": g.uuid, "memory_total_bytes": g.memory_total_mb << 20,
+                 "compute_capability": list(g.compute_capability)}
+                for g in gpus
+            ],
+        }
+    (directory / "nvml.json").write_text(json.dumps(nvml_data, indent=2) + "\n")
+    try:
+        ov_devices = ov_future.result(timeout=timeout_s)
+        (directory / "openvino.json").write_text(json.dumps(ov_devices, indent=2) + "\n")
+    except Exception:
+        pass
+    return replay(directory, timeout_s=timeout_s)
+
+
+def _cpu_list(cpus: frozenset[int]) -> str:
+    ranges, ordered = [], sorted(cpus)
+    start = prev = ordered[0]
+    for cpu in ordered[1:] + [None]:
+        if cpu is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        ranges.append(f"{start}-{prev}" if prev != start else f"{start}")
+        if cpu is not None:
+            start = prev = cpu
+    return ",".join(ranges)
+
+
+def _cuda_int(version: str | None) -> int | None:
+    if not version:
+        return None
+    major, _, minor = version.partition(".")
+    return int(major) * 1000 + int(minor or 0) * 10

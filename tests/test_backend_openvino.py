@@ -1,0 +1,343 @@
+"""The OpenVINO backend against the real openvino: contract, settings, cache, errors, telemetry."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from autoinfer.backends import Candidate, LoadContext, Unsupported, get
+from autoinfer.backends import openvino as ovb
+from autoinfer.errors import BackendError, InputError, UnsupportedModel
+from autoinfer.model import load_facts
+
+NAME = "openvino"
+
+
+@pytest.fixture(scope="module")
+def backend() -> Any:
+    return get(NAME)
+
+
+def _load(backend: Any, path: Path, tmp_path: Path, cand: Candidate | None = None,
+          **ctx: Any) -> Any:
+    facts = load_facts(path)
+    ctx.setdefault("threads", 2)
+    return backend.load(cand or Candidate.make(NAME), facts, LoadContext(tmp_path, **ctx))
+
+
+def _multi_feeds(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((n, 4)).astype(np.float32),
+            "ids": rng.integers(0, 1000, n).astype(np.int64)}
+
+
+def _multi_expected(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    x, ids = feeds["x"], feeds["ids"]
+    return [x.sum(axis=1) + np.float32(0.5), ids + 1, x > 0]
+
+
+def _subprocess(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_import_does_not_import_openvino() -> None:
+    out = _subprocess("import sys, autoinfer.backends.openvino as m; "
+                      "print(sorted(k for k in sys.modules if k.startswith('openvino')))")
+    assert out.strip() == "[]"
+
+
+def test_using_openvino_sends_no_telemetry(model_paths: dict) -> None:
+    """`import openvino` forks a process that posts a Google Analytics event; autoinfer's does not."""
+    code = f"""
+import sys
+events = []
+sys.addaudithook(lambda e, a: events.append(e) if e in ('os.fork', 'os.posix_spawn',
+    'subprocess.Popen', 'socket.connect', 'socket.getaddrinfo') else None)
+import numpy as np
+from pathlib import Path
+import tempfile
+from autoinfer.backends import get, Candidate, LoadContext
+from autoinfer.model import load_facts
+b = get('openvino')
+facts = load_facts({str(model_paths['tiny'])!r})
+b.availability(None)
+r = b.load(Candidate.make('openvino'), facts, LoadContext(Path(tempfile.mkdtemp())))
+r.run({{facts.inputs[0].name: np.zeros([d if isinstance(d, int) else 1 for d in facts.inputs[0].shape], np.float32)}})
+print(sorted(set(events)), 'openvino_telemetry' in sys.modules)
+"""
+    assert _subprocess(code).strip() == "[] False"
+
+
+def test_declared_facts(backend: Any) -> None:
+    assert backend.name == NAME and backend.extra == "openvino" and backend.package == "openvino"
+    assert not backend.capabilities.reference and backend.capabilities.dynamic_shapes
+    assert "openvino" in backend.versions()
+
+
+def test_availability_lists_openvino_devices(backend: Any, hw: Any) -> None:
+    av = backend.availability(hw)
+    assert av.installed and av.usable, av
+    ov = ovb.import_openvino()
+    assert av.devices == tuple(ovb.to_device(d) for d in ov.Core().available_devices)
+    assert "cpu" in av.devices
+
+
+def test_device_names_round_trip() -> None:
+    for ov_name, ours in [("CPU", "cpu"), ("GPU", "gpu:0"), ("GPU.1", "gpu:1"), ("NPU", "npu")]:
+        assert ovb.to_device(ov_name) == ours
+    assert ovb.to_ov_device("gpu:1") == "GPU.1" and ovb.to_ov_device("cpu") == "CPU"
+
+
+def test_candidates(backend: Any, hw: Any, model_paths: dict) -> None:
+    facts = load_facts(model_paths["tiny"])
+    cands = backend.candidates(facts, hw, "latency")
+    assert Candidate.make(NAME, "cpu", "fp32") in cands
+    caps = next(c for d, _, c, _ in ovb.device_report() if d == "CPU")
+    assert (Candidate.make(NAME, "cpu", "bf16") in cands) == ("BF16" in caps)
+
+
+def test_npu_with_dynamic_shapes_is_unsupported_with_reason(backend: Any, hw: Any,
+                                                            model_paths: dict,
+                                                            monkeypatch: Any) -> None:
+    fake = (("CPU", "cpu", frozenset({"FP32"}), frozenset()),
+            ("NPU", "Intel NPU", frozenset({"FP16"}), frozenset()))
+    monkeypatch.setattr(ovb, "device_report", lambda: fake)
+    cands = backend.candidates(load_facts(model_paths["dynamic_batch"]), hw, "latency")
+    npu = [c for c in cands if c.device == "npu"]
+    assert len(npu) == 1 and isinstance(npu[0], Unsupported)
+    assert "static" in npu[0].reason and "input" in npu[0].reason
+    static = backend.candidates(load_facts(model_paths["tiny"]), hw, "latency")
+    assert Candidate.make(NAME, "npu", "fp16") in static
+
+
+def test_float64_models_are_refused(backend: Any, hw: Any, tmp_path: Path) -> None:
+    import onnx
+
+    path = (Path(onnx.__file__).parent /
+            "backend/test/data/pytorch-operator/test_operator_add_broadcast/model.onnx")
+    facts = load_facts(path)
+    cands = backend.candidates(facts, hw, "latency")
+    assert cands and all(isinstance(c, Unsupported) and "float64" in c.reason for c in cands)
+    with pytest.raises(UnsupportedModel, match="float64"):
+        _load(backend, path, tmp_path)
+
+
+def test_variants_are_few_distinct_and_load(backend: Any, hw: Any, model_paths: dict,
+                                            tmp_path: Path) -> None:
+    facts = load_facts(model_paths["multi_io"])
+    base = Candidate.make(NAME)
+    feeds = _multi_feeds(3)
+    for objective in ("latency", "throughput"):
+        variants = backend.variants(base, facts, hw, objective)
+        assert 1 <= len(variants) <= 5
+        assert len({v.key for v in variants}) == len(variants) and base not in variants
+        for v in variants:
+            with _load(backend, model_paths["multi_io"], tmp_path / v.key, v,
+                       objective=objective) as r:
+                for got, want in zip(r.run(feeds), _multi_expected(feeds)):
+                    np.testing.assert_allclose(got, want, rtol=1e-6)
+            assert backend.estimate(v, facts, hw, objective).reasons
+
+
+def test_compile_config(backend: Any, model_paths: dict, tmp_path: Path) -> None:
+    with _load(backend, model_paths["tiny"], tmp_path / "a", threads=2) as r:
+        cm = r.compiled
+        assert str(cm.get_property("PERFORMANCE_HINT")).endswith("LATENCY")
+        assert cm.get_property("INFERENCE_NUM_THREADS") == 2
+        # fp32 means fp32, even on a CPU where OpenVINO would default to bf16.
+        assert "f32" in str(cm.get_property("INFERENCE_PRECISION_HINT")).lower() or \
+            "float32" in str(cm.get_property("INFERENCE_PRECISION_HINT"))
+    with _load(backend, model_paths["tiny"], tmp_path / "b", threads=2,
+               objective="throughput") as r:
+        assert str(r.compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT")
+    cand = Candidate.make(NAME, INFERENCE_NUM_THREADS=64, NUM_STREAMS=1)
+    with _load(backend, model_paths["tiny"], tmp_path / "c", cand, threads=1) as r:
+        assert r.compiled.get_property("INFERENCE_NUM_THREADS") == 1  # never above the quota
+        assert r.compiled.get_property("NUM_STREAMS") == 1
+
+
+def test_cache_dir_is_the_artifact_dir(backend: Any, model_paths: dict, tmp_path: Path) -> None:
+    art = tmp_path / "artifacts"
+    t0 = time.perf_counter()
+    with _load(backend, model_paths["mobilenetv2"], art):
+        first = time.perf_counter() - t0
+    blobs = list(art.iterdir())
+    assert blobs, "compiling wrote nothing to the artifact directory"
+    t0 = time.perf_counter()
+    with _load(backend, model_paths["mobilenetv2"], art) as r:
+        second = time.perf_counter() - t0
+        assert r.compiled.get_property("LOADED_FROM_CACHE") is True
+    print(f"mobilenetv2 on OpenVINO CPU: first load {first:.3f} s, cached {second:.3f} s")
+
+
+def test_run_outputs_order_names_dtypes_shapes(backend: Any, model_paths: dict,
+                                               tmp_path: Path) -> None:
+    with _load(backend, model_paths["multi_io"], tmp_path) as r:
+        assert r.input_names == ("x", "ids")
+        assert r.output_names == ("sum", "next_ids", "positive")
+        feeds = _multi_feeds(5)
+        got = r.run(feeds)
+        want = _multi_expected(feeds)
+        assert [g.dtype for g in got] == [np.float32, np.int64, np.bool_]
+        assert [g.shape for g in got] == [(5,), (5,), (5, 4)]
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_outputs_are_copies_not_views_of_reused_tensors(backend: Any, model_paths: dict,
+                                                        tmp_path: Path) -> None:
+    with _load(backend, model_paths["multi_io"], tmp_path) as r:
+        a, b = _multi_feeds(4, seed=1), _multi_feeds(4, seed=2)
+        first = r.run(a)
+        kept = [x.copy() for x in first]
+        r.run(b)
+        for x, k in zip(first, kept):
+            np.testing.assert_array_equal(x, k)
+
+
+def test_read_only_and_non_contiguous_inputs(backend: Any, model_paths: dict,
+                                             tmp_path: Path) -> None:
+    with _load(backend, model_paths["multi_io"], tmp_path) as r:
+        feeds = _multi_feeds(6)
+        want = r.run(feeds)
+        x = np.asfortranarray(feeds["x"])
+        ids = feeds["ids"].copy()
+        ids.setflags(write=False)
+        got = r.run({"x": x, "ids": ids})
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_dynamic_batch_two_sizes(backend: Any, model_paths: dict, tmp_path: Path) -> None:
+    import onnx
+
+    from autoinfer import zoo
+
+    proto = onnx.load(str(model_paths["dynamic_batch"]))
+    with _load(backend, model_paths["dynamic_batch"], tmp_path) as r:
+        x8 = zoo.sample_inputs(proto, shapes={"input": (8, 3, 32, 32)})["input"]
+        y8 = r.run({"input": x8})[0]
+        y1 = r.run({"input": x8[:1]})[0]
+        assert y8.shape == (8, 10) and y1.shape == (1, 10)
+        np.testing.assert_allclose(y1[0], y8[0], rtol=1e-4, atol=1e-5)
+
+
+def test_thread_safety_matches_serial(backend: Any, model_paths: dict, tmp_path: Path) -> None:
+    for objective in ("latency", "throughput"):
+        with _load(backend, model_paths["multi_io"], tmp_path / objective,
+                   objective=objective) as r:
+            feeds = [_multi_feeds(16 + i, seed=i) for i in range(8)]
+            serial = [r.run(f) for f in feeds]
+            results: list[Any] = [None] * 8
+            errors: list[BaseException] = []
+            barrier = threading.Barrier(8)
+
+            def work(i: int) -> None:
+                try:
+                    barrier.wait()
+                    for _ in range(20):
+                        got = r.run(feeds[i])
+                        for g, w in zip(got, serial[i]):
+                            np.testing.assert_array_equal(g, w)
+                    results[i] = got
+                except BaseException as exc:  # reported below, in the main thread
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors[0]
+            assert all(res is not None for res in results)
+
+
+@pytest.mark.parametrize("feeds,match", [
+    ({"x": np.zeros((2, 4)), "ids": np.zeros(2, np.int64)}, "data type"),          # float64
+    ({"x": np.zeros((2, 5), np.float32), "ids": np.zeros(2, np.int64)}, "dimensions"),
+    ({"x": np.zeros((4,), np.float32), "ids": np.zeros(1, np.int64)}, "rank"),
+    ({"x": np.zeros((2, 4), np.float32)}, "Missing"),
+    ({"x": np.zeros((2, 4), np.float32), "ids": np.zeros(2, np.int64),
+      "nope": np.zeros(1)}, "input name"),
+    ({"x": np.zeros((2, 4), np.float32), "ids": np.zeros(2, np.int32)}, "data type"),
+])
+def test_bad_feeds_raise_input_error(backend: Any, model_paths: dict, tmp_path: Path,
+                                     feeds: dict, match: str) -> None:
+    with _load(backend, model_paths["multi_io"], tmp_path) as r:
+        with pytest.raises(InputError, match=match) as info:
+            r.run(feeds)
+        assert "openvino" in str(info.value)
+
+
+def test_int64_beyond_int32_is_refused_not_wrong(backend: Any, model_paths: dict,
+                                                 tmp_path: Path) -> None:
+    with _load(backend, model_paths["multi_io"], tmp_path) as r:
+        feeds = {"x": np.zeros((1, 4), np.float32), "ids": np.array([2**40], np.int64)}
+        with pytest.raises(BackendError, match="int32"):
+            r.run(feeds)
+        feeds["ids"] = np.array([2**31 - 2], np.int64)
+        assert r.run(feeds)[1][0] == 2**31 - 1
+
+
+def test_closed_runner_raises(backend: Any, model_paths: dict, tmp_path: Path) -> None:
+    r = _load(backend, model_paths["multi_io"], tmp_path)
+    r.close()
+    with pytest.raises(BackendError, match="closed"):
+        r.run(_multi_feeds(1))
+
+
+def test_unsupported_model_is_refused_with_reason(backend: Any, tmp_path: Path) -> None:
+    import onnx
+
+    path = Path(onnx.__file__).parent / "backend/test/data/simple/test_gradient_of_add/model.onnx"
+    with pytest.raises(UnsupportedModel) as info:
+        _load(backend, path, tmp_path)
+    assert "Gradient" in info.value.reason
+
+
+def test_unknown_setting_is_an_autoinfer_error(backend: Any, model_paths: dict,
+                                               tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="unknown candidate settings"):
+        _load(backend, model_paths["tiny"], tmp_path, Candidate.make(NAME, bogus=1))
+
+
+def test_diagnose(backend: Any, hw: Any, monkeypatch: Any) -> None:
+    assert not [p for p in backend.diagnose(hw) if p.severity == "error"]
+    gpu = type("Acc", (), {"kind": "igpu", "vendor": "intel", "name": "Iris Xe",
+                           "openvino_device": "GPU"})()
+    fake_hw = type("Hw", (), {"accelerators": (gpu,), "cpu": None, "nvidia_gpus": ()})()
+    problems = backend.diagnose(fake_hw)
+    assert any(p.severity == "warning" and "igpu" in p.message and "opencl" in p.fix
+               for p in problems)
+
+
+def _string_model(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["o"])], "strings",
+        [helper.make_tensor_value_info("s", T.STRING, ["N"])],
+        [helper.make_tensor_value_info("o", T.STRING, ["N"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_string_models_are_refused(backend: Any, hw: Any, tmp_path: Path) -> None:
+    path = _string_model(tmp_path / "strings.onnx")
+    cands = backend.candidates(load_facts(path), hw, "latency")
+    assert cands and all(isinstance(c, Unsupported) and "string" in c.reason for c in cands)
+    with pytest.raises(UnsupportedModel, match="string"):
+        _load(backend, path, tmp_path / "art")

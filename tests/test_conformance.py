@@ -1,0 +1,237 @@
+"""Conformance: the onnx wheel's backend test models through every usable backend.
+
+Every case of ``onnx/backend/test/data/{simple,pytorch-converted,pytorch-operator}``
+(a model and test_data_set_*/input_*.pb, output_*.pb) and every ``light`` model
+(the reduced ImageNet networks; onnx's runner feeds them its deterministic
+dummy input and compares with the shipped ``light_*_output_0.pb``) runs
+through each backend of the registry that is usable here, on each device it
+offers an fp32 candidate for, and is compared with the expected outputs at the
+case's tolerance (rtol 1e-3, atol 1e-7 unless the case says otherwise, as in
+onnx's runner).
+
+Outcomes:
+  pass         every output matches (shape, dtype, values).
+  unsupported  the backend said so: an :class:`Unsupported` from candidates(),
+               or UnsupportedModel / BackendError / BackendUnavailable from
+               load(). Reported as a skip with the backend's reason.
+  fail         anything else: a wrong answer, a run() that raises after a
+               successful load, a runtime's own exception escaping. A backend
+               that gets a case wrong must refuse it at load, with a reason.
+
+``scripts/conformance_table.py`` runs the same cases and writes docs/conformance.md.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from autoinfer import backends
+from autoinfer.backends import LoadContext
+from autoinfer.backends._common import usable_cores
+from autoinfer.errors import (AutoinferError, BackendError, BackendUnavailable, ModelError,
+                              UnsupportedModel)
+from autoinfer.model import load_facts
+
+DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
+SUITES = ("simple", "pytorch-converted", "pytorch-operator", "light")
+DEFAULT_RTOL, DEFAULT_ATOL = 1e-3, 1e-7
+
+# Looser tolerances for a backend, each with its reason. Empty: every backend meets
+# the cases' own tolerances.
+BACKEND_TOLERANCE: dict[str, tuple[float, float, str]] = {}
+
+
+@dataclass(frozen=True)
+class Case:
+    suite: str
+    name: str
+    model: Path
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    expected: Path | None = None  # light models: the one expected output
+
+    @property
+    def id(self) -> str:
+        return f"{self.suite}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "pass" | "unsupported" | "fail"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+def discover(data: Path = DATA) -> list[Case]:
+    """Every case of SUITES shipped with the installed onnx, sorted."""
+    cases: list[Case] = []
+    for suite in SUITES[:-1]:
+        for d in sorted((data / suite).glob("*/model.onnx")):
+            rtol, atol = DEFAULT_RTOL, DEFAULT_ATOL
+            meta = d.parent / "data.json"
+            if meta.is_file():
+                j = json.loads(meta.read_text())
+                rtol, atol = j.get("rtol", rtol), j.get("atol", atol)
+            cases.append(Case(suite, d.parent.name, d, rtol, atol))
+    # The light models' tolerances live in the "real" suite's data.json files.
+    tolerances = {}
+    for meta in sorted((data / "real").glob("*/data.json")):
+        j = json.loads(meta.read_text())
+        tolerances[j.get("model_name")] = (j.get("rtol", DEFAULT_RTOL), j.get("atol", DEFAULT_ATOL))
+    for model in sorted((data / "light").glob("light_*.onnx")):
+        expected = model.with_name(model.stem + "_output_0.pb")
+        if not expected.is_file():
+            continue
+        arch = model.stem.removeprefix("light_")
+        rtol, atol = tolerances.get(arch, (DEFAULT_RTOL, DEFAULT_ATOL))
+        cases.append(Case("light", model.stem, model, rtol, atol, expected))
+    return cases
+
+
+def _read_tensor(path: Path) -> np.ndarray:
+    t = onnx.TensorProto()
+    t.ParseFromString(path.read_bytes())
+    return numpy_helper.to_array(t)
+
+
+def datasets(case: Case, input_names: list[str]) -> list[tuple[dict[str, np.ndarray],
+                                                                list[np.ndarray]]]:
+    """(feeds, expected outputs) of each data set of ``case``."""
+    if case.expected is not None:
+        from onnx.backend.test.runner import Runner
+
+        model = onnx.load(str(case.model), load_external_data=False)
+        inits = {t.name for t in model.graph.initializer}
+        feeds = {x.name: Runner.generate_dummy_data(x, seed=0, name=case.name, random=False)
+                 for x in model.graph.input if x.name not in inits}
+        return [(feeds, [_read_tensor(case.expected)])]
+    out = []
+    for ds in sorted(case.model.parent.glob("test_data_set_*")):
+        n_in = len(list(ds.glob("input_*.pb")))
+        n_out = len(list(ds.glob("output_*.pb")))
+        feeds = {}
+        for i in range(n_in):
+            t = onnx.TensorProto()
+            t.ParseFromString((ds / f"input_{i}.pb").read_bytes())
+            # The data sets name their tensors; onnx's runner matches them by position.
+            name = t.name if t.name in input_names else input_names[i]
+            feeds[name] = numpy_helper.to_array(t)
+        out.append((feeds, [_read_tensor(ds / f"output_{i}.pb") for i in range(n_out)]))
+    return out
+
+
+def compare(expected: list[np.ndarray], got: list[np.ndarray], rtol: float,
+            atol: float) -> str | None:
+    """Why ``got`` does not match ``expected``, or None."""
+    if len(got) != len(expected):
+        return f"{len(got)} outputs, expected {len(expected)}"
+    for i, (e, g) in enumerate(zip(expected, got)):
+        g = np.asarray(g)
+        if g.shape != e.shape:
+            return f"output {i}: shape {g.shape}, expected {e.shape}"
+        if e.dtype.kind in "OUS":
+            if g.dtype.kind not in "OUS" or not np.array_equal(g.astype(str), e.astype(str)):
+                return f"output {i}: strings {g.ravel()[:5]!r}, expected {e.ravel()[:5]!r}"
+            continue
+        if g.dtype != e.dtype:
+            return f"output {i}: dtype {g.dtype}, expected {e.dtype}"
+        if e.dtype.kind in "biu":
+            if not np.array_equal(g, e):
+                bad = int(np.sum(g != e))
+                return f"output {i}: {bad} of {e.size} values differ"
+            continue
+        ok = np.isclose(g.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol,
+                        equal_nan=True)
+        if not ok.all():
+            diff = np.abs(g.astype(np.float64) - e.astype(np.float64))
+            j = int(np.nanargmax(np.where(ok, 0, diff)))
+            return (f"output {i}: {int((~ok).sum())} of {e.size} values differ beyond rtol={rtol} "
+                    f"atol={atol}; worst at flat index {j}: got {g.ravel()[j]!r}, expected "
+                    f"{e.ravel()[j]!r}")
+    return None
+
+
+def run_case(backend_name: str, case: Case, hw: Any) -> Outcome:
+    """Run ``case`` through ``backend_name``; never raises."""
+    start = time.perf_counter()
+
+    def done(status: str, detail: str = "") -> Outcome:
+        return Outcome(status, detail, time.perf_counter() - start)
+
+    try:
+        facts = load_facts(case.model)
+    except ModelError as exc:
+        return done("unsupported", f"autoinfer does not run this model: {exc}")
+    from conftest import fp32_candidates
+
+    backend = backends.get(backend_name)
+    cands, reasons = fp32_candidates(backend, facts, hw)
+    if not cands:
+        return done("unsupported", "; ".join(reasons) or "no fp32 candidate")
+    rtol, atol = case.rtol, case.atol
+    if backend_name in BACKEND_TOLERANCE:
+        b_rtol, b_atol, _ = BACKEND_TOLERANCE[backend_name]
+        rtol, atol = max(rtol, b_rtol), max(atol, b_atol)
+    data = datasets(case, [s.name for s in facts.inputs])
+    for cand in cands:
+        with tempfile.TemporaryDirectory(prefix="autoinfer-conformance-") as tmp:
+            shapes = {k: tuple(v.shape) for k, v in data[0][0].items()} if data else None
+            ctx = LoadContext(Path(tmp), threads=usable_cores(hw), input_shapes=shapes,
+                              objective="latency", timeout_s=120.0, hardware=hw)
+            try:
+                runner = backend.load(cand, facts, ctx)
+            except UnsupportedModel as exc:
+                return done("unsupported", exc.reason)
+            except (BackendError, BackendUnavailable) as exc:
+                return done("unsupported", str(exc))
+            except Exception as exc:
+                return done("fail", f"{cand}: load() raised {type(exc).__name__}, not an "
+                                    f"autoinfer error: {exc}")
+            try:
+                for i, (feeds, expected) in enumerate(data):
+                    try:
+                        got = runner.run(feeds)
+                    except AutoinferError as exc:
+                        return done("fail", f"{cand}: run() raised after a successful load: "
+                                            f"{exc}")
+                    except Exception as exc:
+                        return done("fail", f"{cand}: run() raised {type(exc).__name__}, not "
+                                            f"an autoinfer error: {exc}")
+                    why = compare(expected, got, rtol, atol)
+                    if why:
+                        return done("fail", f"{cand}: WRONG ANSWER on data set {i}: {why}")
+            finally:
+                runner.close()
+    return done("pass")
+
+
+CASES = discover()
+
+
+def _params() -> list[Any]:
+    from conftest import usable_backends
+
+    return [pytest.param(b, c, id=f"{b}-{c.id}") for b in usable_backends() for c in CASES]
+
+
+def test_cases_are_found() -> None:
+    suites = {c.suite for c in CASES}
+    assert suites == set(SUITES), f"missing suites: {set(SUITES) - suites}"
+    assert len(CASES) > 100
+
+
+@pytest.mark.parametrize("backend_name,case", _params())
+def test_conformance(backend_name: str, case: Case, hw: Any) -> None:
+    outcome = run_case(backend_name, case, hw)
+    if outcome.status == "unsupported":
+        pytest.skip(f"{backend_name} unsupported, because {outcome.detail}")
+    assert outcome.status == "pass", outcome.detail

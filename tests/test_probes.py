@@ -1,0 +1,410 @@
+"""probes: recorded machines give the right answers; the live machine works; nothing raises or hangs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import probes
+from probes import Accelerator, Hardware
+from probes.nvidia import cuda_version_string
+from probes.testing import FakeNVML, record, replay
+
+MACHINES = Path(__file__).parent / "fixtures" / "machines"
+MACHINE_NAMES = sorted(p.name for p in MACHINES.iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def machines() -> dict[str, Hardware]:
+    return {name: replay(MACHINES / name) for name in MACHINE_NAMES}
+
+
+def copy_machine(name: str, tmp_path: Path) -> Path:
+    root = tmp_path / name
+    shutil.copytree(MACHINES / name, root)
+    return root
+
+
+def statuses(hw: Hardware) -> dict[str, str]:
+    return {n.probe: n.status for n in hw.notes}
+
+
+# -- each recorded machine ------------------------------------------------------------
+
+
+def test_every_recorded_machine_is_present():
+    assert set(MACHINE_NAMES) >= {
+        "intel-core-ultra-laptop-igpu-npu", "xeon-sapphire-rapids-amx", "amd-epyc-2core-container",
+        "raspberry-pi-5", "jetson-agx-orin", "rockchip-rk3588-big-little", "x86-server-h100",
+    }
+
+
+def test_intel_laptop_has_igpu_npu_and_avx_vnni_but_no_avx512(machines):
+    hw = machines["intel-core-ultra-laptop-igpu-npu"]
+    cpu = hw.cpu
+    assert (cpu.vendor, cpu.arch, cpu.model_name) == ("intel", "x86_64", "Intel(R) Core(TM) Ultra 7 155H")
+    assert (cpu.physical_cores, cpu.logical_cores, cpu.usable_cores, cpu.quota_cores) == (16, 22, 22, None)
+    assert cpu.is_x86 and not cpu.is_arm
+    assert all(cpu.has(f) for f in ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni"))
+    assert not any(cpu.has(f) for f in ("avx512f", "avx512_vnni", "amx_tile"))
+    # Hybrid cores: P (4.8 GHz), E (3.8 GHz), LP E (2.5 GHz).
+    assert [(len(c.cpus), c.max_freq_mhz) for c in cpu.clusters] == [(12, 4800.0), (8, 3800.0), (2, 2500.0)]
+    assert cpu.has_big_little and cpu.max_freq_mhz == 4800.0
+    assert hw.nvidia_gpus == ()
+    assert hw.accelerators == (
+        Accelerator("igpu", "intel", "Intel(R) Arc(TM) Graphics (iGPU)", "8086:7d55", "drm", "GPU"),
+        Accelerator("npu", "intel", "Intel(R) AI Boost", "8086:7d1d", "accel", "NPU"),
+    )
+    assert hw.accelerators_of(kind="npu", vendor="intel")[0].openvino_device == "NPU"
+
+
+def test_xeon_sapphire_rapids_has_amx_and_avx512(machines):
+    cpu = machines["xeon-sapphire-rapids-amx"].cpu
+    assert (cpu.vendor, cpu.physical_cores, cpu.logical_cores, cpu.usable_cores) == ("intel", 4, 8, 8)
+    for flag in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                 "amx_tile", "amx_bf16", "amx_int8", "avx_vnni"):
+        assert cpu.has(flag), flag
+    assert cpu.max_freq_mhz is None  # a VM has no cpufreq
+    assert cpu.clusters == (probes.CpuCluster(tuple(range(8)), None),) and not cpu.has_big_little
+
+
+def test_amd_epyc_container_is_limited_to_two_cores_by_its_cgroup(machines):
+    hw = machines["amd-epyc-2core-container"]
+    cpu = hw.cpu
+    assert (cpu.vendor, cpu.model_name) == ("amd", "AMD EPYC 7B13")
+    assert (cpu.physical_cores, cpu.logical_cores) == (32, 64)
+    assert cpu.quota_cores == 2.0 and cpu.usable_cores == 2
+    assert cpu.has("avx2") and not cpu.has("avx512f")
+    assert "docker-" in hw.note("cgroup").detail and "2 cores" in hw.note("cgroup").detail
+    assert hw.summary.startswith("AMD EPYC 7B13 (x86_64, 2 of 64 cores usable, avx2 f16c fma)")
+
+
+def test_raspberry_pi_5(machines):
+    hw = machines["raspberry-pi-5"]
+    cpu = hw.cpu
+    assert (cpu.vendor, cpu.arch, cpu.model_name) == ("arm", "aarch64", "Cortex-A76")
+    assert (cpu.physical_cores, cpu.logical_cores, cpu.usable_cores) == (4, 4, 4)
+    assert cpu.soc_model == "Raspberry Pi 5 Model B Rev 1.0"
+    assert cpu.is_arm and cpu.has("neon") and cpu.has("dotprod") and cpu.has("asimdhp")
+    assert not any(cpu.has(f) for f in ("i8mm", "bf16", "sve", "avx2"))
+    assert cpu.clusters == (probes.CpuCluster((0, 1, 2, 3), 2400.0),)
+    assert hw.accelerators == ()  # the v3d DRM card is a platform device
+    assert "1 other entry skipped" in hw.note("drm").detail
+
+
+def test_jetson_orin_has_no_nvml_gpu_but_its_igpu_from_the_device_tree(machines):
+    hw = machines["jetson-agx-orin"]
+    assert hw.cpu.model_name == "Cortex-A78AE" and hw.cpu.logical_cores == 12
+    assert hw.cpu.soc_model == "NVIDIA Jetson AGX Orin Developer Kit"
+    assert hw.cpu.clusters == (probes.CpuCluster(tuple(range(12)), 2201.6),)
+    assert hw.nvidia_gpus == ()
+    assert hw.note("nvml").status == "absent" and "no driver" in hw.note("nvml").detail
+    (gpu,) = hw.accelerators
+    assert (gpu.kind, gpu.vendor, gpu.source, gpu.compute_capability) == ("igpu", "nvidia", "devicetree", (8, 7))
+
+
+def test_rk3588_has_two_clusters(machines):
+    cpu = machines["rockchip-rk3588-big-little"].cpu
+    assert cpu.model_name == "4x Cortex-A55 + 4x Cortex-A76"
+    assert cpu.clusters == (probes.CpuCluster((0, 1, 2, 3), 1800.0), probes.CpuCluster((4, 5, 6, 7), 2400.0))
+    assert cpu.has_big_little and cpu.max_freq_mhz == 2400.0
+    assert cpu.soc_model == "Radxa ROCK 5 Model B"
+
+
+def test_h100_server(machines):
+    hw = machines["x86-server-h100"]
+    assert hw.cpu.vendor == "amd" and hw.cpu.has("avx512_bf16") and not hw.cpu.has("amx_tile")
+    (gpu,) = hw.nvidia_gpus
+    assert gpu == probes.NvidiaGPU(0, "NVIDIA H100 80GB HBM3", "GPU-00000000-0000-0000-0000-000000000000",
+                                   81559, (9, 0), "580.159.04", "13.0")
+    assert gpu.supports_fp16 and gpu.supports_int8 and gpu.has_tensor_cores
+    # QEMU's VGA at the iGPU slot is ignored; the H100's DRM card is folded into the NVML GPU.
+    assert hw.accelerators == ()
+    assert "H100" in hw.summary and hw.note("nvml").status == "ok"
+
+
+def test_fingerprints_differ_between_machines_and_are_stable(machines):
+    prints = {name: hw.fingerprint for name, hw in machines.items()}
+    assert len(set(prints.values())) == len(prints)
+    for name in MACHINE_NAMES:
+        assert replay(MACHINES / name).fingerprint == prints[name]
+        assert len(prints[name]) == 16 and int(prints[name], 16) >= 0
+
+
+@pytest.mark.parametrize("cpu_max, usable", [("400000 100000", 4), ("150000 100000", 2), ("max 100000", 64)])
+def test_quota_change_changes_the_fingerprint(tmp_path, machines, cpu_max, usable):
+    root = copy_machine("amd-epyc-2core-container", tmp_path)
+    (scope,) = root.glob("sys/fs/cgroup/system.slice/docker-*.scope")
+    (scope / "cpu.max").write_text(cpu_max + "\n")
+    hw = replay(root)
+    assert hw.cpu.usable_cores == usable
+    assert hw.fingerprint != machines["amd-epyc-2core-container"].fingerprint
+
+
+def test_notes_do_not_change_the_fingerprint(machines):
+    hw = machines["raspberry-pi-5"]
+    quiet = Hardware(hw.cpu, hw.nvidia_gpus, hw.accelerators, hw.os, notes=())
+    assert quiet.fingerprint == hw.fingerprint
+
+
+@pytest.mark.parametrize("name", MACHINE_NAMES)
+def test_to_dict_round_trips_through_json(machines, name):
+    hw = machines[name]
+    data = json.loads(hw.to_json())
+    assert data == hw.to_dict()
+    again = Hardware.from_dict(data)
+    assert again == hw and again.fingerprint == hw.fingerprint
+
+
+def test_from_dict_rejects_what_is_not_a_hardware_dict():
+    with pytest.raises(ValueError, match="Expected"):
+        Hardware.from_dict({"cpu": {}})
+    with pytest.raises(ValueError, match="schema"):
+        Hardware.from_dict({"schema": 99})
+
+
+# -- CPU quota and affinity -----------------------------------------------------------
+
+
+def test_affinity_alone_limits_usable_cores(tmp_path):
+    root = copy_machine("amd-epyc-2core-container", tmp_path)
+    (scope,) = root.glob("sys/fs/cgroup/system.slice/docker-*.scope")
+    (scope / "cpu.max").write_text("max 100000\n")
+    (root / "proc/self/status").write_text("Name:\tpython3\nCpus_allowed_list:\t0-1\n")
+    cpu = replay(root).cpu
+    assert (cpu.quota_cores, cpu.usable_cores, cpu.logical_cores) == (None, 2, 64)
+
+
+def test_a_smaller_limit_on_an_ancestor_cgroup_wins(tmp_path):
+    root = copy_machine("amd-epyc-2core-container", tmp_path)
+    (root / "sys/fs/cgroup/system.slice/cpu.max").write_text("100000 100000\n")
+    assert replay(root).cpu.quota_cores == 1.0
+
+
+def test_cgroup_path_missing_under_the_mount_falls_back_to_the_root(tmp_path):
+    root = copy_machine("amd-epyc-2core-container", tmp_path)
+    shutil.rmtree(root / "sys/fs/cgroup/system.slice")
+    (root / "sys/fs/cgroup/cpu.max").write_text("300000 100000\n")
+    assert replay(root).cpu.usable_cores == 3
+
+
+@pytest.mark.parametrize("mount", ["cpu,cpuacct", "cpu"])
+def test_cgroup_v1_quota(tmp_path, mount):
+    root = copy_machine("amd-epyc-2core-container", tmp_path)
+    shutil.rmtree(root / "sys/fs/cgroup")
+    (root / "proc/self/cgroup").write_text("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n")
+    base = root / "sys/fs/cgroup" / mount
+    base.mkdir(parents=True)
+    (base / "cpu.cfs_quota_us").write_text("-1\n")  # the host's root: unlimited
+    (base / "cpu.cfs_period_us").write_text("100000\n")
+    (base / "docker/abc").mkdir(parents=True)
+    (base / "docker/abc/cpu.cfs_quota_us").write_text("150000\n")
+    (base / "docker/abc/cpu.cfs_period_us").write_text("100000\n")
+    hw = replay(root)
+    assert (hw.cpu.quota_cores, hw.cpu.usable_cores) == (1.5, 2)
+    assert "cgroup v1" in hw.note("cgroup").detail
+
+
+def test_recorded_machines_make_no_live_syscalls(monkeypatch):
+    def refuse(*args):
+        raise AssertionError("live syscall while replaying a recorded machine")
+
+    monkeypatch.setattr(os, "sched_getaffinity", refuse, raising=False)
+    monkeypatch.setattr("platform.machine", refuse)
+    monkeypatch.setattr("platform.system", refuse)
+    hw = replay(MACHINES / "raspberry-pi-5")
+    assert hw.cpu.arch == "aarch64" and hw.cpu.usable_cores == 4
+
+
+# -- sysfs devices and OpenVINO -------------------------------------------------------
+
+
+def _intel_card(root: Path, card: str, device: str, slot: str, symlink: bool) -> None:
+    pci = root / "sys/devices/pci0000:00" / slot
+    pci.mkdir(parents=True)
+    (pci / "vendor").write_text("0x8086\n")
+    (pci / "device").write_text(f"0x{device}\n")
+    (pci / "uevent").write_text("DRIVER=i915\n" + ("" if symlink else f"PCI_SLOT_NAME={slot}\n"))
+    (root / "sys/class/drm" / card).mkdir(parents=True)
+    target = os.path.relpath(pci, root / "sys/class/drm" / card)
+    (root / "sys/class/drm" / card / "device").symlink_to(target)
+
+
+def test_discrete_intel_gpu_and_openvino_numbering(tmp_path):
+    _intel_card(tmp_path, "card0", "a780", "0000:00:02.0", symlink=True)
+    _intel_card(tmp_path, "card1", "56a0", "0000:03:00.0", symlink=True)
+    ov = {"CPU": "x", "GPU.0": "Intel(R) UHD Graphics 770 (iGPU)", "GPU.1": "Intel(R) Arc(TM) A770 Graphics (dGPU)"}
+    hw = probes.detect(root=tmp_path, openvino_devices=ov)
+    assert [(a.kind, a.pci_id, a.openvino_device) for a in hw.accelerators] == [
+        ("igpu", "8086:a780", "GPU.0"), ("dgpu", "8086:56a0", "GPU.1")]
+    assert hw.accelerators[1].name == "Intel(R) Arc(TM) A770 Graphics (dGPU)"
+
+
+def test_openvino_device_without_a_sysfs_entry_is_listed_on_its_own(tmp_path):
+    hw = probes.detect(root=tmp_path, openvino_devices=["CPU", "GPU", "NPU"])
+    assert [(a.kind, a.source, a.openvino_device) for a in hw.accelerators] == [
+        ("gpu", "openvino", "GPU"), ("npu", "openvino", "NPU")]
+
+
+def test_openvino_names_do_not_change_the_fingerprint():
+    laptop = MACHINES / "intel-core-ultra-laptop-igpu-npu"
+    with_ov = replay(laptop)
+    without_ov = probes.detect(root=laptop, nvml=FakeNVML.failing())
+    assert without_ov.accelerators[0].openvino_device is None
+    assert without_ov.fingerprint == with_ov.fingerprint
+
+
+# -- NVML -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error, status, words", [
+    ("LIBRARY_NOT_FOUND", "absent", "no driver"),
+    ("DRIVER_NOT_LOADED", "absent", "no driver"),
+    ("NO_PERMISSION", "permission", "permission"),
+    ("LIB_RM_VERSION_MISMATCH", "error", "NVML failed"),
+])
+def test_nvml_failures_are_answers_not_exceptions(error, status, words):
+    hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=FakeNVML.failing(error))
+    assert hw.nvidia_gpus == ()
+    assert hw.note("nvml").status == status and words in hw.note("nvml").detail
+    # Without NVML, the H100's DRM card is still reported.
+    assert [(a.vendor, a.kind, a.pci_id) for a in hw.accelerators] == [("nvidia", "gpu", "10de:2330")]
+
+
+def test_nvml_with_old_bytes_api_and_no_devices():
+    data = json.loads((MACHINES / "x86-server-h100/nvml.json").read_text())
+    fake = FakeNVML.from_dict(data)
+    fake.names_as_bytes = True
+    hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=fake)
+    assert hw.nvidia_gpus[0].name == "NVIDIA H100 80GB HBM3" and hw.nvidia_gpus[0].driver_version == "580.159.04"
+    assert fake.initialised == 0  # shut down again
+    empty = probes.detect(root=MACHINES / "x86-server-h100", nvml=FakeNVML(driver_version="580.159.04"))
+    assert empty.nvidia_gpus == () and empty.note("nvml").status == "absent"
+    assert "no device" in empty.note("nvml").detail
+
+
+def test_cuda_version_string():
+    assert cuda_version_string(12040) == "12.4"
+    assert cuda_version_string(13000) == "13.0"
+    assert cuda_version_string(11080) == "11.8"
+
+
+def test_gpu_capabilities_follow_compute_capability():
+    def gpu(cc):
+        return probes.NvidiaGPU(0, "x", None, 1, cc, "1", None)
+    assert not gpu((5, 2)).supports_fp16 and gpu((5, 3)).supports_fp16
+    assert not gpu((6, 0)).supports_int8 and gpu((6, 1)).supports_int8
+    assert not gpu((6, 1)).has_tensor_cores and gpu((7, 5)).has_tensor_cores
+
+
+def test_a_hanging_nvml_is_bounded_by_the_timeout():
+    release = threading.Event()
+    try:
+        started = time.monotonic()
+        hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=FakeNVML(block=release), timeout_s=0.3)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert elapsed < 2.0
+    assert hw.nvidia_gpus == () and hw.note("nvml").status == "timeout"
+
+
+# -- nothing raises -------------------------------------------------------------------
+
+
+def test_garbage_files_give_a_hardware_with_notes(tmp_path):
+    garbage = bytes(range(256)) * 4
+    for rel in ("proc/cpuinfo", "proc/self/status", "proc/self/cgroup", "sys/fs/cgroup/cgroup.controllers",
+                "sys/fs/cgroup/cpu.max", "sys/devices/system/cpu/online", "sys/class/drm/card0/device/vendor",
+                "sys/class/drm/card0/device/device", "sys/class/accel/accel0/device/uevent",
+                "proc/device-tree/model", "proc/device-tree/compatible", "probes-meta.json",
+                "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(garbage)
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("lots 100000\n")
+    hw = probes.detect(root=tmp_path, nvml=FakeNVML.failing(), openvino_devices=[])
+    assert isinstance(hw, Hardware) and hw.cpu.usable_cores >= 1
+    assert statuses(hw)["cgroup"] == "error" and statuses(hw)["soc"] == "error"
+    assert hw.cpu.soc_model is None and hw.cpu.arch == "unknown"
+    assert all(len(n.detail) < 400 for n in hw.notes)
+    assert {"platform", "cpuinfo", "cgroup", "drm", "accel", "nvml", "openvino"} <= set(statuses(hw))
+    json.dumps(hw.to_dict())
+
+
+def test_an_empty_or_missing_root_still_answers(tmp_path):
+    for root in (tmp_path, tmp_path / "does-not-exist"):
+        hw = probes.detect(root=root)
+        assert hw.cpu.arch == "unknown" and hw.cpu.logical_cores == 1 and hw.os == "unknown"
+        assert statuses(hw)["nvml"] == "absent" and statuses(hw)["openvino"] == "absent"
+
+
+def test_permission_denied_is_recorded(monkeypatch, tmp_path):
+    root = copy_machine("amd-epyc-2core-container", tmp_path)
+    real_read = probes.system.RecordedSystem.read
+
+    def read(self, rel):
+        if rel.endswith("cpu.max"):
+            raise PermissionError(13, "Permission denied", rel)
+        return real_read(self, rel)
+
+    monkeypatch.setattr(probes.system.RecordedSystem, "read", read)
+    hw = replay(root)
+    assert hw.note("cgroup").status == "permission"
+    assert hw.cpu.quota_cores is None and hw.cpu.usable_cores == 64
+
+
+# -- the live machine -----------------------------------------------------------------
+
+
+def test_live_machine():
+    hw = probes.detect()
+    assert 1 <= hw.cpu.usable_cores <= os.cpu_count()
+    assert hw.cpu.logical_cores >= hw.cpu.usable_cores
+    assert hw.cpu.arch != "unknown" and hw.os
+    if not hw.nvidia_gpus:
+        assert hw.note("nvml").status in ("absent", "timeout", "error", "permission")
+        assert hw.note("nvml").detail
+    assert {n.probe for n in hw.notes} >= {"platform", "cpuinfo", "cgroup", "affinity", "nvml", "openvino"}
+    assert Hardware.from_dict(hw.to_dict()) == hw
+
+
+def test_live_detection_is_cached_and_thread_safe():
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(probes.detect())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r is results[0] for r in results) and probes.detect() is results[0]
+    fresh = probes.detect(refresh=True)
+    assert fresh is not results[0] and fresh.fingerprint == results[0].fingerprint
+    assert probes.detect() is fresh
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="recording reads /proc and /sys")
+def test_recording_the_live_machine_replays_to_the_same_fingerprint(tmp_path):
+    recorded = record(tmp_path / "live")
+    assert recorded.fingerprint == probes.detect().fingerprint
+    assert (tmp_path / "live/proc/cpuinfo").exists() and (tmp_path / "live/probes-meta.json").exists()
+
+
+def test_importing_probes_imports_no_runtime_and_detect_runs_in_a_fresh_process():
+    code = (
+        "import sys, probes\n"
+        "heavy = [m for m in ('onnxruntime', 'openvino', 'ncnn', 'tensorrt', 'pynvml') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "print(probes.detect())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "cores usable" in result.stdout
+    assert result.stderr == ""  # the library prints nothing, not even warnings

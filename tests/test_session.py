@@ -1,0 +1,194 @@
+"""autoinfer.Session side by side with onnxruntime.InferenceSession on the same models."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import autoinfer
+from autoinfer import backends as registry
+from autoinfer import zoo
+from autoinfer.errors import AutoinferError, ConfigError, InputError
+
+import misbehaving
+
+
+def _two_io_model(path: Path) -> Path:
+    """Two inputs (float, int64), two outputs, metadata: the API surface in one model."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    k = helper.make_tensor_value_info("k", TensorProto.INT64, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    z = helper.make_tensor_value_info("z", TensorProto.INT64, [2, 3])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [0.5, -1, 2, 3, 0.25, -4])
+    g = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["t"]),
+                           helper.make_node("Relu", ["t"], ["y"]),
+                           helper.make_node("Add", ["k", "k"], ["z"])], "two_io", [x, k], [y, z], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests",
+                          doc_string="doc", model_version=7)
+    helper.set_model_props(m, {"author": "autoinfer"})
+    onnx.save(m, path)
+    return path
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def test_session_matches_inference_session_surface(tmp_path, cache_dir):
+    p = _two_io_model(tmp_path / "m.onnx")
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=3)
+    for a, b in zip(s.get_inputs(), ref.get_inputs()):
+        assert (a.name, a.shape, a.type) == (b.name, b.shape, b.type)
+    for a, b in zip(s.get_outputs(), ref.get_outputs()):
+        assert (a.name, a.shape, a.type) == (b.name, b.shape, b.type)
+    ma, mb = s.get_modelmeta(), ref.get_modelmeta()
+    for f in ("producer_name", "graph_name", "domain", "description", "version",
+              "custom_metadata_map"):
+        assert getattr(ma, f) == getattr(mb, f), f
+    feed = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "k": np.ones((2, 3), np.int64)}
+    for names in (None, ["z"], ["z", "y"]):
+        got, want = s.run(names, feed), ref.run(names, feed)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+    assert s.choice is not None and s.choice.backend in registry.names()
+    assert s.choice.measured
+    assert s.choice.backend in s.explain()
+
+
+def test_session_from_bytes_and_second_session_is_cache_hit(tmp_path, cache_dir):
+    p = zoo.save("tiny", tmp_path / "tiny.onnx")
+    s1 = autoinfer.Session(p.read_bytes(), cache_dir=cache_dir, budget_s=3)
+    assert not s1.choice.from_cache
+    s2 = autoinfer.Session(p.read_bytes(), cache_dir=cache_dir, budget_s=3)
+    assert s2.choice.from_cache and s2.choice.candidate == s1.choice.candidate
+    x = {"input": np.random.default_rng(0).random((1, 16), dtype=np.float32)}
+    np.testing.assert_allclose(s1.run(None, x)[0], s2.run(None, x)[0], rtol=1e-5)
+
+
+def test_bad_feeds_raise_autoinfer_errors_like_onnxruntime(tmp_path, cache_dir):
+    p = _two_io_model(tmp_path / "m.onnx")
+    s = autoinfer.Session(p, cache_dir=cache_dir, benchmark=False, backends=["onnxruntime"])
+    good = {"x": np.zeros((2, 3), np.float32), "k": np.zeros((2, 3), np.int64)}
+    with pytest.raises(InputError, match=r"Model requires 2 input\(s\).*Input Feed contains 1"):
+        s.run(None, {"x": good["x"]})
+    with pytest.raises(InputError, match="unknown \\['q'\\]"):
+        s.run(None, {**good, "q": good["x"]})
+    with pytest.raises(InputError, match="expected dtype float32.*received float64"):
+        s.run(None, {**good, "x": good["x"].astype(np.float64)})
+    with pytest.raises(InputError, match="expected rank 2"):
+        s.run(None, {**good, "x": np.zeros((2, 3, 1), np.float32)})
+    with pytest.raises(InputError, match="dimension 1 must be 3"):
+        s.run(None, {**good, "x": np.zeros((2, 4), np.float32)})
+    with pytest.raises(InputError, match="unknown output name 'nope'"):
+        s.run(["nope"], good)
+    with pytest.raises(InputError, match="dict"):
+        s.run(None, [good["x"]])
+    # handled like ONNX Runtime: lists convert, non-contiguous and read-only arrays work
+    xs = np.zeros((3, 2), np.float32).T
+    ro = np.zeros((2, 3), np.int64)
+    ro.flags.writeable = False
+    out = s.run(None, {"x": [[1.0, 2, 3], [4, 5, 6]], "k": ro})
+    assert out[0].shape == (2, 3)
+    out = s.run(None, {"x": xs, "k": ro})
+    assert out[0].shape == (2, 3)
+    # NaN and Inf flow through as in ONNX Runtime
+    nan = np.full((2, 3), np.nan, np.float32)
+    assert np.isnan(s.run(["y"], {"x": nan, "k": ro})[0]).all()
+    assert isinstance(InputError("x"), AutoinferError)
+
+
+def test_dynamic_model_selects_on_first_run_per_bucket(tmp_path, cache_dir):
+    p = zoo.save("dynamic_batch", tmp_path / "d.onnx")
+    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=3)
+    assert s.choice is None and "first run" in s.explain()
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for batch in (1, 2, 3):
+        x = {"input": rng.random((batch, 3, 32, 32), dtype=np.float32)}
+        np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
+        assert s.choice is not None
+    assert len(s._by_bucket) == 3  # buckets 1, 2 and 4
+
+
+def test_providers_argument_pins_onnxruntime(tmp_path, cache_dir):
+    p = zoo.save("tiny", tmp_path / "tiny.onnx")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = autoinfer.Session(p, so, providers=["CPUExecutionProvider"], cache_dir=cache_dir)
+    assert s.choice.backend == "onnxruntime" and not s.choice.measured
+    assert s.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_unknown_keyword_and_backend_are_config_errors(tmp_path, cache_dir):
+    p = zoo.save("tiny", tmp_path / "tiny.onnx")
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        autoinfer.Session(p, cache_dir=cache_dir, objectiv="latency")
+    with pytest.raises(ConfigError, match="unknown backend"):
+        autoinfer.Session(p, cache_dir=cache_dir, backends=["tensorflow"])
+
+
+def test_eight_threads_match_serial_results(tmp_path, cache_dir):
+    p = zoo.save("mobilenetv2", tmp_path / "mnv2.onnx")
+    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=6)
+    rng = np.random.default_rng(2)
+    feeds = [{"input": rng.random((1, 3, 224, 224), dtype=np.float32)} for _ in range(8)]
+    serial = [s.run(None, f)[0] for f in feeds]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            results[i] = s.run(None, feeds[i])[0]
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for i in range(8):
+        np.testing.assert_array_equal(results[i], serial[i])
+
+
+@pytest.fixture()
+def flaky():
+    for cls in (misbehaving.FailsInProcess, misbehaving.FailsToLoad):
+        registry.register(cls.name, f"misbehaving:{cls.__name__}")
+    yield
+    for cls in (misbehaving.FailsInProcess, misbehaving.FailsToLoad):
+        registry.unregister(cls.name)
+
+
+def test_winner_failing_at_run_falls_back_with_one_warning(tmp_path, cache_dir, flaky, caplog):
+    p = zoo.save("tiny", tmp_path / "tiny.onnx")
+    s = autoinfer.Session(p, cache_dir=cache_dir, backends=["fails_in_process", "onnxruntime"],
+                          benchmark=False)
+    assert s.choice.backend == "fails_in_process"
+    x = {"input": np.ones((1, 16), np.float32)}
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    with caplog.at_level(logging.WARNING, logger="autoinfer"):
+        outs = [s.run(None, x)[0] for _ in range(5)]
+    for o in outs:
+        np.testing.assert_allclose(o, ref, rtol=1e-6)
+    assert s.choice.backend == "onnxruntime"
+    warnings = [r for r in caplog.records if "failed during run" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_winner_failing_to_load_falls_back(tmp_path, cache_dir, flaky, caplog):
+    p = zoo.save("tiny", tmp_path / "tiny.onnx")
+    with caplog.at_level(logging.WARNING, logger="autoinfer"):
+        s = autoinfer.Session(p, cache_dir=cache_dir, backends=["fails_to_load", "onnxruntime"],
+                              benchmark=False)
+    assert s.choice.backend == "onnxruntime"
+    assert any("failed to load" in r.getMessage() for r in caplog.records)
+    with pytest.raises(autoinfer.NoCandidateError, match="out of device memory"):
+        autoinfer.Session(p, cache_dir=cache_dir, backends=["fails_to_load"], benchmark=False)
