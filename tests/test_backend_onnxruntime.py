@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from autoinfer.backends import Candidate, LoadContext, Problem, get
+from autoinfer.backends import Candidate, LoadContext, Problem, Unsupported, get
 from autoinfer.backends import onnxruntime as ortb
 from autoinfer.errors import BackendError, InputError, UnsupportedModel
 from autoinfer.model import load_facts
@@ -214,14 +214,46 @@ def test_threads_never_exceed_the_quota(backend: Any, model_paths: dict, tmp_pat
 def test_settings_reach_the_session(backend: Any, model_paths: dict, tmp_path: Path) -> None:
     import onnxruntime
 
-    cand = Candidate.make(NAME, graph_optimization="extended", allow_spinning=False,
-                          denormal_as_zero=True)
+    cand = Candidate.make(NAME, graph_optimization="extended", allow_spinning=False)
     with _load(backend, model_paths["tiny"], tmp_path, cand) as r:
         so = r.session.get_session_options()
         assert so.graph_optimization_level == \
             onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-        assert so.get_session_config_entry("session.set_denormal_as_zero") == "1"
+
+
+def _subnormals_survive() -> bool:
+    return bool(np.array([1e-310])[0] * 1.0 != 0.0)
+
+
+def test_tuning_never_switches_the_callers_thread_to_flush_to_zero(
+        backend: Any, model_paths: dict, tmp_path: Path, hw: Any) -> None:
+    """denormal_as_zero sets FTZ/DAZ on the thread that creates the session (the
+    application's): it works when asked for, in a child process, and is never tried
+    automatically."""
+    code = f"""
+import numpy as np, tempfile
+from pathlib import Path
+from autoinfer.backends import get, Candidate, LoadContext
+from autoinfer.model import load_facts
+b = get({NAME!r})
+before = bool(np.array([1e-310])[0] * 1.0 != 0.0)
+r = b.load(Candidate.make({NAME!r}, denormal_as_zero=True), load_facts({str(model_paths['tiny'])!r}),
+           LoadContext(Path(tempfile.mkdtemp())))
+print(before, r.session.get_session_options().get_session_config_entry(
+    "session.set_denormal_as_zero"), bool(np.array([1e-310])[0] * 1.0 != 0.0))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["True", "1", "False"], out.stdout + out.stderr[-2000:]
+    facts = load_facts(model_paths["mobilenetv2"])
+    for objective in ("latency", "throughput"):
+        for base in backend.candidates(facts, hw, objective):
+            if isinstance(base, Unsupported):
+                continue
+            for v in backend.variants(base, facts, hw, objective):
+                assert not v.get("denormal_as_zero"), v
+    assert _subnormals_survive()
 
 
 def test_user_session_options_and_providers_are_honoured(backend: Any, model_paths: dict,

@@ -16,7 +16,9 @@ thread pool sized to the CPU quota the probes found):
   graph_optimization  "all" | "extended" | "basic" | "disable"
   allow_spinning      whether idle pool threads spin (fast wake-up, burns CPU)
   execution_mode      "sequential" | "parallel"
-  denormal_as_zero    flush denormal floats to zero
+  denormal_as_zero    flush denormal floats to zero. Never tried automatically: ONNX Runtime
+                      sets the flush-to-zero flags of the thread that creates the session,
+                      which is the application's own thread.
 """
 from __future__ import annotations
 
@@ -230,7 +232,7 @@ class OnnxRuntimeBackend(Backend):
         out.append(candidate.with_settings(graph_optimization="extended"))
         if objective != "throughput" and cores > 1:
             out.append(candidate.with_settings(allow_spinning=False))
-        out.append(candidate.with_settings(denormal_as_zero=True))
+        # Not denormal_as_zero: it would switch the application's own thread to flush-to-zero.
         return out[:4]
 
     def estimate(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",

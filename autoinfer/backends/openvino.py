@@ -239,7 +239,7 @@ class OpenVinoBackend(Backend):
                     out.append(candidate.with_settings(ENABLE_HYPER_THREADING=False))
                 # Pinning helps on a quiet machine and hurts when a container shares cores.
                 out.append(candidate.with_settings(ENABLE_CPU_PINNING=False))
-            out.append(candidate.with_settings(CPU_DENORMALS_OPTIMIZATION=True))
+            # Not CPU_DENORMALS_OPTIMIZATION: flush-to-zero flags may reach the caller's thread.
         elif kind == "GPU":
             other = "LATENCY" if objective == "throughput" else "THROUGHPUT"
             out.append(candidate.with_settings(PERFORMANCE_HINT=other))
