@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     unsupported: dict[str, list[tuple[str, str]]] = defaultdict(list)
     failures: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    notes: dict[str, list[tuple[str, str]]] = defaultdict(list)  # passes with a note
     seconds: Counter = Counter()
     for name in names:
         for case in cases:
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                 unsupported[name].append((case.id, out.detail))
             elif out.status == "fail":
                 failures[name].append((case.id, out.detail))
+            elif out.detail:
+                notes[name].append((case.id, out.detail))
             print(f"{name:12s} {out.status:12s} {out.seconds:6.2f}s {case.id}", file=sys.stderr)
 
     suites = [s for s in conf.SUITES if any(c.suite == s for c in cases)]
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {name} | {suite} | {c['pass']} | {c['unsupported']} | {c['fail']} |")
         lines.append(f"| **{name}** | **all** ({seconds[name]:.0f} s) | **{total['pass']}** | "
                      f"**{total['unsupported']}** | **{total['fail']}** |")
-    for title, table in (("Failures", failures), ("Unsupported cases and reasons", unsupported)):
+    for title, table in (("Failures", failures),
+                         ("Passes compared differently, and why", notes),
+                         ("Unsupported cases and reasons", unsupported)):
         if not any(table.values()):
             continue
         lines += ["", f"## {title}", ""]
