@@ -112,7 +112,7 @@ def cmd_select(args: argparse.Namespace) -> int:
                  benchmark=False if args.no_benchmark else "auto",
                  backends=_list(args.backends), exclude=_list(args.exclude),
                  input_shapes=_shapes(args.input_shape), cache_dir=args.cache_dir,
-                 budget_s=args.budget, progress=_progress(tty))
+                 budget_s=args.budget, precision=args.precision, progress=_progress(tty))
     _end_progress(tty)
     if args.json:
         print(json.dumps({**dec.to_dict(), "key": dec.key, "from_cache": dec.from_cache},
@@ -134,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     sess = Session(args.model, objective=args.objective, backends=_list(args.backends),
                    exclude=_list(args.exclude), input_shapes=shapes, cache_dir=args.cache_dir,
-                   budget_s=args.budget, progress=_progress(tty))
+                   budget_s=args.budget, precision=args.precision, progress=_progress(tty))
     _end_progress(tty)
     t_open = time.perf_counter() - t0
     from .policy import resolve_input_shapes
@@ -177,7 +177,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     facts = load_facts_cached(args.model, cache)
     opts = Options(objective=args.objective, benchmark=True, backends=_list(args.backends),
                    exclude=_list(args.exclude), input_shapes=_shapes(args.input_shape),
-                   budget_s=settings.budget_s, tune=args.tune)
+                   budget_s=settings.budget_s, tune=args.tune,
+                   precision=args.precision).normalised()
     dec = Selector(facts, probes.detect(), opts, cache, settings, _progress(tty)).select()
     _end_progress(tty)
     rows = []
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
                         help="concrete shape of a dynamic input (repeatable)")
         sp.add_argument("--budget", type=float, default=None, help="time budget in seconds")
+        sp.add_argument("--precision", default="fp32", choices=["fp32", "auto"],
+                        help="fp32 (default): the model's own arithmetic; auto: also fp16/bf16 "
+                        "where the hardware runs them natively, at their own tolerance")
         sp.add_argument("--json", action="store_true")
 
     s = sub.add_parser("select", help="choose the runtime for a model (cached) and say why")

@@ -44,6 +44,10 @@ log = logging.getLogger("autoinfer.policy")
 DECISION_FORMAT = 1
 TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (2e-2, 2e-2), "bf16": (4e-2, 4e-2),
               "int8": (1e-1, 1e-1)}
+# precision="fp32" (the default) keeps the model's own arithmetic, so results match ONNX
+# Runtime's within fp32 tolerance; "auto" also tries the reduced precisions the hardware
+# runs natively (fp16, bf16), each checked against the reference at its own tolerance.
+PRECISIONS = ("fp32", "auto")
 
 
 # --------------------------------------------------------------------------
@@ -383,9 +387,13 @@ class Options:
     memory_limit_mb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     tune: bool = True
+    precision: str = "fp32"
 
     def normalised(self) -> "Options":
         check_objective(self.objective)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: expected one of {list(PRECISIONS)}, "
+                              f"received {self.precision!r}")
         if self.benchmark not in (True, False, "auto"):
             raise ConfigError(f"benchmark: expected True, False or 'auto', "
                               f"received {self.benchmark!r}")
@@ -421,6 +429,13 @@ def resolve_input_shapes(model: "ModelFacts",
         return resolve_shapes(model, given)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def artifact_key(cand: Candidate, shapes: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """The key of a candidate's artifact directory: runtime, device, precision and input
+    shapes. Variants of one candidate share the directory (``cand.base``); each runtime keys
+    its own files inside it by whatever else they depend on."""
+    return {"c": cand.base.to_dict(), "shapes": {k: list(v) for k, v in shapes.items()}}
 
 
 def shape_bucket(model: "ModelFacts", shapes: Mapping[str, Sequence[int]]) -> str:
@@ -469,11 +484,11 @@ class Selector:
             "objective": self.opts.objective, "bucket": self.bucket,
             "backends": sorted(b.name for b in self.backends),
             "extra": {k: repr(v) for k, v in sorted(self.opts.extra.items())},
-            "tol": [self.opts.rtol, self.opts.atol],
+            "tol": [self.opts.rtol, self.opts.atol], "precision": self.opts.precision,
         }, 32)
 
     def artifact_dir(self, cand: Candidate, workdir: Path) -> Path:
-        key = {"c": cand.base.to_dict(), "shapes": {k: list(v) for k, v in self.shapes.items()}}
+        key = artifact_key(cand, self.shapes)
         d = self.cache.artifact_dir(cand.backend, self.model.sha256, key)
         if d is None:
             d = workdir / "artifacts" / digest(key, 16)
@@ -504,6 +519,11 @@ class Selector:
             for c in cands:
                 if isinstance(c, Unsupported):
                     unsupported.append({"key": c.key, "reason": c.reason})
+                    continue
+                if c.precision != "fp32" and self.opts.precision == "fp32":
+                    unsupported.append({"key": c.key, "reason": (
+                        f"computes in {c.precision}, and precision='fp32' keeps the model's "
+                        f"fp32 arithmetic"), "fix": "precision='auto' to consider it"})
                     continue
                 try:
                     est = b.estimate(c, self.model, self.hw, self.opts.objective)
@@ -707,13 +727,10 @@ class Selector:
                 w.close()
 
     def _tolerance(self, cand: Candidate) -> tuple[float, float]:
+        """The precision's default tolerance; the caller's rtol/atol, when given, for all."""
         rtol, atol = TOLERANCES.get(cand.precision, TOLERANCES["fp16"])
-        if cand.precision == "fp32":
-            rtol = self.opts.rtol if self.opts.rtol is not None else rtol
-            atol = self.opts.atol if self.opts.atol is not None else atol
-        else:
-            rtol = max(rtol, self.opts.rtol or 0.0)
-            atol = max(atol, self.opts.atol or 0.0)
+        rtol = self.opts.rtol if self.opts.rtol is not None else rtol
+        atol = self.opts.atol if self.opts.atol is not None else atol
         return rtol, atol
 
 
@@ -772,7 +789,7 @@ def select(model: str | os.PathLike[str], *, objective: str = "latency",
            exclude: Sequence[str] | None = None,
            input_shapes: Mapping[str, Sequence[int]] | None = None,
            cache_dir: str | os.PathLike[str] | None = None, budget_s: float | None = None,
-           progress: Any = None) -> Decision:
+           precision: str = "fp32", progress: Any = None) -> Decision:
     """Choose the runtime for ``model`` on this machine (cached); see :class:`Decision`."""
     import probes
 
@@ -783,5 +800,5 @@ def select(model: str | os.PathLike[str], *, objective: str = "latency",
                   max_bytes=settings.cache_max_bytes)
     facts = load_facts_cached(model, cache)
     opts = Options(objective=objective, benchmark=benchmark, backends=backends, exclude=exclude,
-                   input_shapes=input_shapes, budget_s=budget_s)
+                   input_shapes=input_shapes, budget_s=budget_s, precision=precision).normalised()
     return decide(facts, probes.detect(), opts, cache, settings, progress)

@@ -112,7 +112,10 @@ class Session:
       cache_dir:    where decisions and artifacts live (default: the user cache dir,
                     or AUTOINFER_CACHE_DIR).
       budget_s:     time budget of a measured selection.
-      rtol / atol:  accuracy tolerance of fp32 candidates against the reference.
+      precision:    "fp32" (default): keep the model's fp32 arithmetic, so results match ONNX
+                    Runtime's; "auto": also try fp16/bf16 where the hardware runs them
+                    natively, each checked at its own, looser tolerance.
+      rtol / atol:  accuracy tolerance against the reference (default: by precision).
       fallback:     move to the next candidate when the winner fails (default True).
     """
 
@@ -124,7 +127,8 @@ class Session:
                  input_shapes: Mapping[str, Sequence[int]] | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, budget_s: float | None = None,
                  rtol: float | None = None, atol: float | None = None,
-                 fallback: bool = True, progress: Any = None, **kwargs: Any) -> None:
+                 precision: str = "fp32", fallback: bool = True, progress: Any = None,
+                 **kwargs: Any) -> None:
         if kwargs:
             raise ConfigError(f"Session() got unexpected keyword argument(s) {sorted(kwargs)}")
         import probes
@@ -161,7 +165,7 @@ class Session:
                      "provider_options": provider_options}
         self._opts = Options(objective=objective, benchmark=benchmark, backends=backends,
                              exclude=exclude, input_shapes=input_shapes, rtol=rtol, atol=atol,
-                             budget_s=budget_s, extra=extra).normalised()
+                             budget_s=budget_s, precision=precision, extra=extra).normalised()
         registry.select(backends, exclude)  # validate names now, not at first run
         self._fallback = fallback
         self._progress = progress
@@ -201,15 +205,32 @@ class Session:
         return decide(self._facts, self._hw, opts, self._cache, self._settings, self._progress)
 
     def _load(self, cand: Candidate, shapes: dict[str, tuple[int, ...]]) -> Runner:
+        from .policy import artifact_key
+
+        key = artifact_key(cand, shapes)
+        adir = self._cache.artifact_dir(cand.backend, self._facts.sha256, key)
+        try:
+            return self._load_in(cand, shapes, adir or self._private_dir(key))
+        except AutoinferError:
+            if adir is None or adir.exists():
+                raise
+        # Another process cleared the cache under this load: load again where no clear
+        # reaches, in this session's own temporary directory.
+        log.info("autoinfer: the artifact directory of %s vanished during its load (a cache "
+                 "clear); loading it again in a private directory", cand.key)
+        return self._load_in(cand, shapes, self._private_dir(key))
+
+    def _private_dir(self, key: Any) -> Path:
         from .cache import digest
 
-        key = {"c": cand.base.to_dict(), "shapes": {k: list(v) for k, v in shapes.items()}}
-        adir = self._cache.artifact_dir(cand.backend, self._facts.sha256, key)
-        if adir is None:
-            if self._tmp is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="autoinfer-")
-            adir = Path(self._tmp.name) / "artifacts" / digest(key, 16)
-            adir.mkdir(parents=True, exist_ok=True)
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="autoinfer-")
+        d = Path(self._tmp.name) / "artifacts" / digest(key, 16)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _load_in(self, cand: Candidate, shapes: dict[str, tuple[int, ...]],
+                 adir: Path) -> Runner:
         from .policy import threads_for
 
         ctx = LoadContext(artifact_dir=adir, threads=threads_for(self._hw), input_shapes=shapes,
@@ -352,24 +373,30 @@ class Session:
 
     def _run_fallback(self, act: _Active, feeds: dict[str, np.ndarray],
                       exc: BaseException) -> list[np.ndarray]:
+        """Move to the next candidate that runs these feeds; one warning per failed one."""
+        first = act.candidate
+        reasons: dict[str, str] = {}
         with self._lock:
-            log.warning("autoinfer: %s failed during run (%s); moving to the next candidate",
-                        act.candidate.key, exc)
-            failed = act.failed | {act.candidate}
-            try:
-                new = self._activate(act.shapes, failed)
-            except NoCandidateError as none:  # say why the one that was running failed
-                raise NoCandidateError(
-                    f"{act.candidate.key} failed during run and no other candidate could "
-                    f"run {self._facts.path.name}",
-                    {act.candidate.key: str(exc), **none.reasons}) from None
-            if self._active is act:
-                self._active = new
-            try:
-                act.runner.close()
-            except Exception:  # noqa: BLE001 - the failed runner may be broken
-                pass
-        return new.runner.run(feeds)
+            while True:
+                log.warning("autoinfer: %s failed during run (%s); moving to the next candidate",
+                            act.candidate.key, exc)
+                reasons[act.candidate.key] = str(exc)
+                try:
+                    new = self._activate(act.shapes, act.failed | {act.candidate})
+                except NoCandidateError as none:  # say why the ones that ran failed
+                    raise NoCandidateError(
+                        f"{first.key} failed during run and no other candidate could "
+                        f"run {self._facts.path.name}", {**reasons, **none.reasons}) from None
+                if self._active is act:
+                    self._active = new
+                try:
+                    act.runner.close()
+                except Exception:  # noqa: BLE001 - the failed runner may be broken
+                    pass
+                try:
+                    return new.runner.run(feeds)
+                except BackendError as again:
+                    act, exc = new, again
 
     def run_with_ort_values(self, *args: Any, **kwargs: Any) -> Any:
         raise AutoinferError("run_with_ort_values is ONNX Runtime specific; use run()")

@@ -150,3 +150,21 @@ def test_public_select_function(model, tmp_path):
     dec = autoinfer.select(model, backends=["onnxruntime"], cache_dir=tmp_path / "c",
                            input_shapes={"input": [2, 3, 32, 32]}, budget_s=3)
     assert dec.winner.backend == "onnxruntime" and dec.measured
+
+
+def test_reduced_precision_is_tried_only_when_asked_and_at_its_own_tolerance(model, tmp_path):
+    from autoinfer.policy import TOLERANCES
+
+    exact = _decide(model, tmp_path / "c", benchmark=False)
+    assert all(r.candidate.precision == "fp32" for r in exact.ranking), exact.explain()
+    held_back = {u["key"] for u in exact.unsupported if "precision='auto'" in u.get("fix", "")}
+    auto = _decide(model, tmp_path / "c2", precision="auto")
+    reduced = {r.candidate.base.key for r in auto.ranking if r.candidate.precision != "fp32"}
+    # the same candidates: held back by default, considered with precision="auto" (on a CPU
+    # without fp16/bf16 arithmetic there are none)
+    assert held_back == reduced, (held_back, reduced)
+    for r in auto.ranking:
+        if r.status == "measured":
+            rtol, atol = TOLERANCES[r.candidate.precision]
+            assert r.measurement.max_abs_err <= atol * 10 + rtol * 10, r
+    assert exact.key != auto.key
