@@ -91,6 +91,26 @@ def fp32_candidates(backend: Any, facts: Any, hw: Any,
 
 # -- small models every backend test can use ------------------------------------
 
+def small_conv_model(path: Any, activation: str = "Relu", seed: int = 11) -> Any:
+    """Conv 3->4 3x3 (padded) then ``activation`` on "input" [1, 3, 8, 8] -> "output"
+    [1, 4, 8, 8]: a model every runtime here runs, saved at ``path`` (returned)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node(activation, ["c"], ["output"])], "conv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
 def multi_io_model() -> Any:
     """Two inputs and three outputs of three dtypes, names deliberately not sorted.
 

@@ -16,35 +16,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import autoinfer
 from autoinfer import cache as cache_mod
 from autoinfer.cache import Cache, record_digest
 
+from conftest import small_conv_model
+
 X = np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float32)
-
-
-def _conv_model(path: Path) -> Path:
-    rng = np.random.default_rng(11)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w")
-    g = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["output"])], "conv",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: Any) -> Path:
-    return _conv_model(tmp_path_factory.mktemp("damage") / "conv.onnx")
+    return small_conv_model(tmp_path_factory.mktemp("damage") / "conv.onnx")
 
 
 @pytest.fixture(scope="module")

@@ -18,31 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import autoinfer
 
-from conftest import usable_backends
+from conftest import small_conv_model, usable_backends
 
 X = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: Any) -> Path:
-    rng = np.random.default_rng(4)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    g = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Sigmoid", ["c"], ["output"])], "conv",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    p = tmp_path_factory.mktemp("security") / "conv.onnx"
-    onnx.save(m, str(p))
-    return p
+    return small_conv_model(tmp_path_factory.mktemp("security") / "conv.onnx", "Sigmoid",
+                            seed=4)
 
 
 def _mode(p: Path) -> int:
