@@ -346,9 +346,18 @@ def readme_section(results: dict[str, Any], link: str) -> str:
     g = results.get("geomean_speedup_vs_ort")
     t = results.get("targets", [])
     passed = sum(1 for x in t if x["status"] == "PASS")
+    wrong = sorted({p.get("label", n) for m in results.get("models", [])
+                    for n, p in (m.get("peers") or {}).items() if p.get("status") == "wrong"})
     L += ["", f"Geometric-mean speedup over plain ONNX Runtime: {_f(g, '{:.2f}x')}. "
               f"Targets: {passed} of {len(t)} pass. Throughput, load time, memory, overhead "
               f"and the noise of the run: [{link}]({link})."]
+    if wrong:
+        L += ["", "Left out as wrong where their outputs missed plain ONNX Runtime's beyond "
+                  "fp32 tolerance: " + ", ".join(wrong) + " (the reasons are in the linked "
+                  "results)."]
+    png = Path(link).with_suffix(".png")
+    if (Path(__file__).resolve().parent.parent / png).is_file():
+        L += ["", f"![latency per model and runtime]({png.as_posix()})"]
     return "\n".join(L)
 
 
