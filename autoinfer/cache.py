@@ -143,13 +143,13 @@ class Cache:
             record = json.loads(json.dumps({**data, "schema": SCHEMA}, default=str))
             record["sha256"] = record_digest(record)
             blob = json.dumps(record, indent=1, sort_keys=True).encode()
-            for attempt in range(4):
+            for _ in range(3):
                 try:
                     self.atomic_write(path, blob)
                     return True
                 except FileNotFoundError:  # a clear() moved the directory away meanwhile
-                    if attempt == 3:
-                        raise
+                    pass
+            self.atomic_write(path, blob)  # a fourth time, its error disables the cache
             return True
         except OSError as exc:
             self._disable(exc)

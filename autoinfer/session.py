@@ -376,8 +376,8 @@ class Session:
         """Move to the next candidate that runs these feeds; one warning per failed one."""
         first = act.candidate
         reasons: dict[str, str] = {}
-        with self._lock:
-            while True:
+        while True:
+            with self._lock:
                 log.warning("autoinfer: %s failed during run (%s); moving to the next candidate",
                             act.candidate.key, exc)
                 reasons[act.candidate.key] = str(exc)
@@ -393,10 +393,10 @@ class Session:
                     act.runner.close()
                 except Exception:  # noqa: BLE001 - the failed runner may be broken
                     pass
-                try:
-                    return new.runner.run(feeds)
-                except BackendError as again:
-                    act, exc = new, again
+            try:  # outside the lock, as every run is
+                return new.runner.run(feeds)
+            except BackendError as again:
+                act, exc = new, again
 
     def run_with_ort_values(self, *args: Any, **kwargs: Any) -> Any:
         raise AutoinferError("run_with_ort_values is ONNX Runtime specific; use run()")
