@@ -19,9 +19,14 @@ from __future__ import annotations
 import ctypes
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+from probes.nvidia import normal_bus_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from probes import MigInstance, NvidiaGPU
 
 # Smallest NVIDIA driver for each CUDA major version on Linux (CUDA release notes,
 # "minimum required driver version for CUDA minor version compatibility").
@@ -57,17 +62,97 @@ def load() -> "Cudart":
 def _native_handle(obj: Any) -> int:
     """The address behind a cuda-python handle object (a stream), as an int.
 
-    cuda-python 13 deprecates ``int(handle)`` in favour of
-    ``cuda.bindings.utils.get_cuda_native_handle``; older versions only have ``int``.
+    cuda-bindings 12.9.1 and 13.0 deprecate ``int(handle)`` in favour of
+    ``cuda.bindings.utils.get_cuda_native_handle``, which raises TypeError for a
+    type it does not know; older versions only have ``int``.
     """
     try:
         utils = importlib.import_module("cuda.bindings.utils")
         get = getattr(utils, "get_cuda_native_handle", None)
         if get is not None:
             return int(get(obj))
-    except ImportError:
+    except (ImportError, TypeError):
         pass
     return int(obj)
+
+
+def bare_uuid(uuid: str | None) -> str | None:
+    """A GPU or MIG UUID without its "GPU-"/"MIG-" prefix, lower case; None when absent."""
+    if not uuid:
+        return None
+    text = uuid.strip().lower()
+    for prefix in ("gpu-", "mig-"):
+        text = text.removeprefix(prefix)
+    return text or None
+
+
+@dataclass(frozen=True)
+class CudaDevice:
+    """A device as CUDA numbers it in this process (after CUDA_VISIBLE_DEVICES)."""
+
+    ordinal: int
+    pci_bus_id: str | None  # "0000:3b:00.0"; a MIG instance shares its GPU's
+    uuid: str | None  # bare hex, as bare_uuid() spells it; None when unreadable
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an NVML GPU is for CUDA: its ordinal and, in MIG mode, the instance."""
+
+    gpu: "NvidiaGPU"
+    ordinal: int
+    mig: "MigInstance | None" = None
+
+    @property
+    def memory_mb(self) -> int:
+        """What a process on it can use: the MIG instance's memory, or the whole card's."""
+        return self.mig.memory_total_mb if self.mig is not None else self.gpu.memory_total_mb
+
+    @property
+    def label(self) -> str:
+        return f"{self.gpu.name} MIG {self.mig.name}" if self.mig is not None else self.gpu.name
+
+
+def place(gpus: Sequence["NvidiaGPU"],
+          devices: Sequence[CudaDevice]) -> tuple[dict[int, Placement], dict[int, str]]:
+    """Match NVML's GPUs to CUDA's devices: ({NVML index: placement}, {NVML index: why none}).
+
+    The PCI bus id decides; the UUID is the second key (a truncated UUID reads as
+    None and matches nothing). A GPU in MIG mode is matched through its
+    instances' UUIDs, since CUDA lists instances, not the GPU. A GPU CUDA does
+    not see (CUDA_VISIBLE_DEVICES) gets a reason, never a guessed ordinal.
+    """
+    by_bus = {d.pci_bus_id: d for d in devices if d.pci_bus_id}
+    by_uuid = {d.uuid: d for d in devices if d.uuid}
+    placed: dict[int, Placement] = {}
+    why: dict[int, str] = {}
+    for gpu in gpus:
+        bus, uuid = normal_bus_id(gpu.pci_bus_id), bare_uuid(gpu.uuid)
+        if gpu.mig_enabled:
+            hit = next(((m, by_uuid[u]) for m in gpu.mig_instances
+                        if (u := bare_uuid(m.uuid)) and u in by_uuid), None)
+            if hit is None and len(gpu.mig_instances) == 1 and bus in by_bus \
+                    and by_bus[bus].uuid is None:
+                hit = (gpu.mig_instances[0], by_bus[bus])
+            if hit is not None:
+                placed[gpu.index] = Placement(gpu, hit[1].ordinal, hit[0])
+            elif not gpu.mig_instances:
+                why[gpu.index] = f"{gpu.name} is in MIG mode and has no MIG instance to run on"
+            else:
+                why[gpu.index] = (f"{gpu.name} is in MIG mode and CUDA sees none of its "
+                                  f"{len(gpu.mig_instances)} instance(s) (choose one with "
+                                  "CUDA_VISIBLE_DEVICES=MIG-<uuid>)")
+            continue
+        device = (by_bus.get(bus) if bus else None) or (by_uuid.get(uuid) if uuid else None)
+        if device is not None:
+            placed[gpu.index] = Placement(gpu, device.ordinal)
+        elif not bus and not uuid:
+            why[gpu.index] = (f"NVML gave neither a PCI bus id nor a UUID for {gpu.name}, so "
+                              "its CUDA device cannot be told")
+        else:
+            why[gpu.index] = (f"CUDA does not see {gpu.name} (NVML index {gpu.index}); "
+                              "CUDA_VISIBLE_DEVICES hides it, or it is not usable by CUDA")
+    return placed, why
 
 
 @dataclass
@@ -131,35 +216,45 @@ class Cudart:
         return int(self._check("cudaGetDeviceCount", self.rt.cudaGetDeviceCount()))
 
     def device_uuid(self, ordinal: int) -> str:
-        """The device's UUID in NVML's spelling, without the ``GPU-`` prefix."""
+        """The device's UUID without the ``GPU-``/``MIG-`` prefix; "" when unreadable.
+
+        ``cudaUUID_t.bytes`` may come back shorter than 16 bytes (cut at a zero
+        byte); such a UUID is unreadable, never a prefix to match on.
+        """
         prop = self._check("cudaGetDeviceProperties", self.rt.cudaGetDeviceProperties(ordinal))
         raw: Any = getattr(getattr(prop, "uuid", None), "bytes", b"")
         try:
             raw = raw.encode("latin-1") if isinstance(raw, str) else bytes(raw)
         except (TypeError, ValueError):
             return ""
-        h = raw[:16].hex()
+        h = raw.hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}" if len(h) == 32 else ""
 
-    def ordinal_of(self, uuid: str | None, index: int) -> int:
-        """The CUDA ordinal of the GPU NVML calls ``uuid`` (index ``index``).
+    def device_bus_id(self, ordinal: int) -> str | None:
+        """The device's PCI address, "0000:3b:00.0"; None when unreadable."""
+        try:
+            raw = self._check("cudaDeviceGetPCIBusId", self.rt.cudaDeviceGetPCIBusId(32, ordinal))
+        except Exception:  # bindings without the function, or the call failing: not a key
+            return None
+        text = raw.decode("ascii", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+        return normal_bus_id(text.split("\x00")[0])
+
+    def devices(self) -> list[CudaDevice]:
+        """Every device CUDA sees in this process, in CUDA's order."""
+        return [CudaDevice(o, self.device_bus_id(o), bare_uuid(self.device_uuid(o)))
+                for o in range(self.device_count())]
+
+    def place(self, gpu: "NvidiaGPU") -> Placement:
+        """Where CUDA has the GPU NVML describes; ValueError, saying why, when CUDA has it nowhere.
 
         CUDA numbers devices fastest-first and after CUDA_VISIBLE_DEVICES; NVML in
-        PCI order over all devices. They agree only by accident, so the UUID
-        decides. Without a UUID, NVML's index is the best guess. ValueError when
-        CUDA does not see the GPU at all.
+        PCI order over all devices. They agree only by accident, so the PCI bus id
+        (then the UUID) decides, and there is no guess.
         """
-        if not uuid:
-            return index
-        want = uuid.lower().removeprefix("gpu-")
-        n = self.device_count()
-        seen = [self.device_uuid(ordinal) for ordinal in range(n)]
-        if want in seen:
-            return seen.index(want)
-        if not any(seen):  # these bindings do not expose UUIDs (or it is a MIG instance)
-            return index
-        raise ValueError(f"CUDA sees {n} device(s) and none has UUID {uuid} "
-                         "(is it hidden by CUDA_VISIBLE_DEVICES?)")
+        placed, why = place([gpu], self.devices())
+        if gpu.index in placed:
+            return placed[gpu.index]
+        raise ValueError(why.get(gpu.index, f"CUDA does not see {gpu.name}"))
 
     def set_device(self, ordinal: int) -> None:
         self._check("cudaSetDevice", self.rt.cudaSetDevice(ordinal))
