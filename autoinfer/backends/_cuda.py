@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -48,6 +49,78 @@ class CudaError(RuntimeError):
     @property
     def out_of_memory(self) -> bool:
         return self.name == OUT_OF_MEMORY
+
+
+def visible_from_env(gpus: Sequence["NvidiaGPU"],
+                     env: "os._Environ[str] | dict[str, str] | None" = None
+                     ) -> tuple[list[CudaDevice] | None, str]:
+    """CUDA's devices worked out from NVML's GPUs and the environment, without CUDA.
+
+    CUDA_VISIBLE_DEVICES lists ordinals (in CUDA_DEVICE_ORDER: fastest first by
+    default, or PCI_BUS_ID) or UUIDs ("GPU-...", "MIG-...", a unique prefix
+    suffices); CUDA stops at the first entry it cannot resolve. NVML lists GPUs
+    in PCI order, which is CUDA's order only with CUDA_DEVICE_ORDER=PCI_BUS_ID or
+    when the GPUs are alike. (devices, "") or (None, why it cannot be told).
+    """
+    env = os.environ if env is None else env
+    whole = [g for g in gpus if not g.mig_enabled]
+    pci_order = (env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST").strip().upper() == "PCI_BUS_ID"
+                 or len({(g.name, tuple(g.compute_capability)) for g in whole}) <= 1)
+    order = sorted(whole, key=lambda g: (normal_bus_id(g.pci_bus_id) or "", g.index))
+    units: list[tuple[str, str | None, str | None]] = (  # (uuid as listed, bare uuid, bus id)
+        [(g.uuid or "", bare_uuid(g.uuid), normal_bus_id(g.pci_bus_id)) for g in whole]
+        + [(m.uuid or "", bare_uuid(m.uuid), normal_bus_id(g.pci_bus_id))
+           for g in gpus if g.mig_enabled for m in g.mig_instances])
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        if any(g.mig_enabled for g in gpus):
+            return None, ("a GPU is in MIG mode; which instance CUDA shows cannot be told without "
+                          "cuda-bindings (pip install cuda-python) or CUDA_VISIBLE_DEVICES=MIG-<uuid>")
+        if not pci_order:
+            return None, ("CUDA orders unlike GPUs fastest-first, which NVML cannot tell; set "
+                          "CUDA_DEVICE_ORDER=PCI_BUS_ID or install cuda-bindings")
+        return [CudaDevice(i, normal_bus_id(g.pci_bus_id), bare_uuid(g.uuid))
+                for i, g in enumerate(order)], ""
+    out: list[CudaDevice] = []
+    for entry in (e.strip() for e in listed.split(",")):
+        if entry.lstrip("-").isdigit():
+            if not pci_order:
+                return None, ("CUDA_VISIBLE_DEVICES lists ordinals of unlike GPUs in CUDA's "
+                              "fastest-first order, which NVML cannot tell; list UUIDs, set "
+                              "CUDA_DEVICE_ORDER=PCI_BUS_ID or install cuda-bindings")
+            if not 0 <= int(entry) < len(order):
+                break
+            g = order[int(entry)]
+            found = (g.uuid or "", bare_uuid(g.uuid), normal_bus_id(g.pci_bus_id))
+        else:
+            hits = [u for u in units if entry and u[0].lower().startswith(entry.lower())]
+            if len(hits) != 1:
+                break
+            found = hits[0]
+        if any(d.uuid == found[1] and d.pci_bus_id == found[2] for d in out):
+            break  # a repeated device: CUDA stops there too
+        out.append(CudaDevice(len(out), found[2], found[1]))
+    return out, ""
+
+
+def placements(gpus: Sequence["NvidiaGPU"],
+               env: "os._Environ[str] | dict[str, str] | None" = None
+               ) -> tuple[dict[int, Placement], dict[int, str]]:
+    """:func:`place` against CUDA's own device list when cuda-bindings is installed, else
+    against :func:`visible_from_env`; every GPU left out has its reason."""
+    try:
+        cuda = load()
+    except Exception:  # ImportError, or bindings that fail to load: the environment decides
+        cuda = None
+    if cuda is not None:
+        try:
+            return place(gpus, cuda.devices())
+        except CudaError as exc:
+            return {}, {g.index: f"CUDA sees no device ({exc.name})" for g in gpus}
+    devices, why = visible_from_env(gpus, env)
+    if devices is None:
+        return {}, {g.index: why for g in gpus}
+    return place(gpus, devices)
 
 
 def load() -> "Cudart":
