@@ -120,3 +120,14 @@ def install(monkeypatch: Any, gpus: list[NvidiaGPU] | None = None, *, trt_versio
         monkeypatch.setitem(sys.modules, "cuda", None)
     monkeypatch.setattr(backend, "_installed_dists", lambda: dict(dists or {}))
     return fake
+
+
+def cuda_from_fixture(directory: Any) -> tuple[dict[str, str], list[FakeDevice]]:
+    """A recorded machine's ``cuda.json``: (environment, the devices CUDA listed, in its order)."""
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(directory) / "cuda.json").read_text())
+    devices = [FakeDevice(d["name"], d["uuid"], (0, 0), int(d["memory_bytes"]), pci_bus_id=d["pci_bus_id"])
+               for d in sorted(data["devices"], key=lambda d: d["ordinal"])]
+    return dict(data.get("env", {})), devices
