@@ -143,3 +143,79 @@ def test_ort_tensorrt_provider_falls_back_to_cuda_then_cpu_with_fake_providers(t
                           device_id=1)
     names, _ = ortb.OnnxRuntimeBackend._providers(cuda, LoadContext(artifact_dir=tmp_path / "b"))
     assert names == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+# -- scripts/gpu_check.sh ------------------------------------------------------------------------
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "gpu_check.sh"
+FAKE_PYNVML = '''
+import sys
+sys.path.insert(0, {tests!r})
+from probes.testing import FakeNVML, FakeNVMLError
+NVMLError = FakeNVMLError
+_f = FakeNVML(devices=[{{"name": "NVIDIA H200", "uuid": "GPU-11111111-2222-4333-8444-555566667777",
+    "memory_total_bytes": 143771 << 20, "compute_capability": [9, 0], "pci_bus_id": "00000000:1B:00.0",
+    "mig_mode": 0}}], driver_version="580.65.06", cuda_driver_version=13000)
+def __getattr__(name):
+    return getattr(_f, name)
+'''
+FAKE_RUNTIME = '''
+import sys
+sys.path.insert(0, {tests!r})
+from fakes.fake_cuda import FakeCuda, FakeDevice
+_c = FakeCuda([FakeDevice("NVIDIA H200", "GPU-11111111-2222-4333-8444-555566667777", (9, 0), 1 << 30,
+                          pci_bus_id="0000:1b:00.0")])
+globals().update({{k: v for k, v in vars(_c.module()).items() if not k.startswith("__")}})
+'''
+
+
+def _script(tmp_path, extra_path: str = "", **env):
+    import os
+    import subprocess
+
+    full = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_MEMSET_MB": "8", **env}
+    full["PYTHONPATH"] = extra_path
+    return subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True,
+                          text=True, env=full, timeout=400)
+
+
+def test_gpu_check_script_without_a_gpu_says_so_and_exits_2(tmp_path):
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has a working NVML: the no-GPU path cannot be shown here")
+    except ImportError:
+        pass
+    except Exception:  # no driver: the path under test
+        pass
+    run = _script(tmp_path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "no NVIDIA GPU here" in run.stdout
+    assert "NOGPU" in (tmp_path / "out" / "summary.txt").read_text()
+
+
+def test_gpu_check_script_dry_run_with_fake_nvml_and_fake_cuda(tmp_path):
+    """Every step's Python runs against fake pynvml and cuda-bindings: it shows the script's
+    own logic is sound, nothing about real hardware."""
+    fake = tmp_path / "fake"
+    tests = str(Path(__file__).parent)
+    (fake / "cuda" / "bindings").mkdir(parents=True)
+    (fake / "cuda" / "__init__.py").write_text("")
+    (fake / "cuda" / "bindings" / "__init__.py").write_text("")
+    (fake / "pynvml.py").write_text(FAKE_PYNVML.format(tests=tests))
+    (fake / "cuda" / "bindings" / "runtime.py").write_text(FAKE_RUNTIME.format(tests=tests))
+    run = _script(tmp_path, str(fake))
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert run.returncode == 0, summary + run.stdout[-3000:] + run.stderr[-3000:]
+    for step in ("nvml: PASS", "cuda: PASS", "doctor: PASS", "fixture: PASS"):
+        assert step in summary, summary
+    assert "ort: SKIP" in summary or "ort: PASS" in summary
+    recorded = next((tmp_path / "out" / "fixture").iterdir())
+    assert replay(recorded).nvidia_gpus[0].pci_bus_id == "0000:1b:00.0"
+    assert json_of(recorded / "cuda.json")["devices"][0]["pci_bus_id"] == "0000:1b:00.0"
+
+
+def json_of(path):
+    import json
+    return json.loads(path.read_text())

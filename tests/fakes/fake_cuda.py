@@ -329,6 +329,17 @@ class FakeCuda:
                 return (cudaError_t.cudaErrorInvalidResourceHandle,)
         return (cudaError_t.cudaSuccess,)
 
+    def cudaMemsetAsync(self, dst: Any, value: int, count: int, stream: Any) -> tuple[cudaError_t]:
+        region = self.region(dst, count) if isinstance(dst, int) else None
+        if region is None:
+            return (cudaError_t.cudaErrorInvalidValue,)
+
+        def op() -> None:
+            region[:] = value & 0xFF
+        if not self.enqueue(self._stream(stream), op):
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        return (cudaError_t.cudaSuccess,)
+
     def cudaMemcpyAsync(self, dst: Any, src: Any, count: int, kind: Any,
                         stream: Any) -> tuple[cudaError_t]:
         if err := self._failing("cudaMemcpyAsync"):
