@@ -13,7 +13,7 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Iterable
 
 from . import bounded
-from .model import MigInstance, NvidiaGPU, ProbeNote
+from .model import MigInstance, NvidiaGPU, ProbeNote, Status
 
 PROBE = "nvml"
 
@@ -41,7 +41,7 @@ class NvmlTimeout(Exception):
     """The live NVML query did not answer within :data:`TIMEOUT_S`."""
 
 
-class NvmlGpus(tuple):  # type: ignore[type-arg]
+class NvmlGpus(tuple[NvidiaGPU, ...]):
     """The GPUs NVML listed, and ``problems``: one line per GPU or field it could not read.
 
     A GPU that fails (no permission, fallen off the bus) is left out and named in
@@ -185,7 +185,7 @@ def normal_bus_id(text: str | None) -> str | None:
 
 def found_note(gpus: tuple[NvidiaGPU, ...]) -> ProbeNote:
     problems = tuple(getattr(gpus, "problems", ()))
-    bad = "permission" if getattr(gpus, "denied", False) else "error"
+    bad: Status = "permission" if getattr(gpus, "denied", False) else "error"
     if not gpus and problems:
         return ProbeNote(PROBE, bad, "no GPU readable: " + "; ".join(problems))
     if not gpus:

@@ -15,7 +15,10 @@ import pytest
 
 import probes
 from probes import Accelerator, Hardware
+from probes import nvidia as nvml_probe
+from probes.cpu import clusters as cpu_clusters
 from probes.nvidia import cuda_version_string
+from probes.system import open_system
 from probes.testing import FakeNVML, record, replay
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
@@ -411,10 +414,6 @@ def test_importing_probes_imports_no_runtime_and_detect_runs_in_a_fresh_process(
 
 
 # -- issue 11: NVML per-device failures, MIG, bus ids, NVML's own bound; CPU clusters ----------
-
-from probes import nvidia as nvml_probe  # noqa: E402
-from probes.cpu import clusters as cpu_clusters  # noqa: E402
-from probes.system import open_system  # noqa: E402
 
 
 def _gpu(i, **kw):
