@@ -20,7 +20,7 @@ The contract:
 import logging
 
 from .detect import DEFAULT_TIMEOUT_S, detect
-from .model import CPU, SCHEMA_VERSION, Accelerator, CpuCluster, Hardware, NvidiaGPU, ProbeNote
+from .model import CPU, SCHEMA_VERSION, Accelerator, CpuCluster, Hardware, MigInstance, NvidiaGPU, ProbeNote
 
 logging.getLogger("probes").addHandler(logging.NullHandler())
 
@@ -31,6 +31,7 @@ __all__ = [
     "Hardware",
     "CPU",
     "CpuCluster",
+    "MigInstance",
     "NvidiaGPU",
     "Accelerator",
     "ProbeNote",

@@ -11,6 +11,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from .model import X86_ARCHES, CpuCluster
 from .system import SystemView, parse_cpu_list
@@ -179,19 +180,99 @@ def online_cpus(system: SystemView) -> list[int]:
     return sorted(parse_cpu_list(text)) if text else []
 
 
+# Cores of one kind whose top speeds differ by less than this are one cluster: Intel's
+# favoured cores (Turbo Boost Max 3.0) and AMD's preferred cores run a few percent faster
+# than their siblings, while big and LITTLE cores differ by 15% or more.
+SAME_KIND_TOLERANCE = 0.10
+
+
 def clusters(system: SystemView, cpu_ids: list[int]) -> tuple[tuple[CpuCluster, ...], int]:
-    """CPUs grouped by cpufreq ``cpuinfo_max_freq``, ordered by their first CPU; and how many CPUs had one."""
+    """CPUs grouped by kind of core, ordered by their first CPU; and how many CPUs had a frequency.
+
+    The kind is the ARM core part ("CPU part" in /proc/cpuinfo) where every CPU
+    gives one: cores of one part are one cluster however they are clocked. Else
+    Intel's hybrid PMUs (/sys/devices/cpu_core, cpu_atom) separate P from E
+    cores, and within a kind CPUs split only where ``cpu_capacity`` (or, without
+    it, ``cpuinfo_max_freq``) differs by more than SAME_KIND_TOLERANCE. A
+    cluster's frequency is its fastest CPU's.
+    """
     freq_of: dict[int, float | None] = {}
     for cpu in cpu_ids:
         text = system.read(f"sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq")
         freq_of[cpu] = int(text.strip()) / 1000.0 if text and text.strip().isdigit() else None
-    groups: dict[float | None, list[int]] = {}
+    with_freq = sum(1 for f in freq_of.values() if f is not None)
+    kinds = _arm_parts(system, cpu_ids)
+    if kinds is not None:
+        groups: dict[Any, list[int]] = {}
+        for cpu in cpu_ids:
+            groups.setdefault(kinds[cpu], []).append(cpu)
+        found = [_cluster(cpus, freq_of) for cpus in groups.values()]
+    else:
+        hybrid = _hybrid_types(system)
+        capacity = _capacities(system, cpu_ids)
+        score = capacity if capacity is not None else freq_of
+        by_type: dict[str, list[int]] = {}
+        for cpu in cpu_ids:
+            by_type.setdefault(hybrid.get(cpu, ""), []).append(cpu)
+        found = [_cluster(cpus, freq_of) for same in by_type.values() for cpus in _split(same, score)]
+    return tuple(sorted(found, key=lambda c: c.cpus[0])), with_freq
+
+
+def _cluster(cpus: list[int], freq_of: dict[int, float | None]) -> CpuCluster:
+    freqs = [f for c in cpus if (f := freq_of.get(c)) is not None]
+    return CpuCluster(tuple(sorted(cpus)), max(freqs) if freqs else None)
+
+
+def _split(cpus: list[int], score: Mapping[int, float | None]) -> list[list[int]]:
+    """CPUs of one kind, split where their scores differ by more than the tolerance."""
+    unknown = [c for c in cpus if score.get(c) is None]
+    known = sorted((c for c in cpus if score.get(c) is not None), key=lambda c: -float(score[c] or 0))
+    out: list[list[int]] = []
+    top = None
+    for cpu in known:
+        value = float(score[cpu] or 0)
+        if top is None or value < top * (1 - SAME_KIND_TOLERANCE):
+            out.append([])
+            top = value
+        out[-1].append(cpu)
+    if unknown:
+        out.append(unknown)
+    return out
+
+
+def _arm_parts(system: SystemView, cpu_ids: list[int]) -> dict[int, tuple[int | None, int]] | None:
+    """CPU -> (implementer, part) from /proc/cpuinfo, when every CPU has a "CPU part"."""
+    info = parse_cpuinfo(system.read("proc/cpuinfo") or "")
+    parts: dict[int, tuple[int | None, int]] = {}
+    for cpu, proc in zip(info.cpu_ids, info.processors):
+        part = _hex(proc.get("CPU part"))
+        if part is not None:
+            parts[cpu] = (_hex(proc.get("CPU implementer")), part)
+    if not cpu_ids or any(cpu not in parts for cpu in cpu_ids):
+        return None
+    return parts
+
+
+def _hybrid_types(system: SystemView) -> dict[int, str]:
+    """CPU -> "cpu_core" or "cpu_atom" on Intel hybrid CPUs (their two PMUs); empty elsewhere."""
+    out: dict[int, str] = {}
+    for pmu in ("cpu_core", "cpu_atom"):
+        text = system.read(f"sys/devices/{pmu}/cpus")
+        if text and text.strip():
+            for cpu in parse_cpu_list(text):
+                out[cpu] = pmu
+    return out
+
+
+def _capacities(system: SystemView, cpu_ids: list[int]) -> dict[int, float | None] | None:
+    """CPU -> the scheduler's ``cpu_capacity``, when the kernel gives it for every CPU."""
+    out: dict[int, float | None] = {}
     for cpu in cpu_ids:
-        groups.setdefault(freq_of[cpu], []).append(cpu)
-    found = tuple(
-        sorted((CpuCluster(tuple(sorted(cpus)), freq) for freq, cpus in groups.items()), key=lambda c: c.cpus[0])
-    )
-    return found, sum(1 for f in freq_of.values() if f is not None)
+        text = system.read(f"sys/devices/system/cpu/cpu{cpu}/cpu_capacity")
+        if not text or not text.strip().isdigit():
+            return None
+        out[cpu] = float(text.strip())
+    return out or None
 
 
 def soc_model(system: SystemView) -> str | None:

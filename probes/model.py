@@ -82,8 +82,28 @@ class CPU:
 
 
 @dataclass(frozen=True)
+class MigInstance:
+    """One MIG device of a GPU in MIG mode, as NVML reports it.
+
+    CUDA lists it as a device of its own with this ``uuid`` ("MIG-..."), and a
+    process sees only the memory of its instance.
+    """
+
+    index: int  # NVML's MIG device index on its parent GPU
+    uuid: str | None
+    name: str
+    memory_total_mb: int
+
+
+@dataclass(frozen=True)
 class NvidiaGPU:
-    """A GPU as NVML reports it. ``memory_total_mb`` is in MiB."""
+    """A GPU as NVML reports it. ``memory_total_mb`` is in MiB.
+
+    ``pci_bus_id``: NVML's ``busId`` ("00000000:3B:00.0"), the key that maps it to
+    CUDA's ordinal. ``mig_enabled``: the current MIG mode (None when NVML cannot
+    say, as on GPUs without MIG). With MIG on, CUDA sees only ``mig_instances``,
+    each with its own memory.
+    """
 
     index: int
     name: str
@@ -92,6 +112,9 @@ class NvidiaGPU:
     compute_capability: tuple[int, int]
     driver_version: str
     cuda_driver_version: str | None  # "12.4": the newest CUDA the driver supports
+    pci_bus_id: str | None = None
+    mig_enabled: bool | None = None
+    mig_instances: tuple[MigInstance, ...] = ()
 
     @property
     def supports_fp16(self) -> bool:
@@ -176,6 +199,7 @@ class Hardware:
             },
             "nvidia_gpus": [
                 [g.name, g.memory_total_mb, list(g.compute_capability), g.driver_version, g.cuda_driver_version]
+                + ([[m.name, m.memory_total_mb] for m in g.mig_instances] if g.mig_enabled else [])
                 for g in self.nvidia_gpus
             ],
             "accelerators": sorted(
@@ -207,7 +231,8 @@ class Hardware:
         if self.nvidia_gpus:
             gpus = ", ".join(
                 f"{g.name} (cc {g.compute_capability[0]}.{g.compute_capability[1]}, "
-                f"{g.memory_total_mb} MiB, driver {g.driver_version})"
+                f"{g.memory_total_mb} MiB, driver {g.driver_version}"
+                + (f", MIG: {len(g.mig_instances)} instance(s)" if g.mig_enabled else "") + ")"
                 for g in self.nvidia_gpus
             )
         else:
@@ -256,6 +281,9 @@ class Hardware:
                     index=g["index"], name=g["name"], uuid=g["uuid"], memory_total_mb=g["memory_total_mb"],
                     compute_capability=tuple(g["compute_capability"]), driver_version=g["driver_version"],
                     cuda_driver_version=g["cuda_driver_version"],
+                    pci_bus_id=g.get("pci_bus_id"), mig_enabled=g.get("mig_enabled"),
+                    mig_instances=tuple(MigInstance(m["index"], m["uuid"], m["name"], m["memory_total_mb"])
+                                        for m in g.get("mig_instances") or ()),
                 )
                 for g in data["nvidia_gpus"]
             )

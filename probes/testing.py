@@ -4,8 +4,11 @@ A recorded machine is a directory::
 
     probes-meta.json   {"machine": "x86_64", "os": "Linux"}
     proc/..., sys/...  the files the probes read, at their usual paths
-    nvml.json          optional: what NVML answers (see FakeNVML.from_dict);
+    nvml.json          optional: what NVML answers (see FakeNVML.from_dict), MIG included;
                        absent means the machine has no NVML library
+    cuda.json          optional, read by tests and never by the probes: what CUDA saw in the
+                       recording process, {"env": {"CUDA_VISIBLE_DEVICES": "2,3"}, "devices":
+                       [{"ordinal": 0, "pci_bus_id": ..., "uuid": ..., "name": ..., "memory_bytes": ...}]}
     openvino.json      optional: OpenVINO's devices, {"GPU": "Intel(R) Arc(TM) Graphics (iGPU)", ...};
                        absent means OpenVINO was not recorded
 
@@ -24,7 +27,7 @@ from typing import Any
 
 from . import bounded, devices, nvidia
 from .detect import DEFAULT_TIMEOUT_S, _detect, detect
-from .model import Hardware
+from .model import Hardware, NvidiaGPU
 from .system import META_FILE, LiveSystem
 
 NVML_ERRORS = {
@@ -77,7 +80,13 @@ class FakeNVML:
     def from_dict(cls, data: dict[str, Any]) -> "FakeNVML":
         """From ``{"driver_version": "580.159.04", "cuda_driver_version": 13000, "devices": [{"name": ...,
         "uuid": ..., "memory_total_bytes": ..., "compute_capability": [9, 0]}]}``,
-        or ``{"error": "LIBRARY_NOT_FOUND"}`` (any key of NVML_ERRORS)."""
+        or ``{"error": "LIBRARY_NOT_FOUND"}`` (any key of NVML_ERRORS).
+
+        Optional per device: ``"pci_bus_id": "00000000:3B:00.0"``; ``"error": "GPU_IS_LOST"``
+        (getting its handle fails) or ``"errors": {"nvmlDeviceGetMemoryInfo": "NO_PERMISSION"}``
+        (that call fails); ``"mig_mode": 1`` (absent: the GPU has no MIG) with ``"mig_devices":
+        [{"slot": 0, "uuid": "MIG-...", "name": ..., "memory_total_bytes": ...}]`` and
+        ``"max_mig_devices"`` (default 7)."""
         return cls(devices=data.get("devices", []), driver_version=data.get("driver_version", ""),
                    cuda_driver_version=data.get("cuda_driver_version"), error=data.get("error"))
 
@@ -125,25 +134,61 @@ class FakeNVML:
     def nvmlDeviceGetHandleByIndex(self, index: int) -> dict[str, Any]:
         self._check()
         try:
-            return self.devices[index]
+            device = self.devices[index]
         except IndexError:
             raise FakeNVMLError(2) from None  # NVML_ERROR_INVALID_ARGUMENT
+        if device.get("error"):
+            raise FakeNVMLError(NVML_ERRORS.get(device["error"], NVML_ERRORS["UNKNOWN"]))
+        return device
+
+    def _call(self, call: str, handle: dict[str, Any]) -> None:
+        self._check()
+        error = (handle.get("errors") or {}).get(call)
+        if error:
+            raise FakeNVMLError(NVML_ERRORS.get(error, NVML_ERRORS["UNKNOWN"]))
 
     def nvmlDeviceGetName(self, handle: dict[str, Any]) -> str | bytes:
+        self._call("nvmlDeviceGetName", handle)
         return self._str(handle["name"])
 
     def nvmlDeviceGetUUID(self, handle: dict[str, Any]) -> str | bytes:
+        self._call("nvmlDeviceGetUUID", handle)
         if handle.get("uuid") is None:
             raise FakeNVMLError(NVML_ERRORS["NOT_SUPPORTED"])
         return self._str(handle["uuid"])
 
     def nvmlDeviceGetMemoryInfo(self, handle: dict[str, Any]) -> SimpleNamespace:
+        self._call("nvmlDeviceGetMemoryInfo", handle)
         total = int(handle["memory_total_bytes"])
         return SimpleNamespace(total=total, free=total, used=0)
 
     def nvmlDeviceGetCudaComputeCapability(self, handle: dict[str, Any]) -> tuple[int, int]:
+        self._call("nvmlDeviceGetCudaComputeCapability", handle)
         major, minor = handle["compute_capability"]
         return int(major), int(minor)
+
+    def nvmlDeviceGetPciInfo(self, handle: dict[str, Any]) -> SimpleNamespace:
+        self._call("nvmlDeviceGetPciInfo", handle)
+        if handle.get("pci_bus_id") is None:
+            raise FakeNVMLError(NVML_ERRORS["NOT_SUPPORTED"])
+        return SimpleNamespace(busId=self._str(handle["pci_bus_id"]))
+
+    def nvmlDeviceGetMigMode(self, handle: dict[str, Any]) -> tuple[int, int]:
+        self._call("nvmlDeviceGetMigMode", handle)
+        if "mig_mode" not in handle:
+            raise FakeNVMLError(NVML_ERRORS["NOT_SUPPORTED"])
+        return int(handle["mig_mode"]), int(handle["mig_mode"])
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: dict[str, Any]) -> int:
+        self._call("nvmlDeviceGetMaxMigDeviceCount", handle)
+        return int(handle.get("max_mig_devices", 7))
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: dict[str, Any], index: int) -> dict[str, Any]:
+        self._call("nvmlDeviceGetMigDeviceHandleByIndex", handle)
+        for mig in handle.get("mig_devices") or ():
+            if int(mig.get("slot", -1)) == index:
+                return mig
+        raise FakeNVMLError(NVML_ERRORS["NOT_FOUND"])
 
 
 def replay(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Hardware:
@@ -213,7 +258,7 @@ def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIME
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
     try:
-        gpus = nvml_future.result(timeout=timeout_s)
+        gpus = nvml_future.result(timeout=max(timeout_s, nvidia.TIMEOUT_S))
     except Exception:
         gpus = ()
     nvml_data: dict[str, Any] = {"error": "LIBRARY_NOT_FOUND"}
@@ -221,11 +266,7 @@ def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIME
         nvml_data = {
             "driver_version": gpus[0].driver_version,
             "cuda_driver_version": _cuda_int(gpus[0].cuda_driver_version),
-            "devices": [
-                {"name": g.name, "uuid": g.uuid, "memory_total_bytes": g.memory_total_mb << 20,
-                 "compute_capability": list(g.compute_capability)}
-                for g in gpus
-            ],
+            "devices": [nvml_device_dict(g) for g in gpus],
         }
     (directory / "nvml.json").write_text(json.dumps(nvml_data, indent=2) + "\n")
     try:
@@ -234,6 +275,19 @@ def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIME
     except Exception:
         pass
     return replay(directory, timeout_s=timeout_s)
+
+
+def nvml_device_dict(gpu: NvidiaGPU) -> dict[str, Any]:
+    """One GPU in the form FakeNVML.from_dict reads."""
+    out: dict[str, Any] = {"name": gpu.name, "uuid": gpu.uuid, "memory_total_bytes": gpu.memory_total_mb << 20,
+                           "compute_capability": list(gpu.compute_capability)}
+    if gpu.pci_bus_id:
+        out["pci_bus_id"] = gpu.pci_bus_id
+    if gpu.mig_enabled is not None:
+        out["mig_mode"] = int(gpu.mig_enabled)
+        out["mig_devices"] = [{"slot": m.index, "uuid": m.uuid, "name": m.name,
+                               "memory_total_bytes": m.memory_total_mb << 20} for m in gpu.mig_instances]
+    return out
 
 
 def _cpu_list(cpus: frozenset[int]) -> str:

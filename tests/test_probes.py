@@ -15,7 +15,10 @@ import pytest
 
 import probes
 from probes import Accelerator, Hardware
+from probes import nvidia as nvml_probe
+from probes.cpu import clusters as cpu_clusters
 from probes.nvidia import cuda_version_string
+from probes.system import open_system
 from probes.testing import FakeNVML, record, replay
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
@@ -408,3 +411,151 @@ def test_importing_probes_imports_no_runtime_and_detect_runs_in_a_fresh_process(
     assert result.returncode == 0, result.stderr
     assert "cores usable" in result.stdout
     assert result.stderr == ""  # the library prints nothing, not even warnings
+
+
+# -- issue 11: NVML per-device failures, MIG, bus ids, NVML's own bound; CPU clusters ----------
+
+
+def _gpu(i, **kw):
+    return {"name": f"GPU {i}", "uuid": f"GPU-{i:08x}-0000-0000-0000-000000000000",
+            "memory_total_bytes": 16 << 30, "compute_capability": [8, 6],
+            "pci_bus_id": f"00000000:{0x10 + i:02X}:00.0", **kw}
+
+
+@pytest.mark.parametrize("broken", [{"error": "GPU_IS_LOST"}, {"error": "NO_PERMISSION"},
+                                    {"errors": {"nvmlDeviceGetMemoryInfo": "NO_PERMISSION"}}])
+def test_one_failing_gpu_keeps_the_others_with_fake_nvml(broken):
+    fake = FakeNVML(devices=[_gpu(0), _gpu(1, **broken), _gpu(2)], driver_version="550.54.15")
+    hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=fake)
+    assert [g.index for g in hw.nvidia_gpus] == [0, 2]
+    note = hw.note("nvml")
+    assert note.status in ("error", "permission") and "GPU 1 left out" in note.detail
+    assert "2 GPU(s)" in note.detail
+
+
+def test_every_gpu_denied_is_a_permission_note_with_fake_nvml():
+    fake = FakeNVML(devices=[_gpu(0, error="NO_PERMISSION"), _gpu(1, error="NO_PERMISSION")],
+                    driver_version="550.54.15")
+    hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=fake)
+    assert hw.nvidia_gpus == () and hw.note("nvml").status == "permission"
+
+
+def test_pci_bus_ids_are_read_and_spelled_one_way_with_fake_nvml():
+    hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=FakeNVML(devices=[_gpu(0)]))
+    assert hw.nvidia_gpus[0].pci_bus_id == "0000:10:00.0"
+    assert nvml_probe.normal_bus_id("00000000:3B:00.0") == nvml_probe.normal_bus_id("0000:3b:00.0\x00")
+    assert nvml_probe.normal_bus_id("garbage") is None
+
+
+def test_mig_host_fixture_lists_instances_with_their_memory(machines):
+    hw = machines["x86-server-a100-mig"]
+    (gpu,) = hw.nvidia_gpus
+    assert gpu.mig_enabled and gpu.pci_bus_id == "0000:07:00.0"
+    assert [(m.uuid[-2:], m.memory_total_mb) for m in gpu.mig_instances] == [("b1", 19968), ("b2", 4864)]
+    assert "MIG: 2 instance(s)" in hw.note("nvml").detail and "MIG" in hw.summary
+    assert Hardware.from_dict(hw.to_dict()) == hw
+
+
+def test_mig_layout_changes_the_fingerprint_but_non_mig_fingerprints_stay(machines):
+    hw = machines["x86-server-a100-mig"]
+    (gpu,) = hw.nvidia_gpus
+    import dataclasses
+    resliced = dataclasses.replace(gpu, mig_instances=gpu.mig_instances[:1])
+    assert dataclasses.replace(hw, nvidia_gpus=(resliced,)).fingerprint != hw.fingerprint
+    # A GPU without MIG hashes as before the MIG fields existed.
+    h100 = machines["x86-server-h100"]
+    assert h100.fingerprint_material()["nvidia_gpus"] == [
+        ["NVIDIA H100 80GB HBM3", 81559, [9, 0], "580.159.04", "13.0"]]
+
+
+def test_mig_mode_off_and_unsupported_with_fake_nvml():
+    fake = FakeNVML(devices=[_gpu(0, mig_mode=0), _gpu(1)])
+    gpus = probes.detect(root=MACHINES / "x86-server-h100", nvml=fake).nvidia_gpus
+    assert [(g.mig_enabled, g.mig_instances) for g in gpus] == [(False, ()), (None, ())]
+
+
+def test_eight_gpu_fixture_has_distinct_bus_ids(machines):
+    gpus = machines["x86-server-8x-h100-cuda-visible-2-3"].nvidia_gpus
+    assert len(gpus) == 8 and len({g.pci_bus_id for g in gpus}) == 8
+
+
+def test_live_nvml_query_has_its_own_bound_and_is_not_stacked_with_fake_nvml(monkeypatch):
+    release = threading.Event()
+    fake = FakeNVML(devices=[_gpu(0)], block=release)
+    loads = []
+    monkeypatch.setattr(nvml_probe, "load_pynvml", lambda: loads.append(1) or fake)
+    monkeypatch.setattr(nvml_probe, "TIMEOUT_S", 0.2)
+    try:
+        with pytest.raises(nvml_probe.NvmlTimeout):
+            nvml_probe.query(None)
+        with pytest.raises(nvml_probe.NvmlTimeout):
+            nvml_probe.query(None)  # joins the query still running
+        assert len(loads) == 1
+        assert nvml_probe.failure_note(nvml_probe.NvmlTimeout("x")).status == "timeout"
+    finally:
+        release.set()
+    monkeypatch.setattr(nvml_probe, "TIMEOUT_S", 5.0)
+    assert [g.name for g in nvml_probe.query(None)] == ["GPU 0"]
+
+
+def test_recording_keeps_mig_and_bus_ids_with_fake_nvml(monkeypatch, tmp_path):
+    gpu = _gpu(0, mig_mode=1, mig_devices=[{"slot": 3, "uuid": "MIG-00000000-0000-0000-0000-000000000003",
+                                            "name": "A100 MIG 2g.10gb", "memory_total_bytes": 9728 << 20}])
+    monkeypatch.setattr(nvml_probe, "load_pynvml", lambda: FakeNVML(devices=[gpu], driver_version="550.54.15"))
+    hw = record(tmp_path / "m")
+    (got,) = hw.nvidia_gpus
+    assert got.pci_bus_id == "0000:10:00.0" and got.mig_enabled
+    assert [(m.index, m.memory_total_mb) for m in got.mig_instances] == [(3, 9728)]
+
+
+def _cpu_root(tmp_path, cpuinfo, freqs_khz, capacity=None, pmus=None):
+    root = tmp_path / "cpus"
+    (root / "proc").mkdir(parents=True)
+    (root / "proc/cpuinfo").write_text(cpuinfo)
+    for cpu, khz in enumerate(freqs_khz):
+        d = root / f"sys/devices/system/cpu/cpu{cpu}"
+        (d / "cpufreq").mkdir(parents=True)
+        (d / "cpufreq/cpuinfo_max_freq").write_text(f"{khz}\n")
+        if capacity is not None:
+            (d / "cpu_capacity").write_text(f"{capacity[cpu]}\n")
+    for pmu, cpus in (pmus or {}).items():
+        (root / f"sys/devices/{pmu}").mkdir(parents=True)
+        (root / f"sys/devices/{pmu}/cpus").write_text(cpus + "\n")
+    return open_system(root)
+
+
+def _x86_info(n):
+    return "".join(f"processor\t: {i}\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse avx2\n\n" for i in range(n))
+
+
+def _arm_info(parts):
+    return "".join(f"processor\t: {i}\nCPU implementer\t: 0x41\nCPU part\t: {p}\n\n" for i, p in enumerate(parts))
+
+
+def test_intel_favoured_cores_are_not_big_little(tmp_path):
+    """Turbo Boost Max 3.0: two cores of eight run 5.8 GHz, the rest 5.5 GHz; all are P-cores."""
+    system = _cpu_root(tmp_path, _x86_info(8), [5800000] * 2 + [5500000] * 6)
+    found, with_freq = cpu_clusters(system, list(range(8)))
+    assert found == (probes.CpuCluster(tuple(range(8)), 5800.0),) and with_freq == 8
+
+
+def test_intel_hybrid_pmus_split_p_and_e_cores(tmp_path):
+    system = _cpu_root(tmp_path, _x86_info(6), [4400000] * 2 + [4200000] * 4,
+                       pmus={"cpu_core": "0-1", "cpu_atom": "2-5"})
+    found, _ = cpu_clusters(system, list(range(6)))
+    assert [c.cpus for c in found] == [(0, 1), (2, 3, 4, 5)]
+
+
+def test_binned_arm_cores_of_one_part_are_one_cluster(tmp_path):
+    """RK3588-like: A55 x4, then A76 binned at 2.4 and 2.256 GHz: two kinds, not three."""
+    system = _cpu_root(tmp_path, _arm_info(["0xd05"] * 4 + ["0xd0b"] * 4),
+                       [1800000] * 4 + [2400000] * 2 + [2256000] * 2,
+                       capacity=[414] * 4 + [1024] * 2 + [962] * 2)
+    found, _ = cpu_clusters(system, list(range(8)))
+    assert found == (probes.CpuCluster((0, 1, 2, 3), 1800.0), probes.CpuCluster((4, 5, 6, 7), 2400.0))
+
+
+def test_cpu_capacity_groups_cores_without_a_part(tmp_path):
+    system = _cpu_root(tmp_path, "", [2000000] * 4, capacity=[1024, 1024, 400, 400])
+    found, _ = cpu_clusters(system, list(range(4)))
+    assert [c.cpus for c in found] == [(0, 1), (2, 3)]

@@ -11,7 +11,9 @@ Candidate settings (all optional; the defaults are ONNX Runtime's, with the
 thread pool sized to the CPU quota the probes found):
 
   provider            execution provider; absent means CPUExecutionProvider
-  device_id           GPU index for the CUDA, TensorRT and DirectML providers
+  device_id           GPU index for the CUDA, TensorRT and DirectML providers. For CUDA and
+                      TensorRT it is CUDA's ordinal (after CUDA_VISIBLE_DEVICES), found from
+                      the GPU's PCI bus id or UUID; the device "cuda:N" names NVML's GPU N
   intra_op_threads    threads of one inference (never more than the quota)
   graph_optimization  "all" | "extended" | "basic" | "disable"
   allow_spinning      whether idle pool threads spin (fast wake-up, burns CPU)
@@ -142,6 +144,25 @@ def _working_providers() -> tuple[str, ...]:
     return tuple(ep for ep, ok, _ in provider_report() if ok)
 
 
+def _cuda_ordinals(hw: "Hardware") -> tuple[dict[int, int], dict[int, str]]:
+    """({NVML index: CUDA ordinal}, {NVML index: why CUDA has no such device}).
+
+    NVML numbers all GPUs in PCI order; CUDA numbers the ones CUDA_VISIBLE_DEVICES
+    leaves, fastest first. The PCI bus id (then the UUID) ties them.
+    """
+    gpus = tuple(getattr(hw, "nvidia_gpus", ()) or ())
+    if not gpus:
+        return {}, {}
+    from ._cuda import placements
+
+    try:
+        placed, why = placements(gpus)
+    except Exception as exc:  # damaged hardware facts: no GPU candidate, and why
+        return {}, {g.index: f"cannot map it to a CUDA device: {type(exc).__name__}: {exc}"
+                    for g in gpus}
+    return {i: p.ordinal for i, p in placed.items()}, why
+
+
 class OnnxRuntimeBackend(Backend):
     name = NAME
     package = "onnxruntime"
@@ -189,9 +210,9 @@ class OnnxRuntimeBackend(Backend):
         if not indexed:
             return [prefix]
         if prefix == "cuda":
-            gpus = getattr(hw, "nvidia_gpus", ()) or ()
-            ids = sorted({int(getattr(g, "index", i)) for i, g in enumerate(gpus)}) or [0]
-            return [f"cuda:{i}" for i in ids]
+            if not getattr(hw, "nvidia_gpus", None):  # no NVML (Jetson): CUDA's first device
+                return ["cuda:0"]
+            return [f"cuda:{i}" for i in sorted(_cuda_ordinals(hw)[0])]
         return [f"{prefix}:0"]
 
     # -- choice -----------------------------------------------------------------
@@ -203,12 +224,16 @@ class OnnxRuntimeBackend(Backend):
             if ep not in _EPS:
                 continue
             precisions = _EPS[ep][1]
+            ordinals, hidden = _cuda_ordinals(hw) if _EPS[ep][0] == "cuda" else ({}, {})
             for dev in self._devices_for(ep, hw):
                 extra: dict[str, Any] = {"provider": ep}
                 if ":" in dev:
-                    extra["device_id"] = int(dev.split(":")[1])
+                    index = int(dev.split(":")[1])
+                    extra["device_id"] = ordinals.get(index, index)
                 for prec in precisions:
                     out.append(Candidate.make(NAME, dev, prec, **extra))
+            out += [Unsupported(NAME, f"cuda:{i}", "fp32", f"{ep}: {why}")
+                    for i, why in sorted(hidden.items())]
         for ep, ok, why in provider_report():
             if not ok and ep in _EPS:
                 out.append(Unsupported(NAME, _EPS[ep][0], "fp32",
@@ -373,7 +398,11 @@ class OnnxRuntimeBackend(Backend):
             ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
             opts.update(device_type="CPU", precision="FP32", cache_dir=str(ctx.artifact_dir),
                         num_of_threads=max(1, int(ctx.threads)))
-        # The CPU provider takes the nodes the device provider cannot run.
+        # The CPU provider takes the nodes the device provider cannot run; behind TensorRT,
+        # CUDA takes them first so that they stay on the GPU (ONNX Runtime's advice).
+        if ep == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in _working_providers():
+            cuda_opts = {"device_id": opts["device_id"]} if "device_id" in opts else {}
+            return [ep, "CUDAExecutionProvider", CPU_EP], [opts, cuda_opts, {}]
         return [ep, CPU_EP], [opts, {}]
 
     @staticmethod

@@ -6,11 +6,23 @@ seconds to minutes, so engines are cached in the candidate's artifact
 directory, keyed by everything that makes them differ, with a SHA-256 manifest;
 a damaged or mismatching engine is rebuilt, never trusted.
 
-Works with TensorRT 8.6 and 10.x through the named-tensor API (8.5 and later:
-``num_io_tensors``, ``set_input_shape``, ``set_tensor_address``,
+Works with TensorRT 8.6, 10.x and 11.x through the named-tensor API (8.5 and
+later: ``num_io_tensors``, ``set_input_shape``, ``set_tensor_address``,
 ``execute_async_v3``); the binding-index API of older versions is not used.
 Device memory, copies and streams go through cuda-python (see ``_cuda``).
 Neither ``tensorrt`` nor ``cuda`` is imported until a method needs it.
+
+Precisions. Up to 10.x, fp16 and int8 are builder flags (weak typing). TensorRT
+11 removed those flags: every network is strongly typed and runs in the types
+the model declares. There fp16 is not offered (it needs the model converted to
+fp16 first, which autoinfer does not do), and int8 is a Q/DQ model built as it is.
+
+Devices. A candidate's ``cuda:N`` names NVML's GPU N; the CUDA ordinal is found
+by PCI bus id (then UUID), and a GPU in MIG mode runs on the MIG instance CUDA
+sees. GPUs CUDA does not see get no candidate.
+
+Kernel timings are kept in a TensorRT timing cache beside the engines (one per
+model directory, TensorRT version and GPU), so variants do not re-time kernels.
 
 Shapes. An input with dynamic dimensions needs a concrete shape in
 ``LoadContext.input_shapes``. The engine gets one optimization profile: a
@@ -62,7 +74,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware, NvidiaGPU
 
     from ..model import ModelFacts
-    from ._cuda import CudaError, Cudart
+    from ._cuda import CudaError, Cudart, Placement
 
 log = logging.getLogger("autoinfer.backends.tensorrt")
 
@@ -140,6 +152,18 @@ def _gpus(hw: Any) -> tuple["NvidiaGPU", ...]:
     return tuple(getattr(hw, "nvidia_gpus", ()) or ())
 
 
+def strongly_typed_only(trt_version: str | None) -> bool:
+    """TensorRT 11 removed the FP16/INT8 builder flags: networks are always strongly typed."""
+    v = _vtuple(trt_version)
+    return bool(v) and v[0] >= 11
+
+
+FP16_NEEDS_CONVERSION = ("TensorRT {version} builds strongly typed networks only and has no fp16 "
+                         "builder flag: fp16 needs the model converted to fp16 first (ModelOpt "
+                         "AutoCast), which autoinfer does not do; the fp32 candidate runs the "
+                         "model in the types it declares")
+
+
 def _device(gpu: "NvidiaGPU") -> str:
     return f"cuda:{gpu.index}"
 
@@ -198,6 +222,7 @@ class _GpuStatus:
     gpu: "NvidiaGPU"
     reason: str = ""  # empty: TensorRT can use this GPU
     fix: str = ""
+    placement: "Placement | None" = None  # where CUDA has it; None with a reason
 
     @property
     def device(self) -> str:
@@ -261,11 +286,27 @@ def _inspect(hw: Any) -> _Report:
     try:
         trt = _import_trt()
         version = str(getattr(trt, "__version__", "") or version or "") or None
-        _import_cuda()
+        cuda = _import_cuda()
     except BackendUnavailable as exc:
         return _Report(True, version, reason=str(exc).split(" (fix:")[0], fix=exc.fix)
+    from ._cuda import CudaError, place
+
+    try:
+        placed, hidden = place(gpus, cuda.devices())
+    except CudaError as exc:  # no device, driver too old: CUDA sees none of them
+        placed, hidden = {}, {g.index: f"CUDA sees no device ({exc.name})" for g in gpus}
     required = _required_cuda(dists)
-    return _Report(True, version, gpus=tuple(_gpu_status(g, version, required) for g in gpus))
+    out = []
+    for g in gpus:
+        status = _gpu_status(g, version, required)
+        if status.reason:
+            out.append(status)
+        elif g.index in placed:
+            out.append(_GpuStatus(g, placement=placed[g.index]))
+        else:
+            out.append(_GpuStatus(g, hidden.get(g.index, f"CUDA does not see {g.name}"),
+                                  "check CUDA_VISIBLE_DEVICES and that `nvidia-smi` lists the GPU"))
+    return _Report(True, version, gpus=tuple(out))
 
 
 # -- TensorRT's logger ------------------------------------------------------------------
@@ -452,13 +493,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class _EngineStore:
     """One engine file and its manifest ({key, sha256, bytes, build_s}) in the artifact dir."""
 
-    def __init__(self, directory: Path, key: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, key: dict[str, Any],
+                 timing_key: dict[str, Any] | None = None) -> None:
         self.key = json.loads(stable_json(key))
         digest = hashlib.sha256(stable_json(self.key).encode()).hexdigest()[:24]
         self.directory = directory
         self.engine = directory / f"trt-{digest}.engine"
         self.manifest = directory / f"trt-{digest}.json"
         self.lock = directory / f"trt-{digest}.lock"
+        # Kernel timings depend on the TensorRT version and the GPU only, so every
+        # candidate of the model (the artifact directories of one parent) shares them.
+        tdigest = hashlib.sha256(stable_json(timing_key or {}).encode()).hexdigest()[:16]
+        self.timing = directory.parent / f"tensorrt-timing-{tdigest}.cache"
 
     def read(self) -> tuple[bytes, float] | None:
         """The cached engine and its build time, or None when absent or not trustworthy."""
@@ -596,7 +642,16 @@ def _gpu_rates(gpu: "NvidiaGPU") -> tuple[float, float]:
         peak = (0.5e12, 1e12)
     else:
         peak = (4e12, 4e12)
-    return peak[0] * 0.35, peak[1] * 0.35
+    share = _mig_share(gpu)
+    return peak[0] * 0.35 * share, peak[1] * 0.35 * share
+
+
+def _mig_share(gpu: "NvidiaGPU") -> float:
+    """The part of the GPU one process gets: its largest MIG instance's share of the memory
+    (MIG slices compute and memory alike), or all of it without MIG."""
+    if not gpu.mig_enabled or not gpu.mig_instances or gpu.memory_total_mb <= 0:
+        return 1.0
+    return min(1.0, max(m.memory_total_mb for m in gpu.mig_instances) / gpu.memory_total_mb)
 
 
 class TensorRTBackend(Backend):
@@ -657,20 +712,22 @@ class TensorRTBackend(Backend):
         out: list[Candidate | Unsupported] = []
         for st in rep.gpus:
             dev, gpu = st.device, st.gpu
-            if st.reason:
-                out += [Unsupported(NAME, dev, p, st.reason) for p in ("fp32", "fp16")]
+            if st.reason or st.placement is None:
+                out += [Unsupported(NAME, dev, p, st.reason or "not placed") for p in ("fp32", "fp16")]
                 continue
             if problem:
                 out.append(Unsupported(NAME, dev, "fp32", problem))
                 continue
-            gpu_bytes = int(gpu.memory_total_mb) << 20
+            gpu_bytes = int(st.placement.memory_mb) << 20
             if model.size_bytes > 0.9 * gpu_bytes:
                 out.append(Unsupported(NAME, dev, "fp32", (
                     f"the weights ({model.size_bytes / 2**30:.1f} GiB) do not fit in "
-                    f"{gpu.name}'s {gpu_bytes / 2**30:.1f} GiB")))
+                    f"{st.placement.label}'s {gpu_bytes / 2**30:.1f} GiB")))
                 continue
             fp32: Candidate | Unsupported = Candidate.make(NAME, dev, "fp32")
             fp16: Candidate | Unsupported = (
+                Unsupported(NAME, dev, "fp16", FP16_NEEDS_CONVERSION.format(version=rep.version))
+                if strongly_typed_only(rep.version) else
                 Candidate.make(NAME, dev, "fp16") if gpu.supports_fp16 else
                 Unsupported(NAME, dev, "fp16", f"{gpu.name} (compute capability {_cc(gpu)}) "
                                                "has no fp16 arithmetic (needs 5.3 or newer)"))
@@ -805,13 +862,19 @@ class TensorRTBackend(Backend):
                 raise BackendUnavailable(
                     f"tensorrt {trt.__version__} does not support {gpu.name} (compute "
                     f"capability {_cc(gpu)}, needs {need[0]}.{need[1]})")
+        if candidate.precision == "fp16" and strongly_typed_only(trt.__version__):
+            raise UnsupportedModel(NAME, FP16_NEEDS_CONVERSION.format(version=trt.__version__))
         try:
-            ordinal = cuda.ordinal_of(gpu.uuid if gpu is not None else None, index)
-            cuda.set_device(ordinal)
             if gpu is not None:
-                gpu_key = {"name": gpu.name, "cc": list(gpu.compute_capability)}
-            else:
+                placement = cuda.place(gpu)
+                ordinal = placement.ordinal
+                gpu_key: dict[str, Any] = {"name": gpu.name, "cc": list(gpu.compute_capability)}
+                if placement.mig is not None:
+                    gpu_key["mig"] = [placement.mig.name, placement.mig.memory_total_mb]
+            else:  # no hardware facts: cuda:N is CUDA's own ordinal N
+                ordinal = index
                 gpu_key = {"ordinal": ordinal, "uuid": cuda.device_uuid(ordinal)}
+            cuda.set_device(ordinal)
         except CudaError as exc:
             raise _cuda_failure(exc, f"selecting {candidate.device}") from None
         except ValueError as exc:
@@ -824,7 +887,8 @@ class TensorRTBackend(Backend):
         key = {"format": ENGINE_FORMAT, "model_sha256": model.sha256, "candidate": candidate.key,
                "profile": {n: [list(s) for s in p] for n, p in sorted(profile.items())},
                "tensorrt": str(trt.__version__), "gpu": gpu_key}
-        store = _EngineStore(Path(ctx.artifact_dir), key)
+        store = _EngineStore(Path(ctx.artifact_dir), key, timing_key={
+            "tensorrt": str(trt.__version__), "gpu": gpu_key})
         engine, runtime, built, build_s = self._engine(trt, cuda, logger, store, candidate,
                                                        model, profile, ctx)
         try:
@@ -852,7 +916,8 @@ class TensorRTBackend(Backend):
             for attempt in range(2):
                 built = cached is None
                 if cached is None:
-                    data, build_s = self._build(trt, logger, candidate, model, profile, ctx)
+                    data, build_s = self._build(trt, logger, candidate, model, profile, ctx,
+                                                store.timing)
                     store.write(data, build_s)
                 else:
                     data, build_s = cached
@@ -877,10 +942,10 @@ class TensorRTBackend(Backend):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _build(self, trt: Any, logger: Any, candidate: Candidate, model: "ModelFacts",
-               profile: Profile, ctx: LoadContext) -> tuple[bytes, float]:
+               profile: Profile, ctx: LoadContext, timing: Path | None = None) -> tuple[bytes, float]:
         mark = logger.book.mark()
         try:
-            return self._build_unchecked(trt, logger, candidate, model, profile, ctx, mark)
+            return self._build_unchecked(trt, logger, candidate, model, profile, ctx, mark, timing)
         except AutoinferError:
             raise
         except Exception as exc:  # the TensorRT API raising (bad argument, internal error)
@@ -889,7 +954,8 @@ class TensorRTBackend(Backend):
                                      + (f" ({'; '.join(errors[-3:])})" if errors else "")) from None
 
     def _build_unchecked(self, trt: Any, logger: Any, candidate: Candidate, model: "ModelFacts",
-                         profile: Profile, ctx: LoadContext, mark: int) -> tuple[bytes, float]:
+                         profile: Profile, ctx: LoadContext, mark: int,
+                         timing: Path | None = None) -> tuple[bytes, float]:
         t0 = time.perf_counter()
         major = _vtuple(trt.__version__)[:1] or (10,)
         builder = trt.Builder(logger)
@@ -911,12 +977,8 @@ class TensorRTBackend(Backend):
 
         config = builder.create_builder_config()
         o = candidate.options
-        if candidate.precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)
-        if candidate.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-        if candidate.precision == "fp32" and not o.get("tf32"):
-            config.clear_flag(trt.BuilderFlag.TF32)
+        _set_precision(trt, config, candidate)
+        timing_cache = _use_timing_cache(config, timing)
         if "opt_level" in o and hasattr(config, "builder_optimization_level"):
             config.builder_optimization_level = int(o["opt_level"])  # type: ignore[arg-type]
         if "workspace_mb" in o:
@@ -947,7 +1009,60 @@ class TensorRTBackend(Backend):
                                      + ("; ".join(errors[-3:]) or "no reason given"))
         data = bytes(memoryview(plan))
         log.info("tensorrt: built %s in %.1f s (%d bytes)", candidate.key, build_s, len(data))
+        if timing_cache is not None and timing is not None:
+            _save_timing_cache(config, timing)
         return data, build_s
+
+
+def _set_precision(trt: Any, config: Any, candidate: Candidate) -> None:
+    """The builder flags for the candidate's precision, on weakly and strongly typed TensorRT."""
+    prec = candidate.precision
+    if strongly_typed_only(trt.__version__):
+        # 11.x: the network runs in the types the model declares; a Q/DQ model is int8
+        # through its Q/DQ nodes, with no flag. fp16 was refused before the build.
+        if prec == "fp16":
+            raise UnsupportedModel(NAME, FP16_NEEDS_CONVERSION.format(version=trt.__version__))
+    elif prec in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+        if prec == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if prec == "fp32" and not candidate.get("tf32") and tf32 is not None:
+        config.clear_flag(tf32)
+
+
+def _use_timing_cache(config: Any, path: Path | None) -> Any:
+    """Give the builder the timing cache stored at ``path`` (or a new one); None without the API."""
+    if path is None or not hasattr(config, "create_timing_cache"):
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        data = b""
+    try:
+        cache = config.create_timing_cache(data)
+        if config.set_timing_cache(cache, False):
+            return cache
+        log.info("tensorrt: timing cache %s is for another GPU or version; starting afresh", path)
+    except Exception as exc:  # damaged: TensorRT refuses to deserialize it
+        log.warning("tensorrt: ignoring unreadable timing cache %s: %s", path, exc)
+    try:
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+        return cache
+    except Exception as exc:
+        log.debug("tensorrt: no timing cache: %s", exc)
+        return None
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    try:
+        cache = config.get_timing_cache()
+        if cache is None:
+            return
+        _atomic_write(path, bytes(memoryview(cache.serialize())))
+    except Exception as exc:  # a lost timing cache costs build time, nothing else
+        log.warning("tensorrt: cannot save the timing cache %s: %s", path, exc)
 
 
 # -- running ------------------------------------------------------------------------------

@@ -87,19 +87,53 @@ class cudaUUID_t:
 
 
 class cudaDeviceProp:
-    def __init__(self, name: str, uuid: str, cc: tuple[int, int], memory: int) -> None:
+    def __init__(self, name: str, uuid: str, cc: tuple[int, int], memory: int,
+                 uuid_cut: int | None = None) -> None:
         self.name = name.encode()
-        self.uuid = cudaUUID_t(bytes.fromhex(uuid.lower().removeprefix("gpu-").replace("-", "")))
+        raw = bytes.fromhex(uuid.lower().removeprefix("gpu-").removeprefix("mig-").replace("-", ""))
+        # Some bindings hand the 16 UUID bytes over as a C string, cut at the first zero byte.
+        self.uuid = cudaUUID_t(raw[:uuid_cut] if uuid_cut is not None else raw)
         self.major, self.minor = cc
         self.totalGlobalMem = memory
 
 
 @dataclass
 class FakeDevice:
+    """A device as CUDA lists it: a whole GPU ("GPU-..." UUID) or a MIG instance ("MIG-...")."""
+
     name: str
-    uuid: str  # NVML spelling, "GPU-xxxxxxxx-..."
+    uuid: str  # NVML spelling, "GPU-xxxxxxxx-..." or "MIG-xxxxxxxx-..."
     compute_capability: tuple[int, int]
     memory_bytes: int
+    pci_bus_id: str | None = None  # CUDA's spelling, "0000:3b:00.0"; a MIG instance has its GPU's
+    uuid_cut: int | None = None  # cudaGetDeviceProperties returns only this many UUID bytes
+
+
+def cuda_visible(host: list[FakeDevice], env: str | None) -> list[FakeDevice]:
+    """The devices CUDA exposes, in its order, under ``CUDA_VISIBLE_DEVICES=env``.
+
+    ``host``: every device in CUDA's own order (fastest first; a GPU in MIG mode
+    appears as its instances). Entries are ordinals into ``host`` or UUIDs
+    ("GPU-..."/"MIG-...", a unique prefix is enough); CUDA stops at the first
+    entry it cannot resolve, as the real runtime does. None: all devices.
+    """
+    if env is None:
+        return list(host)
+    out: list[FakeDevice] = []
+    for entry in (e.strip() for e in env.split(",")):
+        if entry.isdigit():
+            if int(entry) >= len(host):
+                break
+            found = host[int(entry)]
+        else:
+            hits = [d for d in host if d.uuid.lower().startswith(entry.lower())] if entry else []
+            if len(hits) != 1:
+                break
+            found = hits[0]
+        if found in out:
+            break
+        out.append(found)
+    return out
 
 
 class FakeCuda:
@@ -209,7 +243,15 @@ class FakeCuda:
             return cudaError_t.cudaErrorInvalidDevice, None
         d = self.devices[device]
         return cudaError_t.cudaSuccess, cudaDeviceProp(d.name, d.uuid, d.compute_capability,
-                                                       d.memory_bytes)
+                                                       d.memory_bytes, d.uuid_cut)
+
+    def cudaDeviceGetPCIBusId(self, length: int, device: int) -> tuple[cudaError_t, bytes]:
+        if not 0 <= device < len(self.devices):
+            return cudaError_t.cudaErrorInvalidDevice, b""
+        bus = self.devices[device].pci_bus_id
+        if bus is None:
+            return cudaError_t.cudaErrorInvalidValue, b""
+        return cudaError_t.cudaSuccess, (bus.upper().encode() + b"\x00" * length)[:length]
 
     def cudaSetDevice(self, device: int) -> tuple[cudaError_t]:
         if err := self._failing("cudaSetDevice"):
@@ -285,6 +327,17 @@ class FakeCuda:
         with self.lock:
             if self.streams.pop(self._stream(stream), None) is None:
                 return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        return (cudaError_t.cudaSuccess,)
+
+    def cudaMemsetAsync(self, dst: Any, value: int, count: int, stream: Any) -> tuple[cudaError_t]:
+        region = self.region(dst, count) if isinstance(dst, int) else None
+        if region is None:
+            return (cudaError_t.cudaErrorInvalidValue,)
+
+        def op() -> None:
+            region[:] = value & 0xFF
+        if not self.enqueue(self._stream(stream), op):
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
         return (cudaError_t.cudaSuccess,)
 
     def cudaMemcpyAsync(self, dst: Any, src: Any, count: int, kind: Any,

@@ -1,4 +1,10 @@
-"""A fake of the ``tensorrt`` Python module (8.6 or 10.x), computing with ONNX Runtime.
+"""A fake of the ``tensorrt`` Python module (8.6, 10.x or 11.x), computing with ONNX Runtime.
+
+TensorRT 11 is modelled as its migration guide describes it: every network is
+strongly typed, and ``BuilderFlag`` has no FP16, INT8, BF16, FP8, INT4, FP4 or
+OBEY/PREFER_PRECISION_CONSTRAINTS member (using one raises AttributeError, as
+the real bindings do). Timing caches (``create_timing_cache``,
+``set_timing_cache``, ``get_timing_cache().serialize()``) exist in 8.6 to 11.
 
 The classes answer the calls the TensorRT backend makes, with TensorRT's
 semantics where they matter to the caller:
@@ -102,6 +108,15 @@ class BuilderFlag(enum.IntEnum):
     BF16 = 13
 
 
+class BuilderFlag11(enum.IntEnum):
+    """TensorRT 11's BuilderFlag: the weak-typing precision flags are gone."""
+
+    DEBUG = 2
+    GPU_FALLBACK = 3
+    REFIT = 5
+    TF32 = 7
+
+
 class MemoryPoolType(enum.IntEnum):
     WORKSPACE = 0
 
@@ -170,6 +185,8 @@ class FakeTRTEnv:
     contexts: int = 0
     last_build: dict[str, Any] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
+    timing_cache_loaded: int = 0  # builds given a non-empty timing cache
+    timing_cache_rejected: int = 0  # caches refused (damaged, other GPU or version)
 
     @property
     def major(self) -> int:
@@ -196,6 +213,7 @@ class INetworkDefinition:
         self.outputs: list[ITensor] = []
         self.model: bytes = b""
         self.onnx_dtypes: dict[str, str] = {}
+        self.strongly_typed = False
 
     @property
     def num_inputs(self) -> int:
@@ -333,16 +351,31 @@ class IOptimizationProfile:
         return list(self.shapes.get(input, ()))
 
 
+TIMING_MAGIC = b"FTTC"
+
+
+class ITimingCache:
+    """Kernel timings: ``entries`` grows with every build that uses the cache."""
+
+    def __init__(self, key: str, entries: int = 0) -> None:
+        self.key, self.entries = key, entries
+
+    def serialize(self) -> "IHostMemory":
+        return IHostMemory(TIMING_MAGIC + json.dumps({"key": self.key, "entries": self.entries}).encode())
+
+
 class IBuilderConfig:
     """TensorRT 8.6's builder config: no progress_monitor attribute."""
 
-    __slots__ = ("flags", "pools", "profiles", "builder_optimization_level")
+    __slots__ = ("flags", "pools", "profiles", "builder_optimization_level", "env", "timing_cache")
 
-    def __init__(self) -> None:
+    def __init__(self, env: "FakeTRTEnv | None" = None) -> None:
+        self.env = env
         self.flags = {BuilderFlag.TF32}  # TF32 is on by default, as in TensorRT
         self.pools: dict[MemoryPoolType, int] = {}
         self.profiles: list[IOptimizationProfile] = []
         self.builder_optimization_level = 3
+        self.timing_cache: ITimingCache | None = None
 
     def set_flag(self, flag: BuilderFlag) -> None:
         self.flags.add(BuilderFlag(flag))
@@ -352,6 +385,31 @@ class IBuilderConfig:
 
     def get_flag(self, flag: BuilderFlag) -> bool:
         return BuilderFlag(flag) in self.flags
+
+    def _cache_key(self) -> str:
+        assert self.env is not None
+        dev = self.env.cuda.devices[self.env.cuda.current]
+        return f"{self.env.version}|{dev.name}|{dev.compute_capability}"
+
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
+        data = bytes(serialized_timing_cache)
+        if not data:
+            return ITimingCache(self._cache_key())
+        if not data.startswith(TIMING_MAGIC):
+            raise RuntimeError("Error Code 1: Serialization (timing cache is corrupted)")
+        info = json.loads(data[len(TIMING_MAGIC):])
+        return ITimingCache(info["key"], int(info["entries"]))
+
+    def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+        if cache.key != self._cache_key() and not ignore_mismatch:
+            assert self.env is not None
+            self.env.timing_cache_rejected += 1
+            return False
+        self.timing_cache = cache
+        return True
+
+    def get_timing_cache(self) -> ITimingCache | None:
+        return self.timing_cache
 
     def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
         self.pools[MemoryPoolType(pool)] = int(pool_size)
@@ -371,8 +429,8 @@ class IBuilderConfig:
 class IBuilderConfig10(IBuilderConfig):
     __slots__ = ("progress_monitor",)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, env: "FakeTRTEnv | None" = None) -> None:
+        super().__init__(env)
         self.progress_monitor: Any = None
 
 
@@ -393,10 +451,13 @@ class Builder:
                 _log(self.logger, Severity.WARNING,
                      "kEXPLICIT_BATCH is deprecated and has no effect")
             explicit = True
-        return INetworkDefinition(explicit)
+        network = INetworkDefinition(explicit)
+        network.strongly_typed = self.env.major >= 11 or bool(
+            flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        return network
 
     def create_builder_config(self) -> IBuilderConfig:
-        return IBuilderConfig10() if self.env.major >= 10 else IBuilderConfig()
+        return IBuilderConfig10(self.env) if self.env.major >= 10 else IBuilderConfig(self.env)
 
     def create_optimization_profile(self) -> IOptimizationProfile:
         return IOptimizationProfile()
@@ -409,6 +470,8 @@ class Builder:
         env = self.env
         env.builds += 1
         env.last_build = {"flags": set(config.flags), "pools": dict(config.pools),
+                          "strongly_typed": network.strongly_typed,
+                          "timing_cache": config.timing_cache is not None,
                           "opt_level": config.builder_optimization_level,
                           "profiles": [dict(p.shapes) for p in config.profiles],
                           "device": env.cuda.current}
@@ -451,6 +514,10 @@ class Builder:
         if env.build_oom:
             self._error("Error Code 2: OutOfMemory (Requested size was 68719476736 bytes.)")
             return None
+        if config.timing_cache is not None:
+            if config.timing_cache.entries:
+                env.timing_cache_loaded += 1
+            config.timing_cache.entries += 1
         dev = env.cuda.devices[env.cuda.current]
         header = {
             "version": env.version,
@@ -756,8 +823,10 @@ def module(env: FakeTRTEnv) -> types.ModuleType:
     m = types.ModuleType("tensorrt")
     m.__version__ = env.version
     for obj in (DataType, TensorIOMode, NetworkDefinitionCreationFlag, BuilderFlag,
-                MemoryPoolType, ErrorCode, Dims, ILogger, Logger, nptype, volume):
+                MemoryPoolType, ErrorCode, Dims, ILogger, Logger, nptype, volume, ITimingCache):
         setattr(m, obj.__name__, obj)
+    if env.major >= 11:
+        m.BuilderFlag = BuilderFlag11
     m.Builder = functools.partial(Builder, env)
     m.OnnxParser = functools.partial(OnnxParser, env)
     m.Runtime = functools.partial(Runtime, env)
