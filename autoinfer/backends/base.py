@@ -223,6 +223,20 @@ class Backend(ABC):
     package: ClassVar[str]        # the pip distribution that provides it
     extra: ClassVar[str | None]   # the autoinfer extra that installs it
     capabilities: ClassVar[Capabilities]
+    # Environment variables the runtime reads as its CPU thread count (the doctor
+    # warns when one asks for more threads than the process may use).
+    thread_env_vars: ClassVar[tuple[str, ...]] = ()
+    # Custom operator domains the runtime implements beyond ONNX's own.
+    domains: ClassVar[tuple[str, ...]] = ()
+
+    def child_env(self) -> dict[str, str]:
+        """Environment variables every process autoinfer starts must carry for this runtime.
+
+        For telemetry opt-outs and the like: the measuring worker, converters and
+        self-check children get the merge of every backend's (see
+        :func:`autoinfer.backends.child_environment`). Never imports the runtime.
+        """
+        return {}
 
     @abstractmethod
     def availability(self, hw: "Hardware") -> Availability:
