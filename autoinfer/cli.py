@@ -87,7 +87,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         elif r["installed"]:
             state = f"FAIL {r['version']}: {r['reason']}"
         else:
-            state = f"--   not installed"
+            state = "--   not installed"
         print(f"  {r['backend']:<12} {state}")
     if rep["problems"]:
         print("\nProblems and fixes")

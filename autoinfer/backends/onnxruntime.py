@@ -96,23 +96,33 @@ _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
 TELEMETRY_OPT_OUT = {"ORT_DISABLE_TELEMETRY": "1"}
 
 
+_warned_foreign_import = False
+
+
 def import_ort() -> Any:
     """``import onnxruntime`` with its telemetry off: the one way autoinfer imports it."""
-    already = "onnxruntime" in sys.modules
+    global _warned_foreign_import
+    foreign = "onnxruntime" in sys.modules and os.environ.get("ORT_DISABLE_TELEMETRY") != "1"
     os.environ.update(TELEMETRY_OPT_OUT)
     try:
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailable(f"onnxruntime cannot be imported ({exc})",
                                  fix="pip install onnxruntime") from None
-    if already:
-        # Imported by the application before autoinfer: the variable came too late.
+    if foreign:
+        # Imported by the application before autoinfer: the variable came too late. Stop new
+        # events; the uploader ONNX Runtime started at that import keeps running.
         disable = getattr(onnxruntime, "disable_telemetry_events", None)
         if callable(disable):
             try:
                 disable()
-            except Exception as exc:  # noqa: BLE001 - an old build without telemetry
+            except Exception as exc:  # noqa: BLE001 - a build without telemetry
                 log.debug("onnxruntime.disable_telemetry_events() failed: %s", exc)
+        if not _warned_foreign_import:
+            _warned_foreign_import = True
+            log.warning("onnxruntime was imported before autoinfer, with its telemetry on: "
+                        "it may upload usage events (autoinfer itself sends none); set "
+                        "ORT_DISABLE_TELEMETRY=1 before the application starts")
     return onnxruntime
 
 
