@@ -1,8 +1,9 @@
 """No network, traced the way a user runs autoinfer: every entry point in a fresh process.
 
-Each case starts a new Python process with a clean environment (no conftest, no telemetry
-opt-out set by the test: the library must set its own), a fresh empty ``$HOME`` and cache
-directory, and traces it with ``strace -f -e trace=connect,sendto,sendmsg`` so that the
+Each case (``doctor``, ``doctor --json``, ``select``, ``bench``, ``run``, a cold
+``Session``, ``patch()``) starts a new Python process with a clean environment (no
+conftest, no telemetry opt-out set by the test: the library must set its own), a fresh
+empty ``$HOME`` and cache directory, and traces it with ``strace -f -e trace=connect,sendto,sendmsg`` so that the
 measuring workers, the pnnx converter, the ncnn self-check and native code (ONNX Runtime's
 telemetry uploader is C++) count as much as Python. Allowed: AF_UNIX (nscd, logging sockets)
 and AF_NETLINK; not allowed: any AF_INET or AF_INET6 connect or send, DNS included.
@@ -77,10 +78,19 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _trace(argv: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python argv...`` traced; assert it succeeded, sent nothing and wrote nothing to $HOME."""
+def _trace(argv: list[str], tmp_path: Path, timeout: float = 300,
+           witness: str = "best") -> subprocess.CompletedProcess[str]:
+    """Run ``python argv...`` traced; assert it succeeded, sent nothing and wrote nothing to $HOME.
+
+    witness: "best" (strace where it can trace, else the audit hook), "strace" or "hook".
+    """
     env = _clean_env(tmp_path)
     strace, why = _strace()
+    if witness == "strace" and strace is None:
+        print(f"skipped: {why}")
+        pytest.skip(why)
+    if witness == "hook":
+        strace, why = None, "the audit-hook witness was asked for"
     cmd = [sys.executable, *argv]
     log = tmp_path / "trace.txt"
     if strace is not None:
@@ -131,6 +141,12 @@ def test_bench_makes_no_network_connection(model: Path, tmp_path: Path) -> None:
     assert "winner:" in r.stdout
 
 
+def test_run_makes_no_network_connection(model: Path, tmp_path: Path) -> None:
+    r = _trace(["-m", "autoinfer.cli", "run", str(model), "--budget", "5", "--repeat", "1"],
+               tmp_path)
+    assert "running on" in r.stdout
+
+
 def test_a_cold_session_makes_no_network_connection(model: Path, tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import numpy as np, autoinfer
@@ -162,9 +178,17 @@ def test_patch_and_an_app_style_inference_session_make_no_network_connection(
     assert "ran (1, 4, 8, 8)" in r.stdout
 
 
-def test_the_tracer_sees_a_connection(tmp_path: Path) -> None:
-    """The witness works: a process that does connect (to a closed local port) is caught."""
-    code = ("import socket\ns = socket.socket()\ns.settimeout(1)\n"
-            "try:\n    s.connect(('127.0.0.1', 9))\nexcept OSError:\n    pass\n")
+@pytest.mark.parametrize("witness", ["strace", "hook"])
+def test_the_witness_sees_a_connection_from_a_child_process(witness: str, tmp_path: Path) -> None:
+    """Each witness works: a child process that connects (to a closed local port) is caught."""
+    child = ("import socket\ns = socket.socket()\ns.settimeout(1)\n"
+             "try:\n    s.connect(('127.0.0.1', 9))\nexcept OSError:\n    pass\n")
+    code = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}], check=True)\n"
     with pytest.raises(AssertionError, match="network traffic"):
-        _trace(["-c", code], tmp_path)
+        _trace(["-c", code], tmp_path, witness=witness)
+
+
+def test_the_hook_witness_passes_a_quiet_process(tmp_path: Path) -> None:
+    r = _trace(["-c", "import autoinfer, probes; print(probes.detect().cpu.usable_cores)"],
+               tmp_path, witness="hook")
+    assert int(r.stdout.split()[-1]) >= 1

@@ -23,6 +23,14 @@ What a backend promises:
   :class:`~autoinfer.errors.BackendError`; never a runtime's own exception.
 - ``Runner.run(feeds)`` returns the outputs in the model's declared order, with
   the declared dtypes and shapes; it may be called from several threads at once.
+
+What a backend declares, so that nothing outside ``backends/`` names its runtime:
+``capabilities``; ``thread_env_vars`` (its thread-count variables, for the
+doctor); ``domains`` (custom operator domains it implements, for the model
+check); ``child_env()`` (variables every process autoinfer starts must carry,
+such as telemetry opt-outs). The registry merges them
+(:func:`autoinfer.backends.child_environment`, ``thread_env_vars()``,
+``known_domains()``).
 """
 from __future__ import annotations
 
