@@ -146,13 +146,10 @@ def _wait(notes: _Notes, probe: str, future: "Future[T]", started: float, timeou
     return value
 
 
-def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
-    text = notes.guard("cpuinfo", lambda: system.read("proc/cpuinfo"), None)
-    info = cpu_probes.parse_cpuinfo(text or "")
-
-    # Architecture and OS.
+def _probe_platform(system: SystemView, notes: _Notes, info: Any, has_cpuinfo: bool) -> tuple[str, str]:
+    """Architecture and OS."""
     machine = notes.guard("platform", system.machine, None)
-    os_name = notes.guard("platform", system.os_name, None) or ("Linux" if text is not None else "unknown")
+    os_name = notes.guard("platform", system.os_name, None) or ("Linux" if has_cpuinfo else "unknown")
     arch = cpu_probes.normalise_arch(machine)
     if arch is not None:
         where = "platform.machine()" if system.live else "probes-meta.json"
@@ -162,6 +159,13 @@ def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
         arch = guessed or "unknown"
         how = f"{guessed} guessed from /proc/cpuinfo" if guessed else "none recognisable in /proc/cpuinfo"
         notes.add(ProbeNote("platform", "absent", f"no recorded architecture; {how}"))
+    return arch, os_name
+
+
+def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
+    text = notes.guard("cpuinfo", lambda: system.read("proc/cpuinfo"), None)
+    info = cpu_probes.parse_cpuinfo(text or "")
+    arch, os_name = _probe_platform(system, notes, info, text is not None)
 
     # Which CPUs exist.
     cpu_ids = info.cpu_ids or notes.guard("topology", lambda: cpu_probes.online_cpus(system), [])
