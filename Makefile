@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-out
 
-.PHONY: install demo test test-long bench conformance-table clean
+.PHONY: install tracer demo test test-long bench conformance-table clean
 
 install: $(STAMP)
 
@@ -18,11 +18,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps pnnx
 	touch $(STAMP)
 
-test: $(STAMP)
+# strace, for tests/test_network.py: it sees connections from native code and from every
+# child process. Installed when we are root (CI on a fresh clone); otherwise the test falls
+# back to a Python audit hook, which sees Python's connections only.
+tracer:
+	@command -v strace >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq strace >/dev/null; \
+	  else \
+	    echo "strace is not installed and this is not root with apt-get: the no-network" \
+	         "test traces with a Python audit hook only (install strace to trace native code)"; \
+	  fi; }
+
+test: $(STAMP) tracer
 	$(PY) -m pytest -q tests
 
 # The fuzzers at a long budget, and the other slow tests.
-test-long: $(STAMP)
+test-long: $(STAMP) tracer
 	AUTOINFER_LONG=1 $(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .config import OBJECTIVES
 from .errors import AutoinferError, ConfigError
 
 
@@ -86,7 +87,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         elif r["installed"]:
             state = f"FAIL {r['version']}: {r['reason']}"
         else:
-            state = f"--   not installed"
+            state = "--   not installed"
         print(f"  {r['backend']:<12} {state}")
     if rep["problems"]:
         print("\nProblems and fixes")
@@ -280,8 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("model", help="path to an .onnx model")
-        sp.add_argument("--objective", default="latency",
-                        choices=["latency", "throughput", "load_time", "memory"])
+        sp.add_argument("--objective", default=OBJECTIVES[0], choices=OBJECTIVES)
         sp.add_argument("--backends", help="comma-separated runtimes to consider")
         sp.add_argument("--exclude", help="comma-separated runtimes to leave out")
         sp.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",

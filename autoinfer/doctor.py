@@ -11,15 +11,20 @@ from . import backends as registry
 from .cache import Cache
 from .config import Settings
 
-# Thread-count variables that runtimes read; above the CPU quota they oversubscribe.
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "ORT_NUM_THREADS", "OV_CPU_THREADS_NUM")
+# Thread-count variables of the threading libraries runtimes build on; each backend adds
+# its runtime's own (``Backend.thread_env_vars``). Above the CPU quota they oversubscribe.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_vars() -> tuple[str, ...]:
+    """The generic thread-count variables, then the registered runtimes' own."""
+    return tuple(dict.fromkeys((*THREAD_VARS, *registry.thread_env_vars())))
 
 
 def _env_problems(hw: Any) -> list[dict[str, str]]:
     out = []
     quota = hw.cpu.usable_cores
-    for var in THREAD_VARS:
+    for var in thread_vars():
         raw = os.environ.get(var)
         if not raw:
             continue
@@ -42,7 +47,7 @@ def report(hw: Any = None, cache_dir: Any = None) -> dict[str, Any]:
     import probes
 
     if hw is None:
-        hw = probes.detect(query_runtimes=True)
+        hw = probes.detect()
     runtimes = []
     problems: list[dict[str, str]] = []
     for name in registry.names():

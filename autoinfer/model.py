@@ -29,20 +29,21 @@ from .errors import ModelError
 
 log = logging.getLogger("autoinfer.model")
 
-# Domains whose operators ONNX Runtime or the other runtimes implement; any other
-# domain is only acceptable when the model defines the function itself.
-KNOWN_DOMAINS = frozenset(
-    {
-        "",
-        "ai.onnx",
-        "ai.onnx.ml",
-        "ai.onnx.preview.training",
-        "com.microsoft",
-        "com.microsoft.nchwc",
-        "com.ms.internal.nhwc",
-        "org.openvinotoolkit",
-    }
-)
+class _KnownDomains:
+    """ONNX's own domains plus the custom ones a registered runtime declares
+    (``Backend.domains``); any other domain is only acceptable when the model
+    defines the function itself. Read from the registry on each look-up, so a
+    backend registered later counts too."""
+
+    def __contains__(self, domain: object) -> bool:
+        if domain in _ONNX_DOMAINS:
+            return True
+        from .backends import known_domains
+
+        return domain in known_domains()
+
+
+KNOWN_DOMAINS = _KnownDomains()
 _ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
 # A declared dimension above this is not a real tensor on any machine.
 MAX_DIM = 2**31 - 1

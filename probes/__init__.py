@@ -8,8 +8,10 @@
 
 The contract:
 
-* Importing ``probes`` imports no inference runtime and no driver binding;
-  NVML (``pynvml``) and OpenVINO are imported inside ``detect()`` only.
+* The probes know no inference runtime: neither importing ``probes`` nor
+  ``detect()`` imports one. The driver binding NVML (``pynvml``) is imported
+  inside ``detect()`` only. Which devices a runtime can drive is its backend's
+  to say (``autoinfer.backends``).
 * Every probe is bounded in time and soft-failing: a missing library, driver,
   file or permission becomes a :class:`ProbeNote`, never an exception.
 * ``detect(root=...)`` replays a machine recorded as a file tree, so tests can

@@ -7,7 +7,6 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Any, Callable, TypeVar
 
@@ -29,46 +28,39 @@ _cached: Hardware | None = None
 def detect(
     root: str | os.PathLike[str] = "/",
     nvml: Any | None = None,
-    openvino_devices: Sequence[str] | Mapping[str, str] | None = None,
     refresh: bool = False,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    query_runtimes: bool = False,
 ) -> Hardware:
     """Describe the machine. Never raises; every probe leaves a note in ``Hardware.notes``.
 
     root:  the directory that plays the role of ``/``. Anything but ``/`` is a
            recorded machine (see :mod:`probes.system`): no live syscall is made
-           for it, and NVML and OpenVINO are consulted only through ``nvml`` and
-           ``openvino_devices``.
+           for it, and NVML is consulted only through ``nvml``.
     nvml:  an object with pynvml's API to use instead of ``pynvml``.
-    openvino_devices: OpenVINO's device names (or name -> FULL_DEVICE_NAME) to
-           use instead of asking OpenVINO.
     refresh: probe again instead of returning the cached answer.
-    timeout_s: how long NVML and OpenVINO (queried concurrently) may take.
-    query_runtimes: also ask OpenVINO for its device list on the live machine.
-           Off by default: importing OpenVINO costs a third of a second and
-           memory in every process, and the device list does not change the
-           fingerprint (sysfs already finds Intel GPUs and NPUs).
+    timeout_s: how long NVML may take (it runs beside the file reads).
 
-    The answer for the defaults (the live machine, real NVML and OpenVINO) is
-    computed once per process and shared between threads.
+    Which devices an inference runtime can drive is not a hardware fact: each
+    backend asks its own runtime (``autoinfer.backends``). The probes import no
+    runtime.
+
+    The answer for the defaults (the live machine, real NVML) is computed once
+    per process and shared between threads.
     """
     system = open_system(root)
-    if not (system.live and nvml is None and openvino_devices is None
-            and timeout_s == DEFAULT_TIMEOUT_S and not query_runtimes):
-        return _detect_safely(system, nvml, openvino_devices, timeout_s, query_runtimes)
+    if not (system.live and nvml is None and timeout_s == DEFAULT_TIMEOUT_S):
+        return _detect_safely(system, nvml, timeout_s)
     global _cached
     with _cache_lock:
         if _cached is None or refresh:
-            _cached = _detect_safely(system, None, None, timeout_s, False)
+            _cached = _detect_safely(system, None, timeout_s)
         return _cached
 
 
-def _detect_safely(system: SystemView, nvml: Any | None, openvino_devices: Any, timeout_s: float,
-                   query_runtimes: bool = True) -> Hardware:
+def _detect_safely(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
     try:
-        return _detect(system, nvml, openvino_devices, timeout_s, query_runtimes)
+        return _detect(system, nvml, timeout_s)
     except Exception as exc:  # a bug in the assembly itself: still answer
         logger.exception("hardware detection failed")
         cpu = CPU("unknown", "unknown", "unknown", 1, 1, None, 1, (), None, (CpuCluster((0,), None),), None)
@@ -111,17 +103,14 @@ class _Notes:
         return self.guard(probe, call, fallback)
 
 
-def _detect(system: SystemView, nvml: Any | None, openvino_devices: Any, timeout_s: float,
-            query_runtimes: bool = True) -> Hardware:
+def _detect(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
     notes = _Notes()
     started = time.monotonic()
 
-    # The two queries that can block go first, in parallel with the file reads.
+    # The query that can block goes first, in parallel with the file reads. NVML has
+    # its own bound: nvmlInit can take seconds without persistence mode, so the live
+    # default waits up to nvidia.TIMEOUT_S; an explicit ``timeout_s`` is kept as given.
     nvml_future = bounded.start(lambda: nvidia.query(nvml), "nvml") if (system.live or nvml is not None) else None
-    ov_future = (
-        bounded.start(devices.query_openvino, "openvino")
-        if (system.live and openvino_devices is None and query_runtimes) else None
-    )
 
     cpu, os_name = _probe_cpu(system, notes)
 
@@ -134,24 +123,10 @@ def _detect(system: SystemView, nvml: Any | None, openvino_devices: Any, timeout
     if nvml_future is None:
         notes.add(ProbeNote("nvml", "absent", "not consulted: recorded machine given without an NVML stand-in"))
     else:
-        gpus = _wait(notes, "nvml", nvml_future, started, timeout_s, nvidia.found_note, nvidia.failure_note, ())
+        wait_s = max(timeout_s, nvidia.TIMEOUT_S) if (system.live and timeout_s == DEFAULT_TIMEOUT_S) else timeout_s
+        gpus = _wait(notes, "nvml", nvml_future, started, wait_s, nvidia.found_note, nvidia.failure_note, ())
     if gpus:  # the same cards seen through nvidia-drm; NVML describes them better
         accelerators = [a for a in accelerators if not (a.vendor == "nvidia" and a.source == "drm")]
-
-    if openvino_devices is not None:
-        ov_devices = notes.guard("openvino", lambda: devices.normalise_openvino_devices(openvino_devices), None)
-        if ov_devices is not None:
-            notes.add(devices.openvino_note(ov_devices))
-    elif ov_future is None:
-        ov_devices = None
-        why = ("recorded machine given without OpenVINO devices" if not system.live
-               else "detect(query_runtimes=True) asks OpenVINO")
-        notes.add(ProbeNote("openvino", "absent", f"not consulted: {why}"))
-    else:
-        ov_devices = _wait(notes, "openvino", ov_future, started, timeout_s,
-                           devices.openvino_note, _openvino_failure_note, None)
-    if ov_devices is not None:
-        accelerators = notes.guard("openvino", lambda: devices.merge_openvino(accelerators, ov_devices), accelerators)
 
     return Hardware(cpu=cpu, nvidia_gpus=gpus, accelerators=tuple(accelerators), os=os_name,
                     notes=tuple(notes.items))
@@ -173,21 +148,10 @@ def _wait(notes: _Notes, probe: str, future: "Future[T]", started: float, timeou
     return value
 
 
-def _openvino_failure_note(exc: BaseException) -> ProbeNote:
-    if isinstance(exc, devices.OpenvinoMissing):
-        return ProbeNote("openvino", "absent", f"library missing: {exc}")
-    if isinstance(exc, PermissionError):
-        return ProbeNote("openvino", "permission", f"permission denied: {exc}")
-    return ProbeNote("openvino", "error", f"{type(exc).__name__}: {exc}")
-
-
-def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
-    text = notes.guard("cpuinfo", lambda: system.read("proc/cpuinfo"), None)
-    info = cpu_probes.parse_cpuinfo(text or "")
-
-    # Architecture and OS.
+def _probe_platform(system: SystemView, notes: _Notes, info: Any, has_cpuinfo: bool) -> tuple[str, str]:
+    """Architecture and OS."""
     machine = notes.guard("platform", system.machine, None)
-    os_name = notes.guard("platform", system.os_name, None) or ("Linux" if text is not None else "unknown")
+    os_name = notes.guard("platform", system.os_name, None) or ("Linux" if has_cpuinfo else "unknown")
     arch = cpu_probes.normalise_arch(machine)
     if arch is not None:
         where = "platform.machine()" if system.live else "probes-meta.json"
@@ -197,6 +161,13 @@ def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
         arch = guessed or "unknown"
         how = f"{guessed} guessed from /proc/cpuinfo" if guessed else "none recognisable in /proc/cpuinfo"
         notes.add(ProbeNote("platform", "absent", f"no recorded architecture; {how}"))
+    return arch, os_name
+
+
+def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
+    text = notes.guard("cpuinfo", lambda: system.read("proc/cpuinfo"), None)
+    info = cpu_probes.parse_cpuinfo(text or "")
+    arch, os_name = _probe_platform(system, notes, info, text is not None)
 
     # Which CPUs exist.
     cpu_ids = info.cpu_ids or notes.guard("topology", lambda: cpu_probes.online_cpus(system), [])

@@ -1,21 +1,14 @@
-"""Accelerators outside NVML: sysfs GPUs (drm) and NPUs (accel), Jetson's
-integrated GPU (device tree), and the names OpenVINO gives them.
+"""Accelerators outside NVML: sysfs GPUs (drm) and NPUs (accel), and Jetson's
+integrated GPU (device tree).
 
-sysfs says what hardware is there; OpenVINO says which of it a runtime can
-drive. :func:`merge_openvino` joins the two: OpenVINO's GPU numbering puts an
-integrated GPU first ("GPU.0", or plain "GPU" when there is one GPU); the
-order of discrete GPUs after it is up to the driver, so they are paired in DRM
-card order only when the counts agree, and an OpenVINO device left unpaired is
-listed on its own with ``source="openvino"``.
+sysfs says what hardware is there; which of it a runtime can drive is the
+runtime's backend to say (``autoinfer.backends``), never the probes'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import re
-from collections.abc import Mapping, Sequence
 
 from .model import Accelerator, ProbeNote
 from .system import SystemView
@@ -116,78 +109,11 @@ def devicetree_accelerators(system: SystemView) -> tuple[list[Accelerator], Prob
             soc, cc = _TEGRA_GPUS[entry]
             gpu = Accelerator(
                 kind="igpu", vendor="nvidia", name=f"NVIDIA {soc} integrated GPU", pci_id=None,
-                source="devicetree", openvino_device=None, compute_capability=cc,
+                source="devicetree", compute_capability=cc,
             )
             return [gpu], ProbeNote("devicetree", "ok", f"{entry}: {gpu.name}, compute capability {cc[0]}.{cc[1]}")
     listed = ", ".join(compatible) or "no readable compatible entry"
     return [], ProbeNote("devicetree", "ok", f"no known SoC GPU in {listed}")
-
-
-# -- OpenVINO -----------------------------------------------------------------
-
-
-class OpenvinoMissing(Exception):
-    pass
-
-
-def query_openvino() -> dict[str, str]:
-    """OpenVINO's device names and FULL_DEVICE_NAME. Blocking; run it under :mod:`probes.bounded`."""
-    if importlib.util.find_spec("openvino") is None:
-        raise OpenvinoMissing("openvino is not installed")
-    openvino = importlib.import_module("openvino")
-    core_class = getattr(openvino, "Core", None)
-    if core_class is None:  # releases before 2023.1
-        core_class = importlib.import_module("openvino.runtime").Core
-    core = core_class()
-    devices = {}
-    for device in core.available_devices:
-        try:
-            devices[str(device)] = str(core.get_property(device, "FULL_DEVICE_NAME"))
-        except Exception:
-            devices[str(device)] = str(device)
-    return devices
-
-
-def normalise_openvino_devices(devices: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
-    """A list of device names, or a name -> FULL_DEVICE_NAME mapping, as a mapping."""
-    if isinstance(devices, Mapping):
-        return {str(k): str(v) for k, v in devices.items()}
-    return {str(d): str(d) for d in devices}
-
-
-def merge_openvino(accelerators: list[Accelerator], devices: Mapping[str, str]) -> list[Accelerator]:
-    """Attach OpenVINO device names to the sysfs accelerators (see the module docstring)."""
-    merged = list(accelerators)
-    ov_gpus = sorted((d for d in devices if d == "GPU" or d.startswith("GPU.")), key=_gpu_order)
-    ov_npus = sorted(d for d in devices if d == "NPU" or d.startswith("NPU."))
-
-    intel_gpus = sorted(
-        (i for i, a in enumerate(merged) if a.vendor == "intel" and a.source == "drm"),
-        key=lambda i: (merged[i].kind != "igpu", i),
-    )
-    intel_npus = [i for i, a in enumerate(merged) if a.vendor == "intel" and a.kind == "npu"]
-
-    unpaired = []
-    for sysfs, names in ((intel_gpus, ov_gpus), (intel_npus, ov_npus)):
-        if len(sysfs) == len(names):
-            for i, name in zip(sysfs, names):
-                merged[i] = _named(merged[i], name, devices[name])
-        else:
-            unpaired.extend(names)
-    for name in unpaired:
-        full = devices[name]
-        if name.startswith("NPU"):
-            kind = "npu"
-        else:
-            kind = "igpu" if "(iGPU)" in full else "dgpu" if "(dGPU)" in full else "gpu"
-        merged.append(Accelerator(kind=kind, vendor="intel", name=full, pci_id=None,
-                                  source="openvino", openvino_device=name))
-    return merged
-
-
-def openvino_note(devices: Mapping[str, str]) -> ProbeNote:
-    listed = ", ".join(f"{k} ({v})" if v != k else k for k, v in devices.items())
-    return ProbeNote("openvino", "ok", f"devices: {listed or 'none'}")
 
 
 # -- helpers ------------------------------------------------------------------
@@ -195,17 +121,7 @@ def openvino_note(devices: Mapping[str, str]) -> ProbeNote:
 
 def _accelerator(kind: str, vendor: str, fn: PciFunction, source: str) -> Accelerator:
     name = f"{_VENDOR_LABEL.get(vendor, vendor)} {_KIND_LABEL[kind]} [{fn.pci_id}]"
-    return Accelerator(kind=kind, vendor=vendor, name=name, pci_id=fn.pci_id, source=source, openvino_device=None)
-
-
-def _named(accel: Accelerator, device: str, full_name: str) -> Accelerator:
-    name = full_name if full_name != device else accel.name
-    return dataclasses.replace(accel, name=name, openvino_device=device)
-
-
-def _gpu_order(name: str) -> tuple[int, str]:
-    _, _, index = name.partition(".")
-    return (int(index), name) if index.isdigit() else (-1, name)
+    return Accelerator(kind=kind, vendor=vendor, name=name, pci_id=fn.pci_id, source=source)
 
 
 def _hex_id(text: str | None) -> str | None:

@@ -134,8 +134,7 @@ class Accelerator:
     """A non-CPU device found outside NVML.
 
     kind:   "igpu" | "dgpu" | "npu" | "gpu" (a GPU whose placement is unknown)
-    source: "drm" | "accel" (sysfs classes), "devicetree" (Jetson), "openvino"
-    openvino_device: the name OpenVINO knows it by ("GPU", "GPU.1", "NPU"), when it does.
+    source: "drm" | "accel" (sysfs classes), "devicetree" (Jetson)
     An NVIDIA card appears here (source "drm") only when NVML did not list it:
     ``Hardware.nvidia_gpus`` is the authority for CUDA devices.
     compute_capability: CUDA compute capability of an NVIDIA integrated GPU (Jetson).
@@ -146,7 +145,6 @@ class Accelerator:
     name: str
     pci_id: str | None  # "8086:7d55"
     source: str
-    openvino_device: str | None
     compute_capability: tuple[int, int] | None = None
 
 
@@ -168,7 +166,7 @@ class Hardware:
         )
 
     def note(self, probe: str) -> ProbeNote | None:
-        """The note a probe left ("cpuinfo", "cgroup", "nvml", "drm", "openvino", ...)."""
+        """The note a probe left ("cpuinfo", "cgroup", "nvml", "drm", ...)."""
         return next((n for n in self.notes if n.probe == probe), None)
 
     # -- identity -----------------------------------------------------------
@@ -177,9 +175,8 @@ class Hardware:
         """Everything that can change which runtime wins, and nothing else.
 
         Left out: notes; GPU UUIDs (two machines with the same parts share a
-        fingerprint); accelerator display names and OpenVINO device names
-        when a PCI id identifies the device (they depend on whether OpenVINO
-        is installed, not on the hardware).
+        fingerprint); accelerator display names when a PCI id identifies the
+        device.
         """
         cpu = self.cpu
         return {
@@ -239,7 +236,7 @@ class Hardware:
             gpus = "no NVIDIA GPU"
         if self.accelerators:
             accels = ", ".join(
-                a.name + (f" [{a.openvino_device}]" if a.openvino_device else "") for a in self.accelerators
+                a.name for a in self.accelerators
             )
         else:
             accels = "no other accelerator"
@@ -290,7 +287,7 @@ class Hardware:
             accels = tuple(
                 Accelerator(
                     kind=a["kind"], vendor=a["vendor"], name=a["name"], pci_id=a["pci_id"],
-                    source=a["source"], openvino_device=a["openvino_device"],
+                    source=a["source"],
                     compute_capability=None if a.get("compute_capability") is None
                     else tuple(a["compute_capability"]),
                 )

@@ -9,8 +9,8 @@ A recorded machine is a directory::
     cuda.json          optional, read by tests and never by the probes: what CUDA saw in the
                        recording process, {"env": {"CUDA_VISIBLE_DEVICES": "2,3"}, "devices":
                        [{"ordinal": 0, "pci_bus_id": ..., "uuid": ..., "name": ..., "memory_bytes": ...}]}
-    openvino.json      optional: OpenVINO's devices, {"GPU": "Intel(R) Arc(TM) Graphics (iGPU)", ...};
-                       absent means OpenVINO was not recorded
+    *.json             other optional answers of runtimes (openvino.json), read by their
+                       backends' tests, never by the probes
 
 ``replay(directory)`` detects it; ``record(directory)`` writes the live machine
 in that form, so a user's machine can become a test case.
@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import bounded, devices, nvidia
+from . import bounded, nvidia
 from .detect import DEFAULT_TIMEOUT_S, _detect, detect
 from .model import Hardware, NvidiaGPU
 from .system import META_FILE, LiveSystem
@@ -192,13 +192,11 @@ class FakeNVML:
 
 
 def replay(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Hardware:
-    """``detect()`` on a recorded machine, with its NVML and OpenVINO answers."""
+    """``detect()`` on a recorded machine, with its NVML answers."""
     directory = Path(directory)
     nvml_file = directory / "nvml.json"
     nvml = FakeNVML.from_json(nvml_file) if nvml_file.exists() else FakeNVML.failing()
-    ov_file = directory / "openvino.json"
-    ov_devices = json.loads(ov_file.read_text()) if ov_file.exists() else None
-    return detect(root=directory, nvml=nvml, openvino_devices=ov_devices, timeout_s=timeout_s)
+    return detect(root=directory, nvml=nvml, timeout_s=timeout_s)
 
 
 class _RecordingSystem(LiveSystem):
@@ -241,8 +239,7 @@ def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIME
     directory = Path(directory)
     system = _RecordingSystem()
     nvml_future = bounded.start(lambda: nvidia.query(None), "nvml")
-    ov_future = bounded.start(devices.query_openvino, "openvino")
-    _detect(system, FakeNVML.failing(), {}, timeout_s)
+    _detect(system, FakeNVML.failing(), timeout_s)
 
     for rel in system.dirs:
         (directory / rel).mkdir(parents=True, exist_ok=True)
@@ -269,11 +266,6 @@ def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIME
             "devices": [nvml_device_dict(g) for g in gpus],
         }
     (directory / "nvml.json").write_text(json.dumps(nvml_data, indent=2) + "\n")
-    try:
-        ov_devices = ov_future.result(timeout=timeout_s)
-        (directory / "openvino.json").write_text(json.dumps(ov_devices, indent=2) + "\n")
-    except Exception:
-        pass
     return replay(directory, timeout_s=timeout_s)
 
 

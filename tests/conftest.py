@@ -6,7 +6,6 @@ usable here, so a test that is not generated for a backend says why.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from types import SimpleNamespace
 from typing import Any
@@ -17,12 +16,6 @@ import pytest
 @functools.lru_cache(maxsize=1)
 def hardware() -> Any:
     """``probes.detect()``; a minimal stand-in with the same names if probes cannot run."""
-    if importlib.util.find_spec("openvino") is not None:
-        # The probes import OpenVINO to list its devices; import it first without the
-        # telemetry event its own import would send (see autoinfer.backends.openvino).
-        from autoinfer.backends.openvino import import_openvino
-
-        import_openvino()
     try:
         import probes
 

@@ -77,6 +77,107 @@ print(sorted(set(events)), 'openvino_telemetry' in sys.modules)
     assert _subprocess(code).strip() == "[] False"
 
 
+def test_openvino_imported_after_the_application_imported_its_telemetry_package() -> None:
+    """The application imported openvino_telemetry first: autoinfer's import still binds the stub."""
+    code = """
+import sys
+import openvino_telemetry  # the application's own import
+events = []
+sys.addaudithook(lambda e, a: events.append(e) if e in ('os.fork', 'socket.connect',
+    'socket.getaddrinfo') else None)
+from autoinfer.backends import openvino as ovb
+ov = ovb.import_openvino()
+ov.Core().available_devices
+print(sorted(set(events)), ovb.telemetry_bound(), sys.modules['openvino_telemetry'] is openvino_telemetry)
+"""
+    assert _subprocess(code).strip() == "[] False True"
+
+
+def test_openvino_imported_raw_by_the_application_is_noticed(tmp_path: Path) -> None:
+    """A raw ``import openvino`` before autoinfer binds the real telemetry; autoinfer logs it.
+
+    The consent file in a private $HOME says "0" (opted out), so the raw import sends nothing."""
+    (tmp_path / "intel").mkdir()
+    (tmp_path / "intel" / "openvino_telemetry").write_text("0\n")
+    code = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format='%(name)s: %(message)s')
+import openvino  # the application's own, raw import
+from autoinfer.backends import openvino as ovb
+assert ovb.import_openvino() is openvino
+ovb.import_openvino()  # logged once only
+print('bound', ovb.telemetry_bound())
+"""
+    import os
+
+    env = {**os.environ, "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("openvino was imported before autoinfer") == 1, out.stdout
+    assert "bound True" in out.stdout
+
+
+def _fake_device_report(devices: dict[str, str]) -> Any:
+    """A fake OpenVINO device list: name -> FULL_DEVICE_NAME, GPUs with FP16."""
+    report = tuple((d, full, frozenset({"FP32", "FP16"} if d.startswith("GPU") else {"FP32"}),
+                    frozenset()) for d, full in devices.items())
+    return lambda: report
+
+
+def _sysfs_gpu(kind: str, pci_id: str) -> Any:
+    from probes import Accelerator
+
+    return Accelerator(kind, "intel", f"Intel GPU [{pci_id}]", pci_id, "drm")
+
+
+def test_a_lone_discrete_gpu_is_estimated_discrete_with_fake_openvino_devices(
+        backend: Any, monkeypatch: Any) -> None:
+    """OpenVINO names a lone GPU "GPU" (not "GPU.0"): the lookup must find it (issue 11, item 11)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(ovb, "device_report", _fake_device_report(
+        {"CPU": "Intel(R) Xeon(R)", "GPU": "Intel(R) Arc(TM) A770 Graphics (dGPU)"}))
+    hw = SimpleNamespace(accelerators=(_sysfs_gpu("dgpu", "8086:56a0"),),
+                         cpu=SimpleNamespace(vendor="intel", usable_cores=8), nvidia_gpus=())
+    facts = SimpleNamespace(flops=4e9, inputs=(), outputs=(), has_dynamic_inputs=False)
+    cands = [c for c in backend.candidates(facts, hw, "latency") if isinstance(c, Candidate)]
+    gpu = next(c for c in cands if c.device == "gpu:0" and c.precision == "fp32")
+    assert ovb.ov_device_name("gpu:0") == "GPU"
+    est = backend.estimate(gpu, facts, hw, "latency")
+    assert any("a discrete Intel GPU" in r for r in est.reasons), est
+    assert est.cost == pytest.approx(0.3)
+    # Two GPUs: GPU.0 is the integrated one, GPU.1 the discrete one.
+    monkeypatch.setattr(ovb, "device_report", _fake_device_report(
+        {"CPU": "x", "GPU.0": "Intel(R) UHD Graphics 770 (iGPU)",
+         "GPU.1": "Intel(R) Arc(TM) A770 Graphics (dGPU)"}))
+    hw.accelerators = (_sysfs_gpu("igpu", "8086:a780"), _sysfs_gpu("dgpu", "8086:56a0"))
+    assert ovb.ov_device_name("gpu:0") == "GPU.0" and ovb.ov_device_name("gpu:1") == "GPU.1"
+    costs = {d: backend.estimate(Candidate.make(NAME, d), facts, hw, "latency").cost
+             for d in ("gpu:0", "gpu:1")}
+    assert costs == {"gpu:0": pytest.approx(0.6), "gpu:1": pytest.approx(0.3)}
+
+
+def test_pairing_a_recorded_laptop_with_its_fake_openvino_devices() -> None:
+    """The recorded Intel laptop and the device list OpenVINO gave there (openvino.json)."""
+    import json
+
+    from probes.testing import replay
+
+    laptop = Path(__file__).parent / "fixtures/machines/intel-core-ultra-laptop-igpu-npu"
+    hw = replay(laptop)
+    devices = json.loads((laptop / "openvino.json").read_text())
+    paired = ovb.pair_accelerators(hw.accelerators, devices)
+    assert {d: (a.kind, a.pci_id) for d, a in paired.items()} == {
+        "GPU": ("igpu", "8086:7d55"), "NPU": ("npu", "8086:7d1d")}
+
+
+def test_an_openvino_device_without_a_sysfs_entry_is_described_from_its_name() -> None:
+    paired = ovb.pair_accelerators((), {"CPU": "x", "GPU": "Intel(R) Arc(TM) A770 Graphics (dGPU)",
+                                        "NPU": "NPU"})
+    assert {d: a.kind for d, a in paired.items()} == {"GPU": "dgpu", "NPU": "npu"}
+
+
 def test_declared_facts(backend: Any) -> None:
     assert backend.name == NAME and backend.extra == "openvino" and backend.package == "openvino"
     assert not backend.capabilities.reference and backend.capabilities.dynamic_shapes
@@ -315,8 +416,7 @@ def test_unknown_setting_is_an_autoinfer_error(backend: Any, model_paths: dict,
 
 def test_diagnose(backend: Any, hw: Any, monkeypatch: Any) -> None:
     assert not [p for p in backend.diagnose(hw) if p.severity == "error"]
-    gpu = type("Acc", (), {"kind": "igpu", "vendor": "intel", "name": "Iris Xe",
-                           "openvino_device": "GPU"})()
+    gpu = type("Acc", (), {"kind": "igpu", "vendor": "intel", "name": "Iris Xe"})()
     fake_hw = type("Hw", (), {"accelerators": (gpu,), "cpu": None, "nvidia_gpus": ()})()
     problems = backend.diagnose(fake_hw)
     assert any(p.severity == "warning" and "igpu" in p.message and "opencl" in p.fix

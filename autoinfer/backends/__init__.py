@@ -7,8 +7,9 @@ runtimes' package names, the names users pass to ``Session(backends=[...])``.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ..errors import ConfigError
 from .base import (OBJECTIVES, Availability, Backend, Capabilities, Candidate, Estimate,
@@ -23,10 +24,11 @@ _REGISTRY: dict[str, str] = {
 }
 _instances: dict[str, Backend] = {}
 _lock = threading.Lock()
+log = logging.getLogger("autoinfer.backends")
 
 __all__ = ["OBJECTIVES", "Availability", "Backend", "Candidate", "Capabilities", "Estimate",
            "LoadContext", "Problem", "Runner", "Unsupported", "names", "get", "select",
-           "register"]
+           "register", "child_environment", "thread_env_vars", "known_domains"]
 
 
 def names() -> tuple[str, ...]:
@@ -75,3 +77,37 @@ def select(include: Iterable[str] | None = None,
         if n not in _REGISTRY:
             raise ConfigError(f"unknown backend {n!r}. Expected one of: {', '.join(_REGISTRY)}")
     return [get(n) for n in inc if n not in exc]
+
+
+def _each() -> list[Backend]:
+    """Every registered backend whose module imports; a broken one is logged and skipped."""
+    out = []
+    for name in names():
+        try:
+            out.append(get(name))
+        except Exception as exc:  # noqa: BLE001 - one broken backend must not hide the others
+            log.debug("backend %s skipped: %s: %s", name, type(exc).__name__, exc)
+    return out
+
+
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` plus every backend's :meth:`Backend.child_env`: the environment for any
+    process autoinfer starts (measuring worker, converter, self-check), so that no
+    runtime in it phones home. The backends' values win over ``base``."""
+    env = dict(base)
+    for backend in _each():
+        env.update(backend.child_env())
+    return env
+
+
+def thread_env_vars() -> tuple[str, ...]:
+    """The thread-count environment variables the registered runtimes read."""
+    seen: dict[str, None] = {}
+    for backend in _each():
+        seen.update(dict.fromkeys(backend.thread_env_vars))
+    return tuple(seen)
+
+
+def known_domains() -> frozenset[str]:
+    """Custom operator domains some registered runtime implements."""
+    return frozenset(d for backend in _each() for d in backend.domains)

@@ -330,6 +330,13 @@ def pnnx_input(workdir: Path, leading_one: bool, src: str = "model.onnx",
     return dst
 
 
+def _child_env() -> dict[str, str]:
+    """The environment for pnnx: ours plus every runtime's telemetry opt-outs."""
+    from . import child_environment
+
+    return child_environment(os.environ)
+
+
 def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float,
              source: str = "model.onnx") -> str:
     """Run pnnx on ``workdir/source``; return its combined output. Raises ConversionError."""
@@ -342,7 +349,8 @@ def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float,
     with open(log_path, "wb") as logf:
         try:
             proc = subprocess.Popen(args, cwd=workdir, stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=_child_env())
         except OSError as exc:
             raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})") from None
         try:

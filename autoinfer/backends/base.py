@@ -23,6 +23,14 @@ What a backend promises:
   :class:`~autoinfer.errors.BackendError`; never a runtime's own exception.
 - ``Runner.run(feeds)`` returns the outputs in the model's declared order, with
   the declared dtypes and shapes; it may be called from several threads at once.
+
+What a backend declares, so that nothing outside ``backends/`` names its runtime:
+``capabilities``; ``thread_env_vars`` (its thread-count variables, for the
+doctor); ``domains`` (custom operator domains it implements, for the model
+check); ``child_env()`` (variables every process autoinfer starts must carry,
+such as telemetry opt-outs). The registry merges them
+(:func:`autoinfer.backends.child_environment`, ``thread_env_vars()``,
+``known_domains()``).
 """
 from __future__ import annotations
 
@@ -223,6 +231,20 @@ class Backend(ABC):
     package: ClassVar[str]        # the pip distribution that provides it
     extra: ClassVar[str | None]   # the autoinfer extra that installs it
     capabilities: ClassVar[Capabilities]
+    # Environment variables the runtime reads as its CPU thread count (the doctor
+    # warns when one asks for more threads than the process may use).
+    thread_env_vars: ClassVar[tuple[str, ...]] = ()
+    # Custom operator domains the runtime implements beyond ONNX's own.
+    domains: ClassVar[tuple[str, ...]] = ()
+
+    def child_env(self) -> dict[str, str]:
+        """Environment variables every process autoinfer starts must carry for this runtime.
+
+        For telemetry opt-outs and the like: the measuring worker, converters and
+        self-check children get the merge of every backend's (see
+        :func:`autoinfer.backends.child_environment`). Never imports the runtime.
+        """
+        return {}
 
     @abstractmethod
     def availability(self, hw: "Hardware") -> Availability:

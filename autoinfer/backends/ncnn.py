@@ -473,7 +473,9 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
 def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
     """Run the converted graph in a child process against ONNX Runtime."""
     pkg_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
+    from . import child_environment
+
+    env = child_environment(os.environ)  # every runtime's telemetry opt-outs
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                     else "")
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -785,8 +787,9 @@ def _feeds(man: Mapping[str, Any], batch: int | None, seed: int) -> dict[str, np
 
 def _check_child(workdir: Path, batch: int, single: bool) -> dict[str, Any]:
     """Compare the graph with ONNX Runtime at batch 1 (``single``) and split at ``batch``."""
-    import onnxruntime as ort
+    from .onnxruntime import import_ort
 
+    ort = import_ort()  # with its telemetry off
     man = json.loads((workdir / _pnnx.MANIFEST).read_text(encoding="utf-8"))
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1

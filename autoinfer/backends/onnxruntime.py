@@ -21,12 +21,25 @@ thread pool sized to the CPU quota the probes found):
   denormal_as_zero    flush denormal floats to zero. Never tried automatically: ONNX Runtime
                       sets the flush-to-zero flags of the thread that creates the session,
                       which is the application's own thread.
+
+Telemetry: ONNX Runtime 1.32 on Linux records usage and error events from
+``import onnxruntime`` on (process info, session creation, model load, error
+messages), stores them under ``~/.cache/Microsoft/DeveloperTools/.onnxruntime``
+and uploads them to ``mobile.events.data.microsoft.com`` from a background
+thread. autoinfer makes no network connections, so :func:`import_ort` sets
+``ORT_DISABLE_TELEMETRY=1`` in the process environment before the first import
+(the variable is read at import; ``disable_telemetry_events()`` afterwards is
+too late for the import's own event and files) and calls
+``disable_telemetry_events()`` when the application imported ONNX Runtime first.
+Every process autoinfer starts carries the variable too (:meth:`child_env`).
 """
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -81,12 +94,37 @@ _SETTINGS = frozenset({"provider", "device_id", "intra_op_threads", "graph_optim
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
 
 
-def _import_ort() -> Any:
+# ONNX Runtime's opt-out of its telemetry (see the module docstring).
+TELEMETRY_OPT_OUT = {"ORT_DISABLE_TELEMETRY": "1"}
+
+
+_warned_foreign_import = False
+
+
+def import_ort() -> Any:
+    """``import onnxruntime`` with its telemetry off: the one way autoinfer imports it."""
+    global _warned_foreign_import
+    foreign = "onnxruntime" in sys.modules and os.environ.get("ORT_DISABLE_TELEMETRY") != "1"
+    os.environ.update(TELEMETRY_OPT_OUT)
     try:
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailable(f"onnxruntime cannot be imported ({exc})",
                                  fix="pip install onnxruntime") from None
+    if foreign:
+        # Imported by the application before autoinfer: the variable came too late. Stop new
+        # events; the uploader ONNX Runtime started at that import keeps running.
+        disable = getattr(onnxruntime, "disable_telemetry_events", None)
+        if callable(disable):
+            try:
+                disable()
+            except Exception as exc:  # noqa: BLE001 - a build without telemetry
+                log.debug("onnxruntime.disable_telemetry_events() failed: %s", exc)
+        if not _warned_foreign_import:
+            _warned_foreign_import = True
+            log.warning("onnxruntime was imported before autoinfer, with its telemetry on: "
+                        "it may upload usage events (autoinfer itself sends none); set "
+                        "ORT_DISABLE_TELEMETRY=1 before the application starts")
     return onnxruntime
 
 
@@ -111,7 +149,7 @@ def _probe_model() -> bytes:
 def provider_report() -> tuple[tuple[str, bool, str], ...]:
     """(provider, really loads, why not) for each listed non-CPU provider; once per process."""
     try:
-        ort = _import_ort()
+        ort = import_ort()
         listed = ort.get_available_providers()
     except Exception as exc:  # a broken install is reported by availability()
         log.debug("onnxruntime provider probe skipped: %s", exc)
@@ -170,6 +208,12 @@ class OnnxRuntimeBackend(Backend):
     capabilities = Capabilities(devices=("cpu", "cuda", "gpu", "coreml"),
                                 precisions=("fp32", "fp16"), dynamic_shapes=True,
                                 needs_conversion=False, reference=True)
+    thread_env_vars = ("ORT_NUM_THREADS",)
+    # Contrib, layout-transformed and internal-layout operators ONNX Runtime implements.
+    domains = ("com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc")
+
+    def child_env(self) -> dict[str, str]:
+        return dict(TELEMETRY_OPT_OUT)
 
     # -- facts ------------------------------------------------------------------
 
@@ -181,7 +225,7 @@ class OnnxRuntimeBackend(Backend):
     def availability(self, hw: "Hardware") -> Availability:
         dists = distributions_of("onnxruntime")
         try:
-            ort = _import_ort()
+            ort = import_ort()
             version = str(ort.__version__)
         except BackendUnavailable as exc:
             if dists:
@@ -304,7 +348,7 @@ class OnnxRuntimeBackend(Backend):
     # -- loading ----------------------------------------------------------------
 
     def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
-        ort = _import_ort()
+        ort = import_ort()
         unknown = set(candidate.options) - _SETTINGS
         if unknown:
             raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected "

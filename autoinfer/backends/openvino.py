@@ -8,12 +8,23 @@ ResNet-50 on a CPU.
 Telemetry: ``import openvino`` imports ``openvino.tools.ovc``, whose
 ``__init__`` sends a Google Analytics event ("ov import") from a forked
 process unless the user opted out. autoinfer makes no network connections, so
-:func:`import_openvino` imports OpenVINO with ``openvino_telemetry`` hidden;
-OpenVINO then binds its no-op telemetry stub. Nothing else autoinfer calls
-(``Core.read_model``, ``compile_model``, inference) sends telemetry; only the
-model converter ``ovc``/``convert_model`` does, and autoinfer never calls it.
-If the application imported OpenVINO before autoinfer, the event was already
-sent by then; opt out for good with ``opt_in_out --opt_out``.
+:func:`import_openvino` -- the only way autoinfer imports OpenVINO -- imports it
+with ``openvino_telemetry`` hidden (even when the application imported that
+package already); OpenVINO then binds its no-op telemetry stub. Nothing else
+autoinfer calls (``Core.read_model``, ``compile_model``, inference) sends
+telemetry; only the model converter ``ovc``/``convert_model`` does, and
+autoinfer never calls it. The installed openvino-telemetry (2025.2) reads no
+opt-out environment variable (``OPENVINO_TELEMETRY_DISABLE`` is ignored; only
+``CI=true`` or a consent file in ``$HOME`` turn it off), so the hiding is the
+guard, in every process that imports OpenVINO through autoinfer. If the
+application imported OpenVINO before autoinfer, the event was sent by then
+(autoinfer logs it once); opt out for good with ``opt_in_out --opt_out``.
+
+Devices: the probes say which Intel GPUs and NPUs sysfs shows; this backend
+asks OpenVINO which of them it drives (:func:`device_report`) and pairs the two
+(:func:`pair_accelerators`). OpenVINO names a lone GPU plain ``GPU`` and
+numbers several ``GPU.0``, ``GPU.1``; autoinfer calls them ``gpu:0``, ``gpu:1``
+and maps back through the device list (:func:`ov_device_name`).
 
 Candidate settings are OpenVINO property names passed to ``compile_model``
 (PERFORMANCE_HINT, NUM_STREAMS, INFERENCE_NUM_THREADS, ENABLE_CPU_PINNING,
@@ -29,7 +40,8 @@ import logging
 import queue
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 
@@ -62,23 +74,46 @@ _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 _import_lock = threading.Lock()
 
 
+_warned_foreign_import = False
+
+
 def import_openvino() -> Any:
     """``import openvino`` without the telemetry event its import sends (see module doc)."""
     mod = sys.modules.get("openvino")
     if mod is not None and hasattr(mod, "Core"):
+        _note_foreign_import()
         return mod
     with _import_lock:
-        hide = "openvino_telemetry" not in sys.modules
-        if hide:
-            sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+        # Hide every openvino_telemetry module, even one the application imported, so
+        # that OpenVINO's converter binds its stub; put them back afterwards.
+        saved = {k: sys.modules.pop(k) for k in list(sys.modules)
+                 if k == "openvino_telemetry" or k.startswith("openvino_telemetry.")}
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
         try:
             import openvino
         except ImportError as exc:
             raise BackendUnavailable(f"openvino cannot be imported ({exc})", fix=FIX) from None
         finally:
-            if hide and sys.modules.get("openvino_telemetry", 0) is None:
+            if sys.modules.get("openvino_telemetry", 0) is None:
                 del sys.modules["openvino_telemetry"]
+            sys.modules.update(saved)
         return openvino
+
+
+def telemetry_bound() -> bool:
+    """Whether OpenVINO's converter in this process is bound to the real telemetry package."""
+    utils = sys.modules.get("openvino.tools.ovc.telemetry_utils")
+    tm = getattr(utils, "tm", None)
+    return getattr(tm, "__name__", "").startswith("openvino_telemetry")
+
+
+def _note_foreign_import() -> None:
+    global _warned_foreign_import
+    if not _warned_foreign_import and telemetry_bound():
+        _warned_foreign_import = True
+        log.warning("openvino was imported before autoinfer, with its telemetry: that import "
+                    "may have sent a usage event (autoinfer itself sends none); opt out with "
+                    "`opt_in_out --opt_out`")
 
 
 _core_lock = threading.Lock()
@@ -114,7 +149,7 @@ def device_report() -> tuple[tuple[str, str, frozenset[str], frozenset[str]], ..
 
 
 def to_device(ov_device: str) -> str:
-    """OpenVINO's device name -> autoinfer's: CPU -> cpu, GPU.1 -> gpu:1, NPU -> npu."""
+    """OpenVINO's device name -> autoinfer's: CPU -> cpu, GPU -> gpu:0, GPU.1 -> gpu:1, NPU -> npu."""
     kind, _, index = ov_device.partition(".")
     kind = kind.lower()
     if kind == "gpu":
@@ -123,8 +158,74 @@ def to_device(ov_device: str) -> str:
 
 
 def to_ov_device(device: str) -> str:
+    """autoinfer's device name -> OpenVINO's numbered form (gpu:0 -> GPU.0); see ov_device_name."""
     kind, _, index = device.partition(":")
     return kind.upper() + (f".{index}" if index else "")
+
+
+def ov_device_name(device: str, listed: "Iterable[str] | None" = None) -> str:
+    """The name OpenVINO lists for autoinfer's ``device``: a lone GPU is plain ``GPU``.
+
+    ``listed`` is OpenVINO's device list (default: this machine's); a name it does
+    not contain is returned in the numbered form.
+    """
+    numbered = to_ov_device(device)
+    if listed is None:
+        try:
+            listed = [d for d, _, _, _ in device_report()]
+        except Exception:  # noqa: BLE001 - OpenVINO unusable: the numbered form
+            return numbered
+    names = set(listed)
+    if numbered in names:
+        return numbered
+    same = [d for d in names if to_device(d) == device]
+    return same[0] if same else numbered
+
+
+def pair_accelerators(accelerators: "Iterable[Any]", devices: Mapping[str, str]) -> dict[str, Any]:
+    """OpenVINO device name -> the probed accelerator it drives (GPUs and NPUs only).
+
+    OpenVINO's GPU numbering puts an integrated GPU first ("GPU.0", or plain
+    "GPU" when there is one GPU); the order of discrete GPUs after it is up to
+    the driver, so they are paired with the Intel GPUs sysfs lists (integrated
+    first, then in card order) only when the counts agree. A device left
+    unpaired is described from its FULL_DEVICE_NAME ("(iGPU)"/"(dGPU)").
+    """
+    accels = [a for a in accelerators if str(getattr(a, "vendor", "")).lower() == "intel"]
+    ov_gpus = sorted((d for d in devices if d == "GPU" or d.startswith("GPU.")), key=_gpu_order)
+    ov_npus = sorted(d for d in devices if d == "NPU" or d.startswith("NPU."))
+    sys_gpus = sorted((a for a in accels if getattr(a, "kind", "") in ("igpu", "dgpu", "gpu")),
+                      key=lambda a: getattr(a, "kind", "") != "igpu")
+    sys_npus = [a for a in accels if getattr(a, "kind", "") == "npu"]
+    paired: dict[str, Any] = {}
+    for found, names in ((sys_gpus, ov_gpus), (sys_npus, ov_npus)):
+        if len(found) == len(names):
+            paired.update(zip(names, found))
+            continue
+        for name in names:
+            full = devices[name]
+            kind = ("npu" if name.startswith("NPU") else "igpu" if "(iGPU)" in full
+                    else "dgpu" if "(dGPU)" in full else "gpu")
+            paired[name] = _Unpaired(kind=kind, vendor="intel", name=full)
+    return paired
+
+
+@dataclass(frozen=True)
+class _Unpaired:
+    """An OpenVINO device no probed accelerator matched."""
+
+    kind: str
+    vendor: str
+    name: str
+
+
+def _gpu_order(name: str) -> tuple[int, str]:
+    _, _, index = name.partition(".")
+    return (int(index), name) if index.isdigit() else (-1, name)
+
+
+def _full_names() -> dict[str, str]:
+    return {d: full for d, full, _, _ in device_report()}
 
 
 def _message(exc: BaseException) -> str:
@@ -155,6 +256,10 @@ class OpenVinoBackend(Backend):
     extra = "openvino"
     capabilities = Capabilities(devices=("cpu", "gpu", "npu"), precisions=("fp32", "bf16", "fp16"),
                                 dynamic_shapes=True, needs_conversion=False, reference=False)
+    thread_env_vars = ("OV_CPU_THREADS_NUM",)
+    domains = ("org.openvinotoolkit",)  # OpenVINO's own operators in ONNX files it exported
+    # child_env() stays empty: openvino-telemetry reads no opt-out variable (see the module
+    # docstring); every child imports OpenVINO through import_openvino() instead.
 
     # -- facts ------------------------------------------------------------------
 
@@ -270,9 +375,7 @@ class OpenVinoBackend(Backend):
                 cost *= 1.1
                 reasons.append("a tiny model: per-call overhead dominates")
         elif kind == "GPU":
-            discrete = any(getattr(a, "kind", "") == "dgpu"
-                           and getattr(a, "openvino_device", None) == to_ov_device(candidate.device)
-                           for a in getattr(hw, "accelerators", ()) or ())
+            discrete = self._is_discrete(candidate.device, hw)
             if gflop < 0.1:
                 cost = 1.5
                 reasons.append(f"~{gflop:.3f} GFLOP is too little work to repay GPU dispatch")
@@ -291,6 +394,16 @@ class OpenVinoBackend(Backend):
             reasons.append("compiles the model at load (a cached compile loads ~4x faster)")
         return Estimate(cost, tuple(reasons))
 
+    @staticmethod
+    def _is_discrete(device: str, hw: "Hardware") -> bool:
+        try:
+            full = _full_names()
+        except Exception:  # noqa: BLE001 - OpenVINO unusable: assume the common case
+            return False
+        paired = pair_accelerators(getattr(hw, "accelerators", ()) or (), full)
+        accel = paired.get(ov_device_name(device, full))
+        return getattr(accel, "kind", "") == "dgpu"
+
     def diagnose(self, hw: "Hardware") -> list[Problem]:
         problems = super().diagnose(hw)
         if self.availability(hw).usable:
@@ -308,7 +421,7 @@ class OpenVinoBackend(Backend):
         if refused:
             raise UnsupportedModel(NAME, refused)
         c = core()
-        ov_device = to_ov_device(candidate.device)
+        ov_device = ov_device_name(candidate.device)
         kind = ov_device.split(".")[0]
         try:
             supported = next((p for d, _, _, p in device_report() if d == ov_device), None)
@@ -506,15 +619,15 @@ def diagnose_extra(hw: "Hardware") -> list[Problem]:
     """Intel accelerators the probes found that OpenVINO does not list."""
     problems: list[Problem] = []
     try:
-        listed = {d for d, _, _, _ in device_report()}
+        full = _full_names()
     except Exception:
         return problems
-    for acc in getattr(hw, "accelerators", ()) or ():
-        dev = getattr(acc, "openvino_device", None)
+    accelerators = tuple(getattr(hw, "accelerators", ()) or ())
+    driven = [id(a) for a in pair_accelerators(accelerators, full).values()]
+    for acc in accelerators:
         vendor = str(getattr(acc, "vendor", "")).lower()
         kind = str(getattr(acc, "kind", ""))
-        if vendor == "intel" and kind in ("igpu", "dgpu", "gpu", "npu") and (
-                dev is None or dev not in listed):
+        if vendor == "intel" and kind in ("igpu", "dgpu", "gpu", "npu") and id(acc) not in driven:
             fix = ("install the NPU driver (intel-driver-compiler-npu, intel-level-zero-npu)"
                    if kind == "npu" else
                    "install Intel's compute runtime (intel-opencl-icd, level-zero) and add the "
