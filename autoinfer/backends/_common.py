@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Sequence
 
 import numpy as np
 
+from .._hw import threads_for
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,10 +30,8 @@ def cpu_has(hw: Any, flag: str) -> bool:
         return False
 
 
-def usable_cores(hw: Any, default: int = 1) -> int:
-    """The CPU threads a runtime may use here, as the probes found them."""
-    n = getattr(getattr(hw, "cpu", None), "usable_cores", None)
-    return int(n) if isinstance(n, int) and n > 0 else default
+# The thread count has one home, autoinfer._hw.threads_for; the old name stays for callers.
+usable_cores = threads_for
 
 
 # -- packages -------------------------------------------------------------------

@@ -34,7 +34,6 @@ such as telemetry opt-outs). The registry merges them
 """
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,13 +41,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence, Union
 
 import numpy as np
 
+# Re-exported: their homes are the low layers (cache and config read them there).
+from .._util import stable_json  # noqa: F401
+from ..objectives import OBJECTIVES  # noqa: F401
+
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
 
     from ..model import ModelFacts
 
 Scalar = Union[str, int, float, bool, None]
-OBJECTIVES = ("latency", "throughput", "load_time", "memory")
 
 
 @dataclass(frozen=True)
@@ -287,11 +289,6 @@ class Backend(ABC):
             return [Problem("error", f"{self.name} {av.version or ''} cannot run here: {av.reason}",
                             av.fix)]
         return []
-
-
-def stable_json(obj: Any) -> str:
-    """Canonical JSON used for keys and hashes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def resolve_shapes(model: "ModelFacts",

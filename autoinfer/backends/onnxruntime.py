@@ -35,18 +35,21 @@ Every process autoinfer starts carries the variable too (:meth:`child_env`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
+from .._hw import threads_for
+from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, InputError, UnsupportedModel
-from ._common import FeedChecker, distributions_of, dist_version, usable_cores
+from ._common import FeedChecker, distributions_of, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
                    Runner, Unsupported)
 
@@ -101,20 +104,17 @@ TELEMETRY_OPT_OUT = {"ORT_DISABLE_TELEMETRY": "1"}
 _warned_foreign_import = False
 
 
-def import_ort() -> Any:
-    """``import onnxruntime`` with its telemetry off: the one way autoinfer imports it."""
+@contextlib.contextmanager
+def _telemetry_off() -> Iterator[None]:
+    """Around the import: the opt-out set before it, and noticed when it came too late."""
     global _warned_foreign_import
     foreign = "onnxruntime" in sys.modules and os.environ.get("ORT_DISABLE_TELEMETRY") != "1"
     os.environ.update(TELEMETRY_OPT_OUT)
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailable(f"onnxruntime cannot be imported ({exc})",
-                                 fix="pip install onnxruntime") from None
+    yield
     if foreign:
         # Imported by the application before autoinfer: the variable came too late. Stop new
         # events; the uploader ONNX Runtime started at that import keeps running.
-        disable = getattr(onnxruntime, "disable_telemetry_events", None)
+        disable = getattr(sys.modules.get("onnxruntime"), "disable_telemetry_events", None)
         if callable(disable):
             try:
                 disable()
@@ -125,7 +125,11 @@ def import_ort() -> Any:
             log.warning("onnxruntime was imported before autoinfer, with its telemetry on: "
                         "it may upload usage events (autoinfer itself sends none); set "
                         "ORT_DISABLE_TELEMETRY=1 before the application starts")
-    return onnxruntime
+
+
+def import_ort() -> Any:
+    """``import onnxruntime`` with its telemetry off: the one way autoinfer imports it."""
+    return import_optional("onnxruntime", guard=_telemetry_off)
 
 
 def _message(exc: BaseException) -> str:
@@ -288,7 +292,7 @@ class OnnxRuntimeBackend(Backend):
                  objective: str) -> list[Candidate]:
         if candidate.get("provider") not in (None, CPU_EP):
             return []
-        cores = usable_cores(hw)
+        cores = threads_for(hw)
         small = model.flops < 20_000_000  # ~20 MFLOP: thread wake-ups cost more than they save
         out: list[Candidate] = []
         if objective == "throughput":
@@ -312,7 +316,7 @@ class OnnxRuntimeBackend(Backend):
             cost, reasons = 1.0, ["ONNX Runtime's CPU provider at default settings is the "
                                   "reference cost"]
             threads = candidate.get("intra_op_threads")
-            cores = usable_cores(hw)
+            cores = threads_for(hw)
             if isinstance(threads, int) and threads < cores:
                 if gflop < 0.02:
                     cost *= 0.95

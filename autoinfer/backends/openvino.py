@@ -35,18 +35,21 @@ quietly compute in 16 bits.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from .._hw import threads_for
+from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, UnsupportedModel
-from ._common import FeedChecker, cpu_has, dist_version, usable_cores
+from ._common import FeedChecker, cpu_has, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
                    Runner, Unsupported)
 
@@ -71,33 +74,32 @@ _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "load_time": "LATENC
 
 _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 
-_import_lock = threading.Lock()
-
-
 _warned_foreign_import = False
+
+
+@contextlib.contextmanager
+def _telemetry_hidden() -> Iterator[None]:
+    """Around the import: every openvino_telemetry module hidden, even one the application
+    imported, so that OpenVINO's converter binds its stub; put back afterwards. An OpenVINO
+    the application imported before autoinfer is noticed (logged once) instead."""
+    if hasattr(sys.modules.get("openvino"), "Core"):
+        _note_foreign_import()
+        yield
+        return
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules)
+             if k == "openvino_telemetry" or k.startswith("openvino_telemetry.")}
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get("openvino_telemetry", 0) is None:
+            del sys.modules["openvino_telemetry"]
+        sys.modules.update(saved)
 
 
 def import_openvino() -> Any:
     """``import openvino`` without the telemetry event its import sends (see module doc)."""
-    mod = sys.modules.get("openvino")
-    if mod is not None and hasattr(mod, "Core"):
-        _note_foreign_import()
-        return mod
-    with _import_lock:
-        # Hide every openvino_telemetry module, even one the application imported, so
-        # that OpenVINO's converter binds its stub; put them back afterwards.
-        saved = {k: sys.modules.pop(k) for k in list(sys.modules)
-                 if k == "openvino_telemetry" or k.startswith("openvino_telemetry.")}
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
-        try:
-            import openvino
-        except ImportError as exc:
-            raise BackendUnavailable(f"openvino cannot be imported ({exc})", fix=FIX) from None
-        finally:
-            if sys.modules.get("openvino_telemetry", 0) is None:
-                del sys.modules["openvino_telemetry"]
-            sys.modules.update(saved)
-        return openvino
+    return import_optional("openvino", extra=NAME, guard=_telemetry_hidden)
 
 
 def telemetry_bound() -> bool:
@@ -327,7 +329,7 @@ class OpenVinoBackend(Backend):
     def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
                  objective: str) -> list[Candidate]:
         kind = to_ov_device(candidate.device).split(".")[0]
-        cores = usable_cores(hw)
+        cores = threads_for(hw)
         out: list[Candidate] = []
         if kind == "CPU":
             if objective == "throughput":
