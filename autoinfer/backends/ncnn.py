@@ -49,7 +49,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -59,10 +58,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .._hw import threads_for
+from .._lazy import import_optional
+from .._proc import child_env, run_bounded
 from ..errors import (BackendError, BackendUnavailable, InputError, ModelError,
                       UnsupportedModel)
 from . import _pnnx
-from ._common import FeedChecker, cpu_has, dist_version, usable_cores
+from ._common import FeedChecker, cpu_has, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Runner,
                    Unsupported, resolve_shapes)
 
@@ -91,11 +93,8 @@ _SELF_CHECK_ATOL = 1e-3
 # -- the runtime ------------------------------------------------------------------------
 
 def import_ncnn() -> Any:
-    try:
-        import ncnn
-    except ImportError as exc:
-        raise BackendUnavailable(f"ncnn cannot be imported ({exc})", fix=FIX) from None
-    return ncnn
+    """``import ncnn``, or BackendUnavailable with the extra to install."""
+    return import_optional("ncnn", fix=FIX)
 
 
 def _vulkan_loader_present() -> bool:
@@ -473,11 +472,9 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
 def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
     """Run the converted graph in a child process against ONNX Runtime."""
     pkg_root = str(Path(__file__).resolve().parents[2])
-    from . import child_environment
-
-    env = child_environment(os.environ)  # every runtime's telemetry opt-outs
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                    else "")
+    pythonpath = pkg_root + (os.pathsep + os.environ["PYTHONPATH"]
+                             if os.environ.get("PYTHONPATH") else "")
+    env = child_env({"PYTHONPATH": pythonpath})  # with every runtime's telemetry opt-outs
     env.setdefault("OMP_NUM_THREADS", "1")
     args = [sys.executable, "-m", "autoinfer.backends.ncnn", "--self-check", str(workdir)]
     if plan.loop:
@@ -488,14 +485,11 @@ def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
     if timeout_s <= 0:
         raise _pnnx.ConversionError("the conversion used up its time limit before the converted "
                                     "graph could be checked")
-    try:
-        proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout_s, env=env,
-                              start_new_session=True)
-    except subprocess.TimeoutExpired:
+    proc = run_bounded(args, timeout_s=timeout_s, env=env)
+    if proc.timed_out:
         raise _pnnx.ConversionError(f"the converted ncnn graph did not finish one inference "
-                                    f"within {timeout_s:g} s") from None
-    out = proc.stdout.decode("utf-8", "replace")
+                                    f"within {timeout_s:g} s")
+    out = proc.output
     if proc.returncode < 0:
         raise _pnnx.ConversionError(f"ncnn crashed (signal {-proc.returncode}) running the "
                                     f"converted graph; its last output: "
@@ -644,7 +638,7 @@ class NcnnBackend(Backend):
                  objective: str) -> list[Candidate]:
         if candidate.device != "cpu":
             return []
-        cores = usable_cores(hw)
+        cores = threads_for(hw)
         tiny = model.flops < 20_000_000
         convs = model.op_count("Conv") > 0
         out: list[dict[str, Any]] = []
