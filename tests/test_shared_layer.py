@@ -32,8 +32,8 @@ def test_a_missing_module_is_backend_unavailable_with_the_extra_to_install() -> 
     assert info.value.fix == "pip install autoinfer_no_such_module"
 
 
-def test_a_module_that_fails_on_import_asks_for_a_reinstall(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_module_that_fails_on_import_asks_for_a_reinstall(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "autoinfer_broken_mod.py").write_text("raise OSError('libfoo.so: not found')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(BackendUnavailable, match=r"fails on import \(OSError: libfoo") as info:
@@ -188,3 +188,22 @@ def test_old_names_still_resolve_to_the_one_home() -> None:
     assert _common.usable_cores is _hw.threads_for
     assert stable_json({"b": 1, "a": [1.5, None]}) == '{"a":[1.5,null],"b":1}'
     assert OBJECTIVES[0] == "latency" and len(set(OBJECTIVES)) == len(OBJECTIVES) == 4
+
+
+# -- what backends declare is read --------------------------------------------------------
+def test_the_doctor_shows_each_runtimes_pip_extra_and_what_it_can_drive(tmp_path: Path) -> None:
+    from autoinfer import backends, doctor
+
+    rep = doctor.report(cache_dir=tmp_path)
+    by_name = {r["backend"]: r for r in rep["runtimes"]}
+    for name in backends.names():
+        b = backends.get(name)
+        r = by_name[name]
+        assert r["pip_extra"] == b.pip_extra
+        assert r["install"] == (f"pip install 'autoinfer[{b.pip_extra}]'" if b.pip_extra
+                                else f"pip install {b.package}")
+        assert r["supports"] == {"devices": list(b.capabilities.devices),
+                                 "precisions": list(b.capabilities.precisions)}
+        assert "fp32" in r["supports"]["precisions"]
+        # a device in use here is one the backend declares it can drive
+        assert {d.split(":")[0] for d in r["devices"]} <= set(b.capabilities.devices), r

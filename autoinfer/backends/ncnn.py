@@ -64,14 +64,14 @@ from .._proc import child_env, run_bounded
 from ..errors import (BackendError, BackendUnavailable, InputError, ModelError,
                       UnsupportedModel)
 from . import _pnnx
-from ._common import FeedChecker, cpu_has, dist_version
+from ._common import cpu_has, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Runner,
                    Unsupported, resolve_shapes)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
 
-    from ..model import ModelFacts, TensorSpec
+    from ..model import ModelFacts
 
 log = logging.getLogger("autoinfer.backends.ncnn")
 
@@ -242,8 +242,8 @@ def _open_net(ncnn: Any, directory: Path, candidate: Candidate, threads: int) ->
 class NcnnRunner(Runner):
     """Runs a converted model; one ncnn Extractor per call (and per sample)."""
 
-    def __init__(self, candidate: Candidate, manifest: Mapping[str, Any], net: Any, ncnn: Any,
-                 inputs: Sequence["TensorSpec"] | None = None) -> None:
+    def __init__(self, candidate: Candidate, manifest: Mapping[str, Any], net: Any,
+                 ncnn: Any) -> None:
         self.candidate = candidate
         self._ncnn = ncnn
         self._net = net
@@ -259,7 +259,6 @@ class NcnnRunner(Runner):
         self._out_dtypes = tuple(np.dtype(o["dtype"]) for o in outs)
         self._loop = bool(manifest.get("batch_loop"))
         self._no_split_reason = "" if self._loop else str(manifest.get("batch_loop_reason") or "")
-        self._check = FeedChecker(NAME, inputs) if inputs is not None else None
         # CPU extractors of one Net may run concurrently (ncnn documents
         # create_extractor as thread-safe); Vulkan ones share allocators, so serialise.
         self._serial = threading.Lock() if candidate.device == "vulkan" else None
@@ -269,8 +268,7 @@ class NcnnRunner(Runner):
 
     # public ------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = self._check(feeds) if self._check is not None else [
-            np.asarray(feeds[n]) for n in self.input_names]
+        arrays = [feeds[n] for n in self.input_names]  # checked by the Session
         batch = self._batch_of(arrays)
         arrays = [self._to_feed_dtype(n, a, dt)
                   for n, a, dt in zip(self.input_names, arrays, self._in_feed)]
@@ -581,7 +579,7 @@ def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _P
 class NcnnBackend(Backend):
     name = NAME
     package = "ncnn"
-    extra = "ncnn"
+    pip_extra = "ncnn"
     capabilities = Capabilities(devices=("cpu", "vulkan"), precisions=("fp32", "fp16"),
                                 dynamic_shapes=False, needs_conversion=True, reference=False)
 
@@ -649,7 +647,7 @@ class NcnnBackend(Backend):
         out.append({"packing": False})
         if cores >= 4 and not tiny:
             out.append({"threads": cores // 2})
-        base = candidate.options
+        base = candidate.settings_dict
         seen, result = set(), []
         for change in out:
             if all(base.get(k) == v for k, v in change.items()):
@@ -726,7 +724,7 @@ class NcnnBackend(Backend):
     def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
         if candidate.backend != NAME:
             raise BackendError(NAME, f"candidate {candidate.key} is not an ncnn candidate")
-        unknown = set(candidate.options) - set(SETTINGS) - {"gpu"}
+        unknown = set(candidate.settings_dict) - set(SETTINGS) - {"gpu"}
         if unknown:
             raise BackendError(NAME, f"unknown ncnn settings {sorted(unknown)}; expected "
                                      f"some of {list(SETTINGS)}")
@@ -743,7 +741,7 @@ class NcnnBackend(Backend):
             raise UnsupportedModel(NAME, why)
         directory, manifest, _ = convert(model, ctx, self.versions())
         net = _open_net(ncnn, directory, candidate, max(1, int(ctx.threads)))
-        return NcnnRunner(candidate, manifest, net, ncnn, model.inputs)
+        return NcnnRunner(candidate, manifest, net, ncnn)
 
 
 # -- the check child: python -m autoinfer.backends.ncnn --self-check DIR -------------------------

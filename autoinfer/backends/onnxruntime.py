@@ -49,7 +49,7 @@ import numpy as np
 from .._hw import threads_for
 from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, InputError, UnsupportedModel
-from ._common import FeedChecker, distributions_of, dist_version
+from ._common import distributions_of, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
                    Runner, Unsupported)
 
@@ -208,7 +208,7 @@ def _cuda_ordinals(hw: "Hardware") -> tuple[dict[int, int], dict[int, str]]:
 class OnnxRuntimeBackend(Backend):
     name = NAME
     package = "onnxruntime"
-    extra = None  # a core dependency of autoinfer
+    pip_extra = None  # a core dependency of autoinfer
     capabilities = Capabilities(devices=("cpu", "cuda", "gpu", "coreml"),
                                 precisions=("fp32", "fp16"), dynamic_shapes=True,
                                 needs_conversion=False, reference=True)
@@ -353,7 +353,7 @@ class OnnxRuntimeBackend(Backend):
 
     def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
         ort = import_ort()
-        unknown = set(candidate.options) - _SETTINGS
+        unknown = set(candidate.settings_dict) - _SETTINGS
         if unknown:
             raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected "
                                      f"some of {sorted(_SETTINGS)}")
@@ -390,7 +390,7 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def _session_options(ort: Any, candidate: Candidate, ctx: LoadContext) -> Any:
-        o = candidate.options
+        o = candidate.settings_dict
         so = ort.SessionOptions()
         quota = max(1, int(ctx.threads))
         threads = o.get("intra_op_threads")
@@ -516,18 +516,14 @@ class OrtRunner(Runner):
         except BackendError:
             raise
         except Exception as exc:
-            raise self._run_error(exc, feeds) from None
+            raise self._run_error(exc) from None
 
-    def _run_error(self, exc: Exception, feeds: Any) -> Exception:
-        # Only on the error path: name the feed's problem in autoinfer's words.
+    @staticmethod
+    def _run_error(exc: Exception) -> Exception:
+        # The Session checked the feed: ONNX Runtime's own complaint about an argument is
+        # about values inside the graph (a Reshape that does not fit), still the input's.
         if type(exc).__name__ == "InvalidArgument" or isinstance(exc, (ValueError, TypeError)):
             return InputError(f"{NAME}: {_message(exc)}")
-        try:
-            FeedChecker(NAME, self._model.inputs)(feeds)
-        except InputError as bad:
-            return bad
-        except Exception:
-            pass
         return BackendError(NAME, f"run failed ({type(exc).__name__}): {_message(exc)}")
 
     def close(self) -> None:

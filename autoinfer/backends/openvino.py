@@ -49,7 +49,7 @@ import numpy as np
 from .._hw import threads_for
 from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, UnsupportedModel
-from ._common import FeedChecker, cpu_has, dist_version
+from ._common import cpu_has, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
                    Runner, Unsupported)
 
@@ -99,7 +99,7 @@ def _telemetry_hidden() -> Iterator[None]:
 
 def import_openvino() -> Any:
     """``import openvino`` without the telemetry event its import sends (see module doc)."""
-    return import_optional("openvino", extra=NAME, guard=_telemetry_hidden)
+    return import_optional("openvino", extra=OpenVinoBackend.pip_extra, guard=_telemetry_hidden)
 
 
 def telemetry_bound() -> bool:
@@ -255,7 +255,7 @@ def refuse(model: "ModelFacts") -> str:
 class OpenVinoBackend(Backend):
     name = NAME
     package = "openvino"
-    extra = "openvino"
+    pip_extra = "openvino"
     capabilities = Capabilities(devices=("cpu", "gpu", "npu"), precisions=("fp32", "bf16", "fp16"),
                                 dynamic_shapes=True, needs_conversion=False, reference=False)
     thread_env_vars = ("OV_CPU_THREADS_NUM",)
@@ -415,7 +415,7 @@ class OpenVinoBackend(Backend):
     # -- loading ----------------------------------------------------------------
 
     def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
-        unknown = set(candidate.options) - _SETTINGS
+        unknown = set(candidate.settings_dict) - _SETTINGS
         if unknown:
             raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected "
                                      f"some of {sorted(_SETTINGS)}")
@@ -467,7 +467,7 @@ class OpenVinoBackend(Backend):
 
     @staticmethod
     def _config(candidate: Candidate, ctx: LoadContext, supported: frozenset[str]) -> dict:
-        o = candidate.options
+        o = candidate.settings_dict
         config: dict[str, Any] = {}
 
         def put(key: str, value: Any) -> None:
@@ -515,7 +515,6 @@ class OvRunner(Runner):
         self.compiled = compiled
         self.input_names = tuple(s.name for s in model.inputs)
         self.output_names = tuple(s.name for s in model.outputs)
-        self._check = FeedChecker(NAME, model.inputs)
         self._tensor = import_openvino().Tensor
         self._in_index = self._match(compiled.inputs, self.input_names, "input")
         self._out_index = self._match(compiled.outputs, self.output_names, "output")
@@ -565,7 +564,7 @@ class OvRunner(Runner):
         return self._idle.get()
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = self._check(feeds)
+        arrays = [feeds[n] for n in self.input_names]  # checked by the Session
         for i in self._wide_ints:
             self._check_int32(i, arrays[i])
         return self._infer(arrays)

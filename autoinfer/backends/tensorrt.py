@@ -66,7 +66,7 @@ from .._hw import threads_for
 from .._lazy import import_errors, import_optional, present
 from .._util import stable_json
 from ..errors import AutoinferError, BackendError, BackendUnavailable, InputError, UnsupportedModel
-from ._common import FeedChecker, dist_version
+from ._common import dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
                    Runner, Unsupported, resolve_shapes)
 
@@ -553,7 +553,7 @@ def _mentions_memory(messages: Sequence[str]) -> bool:
 
 
 def _check_settings(candidate: Candidate) -> None:
-    o = candidate.options
+    o = candidate.settings_dict
     unknown = set(o) - _SETTINGS
     if unknown:
         raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected some "
@@ -635,7 +635,7 @@ def _mig_share(gpu: "NvidiaGPU") -> float:
 class TensorRTBackend(Backend):
     name = NAME
     package = "tensorrt"
-    extra = "tensorrt"
+    pip_extra = "tensorrt"
     capabilities = Capabilities(devices=("cuda",), precisions=("fp32", "fp16", "int8"),
                                 dynamic_shapes=True, needs_conversion=True, reference=False)
 
@@ -954,7 +954,7 @@ class TensorRTBackend(Backend):
                                              f"shape {list(t.shape)} in the parsed network")
 
         config = builder.create_builder_config()
-        o = candidate.options
+        o = candidate.settings_dict
         _set_precision(trt, config, candidate)
         timing_cache = _use_timing_cache(config, timing)
         if "opt_level" in o and hasattr(config, "builder_optimization_level"):
@@ -1169,7 +1169,6 @@ class TensorRTRunner(Runner):
         self._logger = logger
         self._ordinal = ordinal
         self._profile = profile
-        self._check = FeedChecker(NAME, model.inputs)
         self._inputs = tuple(self._tensor(trt, engine, s, True, profile) for s in model.inputs)
         self._outputs = tuple(self._tensor(trt, engine, s, False, profile)
                               for s in model.outputs)
@@ -1325,7 +1324,7 @@ class TensorRTRunner(Runner):
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = [self._prepare(t, x) for t, x in zip(self._inputs, self._check(feeds))]
+        arrays = [self._prepare(t, feeds[t.name]) for t in self._inputs]  # checked by the Session
         try:
             slot = self._acquire()
         except AutoinferError:
