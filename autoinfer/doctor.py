@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from . import backends as registry
+from ._lazy import install_fix
 from .cache import Cache
 from .config import Settings
 
@@ -42,6 +43,13 @@ def _env_problems(hw: Any) -> list[dict[str, str]]:
     return out
 
 
+def _declared(b: registry.Backend) -> dict[str, Any]:
+    """What a backend declares: the pip extra that installs it and what it can drive."""
+    caps = b.capabilities
+    return {"install": install_fix(b.package, b.pip_extra), "pip_extra": b.pip_extra,
+            "supports": {"devices": list(caps.devices), "precisions": list(caps.precisions)}}
+
+
 def report(hw: Any = None, cache_dir: Any = None) -> dict[str, Any]:
     """The whole report as JSON-ready data; ``ok`` is True when a runtime works."""
     import probes
@@ -60,7 +68,7 @@ def report(hw: Any = None, cache_dir: Any = None) -> dict[str, Any]:
                              "version": None, "devices": [], "reason": f"check failed: {exc}",
                              "fix": "", "problems": []})
             continue
-        runtimes.append({**av.to_dict(), "problems": diag})
+        runtimes.append({**av.to_dict(), **_declared(b), "problems": diag})
         problems.extend({**p, "backend": name} for p in diag)
     problems.extend(_env_problems(hw))
     settings = Settings.resolve(cache_dir=cache_dir)

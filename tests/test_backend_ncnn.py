@@ -22,6 +22,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
+import autoinfer
 from autoinfer import zoo
 from autoinfer.backends import Candidate, LoadContext, Unsupported, get
 from autoinfer.backends import _pnnx
@@ -306,7 +307,7 @@ def test_variants_and_estimate(backend: Any, models: dict[str, Path]) -> None:
     base = Candidate.make(NAME)
     vs = backend.variants(base, facts, _fake_hw(cores=8), "latency")
     assert 1 <= len(vs) <= 5 and len({v.key for v in vs}) == len(vs)
-    assert all(set(v.options) <= set(nb.SETTINGS) and v.options for v in vs)
+    assert all(set(v.settings_dict) <= set(nb.SETTINGS) and v.settings_dict for v in vs)
     assert base not in vs
     x86 = backend.estimate(base, facts, _fake_hw("f16c"), "latency")
     arm = backend.estimate(base, facts, _fake_hw("asimd", "asimdhp", arm=True), "latency")
@@ -353,15 +354,19 @@ def test_dynamic_batch_runs_sample_by_sample(backend: Any, models: dict[str, Pat
     assert calls == [] and len(list(art.glob("ncnn-*"))) == 1
 
 
-def test_fixed_batch_model(backend: Any, models: dict[str, Path], art_root: Path) -> None:
+def test_fixed_batch_model(backend: Any, models: dict[str, Path], art_root: Path,
+                           tmp_path: Path) -> None:
     path = models["cnn_batch2"]
     with _load(backend, path, art_root / "cnn_batch2") as runner:
         feeds = _feeds(path)
         got = runner.run(feeds)
         assert got[0].shape == (2, 10)
         _assert_close(got, _reference(path, feeds))
-        with pytest.raises(InputError):
-            runner.run(_feeds(path, batch=1))
+    # another batch than the fixed one is refused by the Session, before ncnn sees it
+    s = autoinfer.Session(path, cache_dir=tmp_path, benchmark=False, backends=[NAME])
+    with pytest.raises(InputError, match=r"input 'image': dimension 0 must be 2"):
+        s.run(None, _feeds(path, batch=1))
+    _assert_close(s.run(None, feeds), _reference(path, feeds))
 
 
 def test_batch_mixing_model_is_not_split(backend: Any, models: dict[str, Path],
@@ -575,16 +580,21 @@ def test_runner_is_thread_safe(backend: Any, models: dict[str, Path], art_root: 
         assert not errors, errors[0]
 
 
-def test_input_errors_and_close(backend: Any, models: dict[str, Path], art_root: Path) -> None:
+def test_input_errors_come_from_the_session_and_close(backend: Any, models: dict[str, Path],
+                                                       art_root: Path, tmp_path: Path) -> None:
+    """Feeds are checked once, by the Session; the runner trusts its feeds."""
     path = models["cnn"]
-    runner = _load(backend, path, art_root / "cnn")
     good = _feeds(path)["image"]
-    with pytest.raises(InputError, match="data type"):
-        runner.run({"image": good.astype(np.float64)})
-    with pytest.raises(InputError, match="dimensions"):
-        runner.run({"image": np.zeros((1, 3, 16, 16), np.float32)})
-    with pytest.raises(InputError, match="Invalid input name"):
-        runner.run({"picture": good})
+    s = autoinfer.Session(path, cache_dir=tmp_path, benchmark=False, backends=[NAME])
+    with pytest.raises(InputError, match=r"input 'image': expected dtype float32"):
+        s.run(None, {"image": good.astype(np.float64)})
+    with pytest.raises(InputError, match=r"input 'image': dimension 2 must be 32"):
+        s.run(None, {"image": np.zeros((1, 3, 16, 16), np.float32)})
+    with pytest.raises(InputError, match=r"missing \['image'\]; unknown \['picture'\]"):
+        s.run(None, {"picture": good})
+    np.testing.assert_allclose(s.run(None, {"image": good})[0],
+                               _reference(path, {"image": good})[0], rtol=1e-4, atol=1e-5)
+    runner = _load(backend, path, art_root / "cnn")
     runner.close()
     with pytest.raises(BackendError, match="closed"):
         runner.run({"image": good})

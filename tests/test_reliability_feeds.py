@@ -420,7 +420,7 @@ class _SpyBackend(Backend):
 
     name = "spy"
     package = "numpy"
-    extra = None
+    pip_extra = None
     capabilities = Capabilities(devices=("cpu",), precisions=("fp32",), dynamic_shapes=True)
 
     def __init__(self) -> None:

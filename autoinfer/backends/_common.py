@@ -1,4 +1,6 @@
-"""Small helpers shared by backends: feed checking, hardware look-ups, package facts.
+"""Small helpers shared by backends: hardware look-ups, package facts.
+
+Feeds are checked once, by the Session; runners trust theirs.
 
 Nothing here imports a runtime.
 """
@@ -7,15 +9,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Sequence
+from typing import Any
 
-import numpy as np
-
-from ..errors import InputError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..model import TensorSpec
-
+from .._hw import threads_for
 
 # -- hardware -----------------------------------------------------------------
 
@@ -29,10 +25,8 @@ def cpu_has(hw: Any, flag: str) -> bool:
         return False
 
 
-def usable_cores(hw: Any, default: int = 1) -> int:
-    """The CPU threads a runtime may use here, as the probes found them."""
-    n = getattr(getattr(hw, "cpu", None), "usable_cores", None)
-    return int(n) if isinstance(n, int) and n > 0 else default
+# The thread count has one home, autoinfer._hw.threads_for; the old name stays for callers.
+usable_cores = threads_for
 
 
 # -- packages -------------------------------------------------------------------
@@ -99,85 +93,3 @@ def dist_version(dist: str) -> str | None:
         if name == key:
             return version
     return None
-
-
-# -- feeds ----------------------------------------------------------------------
-
-def _type_name(dtype: np.dtype) -> str:
-    if dtype.kind in "OUS":
-        return "tensor(string)"
-    return {"float32": "tensor(float)", "float64": "tensor(double)"}.get(
-        dtype.name, f"tensor({dtype.name})")
-
-
-class FeedChecker:
-    """Checks a feed against the model's inputs and returns the arrays in input order.
-
-    Errors are :class:`~autoinfer.errors.InputError` with ONNX Runtime's wording,
-    so a user moving between runtimes reads the same messages. Lists and scalars
-    are converted to the declared dtype, as ONNX Runtime does; a NumPy array of
-    another dtype is an error (no silent cast). Build one per runner: the
-    per-call work is one pass over the inputs.
-    """
-
-    def __init__(self, backend: str, inputs: Sequence["TensorSpec"]) -> None:
-        self.backend = backend
-        self.names = tuple(s.name for s in inputs)
-        self._specs: tuple[tuple[str, np.dtype | None, tuple[int | None, ...] | None], ...] = tuple(
-            (s.name, _numpy_dtype(s.dtype),
-             None if s.shape is None else tuple(d if isinstance(d, int) else None
-                                                for d in s.shape))
-            for s in inputs)
-        self._known = frozenset(self.names)
-
-    def __call__(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        if not isinstance(feeds, Mapping):
-            self._fail(f"feeds must be a mapping of input name to array, received "
-                       f"{type(feeds).__name__}")
-        if len(feeds) != len(self._specs) or not self._known.issuperset(feeds):
-            self._wrong_names(feeds)
-        out = []
-        for name, dtype, shape in self._specs:
-            x = feeds[name]
-            if not isinstance(x, np.ndarray):
-                try:
-                    x = np.asarray(x, dtype=dtype)
-                except (TypeError, ValueError) as exc:
-                    self._fail(f"input {name!r}: cannot convert {type(x).__name__} to {dtype}: "
-                               f"{exc}")
-            if dtype is not None and x.dtype != dtype and not (
-                    dtype.kind == "O" and x.dtype.kind in "OUS"):
-                self._fail(f"Unexpected input data type for input {name!r}. Actual: "
-                           f"({_type_name(x.dtype)}) , expected: ({_type_name(dtype)})")
-            if shape is not None:
-                if x.ndim != len(shape):
-                    self._fail(f"Invalid rank for input: {name} Got: {x.ndim} Expected: "
-                               f"{len(shape)} Please fix either the inputs or the model.")
-                for i, (got, want) in enumerate(zip(x.shape, shape)):
-                    if want is not None and got != want:
-                        self._fail(f"Got invalid dimensions for input: {name} for the following "
-                                   f"indices index: {i} Got: {got} Expected: {want} Please fix "
-                                   "either the inputs or the model.")
-            out.append(x)
-        return out
-
-    def _fail(self, message: str) -> NoReturn:
-        raise InputError(f"{self.backend}: {message}")
-
-    def _wrong_names(self, feeds: Mapping[str, Any]) -> NoReturn:
-        unknown = [k for k in feeds if k not in self._known]
-        if unknown:
-            self._fail(f"Invalid input name: {unknown[0]!r}. The model's inputs are: "
-                       f"{list(self.names)}")
-        missing = [n for n in self.names if n not in feeds]
-        self._fail(f"Model requires {len(self.names)} inputs. Input Feed contains {len(feeds)}. "
-                   f"Missing: {missing}")
-
-
-def _numpy_dtype(name: str) -> np.dtype | None:
-    if name == "str":
-        return np.dtype(object)
-    try:
-        return np.dtype(name)
-    except TypeError:  # bfloat16 and other types NumPy does not know
-        return None

@@ -30,8 +30,6 @@ import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from .._proc import run_bounded
 
 log = logging.getLogger("autoinfer.backends.ncnn")
 
@@ -330,13 +330,6 @@ def pnnx_input(workdir: Path, leading_one: bool, src: str = "model.onnx",
     return dst
 
 
-def _child_env() -> dict[str, str]:
-    """The environment for pnnx: ours plus every runtime's telemetry opt-outs."""
-    from . import child_environment
-
-    return child_environment(os.environ)
-
-
 def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float,
              source: str = "model.onnx") -> str:
     """Run pnnx on ``workdir/source``; return its combined output. Raises ConversionError."""
@@ -344,39 +337,17 @@ def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float,
             "device=cpu", f"ncnnparam={PARAM}", f"ncnnbin={BIN}", f"ncnnpy={SCRIPT}",
             "pnnxparam=model.pnnx.param", "pnnxbin=model.pnnx.bin", "pnnxpy=model_pnnx.py",
             "pnnxonnx=model.pnnx.onnx"]
-    log_path = workdir / LOG
-    t0 = time.monotonic()
-    with open(log_path, "wb") as logf:
-        try:
-            proc = subprocess.Popen(args, cwd=workdir, stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=_child_env())
-        except OSError as exc:
-            raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})") from None
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            text = log_path.read_text(encoding="utf-8", errors="replace")
-            raise ConversionError(f"pnnx did not finish converting within {timeout_s:g} s; "
-                                  f"its last output: {tail(text) or '(none)'}") from None
-    text = log_path.read_text(encoding="utf-8", errors="replace")
-    log.debug("pnnx finished in %.2f s with exit status %s", time.monotonic() - t0, rc)
-    if rc != 0:
-        how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
-        raise ConversionError(f"pnnx {how} converting the model; its last output: "
-                              f"{tail(text) or '(none)'}")
-    return text
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(OSError):
-        if hasattr(os, "killpg"):
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:  # pragma: no cover - Windows
-            proc.kill()
-    with contextlib.suppress(Exception):
-        proc.wait(timeout=10)
+    try:
+        res = run_bounded(args, timeout_s=timeout_s, cwd=workdir, log_path=workdir / LOG)
+    except OSError as exc:
+        raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})") from None
+    if res.timed_out:
+        raise ConversionError(f"pnnx did not finish converting within {timeout_s:g} s; "
+                              f"its last output: {tail(res.output) or '(none)'}")
+    if res.returncode != 0:
+        raise ConversionError(f"pnnx {res.describe()} converting the model; its last output: "
+                              f"{tail(res.output) or '(none)'}")
+    return res.output
 
 
 def keep_only(workdir: Path, names: Sequence[str]) -> None:

@@ -31,10 +31,16 @@ check); ``child_env()`` (variables every process autoinfer starts must carry,
 such as telemetry opt-outs). The registry merges them
 (:func:`autoinfer.backends.child_environment`, ``thread_env_vars()``,
 ``known_domains()``).
+
+What backends share lives below them, and is what they use: a runtime is imported through
+:func:`autoinfer._lazy.import_optional`, a converter or check runs through
+:func:`autoinfer._proc.run_bounded`, the thread count is :func:`autoinfer._hw.threads_for`.
+Feeds are checked once, by the Session: ``Runner.run`` trusts its feeds (names, dtypes,
+ranks, fixed dimensions) and checks only what its runtime adds (a shape an engine was not
+built for, integers a runtime narrows to int32).
 """
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,13 +48,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence, Union
 
 import numpy as np
 
+# Re-exported: their homes are the low layers (cache and config read them there).
+from .._util import stable_json  # noqa: F401
+from ..objectives import OBJECTIVES  # noqa: F401
+
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
 
     from ..model import ModelFacts
 
 Scalar = Union[str, int, float, bool, None]
-OBJECTIVES = ("latency", "throughput", "load_time", "memory")
 
 
 @dataclass(frozen=True)
@@ -70,14 +79,15 @@ class Candidate:
         return cls(backend, device, precision, tuple(sorted(settings.items())))
 
     @property
-    def options(self) -> dict[str, Scalar]:
+    def settings_dict(self) -> dict[str, Scalar]:
+        """``settings`` as a new dict (name -> value)."""
         return dict(self.settings)
 
     def get(self, name: str, default: Scalar = None) -> Scalar:
-        return self.options.get(name, default)
+        return self.settings_dict.get(name, default)
 
     def with_settings(self, **changes: Scalar) -> "Candidate":
-        merged = {**self.options, **changes}
+        merged = {**self.settings_dict, **changes}
         return Candidate(self.backend, self.device, self.precision, tuple(sorted(merged.items())))
 
     @property
@@ -212,7 +222,11 @@ class Runner(ABC):
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs in the model's declared order, declared dtypes and shapes."""
+        """Outputs in the model's declared order, declared dtypes and shapes.
+
+        ``feeds`` holds every input, by name, as a C-contiguous array of its declared dtype
+        and rank with its fixed dimensions (the Session checked it); ``run`` does not check
+        it again."""
 
     def close(self) -> None:
         """Free the runtime's resources; further ``run`` calls are errors."""
@@ -229,7 +243,8 @@ class Backend(ABC):
 
     name: ClassVar[str]           # registry name = the runtime's package name
     package: ClassVar[str]        # the pip distribution that provides it
-    extra: ClassVar[str | None]   # the autoinfer extra that installs it
+    # autoinfer's pip extra that installs it (None: a core dependency); the doctor's fix.
+    pip_extra: ClassVar[str | None] = None
     capabilities: ClassVar[Capabilities]
     # Environment variables the runtime reads as its CPU thread count (the doctor
     # warns when one asks for more threads than the process may use).
@@ -287,11 +302,6 @@ class Backend(ABC):
             return [Problem("error", f"{self.name} {av.version or ''} cannot run here: {av.reason}",
                             av.fix)]
         return []
-
-
-def stable_json(obj: Any) -> str:
-    """Canonical JSON used for keys and hashes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def resolve_shapes(model: "ModelFacts",

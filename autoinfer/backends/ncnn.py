@@ -49,7 +49,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -59,17 +58,20 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .._hw import threads_for
+from .._lazy import import_optional
+from .._proc import child_env, run_bounded
 from ..errors import (BackendError, BackendUnavailable, InputError, ModelError,
                       UnsupportedModel)
 from . import _pnnx
-from ._common import FeedChecker, cpu_has, dist_version, usable_cores
+from ._common import cpu_has, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Runner,
                    Unsupported, resolve_shapes)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
 
-    from ..model import ModelFacts, TensorSpec
+    from ..model import ModelFacts
 
 log = logging.getLogger("autoinfer.backends.ncnn")
 
@@ -91,11 +93,8 @@ _SELF_CHECK_ATOL = 1e-3
 # -- the runtime ------------------------------------------------------------------------
 
 def import_ncnn() -> Any:
-    try:
-        import ncnn
-    except ImportError as exc:
-        raise BackendUnavailable(f"ncnn cannot be imported ({exc})", fix=FIX) from None
-    return ncnn
+    """``import ncnn``, or BackendUnavailable with the extra to install."""
+    return import_optional("ncnn", fix=FIX)
 
 
 def _vulkan_loader_present() -> bool:
@@ -243,8 +242,8 @@ def _open_net(ncnn: Any, directory: Path, candidate: Candidate, threads: int) ->
 class NcnnRunner(Runner):
     """Runs a converted model; one ncnn Extractor per call (and per sample)."""
 
-    def __init__(self, candidate: Candidate, manifest: Mapping[str, Any], net: Any, ncnn: Any,
-                 inputs: Sequence["TensorSpec"] | None = None) -> None:
+    def __init__(self, candidate: Candidate, manifest: Mapping[str, Any], net: Any,
+                 ncnn: Any) -> None:
         self.candidate = candidate
         self._ncnn = ncnn
         self._net = net
@@ -260,7 +259,6 @@ class NcnnRunner(Runner):
         self._out_dtypes = tuple(np.dtype(o["dtype"]) for o in outs)
         self._loop = bool(manifest.get("batch_loop"))
         self._no_split_reason = "" if self._loop else str(manifest.get("batch_loop_reason") or "")
-        self._check = FeedChecker(NAME, inputs) if inputs is not None else None
         # CPU extractors of one Net may run concurrently (ncnn documents
         # create_extractor as thread-safe); Vulkan ones share allocators, so serialise.
         self._serial = threading.Lock() if candidate.device == "vulkan" else None
@@ -270,8 +268,7 @@ class NcnnRunner(Runner):
 
     # public ------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = self._check(feeds) if self._check is not None else [
-            np.asarray(feeds[n]) for n in self.input_names]
+        arrays = [feeds[n] for n in self.input_names]  # checked by the Session
         batch = self._batch_of(arrays)
         arrays = [self._to_feed_dtype(n, a, dt)
                   for n, a, dt in zip(self.input_names, arrays, self._in_feed)]
@@ -473,11 +470,9 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
 def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
     """Run the converted graph in a child process against ONNX Runtime."""
     pkg_root = str(Path(__file__).resolve().parents[2])
-    from . import child_environment
-
-    env = child_environment(os.environ)  # every runtime's telemetry opt-outs
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                    else "")
+    pythonpath = pkg_root + (os.pathsep + os.environ["PYTHONPATH"]
+                             if os.environ.get("PYTHONPATH") else "")
+    env = child_env({"PYTHONPATH": pythonpath})  # with every runtime's telemetry opt-outs
     env.setdefault("OMP_NUM_THREADS", "1")
     args = [sys.executable, "-m", "autoinfer.backends.ncnn", "--self-check", str(workdir)]
     if plan.loop:
@@ -488,14 +483,11 @@ def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
     if timeout_s <= 0:
         raise _pnnx.ConversionError("the conversion used up its time limit before the converted "
                                     "graph could be checked")
-    try:
-        proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout_s, env=env,
-                              start_new_session=True)
-    except subprocess.TimeoutExpired:
+    proc = run_bounded(args, timeout_s=timeout_s, env=env)
+    if proc.timed_out:
         raise _pnnx.ConversionError(f"the converted ncnn graph did not finish one inference "
-                                    f"within {timeout_s:g} s") from None
-    out = proc.stdout.decode("utf-8", "replace")
+                                    f"within {timeout_s:g} s")
+    out = proc.output
     if proc.returncode < 0:
         raise _pnnx.ConversionError(f"ncnn crashed (signal {-proc.returncode}) running the "
                                     f"converted graph; its last output: "
@@ -587,7 +579,7 @@ def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _P
 class NcnnBackend(Backend):
     name = NAME
     package = "ncnn"
-    extra = "ncnn"
+    pip_extra = "ncnn"
     capabilities = Capabilities(devices=("cpu", "vulkan"), precisions=("fp32", "fp16"),
                                 dynamic_shapes=False, needs_conversion=True, reference=False)
 
@@ -644,7 +636,7 @@ class NcnnBackend(Backend):
                  objective: str) -> list[Candidate]:
         if candidate.device != "cpu":
             return []
-        cores = usable_cores(hw)
+        cores = threads_for(hw)
         tiny = model.flops < 20_000_000
         convs = model.op_count("Conv") > 0
         out: list[dict[str, Any]] = []
@@ -655,7 +647,7 @@ class NcnnBackend(Backend):
         out.append({"packing": False})
         if cores >= 4 and not tiny:
             out.append({"threads": cores // 2})
-        base = candidate.options
+        base = candidate.settings_dict
         seen, result = set(), []
         for change in out:
             if all(base.get(k) == v for k, v in change.items()):
@@ -732,7 +724,7 @@ class NcnnBackend(Backend):
     def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
         if candidate.backend != NAME:
             raise BackendError(NAME, f"candidate {candidate.key} is not an ncnn candidate")
-        unknown = set(candidate.options) - set(SETTINGS) - {"gpu"}
+        unknown = set(candidate.settings_dict) - set(SETTINGS) - {"gpu"}
         if unknown:
             raise BackendError(NAME, f"unknown ncnn settings {sorted(unknown)}; expected "
                                      f"some of {list(SETTINGS)}")
@@ -749,7 +741,7 @@ class NcnnBackend(Backend):
             raise UnsupportedModel(NAME, why)
         directory, manifest, _ = convert(model, ctx, self.versions())
         net = _open_net(ncnn, directory, candidate, max(1, int(ctx.threads)))
-        return NcnnRunner(candidate, manifest, net, ncnn, model.inputs)
+        return NcnnRunner(candidate, manifest, net, ncnn)
 
 
 # -- the check child: python -m autoinfer.backends.ncnn --self-check DIR -------------------------

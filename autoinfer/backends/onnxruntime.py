@@ -35,18 +35,21 @@ Every process autoinfer starts carries the variable too (:meth:`child_env`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
+from .._hw import threads_for
+from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, InputError, UnsupportedModel
-from ._common import FeedChecker, distributions_of, dist_version, usable_cores
+from ._common import distributions_of, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
                    Runner, Unsupported)
 
@@ -101,20 +104,17 @@ TELEMETRY_OPT_OUT = {"ORT_DISABLE_TELEMETRY": "1"}
 _warned_foreign_import = False
 
 
-def import_ort() -> Any:
-    """``import onnxruntime`` with its telemetry off: the one way autoinfer imports it."""
+@contextlib.contextmanager
+def _telemetry_off() -> Iterator[None]:
+    """Around the import: the opt-out set before it, and noticed when it came too late."""
     global _warned_foreign_import
     foreign = "onnxruntime" in sys.modules and os.environ.get("ORT_DISABLE_TELEMETRY") != "1"
     os.environ.update(TELEMETRY_OPT_OUT)
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailable(f"onnxruntime cannot be imported ({exc})",
-                                 fix="pip install onnxruntime") from None
+    yield
     if foreign:
         # Imported by the application before autoinfer: the variable came too late. Stop new
         # events; the uploader ONNX Runtime started at that import keeps running.
-        disable = getattr(onnxruntime, "disable_telemetry_events", None)
+        disable = getattr(sys.modules.get("onnxruntime"), "disable_telemetry_events", None)
         if callable(disable):
             try:
                 disable()
@@ -125,7 +125,11 @@ def import_ort() -> Any:
             log.warning("onnxruntime was imported before autoinfer, with its telemetry on: "
                         "it may upload usage events (autoinfer itself sends none); set "
                         "ORT_DISABLE_TELEMETRY=1 before the application starts")
-    return onnxruntime
+
+
+def import_ort() -> Any:
+    """``import onnxruntime`` with its telemetry off: the one way autoinfer imports it."""
+    return import_optional("onnxruntime", guard=_telemetry_off)
 
 
 def _message(exc: BaseException) -> str:
@@ -204,7 +208,7 @@ def _cuda_ordinals(hw: "Hardware") -> tuple[dict[int, int], dict[int, str]]:
 class OnnxRuntimeBackend(Backend):
     name = NAME
     package = "onnxruntime"
-    extra = None  # a core dependency of autoinfer
+    pip_extra = None  # a core dependency of autoinfer
     capabilities = Capabilities(devices=("cpu", "cuda", "gpu", "coreml"),
                                 precisions=("fp32", "fp16"), dynamic_shapes=True,
                                 needs_conversion=False, reference=True)
@@ -288,7 +292,7 @@ class OnnxRuntimeBackend(Backend):
                  objective: str) -> list[Candidate]:
         if candidate.get("provider") not in (None, CPU_EP):
             return []
-        cores = usable_cores(hw)
+        cores = threads_for(hw)
         small = model.flops < 20_000_000  # ~20 MFLOP: thread wake-ups cost more than they save
         out: list[Candidate] = []
         if objective == "throughput":
@@ -312,7 +316,7 @@ class OnnxRuntimeBackend(Backend):
             cost, reasons = 1.0, ["ONNX Runtime's CPU provider at default settings is the "
                                   "reference cost"]
             threads = candidate.get("intra_op_threads")
-            cores = usable_cores(hw)
+            cores = threads_for(hw)
             if isinstance(threads, int) and threads < cores:
                 if gflop < 0.02:
                     cost *= 0.95
@@ -349,7 +353,7 @@ class OnnxRuntimeBackend(Backend):
 
     def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
         ort = import_ort()
-        unknown = set(candidate.options) - _SETTINGS
+        unknown = set(candidate.settings_dict) - _SETTINGS
         if unknown:
             raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected "
                                      f"some of {sorted(_SETTINGS)}")
@@ -386,7 +390,7 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def _session_options(ort: Any, candidate: Candidate, ctx: LoadContext) -> Any:
-        o = candidate.options
+        o = candidate.settings_dict
         so = ort.SessionOptions()
         quota = max(1, int(ctx.threads))
         threads = o.get("intra_op_threads")
@@ -512,18 +516,14 @@ class OrtRunner(Runner):
         except BackendError:
             raise
         except Exception as exc:
-            raise self._run_error(exc, feeds) from None
+            raise self._run_error(exc) from None
 
-    def _run_error(self, exc: Exception, feeds: Any) -> Exception:
-        # Only on the error path: name the feed's problem in autoinfer's words.
+    @staticmethod
+    def _run_error(exc: Exception) -> Exception:
+        # The Session checked the feed: ONNX Runtime's own complaint about an argument is
+        # about values inside the graph (a Reshape that does not fit), still the input's.
         if type(exc).__name__ == "InvalidArgument" or isinstance(exc, (ValueError, TypeError)):
             return InputError(f"{NAME}: {_message(exc)}")
-        try:
-            FeedChecker(NAME, self._model.inputs)(feeds)
-        except InputError as bad:
-            return bad
-        except Exception:
-            pass
         return BackendError(NAME, f"run failed ({type(exc).__name__}): {_message(exc)}")
 
     def close(self) -> None:

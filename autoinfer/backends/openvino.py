@@ -35,18 +35,21 @@ quietly compute in 16 bits.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from .._hw import threads_for
+from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, UnsupportedModel
-from ._common import FeedChecker, cpu_has, dist_version, usable_cores
+from ._common import cpu_has, dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
                    Runner, Unsupported)
 
@@ -71,33 +74,32 @@ _HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "load_time": "LATENC
 
 _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 
-_import_lock = threading.Lock()
-
-
 _warned_foreign_import = False
+
+
+@contextlib.contextmanager
+def _telemetry_hidden() -> Iterator[None]:
+    """Around the import: every openvino_telemetry module hidden, even one the application
+    imported, so that OpenVINO's converter binds its stub; put back afterwards. An OpenVINO
+    the application imported before autoinfer is noticed (logged once) instead."""
+    if hasattr(sys.modules.get("openvino"), "Core"):
+        _note_foreign_import()
+        yield
+        return
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules)
+             if k == "openvino_telemetry" or k.startswith("openvino_telemetry.")}
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if sys.modules.get("openvino_telemetry", 0) is None:
+            del sys.modules["openvino_telemetry"]
+        sys.modules.update(saved)
 
 
 def import_openvino() -> Any:
     """``import openvino`` without the telemetry event its import sends (see module doc)."""
-    mod = sys.modules.get("openvino")
-    if mod is not None and hasattr(mod, "Core"):
-        _note_foreign_import()
-        return mod
-    with _import_lock:
-        # Hide every openvino_telemetry module, even one the application imported, so
-        # that OpenVINO's converter binds its stub; put them back afterwards.
-        saved = {k: sys.modules.pop(k) for k in list(sys.modules)
-                 if k == "openvino_telemetry" or k.startswith("openvino_telemetry.")}
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
-        try:
-            import openvino
-        except ImportError as exc:
-            raise BackendUnavailable(f"openvino cannot be imported ({exc})", fix=FIX) from None
-        finally:
-            if sys.modules.get("openvino_telemetry", 0) is None:
-                del sys.modules["openvino_telemetry"]
-            sys.modules.update(saved)
-        return openvino
+    return import_optional("openvino", extra=OpenVinoBackend.pip_extra, guard=_telemetry_hidden)
 
 
 def telemetry_bound() -> bool:
@@ -253,7 +255,7 @@ def refuse(model: "ModelFacts") -> str:
 class OpenVinoBackend(Backend):
     name = NAME
     package = "openvino"
-    extra = "openvino"
+    pip_extra = "openvino"
     capabilities = Capabilities(devices=("cpu", "gpu", "npu"), precisions=("fp32", "bf16", "fp16"),
                                 dynamic_shapes=True, needs_conversion=False, reference=False)
     thread_env_vars = ("OV_CPU_THREADS_NUM",)
@@ -327,7 +329,7 @@ class OpenVinoBackend(Backend):
     def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
                  objective: str) -> list[Candidate]:
         kind = to_ov_device(candidate.device).split(".")[0]
-        cores = usable_cores(hw)
+        cores = threads_for(hw)
         out: list[Candidate] = []
         if kind == "CPU":
             if objective == "throughput":
@@ -413,7 +415,7 @@ class OpenVinoBackend(Backend):
     # -- loading ----------------------------------------------------------------
 
     def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
-        unknown = set(candidate.options) - _SETTINGS
+        unknown = set(candidate.settings_dict) - _SETTINGS
         if unknown:
             raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected "
                                      f"some of {sorted(_SETTINGS)}")
@@ -465,7 +467,7 @@ class OpenVinoBackend(Backend):
 
     @staticmethod
     def _config(candidate: Candidate, ctx: LoadContext, supported: frozenset[str]) -> dict:
-        o = candidate.options
+        o = candidate.settings_dict
         config: dict[str, Any] = {}
 
         def put(key: str, value: Any) -> None:
@@ -513,7 +515,6 @@ class OvRunner(Runner):
         self.compiled = compiled
         self.input_names = tuple(s.name for s in model.inputs)
         self.output_names = tuple(s.name for s in model.outputs)
-        self._check = FeedChecker(NAME, model.inputs)
         self._tensor = import_openvino().Tensor
         self._in_index = self._match(compiled.inputs, self.input_names, "input")
         self._out_index = self._match(compiled.outputs, self.output_names, "output")
@@ -563,7 +564,7 @@ class OvRunner(Runner):
         return self._idle.get()
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = self._check(feeds)
+        arrays = [feeds[n] for n in self.input_names]  # checked by the Session
         for i in self._wide_ints:
             self._check_int32(i, arrays[i])
         return self._infer(arrays)

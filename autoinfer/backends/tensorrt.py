@@ -46,14 +46,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib
-import importlib.util
 import json
 import logging
 import math
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -65,10 +62,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .._hw import threads_for
+from .._lazy import import_errors, import_optional, present
+from .._util import stable_json
 from ..errors import AutoinferError, BackendError, BackendUnavailable, InputError, UnsupportedModel
-from ._common import FeedChecker, dist_version, usable_cores
+from ._common import dist_version
 from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
-                   Runner, Unsupported, resolve_shapes, stable_json)
+                   Runner, Unsupported, resolve_shapes)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware, NvidiaGPU
@@ -183,38 +183,16 @@ def _cc(gpu: "NvidiaGPU") -> str:
     return f"{major}.{minor}"
 
 
-def _module_present(name: str) -> bool:
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _import_trt() -> Any:
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise BackendUnavailable(f"tensorrt cannot be imported ({exc})", fix=INSTALL_FIX) from None
-    except Exception as exc:  # its shared libraries fail to load
-        raise BackendUnavailable(f"tensorrt fails on import ({type(exc).__name__}: {exc})",
-                                 fix="reinstall it: " + INSTALL_FIX) from None
-    return tensorrt
+    return import_optional("tensorrt", fix=INSTALL_FIX)
 
 
 def _import_cuda() -> "Cudart":
     from . import _cuda
 
-    try:
+    with import_errors("cuda-python", INSTALL_FIX, missing="cuda-python is not installed; "
+                       "TensorRT needs it here for device memory"):
         return _cuda.load()
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"cuda-python is not installed; TensorRT needs it here for device memory ({exc})",
-            fix=INSTALL_FIX) from None
-    except Exception as exc:
-        raise BackendUnavailable(f"cuda-python fails on import ({type(exc).__name__}: {exc})",
-                                 fix="reinstall it: " + INSTALL_FIX) from None
 
 
 @dataclass(frozen=True)
@@ -274,7 +252,7 @@ def _gpu_status(gpu: "NvidiaGPU", trt_version: str | None,
 
 def _inspect(hw: Any) -> _Report:
     """Everything availability() and candidates() need; imports only when a GPU exists."""
-    if not _module_present("tensorrt"):
+    if not present("tensorrt"):
         return _Report(False, reason="tensorrt is not installed", fix=INSTALL_FIX)
     dists = _installed_dists()
     version = dists.get("tensorrt") or next(
@@ -575,7 +553,7 @@ def _mentions_memory(messages: Sequence[str]) -> bool:
 
 
 def _check_settings(candidate: Candidate) -> None:
-    o = candidate.options
+    o = candidate.settings_dict
     unknown = set(o) - _SETTINGS
     if unknown:
         raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected some "
@@ -657,7 +635,7 @@ def _mig_share(gpu: "NvidiaGPU") -> float:
 class TensorRTBackend(Backend):
     name = NAME
     package = "tensorrt"
-    extra = "tensorrt"
+    pip_extra = "tensorrt"
     capabilities = Capabilities(devices=("cuda",), precisions=("fp32", "fp16", "int8"),
                                 dynamic_shapes=True, needs_conversion=True, reference=False)
 
@@ -764,7 +742,7 @@ class TensorRTBackend(Backend):
         gpu = _gpu_for(hw, candidate.device)
         if gpu is None:
             return Estimate(1000.0, (f"no NVIDIA GPU {candidate.device} on this machine",))
-        cores = usable_cores(hw, default=os.cpu_count() or 1)
+        cores = threads_for(hw, default=os.cpu_count() or 1)
         nodes = sum(c for _, c in model.op_histogram) or 1
         flops = max(model.flops, 1)
         opt = candidate.get("opt_level")
@@ -976,7 +954,7 @@ class TensorRTBackend(Backend):
                                              f"shape {list(t.shape)} in the parsed network")
 
         config = builder.create_builder_config()
-        o = candidate.options
+        o = candidate.settings_dict
         _set_precision(trt, config, candidate)
         timing_cache = _use_timing_cache(config, timing)
         if "opt_level" in o and hasattr(config, "builder_optimization_level"):
@@ -1191,7 +1169,6 @@ class TensorRTRunner(Runner):
         self._logger = logger
         self._ordinal = ordinal
         self._profile = profile
-        self._check = FeedChecker(NAME, model.inputs)
         self._inputs = tuple(self._tensor(trt, engine, s, True, profile) for s in model.inputs)
         self._outputs = tuple(self._tensor(trt, engine, s, False, profile)
                               for s in model.outputs)
@@ -1347,7 +1324,7 @@ class TensorRTRunner(Runner):
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = [self._prepare(t, x) for t, x in zip(self._inputs, self._check(feeds))]
+        arrays = [self._prepare(t, feeds[t.name]) for t in self._inputs]  # checked by the Session
         try:
             slot = self._acquire()
         except AutoinferError:

@@ -1,0 +1,209 @@
+"""The shared low layer: optional imports (``autoinfer._lazy``), bounded child processes
+(``autoinfer._proc``), the thread count (``autoinfer._hw``), canonical JSON and objectives."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+
+import pytest
+
+from autoinfer import _hw, _lazy, _proc
+from autoinfer._util import stable_json
+from autoinfer.backends import base
+from autoinfer.errors import BackendUnavailable
+from autoinfer.objectives import OBJECTIVES
+
+
+# -- optional imports ------------------------------------------------------------------------
+def test_a_missing_module_is_backend_unavailable_with_the_extra_to_install() -> None:
+    with pytest.raises(BackendUnavailable) as info:
+        _lazy.import_optional("autoinfer_no_such_module", package="no-such", extra="nosuch")
+    assert "no-such cannot be imported" in str(info.value)
+    assert info.value.fix == "pip install 'autoinfer[nosuch]'"
+    with pytest.raises(BackendUnavailable) as info:
+        _lazy.import_optional("autoinfer_no_such_module", missing="it is not installed")
+    assert str(info.value).startswith("it is not installed (")
+    assert info.value.fix == "pip install autoinfer_no_such_module"
+
+
+def test_a_module_that_fails_on_import_asks_for_a_reinstall(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "autoinfer_broken_mod.py").write_text("raise OSError('libfoo.so: not found')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BackendUnavailable, match=r"fails on import \(OSError: libfoo") as info:
+        _lazy.import_optional("autoinfer_broken_mod", extra="broken")
+    assert info.value.fix == "reinstall it: pip install 'autoinfer[broken]'"
+
+
+def test_the_guard_runs_once_around_the_first_import_and_from_one_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "autoinfer_lazy_probe.py").write_text(
+        "import os\nSEEN = os.environ.get('AUTOINFER_LAZY_PROBE')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls: list[str] = []
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard() -> Iterator[None]:
+        calls.append("before")
+        os.environ["AUTOINFER_LAZY_PROBE"] = "set"
+        time.sleep(0.05)  # let the other threads pile up on the lock
+        yield
+        calls.append("after:" + sys.modules["autoinfer_lazy_probe"].SEEN)
+
+    monkeypatch.delenv("AUTOINFER_LAZY_PROBE", raising=False)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(
+        _lazy.import_optional("autoinfer_lazy_probe", guard=guard))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["before", "after:set"]
+    assert len(got) == 4 and all(m is sys.modules["autoinfer_lazy_probe"] for m in got)
+    # a module replaced in sys.modules since (a test's fake) is imported again, guard and all
+    fake = SimpleNamespace(SEEN="fake")
+    monkeypatch.setitem(sys.modules, "autoinfer_lazy_probe", fake)
+    assert _lazy.import_optional("autoinfer_lazy_probe", guard=guard) is fake
+    assert calls == ["before", "after:set", "before", "after:fake"]
+
+
+def test_present_does_not_import() -> None:
+    assert _lazy.present("json") and not _lazy.present("autoinfer_no_such_module")
+    assert not _lazy.present("autoinfer_no_such_pkg.sub")
+
+
+# -- bounded child processes -----------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def test_output_status_and_environment(tmp_path: Path) -> None:
+    res = _proc.run_bounded([sys.executable, "-c",
+                             "import os, sys; print(os.environ['AUTOINFER_PROC_X']); "
+                             "print('err', file=sys.stderr); sys.exit(3)"],
+                            timeout_s=60, env={**os.environ, "AUTOINFER_PROC_X": "seen"})
+    assert res.returncode == 3 and not res.ok and not res.timed_out
+    assert res.output.split() == ["seen", "err"] and res.describe() == "exited with status 3"
+    log = tmp_path / "child.log"
+    res = _proc.run_bounded([sys.executable, "-c", "import os; print(os.getcwd())"],
+                            timeout_s=60, cwd=tmp_path, log_path=log)
+    assert res.ok and log.read_text().strip() == str(tmp_path) == res.output.strip()
+
+
+def test_the_default_environment_carries_every_runtimes_opt_outs() -> None:
+    from autoinfer.backends import child_environment
+
+    wanted = {k: v for k, v in child_environment({}).items()}
+    assert wanted, "no backend declares a child environment"
+    res = _proc.run_bounded([sys.executable, "-c", "import os, json; "
+                             "print(json.dumps(dict(os.environ)))"], timeout_s=60)
+    import json
+
+    env = json.loads(res.output)
+    assert {k: env.get(k) for k in wanted} == wanted
+
+
+def test_a_time_out_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    code = ("import subprocess, sys, time\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+            "print('started', flush=True)\ntime.sleep(120)\n")
+    t0 = time.monotonic()
+    res = _proc.run_bounded([sys.executable, "-c", code], timeout_s=3)
+    assert res.timed_out and not res.ok and res.returncode == -signal.SIGKILL
+    assert time.monotonic() - t0 < 30 and "started" in res.output
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild), "the grandchild outlived the time-out"
+
+
+def test_an_interrupted_wait_kills_the_child(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    started: list[int] = []
+    real_popen = _proc.subprocess.Popen
+
+    class Interrupted(real_popen):  # type: ignore[misc, valid-type]
+        def wait(self, timeout: float | None = None) -> int:
+            if not started:
+                started.append(self.pid)
+                raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    monkeypatch.setattr(_proc.subprocess, "Popen", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _proc.run_bounded([sys.executable, "-c", "import time; time.sleep(120)"], timeout_s=60)
+    assert started and not _alive(started[0])
+
+
+def test_a_memory_limit_stops_a_greedy_child() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the memory limit is RLIMIT_AS, Linux only")
+    code = "import time; time.sleep(0.5); b = bytearray(2 << 30); print('allocated')"
+    res = _proc.run_bounded([sys.executable, "-c", code], timeout_s=60,
+                            memory_limit_bytes=1 << 30)
+    assert not res.ok and "MemoryError" in res.output and "allocated" not in res.output
+
+
+def test_a_command_that_cannot_start_is_an_os_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        _proc.run_bounded([str(tmp_path / "missing")], timeout_s=5)
+
+
+# -- thread count, canonical JSON, objectives ------------------------------------------------
+@pytest.mark.parametrize("hw,default,want", [
+    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=6)), 1, 6),
+    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=0)), 1, 1),
+    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=None)), 4, 4),
+    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=True)), 3, 3),
+    (SimpleNamespace(), 2, 2),
+    (None, 0, 1),
+])
+def test_threads_for(hw: object, default: int, want: int) -> None:
+    assert _hw.threads_for(hw, default) == want
+
+
+def test_old_names_still_resolve_to_the_one_home() -> None:
+    from autoinfer.backends import _common
+
+    assert base.stable_json is stable_json and base.OBJECTIVES is OBJECTIVES
+    assert _common.usable_cores is _hw.threads_for
+    assert stable_json({"b": 1, "a": [1.5, None]}) == '{"a":[1.5,null],"b":1}'
+    assert OBJECTIVES[0] == "latency" and len(set(OBJECTIVES)) == len(OBJECTIVES) == 4
+
+
+# -- what backends declare is read --------------------------------------------------------
+def test_the_doctor_shows_each_runtimes_pip_extra_and_what_it_can_drive(tmp_path: Path) -> None:
+    from autoinfer import backends, doctor
+
+    rep = doctor.report(cache_dir=tmp_path)
+    by_name = {r["backend"]: r for r in rep["runtimes"]}
+    for name in backends.names():
+        b = backends.get(name)
+        r = by_name[name]
+        assert r["pip_extra"] == b.pip_extra
+        assert r["install"] == (f"pip install 'autoinfer[{b.pip_extra}]'" if b.pip_extra
+                                else f"pip install {b.package}")
+        assert r["supports"] == {"devices": list(b.capabilities.devices),
+                                 "precisions": list(b.capabilities.precisions)}
+        assert "fp32" in r["supports"]["precisions"]
+        # a device in use here is one the backend declares it can drive
+        assert {d.split(":")[0] for d in r["devices"]} <= set(b.capabilities.devices), r
