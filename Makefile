@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-out
 
-.PHONY: install tracer demo test test-long bench conformance-table clean
+.PHONY: install tracer demo test test-long lint bench conformance-table clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ tracer:
 
 test: $(STAMP) tracer
 	$(PY) -m pytest -q tests
+
+# ruff (lint and format) and mypy, with their settings in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The fuzzers at a long budget, and the other slow tests.
 test-long: $(STAMP) tracer
