@@ -110,7 +110,7 @@ def _detect(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
     # The query that can block goes first, in parallel with the file reads. NVML has
     # its own bound: nvmlInit can take seconds without persistence mode, so the live
     # default waits up to nvidia.TIMEOUT_S; an explicit ``timeout_s`` is kept as given.
-    nvml_future = bounded.start(lambda: nvidia.query(nvml), "nvml") if (system.live or nvml is not None) else None
+    nvml_future: Future[tuple[NvidiaGPU, ...]] | None = bounded.start(lambda: nvidia.query(nvml), "nvml") if (system.live or nvml is not None) else None
 
     cpu, os_name = _probe_cpu(system, notes)
 
@@ -183,15 +183,17 @@ def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
         notes.add(ProbeNote("cpuinfo", "ok", f"{len(info.processors)} processors"))
     logical = len(cpu_ids) or 1
 
-    physical = notes.guard("topology", lambda: cpu_probes.physical_cores(system, info, cpu_ids), (None, "unreadable"))
+    no_topology: tuple[int | None, str] = (None, "unreadable")
+    physical = notes.guard("topology", lambda: cpu_probes.physical_cores(system, info, cpu_ids), no_topology)
     if physical[0] is None and not notes.has("topology"):
         notes.add(ProbeNote("topology", "absent", f"{physical[1]}; assuming one thread per core"))
     elif physical[0] is not None:
         notes.add(ProbeNote("topology", "ok", f"{physical[0]} cores from {physical[1]}"))
     physical_cores = physical[0] or logical
 
-    all_cpus = (CpuCluster(tuple(cpu_ids) or (0,), None),)
-    clusters, with_freq = notes.guard("cpufreq", lambda: cpu_probes.clusters(system, cpu_ids), (all_cpus, 0))
+    all_cpus: tuple[CpuCluster, ...] = (CpuCluster(tuple(cpu_ids) or (0,), None),)
+    no_clusters: tuple[tuple[CpuCluster, ...], int] = (all_cpus, 0)
+    clusters, with_freq = notes.guard("cpufreq", lambda: cpu_probes.clusters(system, cpu_ids), no_clusters)
     if with_freq:
         notes.add(ProbeNote("cpufreq", "ok", "max MHz " + ", ".join(
             f"{c.max_freq_mhz:g} on {len(c.cpus)} CPUs" for c in clusters if c.max_freq_mhz)))

@@ -254,6 +254,7 @@ def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIME
     meta = {"machine": system.machine(), "os": system.os_name()}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
+    gpus: tuple[NvidiaGPU, ...]
     try:
         gpus = nvml_future.result(timeout=max(timeout_s, nvidia.TIMEOUT_S))
     except Exception:

@@ -439,7 +439,7 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
                                     "and output blob; autoinfer cannot tell their layout")
     inputs = []
     for blob, (name, dtype, shape) in zip(want_in, req.inputs):
-        axis = in_axes[blob]
+        axis: int | None = in_axes[blob]
         axis = None if axis == _pnnx.NO_BATCH else axis
         if axis is not None and (axis >= len(shape) or shape[axis] != 1):
             raise _pnnx.ConversionError(

@@ -42,7 +42,7 @@ import queue
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -536,7 +536,7 @@ class OvRunner(Runner):
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._created = 0
         self._lock = threading.Lock()
-        self._infer = self._infer_impl
+        self._infer: Callable[[list[np.ndarray]], list[np.ndarray]] = self._infer_impl
 
     @staticmethod
     def _match(ports: Any, names: tuple[str, ...], what: str) -> tuple[int, ...]:

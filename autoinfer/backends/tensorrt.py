@@ -325,7 +325,7 @@ def _logger(trt: Any) -> Any:
         errors = {int(sev.INTERNAL_ERROR), int(sev.ERROR)}
         warning = int(sev.WARNING)
 
-        class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        class _Logger(trt.ILogger):
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
                 self.book = _LogBook()
@@ -346,7 +346,7 @@ def _logger(trt: Any) -> Any:
 def _progress_monitor(trt: Any, deadline: float) -> Any:
     """A build-progress monitor that cancels the build after ``deadline`` (TensorRT >= 10)."""
 
-    class _Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+    class _Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self.cancelled = False
