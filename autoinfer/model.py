@@ -5,11 +5,17 @@ data are not loaded), hashes the file and its external-data files in a
 streamed pass, and answers everything the rest of autoinfer asks about the
 model: inputs and outputs, opsets, operators, size, and a FLOP estimate.
 Anything wrong with the file raises :class:`~autoinfer.errors.ModelError`
-naming the file and the problem.
+naming the file and the problem, but only what ONNX Runtime itself refuses
+(ORT is the reference: every model it opens, autoinfer opens). Exporter quirks
+that ORT accepts are accepted here too, some with a logged warning: negative
+dimension values (Paddle2ONNX writes -1 for a dynamic dimension), dimensions
+of 0, absurdly large declared dimensions, graphs without outputs, a missing IR
+version, and non-tensor inputs and outputs (sequences, optionals, maps).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -44,7 +50,9 @@ KNOWN_DOMAINS = frozenset(
     }
 )
 _ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
-# A declared dimension above this is not a real tensor on any machine.
+# A declared dimension above this is not a real tensor on any machine: such a
+# model is opened (ONNX Runtime opens it) with a warning, since no input of that
+# shape can ever be fed.
 MAX_DIM = 2**31 - 1
 MAX_ELEMENTS = 2**36
 
@@ -74,7 +82,7 @@ class TensorSpec:
     """
 
     name: str
-    dtype: str
+    dtype: str  # NumPy name; for a non-tensor, ONNX Runtime's type ("seq(tensor(float))")
     shape: tuple[Dim, ...] | None  # None: rank unknown
 
     @property
@@ -82,7 +90,13 @@ class TensorSpec:
         return self.shape is None or any(not isinstance(d, int) for d in self.shape)
 
     @property
+    def is_tensor(self) -> bool:
+        return "(" not in self.dtype
+
+    @property
     def ort_type(self) -> str:
+        if not self.is_tensor:
+            return self.dtype
         return _ELEM_TO_ORT.get(self.dtype, f"tensor({self.dtype})")
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,7 +202,7 @@ def _dims(type_proto: Any) -> tuple[str, tuple[Dim, ...] | None]:
         return dtype, None
     dims: list[Dim] = []
     for d in tt.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(d.dim_param)
@@ -197,22 +211,47 @@ def _dims(type_proto: Any) -> tuple[str, tuple[Dim, ...] | None]:
     return dtype, tuple(dims)
 
 
+def _ort_type_name(tp: Any) -> str:
+    """ONNX Runtime's name of a type: ``tensor(float)``, ``seq(tensor(int64))``,
+    ``optional(tensor(float))``, ``map(string,tensor(float))``."""
+    kind = tp.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        elem = _ELEM_TO_NUMPY.get(getattr(tp, kind).elem_type, "")
+        name = _ELEM_TO_ORT.get(elem, f"tensor(elem{getattr(tp, kind).elem_type})")
+        return name if kind == "tensor_type" else "sparse_" + name
+    if kind == "sequence_type":
+        return f"seq({_ort_type_name(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_ort_type_name(tp.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = _ELEM_TO_ORT.get(_ELEM_TO_NUMPY.get(tp.map_type.key_type, ""), "?")
+        return f"map({key[7:-1]},{_ort_type_name(tp.map_type.value_type)})"
+    return str(kind)
+
+
 def _spec(value_info: Any, path: Path, what: str) -> TensorSpec:
-    if value_info.type.WhichOneof("value") != "tensor_type":
-        raise ModelError(f"{path}: {what} {value_info.name!r} is not a tensor "
-                         f"({value_info.type.WhichOneof('value')}); autoinfer runs tensor models only")
+    kind = value_info.type.WhichOneof("value")
+    if kind is None:  # ONNX Runtime: "Model input (x) does not have type information"
+        raise ModelError(f"{path}: {what} {value_info.name!r} has no type")
+    if kind != "tensor_type":
+        inner = value_info.type
+        while inner.WhichOneof("value") == "optional_type":
+            inner = inner.optional_type.elem_type
+        shape = _dims(inner)[1] if inner.WhichOneof("value") == "tensor_type" else None
+        return TensorSpec(value_info.name, _ort_type_name(value_info.type), shape)
     dtype, shape = _dims(value_info.type)
     if shape is not None:
         n = 1
         for d in shape:
             if isinstance(d, int):
-                if d < 0 or d > MAX_DIM:
-                    raise ModelError(f"{path}: {what} {value_info.name!r} declares an impossible "
-                                     f"dimension {d} in shape {list(shape)}")
+                if d > MAX_DIM:
+                    log.warning("%s: %s %r declares dimension %d in shape %s; no input of that "
+                                "shape fits in memory", path, what, value_info.name, d,
+                                list(shape))
                 n *= d
         if n > MAX_ELEMENTS:
-            raise ModelError(f"{path}: {what} {value_info.name!r} declares {n} elements "
-                             f"(shape {list(shape)}), more than any machine can hold")
+            log.warning("%s: %s %r declares %d elements (shape %s), more than any machine can "
+                        "hold", path, what, value_info.name, n, list(shape))
     return TensorSpec(value_info.name, dtype, shape)
 
 
@@ -253,6 +292,17 @@ def _non_utf8_field(model: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _newest_opset(domain: str) -> int:
+    """The newest opset of ``domain`` the installed onnx package describes."""
+    import onnx.defs
+
+    if domain in ("", "ai.onnx"):
+        return int(onnx.defs.onnx_opset_version())
+    return max((s.since_version for s in onnx.defs.get_all_schemas_with_history()
+                if s.domain == domain), default=0)
+
+
 def _check_operators(model: Any, path: Path) -> None:
     import onnx.defs
 
@@ -277,6 +327,11 @@ def _check_operators(model: Any, path: Path) -> None:
                              f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it")
         if dom in _ONNX_DOMAINS:
             version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
+            if version > _newest_opset(dom) and version < 10**6:
+                # newer than this onnx package knows: ONNX Runtime is the judge
+                log.debug("%s: opset %d of %r is newer than onnx %s knows; operators not "
+                          "checked", path, version, dom or "ai.onnx", onnx.__version__)
+                continue
             if not onnx.defs.has(node.op_type, dom):
                 raise ModelError(f"{path}: node {node.name or node.op_type!r} uses unknown operator "
                                  f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})")
@@ -457,9 +512,11 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
 def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     """Read the model at ``path`` once and return its facts.
 
-    Raises :class:`ModelError` for a missing path, a directory, an empty or
-    truncated file, bytes that are not an ONNX model, unknown operators or
-    domains, missing external data, and absurd declared dimensions.
+    Raises :class:`ModelError` for what ONNX Runtime refuses too: a missing path, a
+    directory, an empty or truncated file, bytes that are not an ONNX model, an
+    input without a type, duplicate input names, unknown operators or domains
+    (ONNX Runtime opens those only with a custom-operator library), operators
+    absent at the model's opset, and missing or escaping external data.
     """
     import onnx
 
@@ -484,12 +541,14 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     bad_text = _non_utf8_field(model)
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
-    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+    if not model.HasField("graph") or not model.opset_import:  # ONNX Runtime refuses these
         raise ModelError(f"{p}: parses as protobuf but is not an ONNX model "
-                         "(no IR version, graph or opset import)")
+                         "(no graph or opset import)")
+    if model.ir_version <= 0:
+        log.warning("%s: the model declares no IR version; ONNX Runtime opens it anyway", p)
     g = model.graph
     if not g.output:
-        raise ModelError(f"{p}: the graph declares no outputs")
+        log.warning("%s: the graph declares no outputs; run() will return nothing", p)
     externals = _external_files(model, p)
     _check_operators(model, p)
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
