@@ -55,6 +55,7 @@ _ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.trainin
 # shape can ever be fed.
 MAX_DIM = 2**31 - 1
 MAX_ELEMENTS = 2**36
+NO_VERSION = 2**63 - 1  # ONNX Runtime's model version when the model sets none
 
 _ELEM_TO_NUMPY = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
@@ -578,7 +579,8 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
         graph_name=g.name,
         description=model.doc_string,
         domain=model.domain,
-        model_version=int(model.model_version),
+        # ONNX Runtime reports an unset version as INT64_MAX; so does get_modelmeta()
+        model_version=int(model.model_version) if model.HasField("model_version") else NO_VERSION,
         metadata=tuple((m.key, m.value) for m in model.metadata_props),
     )
 
