@@ -31,6 +31,7 @@ import runpy
 import sys
 import threading
 import types
+import weakref
 from typing import Any
 
 log = logging.getLogger("autoinfer.patch")
@@ -38,6 +39,12 @@ log = logging.getLogger("autoinfer.patch")
 _lock = threading.RLock()
 _original: type | None = None  # ONNX Runtime's class while the patch is on
 _patched: type | None = None
+_sessions: "weakref.WeakSet[Any]" = weakref.WeakSet()  # sessions created under the patch
+
+
+def sessions() -> list[Any]:
+    """The live sessions the patched class created (for benchmarks and diagnostics)."""
+    return list(_sessions)
 
 
 def original_class() -> type:
@@ -69,6 +76,7 @@ def _session_params() -> frozenset[str]:
 
 
 def _make_class() -> type:
+    from .errors import NoCandidateError
     from .hints import hints_from_ort
     from .session import Session
 
@@ -92,7 +100,14 @@ def _make_class() -> type:
 
     class InferenceSession(Session, metaclass=_Meta):
         """autoinfer's ``Session`` in place of ``onnxruntime.InferenceSession``: ONNX
-        Runtime's arguments are read as hints (:func:`autoinfer.hints.hints_from_ort`)."""
+        Runtime's arguments are read as hints (:func:`autoinfer.hints.hints_from_ort`).
+
+        The patch never makes an application fail where ONNX Runtime runs it: when
+        autoinfer's choice finds no runtime it can check (its sample inputs do not suit
+        the model, say), the session stays on ONNX Runtime with the application's own
+        arguments, and says so once in the log."""
+
+        _delegate: Any = None
 
         def __init__(self, path_or_bytes: Any, sess_options: Any = None,
                      providers: Any = None, provider_options: Any = None,
@@ -106,8 +121,51 @@ def _make_class() -> type:
             if "selection" in accepted and "selection" not in own:
                 args.setdefault("selection", "background")
             args.update(own)
+            self._ort_args = (sess_options, providers, provider_options, own)
             log.debug("autoinfer.patch: %s", "; ".join(hints.notes) or "no hints")
-            super().__init__(path_or_bytes, **args)
+            try:
+                super().__init__(path_or_bytes, **args)
+            except NoCandidateError as exc:
+                if hints.pinned or not hasattr(self, "_facts"):
+                    raise
+                self._stay_on_ort(path_or_bytes, exc)
+            _sessions.add(self)
+
+        def _stay_on_ort(self, model: Any, exc: Exception) -> Any:
+            sess_options, providers, provider_options, own = self._ort_args
+            log.warning("autoinfer.patch: no runtime could be checked for %s (%s); this "
+                        "session stays on ONNX Runtime", self._facts.path.name,
+                        str(exc).splitlines()[0])
+            own = {k: v for k, v in own.items() if k in ("cache_dir", "input_shapes")}
+            self._delegate = Session(model, sess_options,
+                                     providers or ["CPUExecutionProvider"], provider_options,
+                                     **own)
+            return self._delegate
+
+        def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+            d = self._delegate
+            if d is not None:
+                return d.run(output_names, input_feed, run_options)
+            try:
+                return super().run(output_names, input_feed, run_options)
+            except NoCandidateError as exc:
+                with _lock:
+                    d = self._delegate or self._stay_on_ort(self._facts.path, exc)
+                return d.run(output_names, input_feed, run_options)
+
+        def _current_runner(self) -> Any:
+            d = self._delegate
+            return d._current_runner() if d is not None else super()._current_runner()
+
+        def explain(self) -> str:
+            d = self._delegate
+            return super().explain() if d is None else \
+                "on ONNX Runtime with the application's arguments: " + d.explain()
+
+        def close(self) -> None:
+            if self._delegate is not None:
+                self._delegate.close()
+            super().close()
 
     InferenceSession.__module__ = "onnxruntime"
     InferenceSession.__qualname__ = "InferenceSession"
