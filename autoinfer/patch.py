@@ -44,7 +44,8 @@ _sessions: "weakref.WeakSet[Any]" = weakref.WeakSet()  # sessions created under 
 
 def sessions() -> list[Any]:
     """The live sessions the patched class created (for benchmarks and diagnostics)."""
-    return list(_sessions)
+    with _lock:
+        return list(_sessions)
 
 
 def original_class() -> type:
@@ -118,8 +119,6 @@ def _make_class() -> type:
             args = dict(hints.session_kwargs)
             if hints.devices and "devices" in accepted and not hints.pinned:
                 args["devices"] = list(hints.devices)
-            if "selection" in accepted and "selection" not in own:
-                args.setdefault("selection", "background")
             args.update(own)
             self._ort_args = (sess_options, providers, provider_options, own)
             log.debug("autoinfer.patch: %s", "; ".join(hints.notes) or "no hints")
@@ -129,7 +128,8 @@ def _make_class() -> type:
                 if hints.pinned or not hasattr(self, "_facts"):
                     raise
                 self._stay_on_ort(path_or_bytes, exc)
-            _sessions.add(self)
+            with _lock:
+                _sessions.add(self)
 
         def _stay_on_ort(self, model: Any, exc: Exception) -> Any:
             sess_options, providers, provider_options, own = self._ort_args
