@@ -61,6 +61,9 @@ _ELEM_TO_NUMPY = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
     7: "int64", 8: "str", 9: "bool", 10: "float16", 11: "float64", 12: "uint32",
     13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
+    # no NumPy dtype: named as ONNX Runtime names them
+    17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
+    21: "uint4", 22: "int4", 23: "float4e2m1", 24: "float8e8m0", 25: "uint2", 26: "int2",
 }
 _ELEM_TO_ORT = {
     "float32": "tensor(float)", "uint8": "tensor(uint8)", "int8": "tensor(int8)",

@@ -409,12 +409,11 @@ class Session(OrtSurface):
 
     # -- ONNX Runtime's introspection --------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
-        return [NodeArg(i.name, list(i.shape) if i.shape is not None else None, i.ort_type)
-                for i in self._facts.inputs]
+        # an unknown rank reads [] as in ONNX Runtime
+        return [NodeArg(i.name, list(i.shape or ()), i.ort_type) for i in self._facts.inputs]
 
     def get_outputs(self) -> list[NodeArg]:
-        return [NodeArg(o.name, list(o.shape) if o.shape is not None else None, o.ort_type)
-                for o in self._facts.outputs]
+        return [NodeArg(o.name, list(o.shape or ()), o.ort_type) for o in self._facts.outputs]
 
     def get_modelmeta(self) -> ModelMetadata:
         f = self._facts

@@ -261,6 +261,10 @@ def check(model: Path | bytes, feeds: Any, cache: Path) -> tuple[str, str | None
     if ours_loaded != "ok":
         return "opened", f"ONNX Runtime opens it, autoinfer refuses it: {ours}"
     try:
+        specs = [[(a.name, a.type, a.shape) for a in f()] for f in (plain.get_inputs,
+                                                                      ours.get_inputs)]
+        if specs[0] != specs[1]:
+            return "opened", f"get_inputs(): ONNX Runtime {specs[0]}, autoinfer {specs[1]}"
         if feeds is None:
             return "opened", None
         if feeds == "random":
