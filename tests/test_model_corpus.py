@@ -265,6 +265,11 @@ def check(model: Path | bytes, feeds: Any, cache: Path) -> tuple[str, str | None
                                                                       ours.get_inputs)]
         if specs[0] != specs[1]:
             return "opened", f"get_inputs(): ONNX Runtime {specs[0]}, autoinfer {specs[1]}"
+        metas = [(m.producer_name, m.graph_name, m.domain, m.description, m.graph_description,
+                  m.version, dict(m.custom_metadata_map))
+                 for m in (plain.get_modelmeta(), ours.get_modelmeta())]
+        if metas[0] != metas[1]:
+            return "opened", f"get_modelmeta(): ONNX Runtime {metas[0]}, autoinfer {metas[1]}"
         if feeds is None:
             return "opened", None
         if feeds == "random":
