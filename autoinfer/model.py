@@ -129,6 +129,8 @@ class ModelFacts:
     domain: str = ""
     model_version: int = 0
     metadata: tuple[tuple[str, str], ...] = field(default=())
+    producer_name: str = ""  # as ONNX Runtime's get_modelmeta() reports them
+    graph_description: str = ""
 
     @property
     def has_dynamic_inputs(self) -> bool:
@@ -162,6 +164,7 @@ class ModelFacts:
             "producer": self.producer, "graph_name": self.graph_name,
             "description": self.description, "domain": self.domain,
             "model_version": self.model_version, "metadata": [list(m) for m in self.metadata],
+            "producer_name": self.producer_name, "graph_description": self.graph_description,
         }
 
     @classmethod
@@ -183,6 +186,7 @@ class ModelFacts:
             graph_name=str(d["graph_name"]), description=str(d["description"]),
             domain=str(d["domain"]), model_version=int(d["model_version"]),
             metadata=tuple((str(a), str(b)) for a, b in d["metadata"]),
+            producer_name=str(d["producer_name"]), graph_description=str(d["graph_description"]),
         )
 
 
@@ -585,6 +589,8 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
         # ONNX Runtime reports an unset version as INT64_MAX; so does get_modelmeta()
         model_version=int(model.model_version) if model.HasField("model_version") else NO_VERSION,
         metadata=tuple((m.key, m.value) for m in model.metadata_props),
+        producer_name=model.producer_name,
+        graph_description=g.doc_string,
     )
 
 

@@ -417,9 +417,9 @@ class Session(OrtSurface):
 
     def get_modelmeta(self) -> ModelMetadata:
         f = self._facts
-        return ModelMetadata(producer_name=f.producer.split(" ")[0] if f.producer else "",
+        return ModelMetadata(producer_name=f.producer_name,
                              graph_name=f.graph_name, domain=f.domain, description=f.description,
-                             graph_description="", version=f.model_version,
+                             graph_description=f.graph_description, version=f.model_version,
                              custom_metadata_map=dict(f.metadata))
 
     def _current_runner(self) -> Runner | None:  # the OrtSurface protocol

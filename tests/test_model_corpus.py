@@ -111,7 +111,8 @@ def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
     meta = _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])])
     helper.set_model_props(meta, {"": "empty key", "k": "", "ünïcode": "✓" * 300})
     meta.doc_string = "d" * 100_000
-    meta.producer_name = ""
+    meta.producer_name = "an exporter with spaces"
+    meta.graph.doc_string = "the graph's own description"
     yield ("metadata oddities", meta, {"x": F4})
     yield ("no IR version", _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])], ir=0),
            {"x": F4})
