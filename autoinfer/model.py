@@ -50,11 +50,10 @@ KNOWN_DOMAINS = frozenset(
     }
 )
 _ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
-# A declared dimension above this is not a real tensor on any machine: such a
-# model is opened (ONNX Runtime opens it) with a warning, since no input of that
-# shape can ever be fed.
+# Above these, a declared shape fits no machine: opened (as ONNX Runtime does) with a warning.
 MAX_DIM = 2**31 - 1
 MAX_ELEMENTS = 2**36
+UNTYPED = "untyped"  # an output the model declares without a type, until inferred
 NO_VERSION = 2**63 - 1  # ONNX Runtime's model version when the model sets none
 
 _ELEM_TO_NUMPY = {
@@ -220,8 +219,7 @@ def _dims(type_proto: Any) -> tuple[str, tuple[Dim, ...] | None]:
 
 
 def _ort_type_name(tp: Any) -> str:
-    """ONNX Runtime's name of a type: ``tensor(float)``, ``seq(tensor(int64))``,
-    ``optional(tensor(float))``, ``map(string,tensor(float))``."""
+    """ONNX Runtime's name of a type: ``tensor(float)``, ``seq(tensor(int64))``..."""
     kind = tp.WhichOneof("value")
     if kind in ("tensor_type", "sparse_tensor_type"):
         elem = _ELEM_TO_NUMPY.get(getattr(tp, kind).elem_type, "")
@@ -240,7 +238,9 @@ def _ort_type_name(tp: Any) -> str:
 def _spec(value_info: Any, path: Path, what: str) -> TensorSpec:
     kind = value_info.type.WhichOneof("value")
     if kind is None:  # ONNX Runtime: "Model input (x) does not have type information"
-        raise ModelError(f"{path}: {what} {value_info.name!r} has no type")
+        if what == "input":
+            raise ModelError(f"{path}: {what} {value_info.name!r} has no type")
+        return TensorSpec(value_info.name, UNTYPED, None)  # an output: inferred below
     if kind != "tensor_type":
         inner = value_info.type
         while inner.WhichOneof("value") == "optional_type":
@@ -252,15 +252,25 @@ def _spec(value_info: Any, path: Path, what: str) -> TensorSpec:
         n = 1
         for d in shape:
             if isinstance(d, int):
-                if d > MAX_DIM:
-                    log.warning("%s: %s %r declares dimension %d in shape %s; no input of that "
-                                "shape fits in memory", path, what, value_info.name, d,
-                                list(shape))
                 n *= d
-        if n > MAX_ELEMENTS:
+        if n > MAX_ELEMENTS or any(isinstance(d, int) and d > MAX_DIM for d in shape):
             log.warning("%s: %s %r declares %d elements (shape %s), more than any machine can "
                         "hold", path, what, value_info.name, n, list(shape))
     return TensorSpec(value_info.name, dtype, shape)
+
+
+def _infer_untyped(model: Any, outputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    """Outputs declared without a type get the inferred one, as ONNX Runtime does."""
+    import onnx
+
+    try:
+        inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(
+            model, strict_mode=False).graph.output}
+    except Exception as exc:  # noqa: BLE001 - the type stays unknown
+        log.debug("shape inference failed: %s", exc)
+        return outputs
+    return tuple(_spec(inferred[o.name], Path(), "output")
+                 if o.dtype == UNTYPED and o.name in inferred else o for o in outputs)
 
 
 def _non_utf8_field(model: Any) -> str | None:
@@ -335,10 +345,7 @@ def _check_operators(model: Any, path: Path) -> None:
                              f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it")
         if dom in _ONNX_DOMAINS:
             version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
-            if version > _newest_opset(dom) and version < 10**6:
-                # newer than this onnx package knows: ONNX Runtime is the judge
-                log.debug("%s: opset %d of %r is newer than onnx %s knows; operators not "
-                          "checked", path, version, dom or "ai.onnx", onnx.__version__)
+            if _newest_opset(dom) < version < 10**6:  # newer than this onnx knows: ORT judges
                 continue
             if not onnx.defs.has(node.op_type, dom):
                 raise ModelError(f"{path}: node {node.name or node.op_type!r} uses unknown operator "
@@ -562,6 +569,9 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)
+    flops = _checked_flops(model, p, size)  # first: it finds graphs that crash inference
+    if any(o.dtype == UNTYPED for o in outputs):
+        outputs = _infer_untyped(model, outputs)
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
         raise ModelError(f"{p}: input names are not unique: {names}")
@@ -580,7 +590,7 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
         outputs=outputs,
         op_histogram=tuple(sorted(hist.items())),
         params=_count_params(model),
-        flops=_checked_flops(model, p, size),
+        flops=flops,
         external_data=tuple(str(e) for e in externals),
         producer=(model.producer_name + " " + model.producer_version).strip(),
         graph_name=g.name,

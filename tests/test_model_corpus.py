@@ -76,6 +76,9 @@ def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
     yield ("empty-string dim_param",
            _model([relu], [_dims(_vi("x", None), "", 4)], [_vi("y", ["", 4])]), {"x": F4})
     yield ("input without shape", _model([relu], [_vi("x", None)], [_vi("y", None)]), {"x": F4})
+    yield ("output declared without a type",
+           _model([relu], [_vi("x", [2, 4])], [helper.make_value_info("y", onnx.TypeProto())]),
+           {"x": F4})
     yield ("output declared with a wrong shape",
            _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 5])]), {"x": F4})
     # (duplicate node names: ONNX Runtime refuses them, "two nodes with same node name")
