@@ -165,6 +165,8 @@ def test_on_onnxruntime_answers_equal_a_plain_inference_session(model: Path,
 
 @pytest.fixture(scope="module")
 def on_openvino(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pytest.importorskip("openvino", reason="the other-runtime half needs OpenVINO: "
+                                           'pip install "autoinfer[openvino]"')
     s = autoinfer.Session(model, backends=["openvino"], cache_dir=tmp_path_factory.mktemp("c"),
                           threads=1, **no_selection())
     assert s.choice.backend == "openvino"
