@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[all,dev]"
 	$(PY) -m pip install -q --no-deps pnnx
+	# The OCR application of the drop-in tests and benchmark: its wheel asks for
+	# opencv-python (GUI libraries); the dev extra gives it the headless build instead.
+	$(PY) -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4"
 	touch $(STAMP)
 
 # strace, for tests/test_network.py: it sees connections from native code and from every
@@ -52,6 +55,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/apps.py
 
 conformance-table: $(STAMP)
 	$(PY) scripts/conformance_table.py

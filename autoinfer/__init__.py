@@ -5,6 +5,9 @@
     outputs = sess.run(None, {"input": x})
     print(sess.explain())
 
+    autoinfer.patch()   # or: python -m autoinfer.patch app.py  (onnxruntime.InferenceSession
+                        # becomes autoinfer's for the whole process; unpatch() restores it)
+
 Importing autoinfer imports no inference runtime; each is imported when used.
 """
 from __future__ import annotations
@@ -13,7 +16,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (AutoinferError, BackendError, BackendUnavailable, CacheError, ConfigError,
-                     InputError, ModelError, NoCandidateError, UnsupportedModel)
+                     InputError, ModelError, NoCandidateError, UnsupportedModel,
+                     UnsupportedOnRuntime)
 
 __version__ = "0.1.0"
 
@@ -21,15 +25,17 @@ logging.getLogger("autoinfer").addHandler(logging.NullHandler())
 
 __all__ = [
     "AutoinferError", "BackendError", "BackendUnavailable", "CacheError", "ConfigError",
-    "InputError", "ModelError", "NoCandidateError", "UnsupportedModel", "Session", "select",
-    "__version__",
+    "InputError", "ModelError", "NoCandidateError", "UnsupportedModel", "UnsupportedOnRuntime",
+    "Session", "select", "patch", "unpatch", "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .patch import patch, unpatch
     from .policy import select
     from .session import Session
 
-_LAZY = {"Session": ("session", "Session"), "select": ("policy", "select")}
+_LAZY = {"Session": ("session", "Session"), "select": ("policy", "select"),
+         "patch": ("patch", "patch"), "unpatch": ("patch", "unpatch")}
 
 
 def __getattr__(name: str) -> Any:

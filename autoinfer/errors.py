@@ -65,3 +65,18 @@ class NoCandidateError(AutoinferError):
 
 class CacheError(AutoinferError):
     """The cache directory cannot be used (permissions, full disk, damage)."""
+
+
+class UnsupportedOnRuntime(AutoinferError, NotImplementedError):
+    """An ``onnxruntime.InferenceSession`` method that only ONNX Runtime has, called
+    while the session runs on another runtime.
+
+    ``method`` is the name called, ``runtime`` where the session runs now.
+    """
+
+    def __init__(self, method: str, runtime: str) -> None:
+        super().__init__(
+            f"{method}() needs ONNX Runtime, and this session runs on {runtime}. To keep a "
+            f"session on ONNX Runtime, create it with backends=['onnxruntime']")
+        self.method = method
+        self.runtime = runtime

@@ -5,21 +5,20 @@ data are not loaded), hashes the file and its external-data files in a
 streamed pass, and answers everything the rest of autoinfer asks about the
 model: inputs and outputs, opsets, operators, size, and a FLOP estimate.
 Anything wrong with the file raises :class:`~autoinfer.errors.ModelError`
-naming the file and the problem.
+naming the file and the problem, but only what ONNX Runtime itself refuses
+(ORT is the reference: every model it opens, autoinfer opens). Exporter quirks
+that ORT accepts are accepted here too, some with a logged warning: negative
+dimension values (Paddle2ONNX writes -1 for a dynamic dimension), dimensions
+of 0, absurdly large declared dimensions, graphs without outputs, a missing IR
+version, and non-tensor inputs and outputs (sequences, optionals, maps).
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import logging
 import math
 import os
-import select
-import signal
-import sys
-import tempfile
-import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,14 +44,19 @@ class _KnownDomains:
 
 KNOWN_DOMAINS = _KnownDomains()
 _ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
-# A declared dimension above this is not a real tensor on any machine.
+# Above these, a declared shape fits no machine: opened (as ONNX Runtime does) with a warning.
 MAX_DIM = 2**31 - 1
 MAX_ELEMENTS = 2**36
+UNTYPED = "untyped"  # an output the model declares without a type, until inferred
+NO_VERSION = 2**63 - 1  # ONNX Runtime's model version when the model sets none
 
 _ELEM_TO_NUMPY = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
     7: "int64", 8: "str", 9: "bool", 10: "float16", 11: "float64", 12: "uint32",
     13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
+    # no NumPy dtype: named as ONNX Runtime names them
+    17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
+    21: "uint4", 22: "int4", 23: "float4e2m1", 24: "float8e8m0", 25: "uint2", 26: "int2",
 }
 _ELEM_TO_ORT = {
     "float32": "tensor(float)", "uint8": "tensor(uint8)", "int8": "tensor(int8)",
@@ -75,7 +79,7 @@ class TensorSpec:
     """
 
     name: str
-    dtype: str
+    dtype: str  # NumPy name; for a non-tensor, ONNX Runtime's type ("seq(tensor(float))")
     shape: tuple[Dim, ...] | None  # None: rank unknown
 
     @property
@@ -83,7 +87,13 @@ class TensorSpec:
         return self.shape is None or any(not isinstance(d, int) for d in self.shape)
 
     @property
+    def is_tensor(self) -> bool:
+        return "(" not in self.dtype
+
+    @property
     def ort_type(self) -> str:
+        if not self.is_tensor:
+            return self.dtype
         return _ELEM_TO_ORT.get(self.dtype, f"tensor({self.dtype})")
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +122,8 @@ class ModelFacts:
     domain: str = ""
     model_version: int = 0
     metadata: tuple[tuple[str, str], ...] = field(default=())
+    producer_name: str = ""  # as ONNX Runtime's get_modelmeta() reports them
+    graph_description: str = ""
 
     @property
     def has_dynamic_inputs(self) -> bool:
@@ -145,6 +157,7 @@ class ModelFacts:
             "producer": self.producer, "graph_name": self.graph_name,
             "description": self.description, "domain": self.domain,
             "model_version": self.model_version, "metadata": [list(m) for m in self.metadata],
+            "producer_name": self.producer_name, "graph_description": self.graph_description,
         }
 
     @classmethod
@@ -166,6 +179,7 @@ class ModelFacts:
             graph_name=str(d["graph_name"]), description=str(d["description"]),
             domain=str(d["domain"]), model_version=int(d["model_version"]),
             metadata=tuple((str(a), str(b)) for a, b in d["metadata"]),
+            producer_name=str(d["producer_name"]), graph_description=str(d["graph_description"]),
         )
 
 
@@ -189,7 +203,7 @@ def _dims(type_proto: Any) -> tuple[str, tuple[Dim, ...] | None]:
         return dtype, None
     dims: list[Dim] = []
     for d in tt.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value >= 0:
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param") and d.dim_param:
             dims.append(d.dim_param)
@@ -198,23 +212,59 @@ def _dims(type_proto: Any) -> tuple[str, tuple[Dim, ...] | None]:
     return dtype, tuple(dims)
 
 
+def _ort_type_name(tp: Any) -> str:
+    """ONNX Runtime's name of a type: ``tensor(float)``, ``seq(tensor(int64))``..."""
+    kind = tp.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        elem = _ELEM_TO_NUMPY.get(getattr(tp, kind).elem_type, "")
+        name = _ELEM_TO_ORT.get(elem, f"tensor(elem{getattr(tp, kind).elem_type})")
+        return name if kind == "tensor_type" else "sparse_" + name
+    if kind == "sequence_type":
+        return f"seq({_ort_type_name(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_ort_type_name(tp.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = _ELEM_TO_ORT.get(_ELEM_TO_NUMPY.get(tp.map_type.key_type, ""), "?")
+        return f"map({key[7:-1]},{_ort_type_name(tp.map_type.value_type)})"
+    return str(kind)
+
+
 def _spec(value_info: Any, path: Path, what: str) -> TensorSpec:
-    if value_info.type.WhichOneof("value") != "tensor_type":
-        raise ModelError(f"{path}: {what} {value_info.name!r} is not a tensor "
-                         f"({value_info.type.WhichOneof('value')}); autoinfer runs tensor models only")
+    kind = value_info.type.WhichOneof("value")
+    if kind is None:  # ONNX Runtime: "Model input (x) does not have type information"
+        if what == "input":
+            raise ModelError(f"{path}: {what} {value_info.name!r} has no type")
+        return TensorSpec(value_info.name, UNTYPED, None)  # an output: inferred below
+    if kind != "tensor_type":
+        inner = value_info.type
+        while inner.WhichOneof("value") == "optional_type":
+            inner = inner.optional_type.elem_type
+        shape = _dims(inner)[1] if inner.WhichOneof("value") == "tensor_type" else None
+        return TensorSpec(value_info.name, _ort_type_name(value_info.type), shape)
     dtype, shape = _dims(value_info.type)
     if shape is not None:
         n = 1
         for d in shape:
             if isinstance(d, int):
-                if d < 0 or d > MAX_DIM:
-                    raise ModelError(f"{path}: {what} {value_info.name!r} declares an impossible "
-                                     f"dimension {d} in shape {list(shape)}")
                 n *= d
-        if n > MAX_ELEMENTS:
-            raise ModelError(f"{path}: {what} {value_info.name!r} declares {n} elements "
-                             f"(shape {list(shape)}), more than any machine can hold")
+        if n > MAX_ELEMENTS or any(isinstance(d, int) and d > MAX_DIM for d in shape):
+            log.warning("%s: %s %r declares %d elements (shape %s), more than any machine can "
+                        "hold", path, what, value_info.name, n, list(shape))
     return TensorSpec(value_info.name, dtype, shape)
+
+
+def _infer_untyped(model: Any, outputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    """Outputs declared without a type get the inferred one, as ONNX Runtime does."""
+    import onnx
+
+    try:
+        inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(
+            model, strict_mode=False).graph.output}
+    except Exception as exc:  # noqa: BLE001 - the type stays unknown
+        log.debug("shape inference failed: %s", exc)
+        return outputs
+    return tuple(_spec(inferred[o.name], Path(), "output")
+                 if o.dtype == UNTYPED and o.name in inferred else o for o in outputs)
 
 
 def _non_utf8_field(model: Any) -> str | None:
@@ -254,6 +304,17 @@ def _non_utf8_field(model: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _newest_opset(domain: str) -> int:
+    """The newest opset of ``domain`` the installed onnx package describes."""
+    import onnx.defs
+
+    if domain in ("", "ai.onnx"):
+        return int(onnx.defs.onnx_opset_version())
+    return max((s.since_version for s in onnx.defs.get_all_schemas_with_history()
+                if s.domain == domain), default=0)
+
+
 def _check_operators(model: Any, path: Path) -> None:
     import onnx.defs
 
@@ -278,6 +339,8 @@ def _check_operators(model: Any, path: Path) -> None:
                              f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it")
         if dom in _ONNX_DOMAINS:
             version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
+            if _newest_opset(dom) < version < 10**6:  # newer than this onnx knows: ORT judges
+                continue
             if not onnx.defs.has(node.op_type, dom):
                 raise ModelError(f"{path}: node {node.name or node.op_type!r} uses unknown operator "
                                  f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})")
@@ -356,84 +419,6 @@ def _estimate_flops(model: Any) -> int:
     return int(flops)
 
 
-def _in_child(fn: Any, timeout_s: float) -> tuple[str, Any]:
-    """``fn()`` in a forked child process, so that native code that aborts or
-    segfaults on a malformed model takes down the child, not the caller.
-
-    Returns ("ok", value), ("crashed", how), ("error", message) when ``fn``
-    raised, ("timeout", None), or ("unavailable", None) where fork is not safe
-    or possible (not Linux, or the system refused): the caller then runs ``fn``
-    itself.
-    """
-    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
-        return "unavailable", None
-    import json
-
-    err = tempfile.TemporaryFile()
-    r, w = os.pipe()
-    try:
-        with warnings.catch_warnings():  # 3.12+ warns on fork in a threaded process;
-            warnings.simplefilter("ignore", DeprecationWarning)  # the child runs no thread code
-            pid = os.fork()
-    except OSError as exc:
-        os.close(r)
-        os.close(w)
-        err.close()
-        log.debug("cannot fork to read the model in isolation: %s", exc)
-        return "unavailable", None
-    if pid == 0:  # the child: compute, answer on the pipe, and leave without cleanup
-        code = 0
-        try:
-            os.close(r)
-            import faulthandler
-
-            faulthandler.disable()
-            os.dup2(err.fileno(), 2)
-            try:
-                blob = json.dumps({"ok": fn()}).encode()
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                blob = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
-            while blob:
-                blob = blob[os.write(w, blob):]
-        except BaseException:  # noqa: BLE001
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    finished = False
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([r], [], [], min(deadline - time.monotonic(), 1.0))
-            if ready:
-                chunk = os.read(r, 1 << 16)
-                if not chunk:
-                    finished = True
-                    break
-                chunks.append(chunk)
-    finally:
-        os.close(r)
-        if not finished:  # timed out, or the caller was interrupted
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        err.seek(0, os.SEEK_END)
-        err.seek(max(0, err.tell() - 2000))
-        tail = err.read().decode("utf-8", "replace").strip().splitlines()
-        err.close()
-    if not finished:
-        return "timeout", None
-    if os.WIFSIGNALED(status) or not chunks:
-        how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
-               else f"exit code {os.WEXITSTATUS(status)}")
-        return "crashed", how + (f": {tail[-1][-300:]}" if tail else "")
-    answer = json.loads(b"".join(chunks))
-    if "error" in answer:
-        return "error", answer["error"]
-    return "ok", answer["ok"]
-
-
 def _checked_flops(model: Any, path: Path, size: int) -> int:
     """The FLOP estimate, computed where a crash cannot reach the caller.
 
@@ -443,7 +428,9 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
     whole process, ONNX Runtime included; a model that crashes it here is
     rejected before any runtime sees it.
     """
-    outcome, value = _in_child(lambda: _estimate_flops(model), 60.0 + 60.0 * size / 2**30)
+    from ._isolate import in_child
+
+    outcome, value = in_child(lambda: _estimate_flops(model), 60.0 + 60.0 * size / 2**30)
     if outcome == "ok":
         return int(value)
     if outcome == "crashed":
@@ -458,9 +445,11 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
 def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     """Read the model at ``path`` once and return its facts.
 
-    Raises :class:`ModelError` for a missing path, a directory, an empty or
-    truncated file, bytes that are not an ONNX model, unknown operators or
-    domains, missing external data, and absurd declared dimensions.
+    Raises :class:`ModelError` for what ONNX Runtime refuses too: a missing path, a
+    directory, an empty or truncated file, bytes that are not an ONNX model, an
+    input without a type, duplicate input names, unknown operators or domains
+    (ONNX Runtime opens those only with a custom-operator library), operators
+    absent at the model's opset, and missing or escaping external data.
     """
     import onnx
 
@@ -485,17 +474,22 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     bad_text = _non_utf8_field(model)
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
-    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+    if not model.HasField("graph") or not model.opset_import:  # ONNX Runtime refuses these
         raise ModelError(f"{p}: parses as protobuf but is not an ONNX model "
-                         "(no IR version, graph or opset import)")
+                         "(no graph or opset import)")
+    if model.ir_version <= 0:
+        log.warning("%s: the model declares no IR version; ONNX Runtime opens it anyway", p)
     g = model.graph
     if not g.output:
-        raise ModelError(f"{p}: the graph declares no outputs")
+        log.warning("%s: the graph declares no outputs; run() will return nothing", p)
     externals = _external_files(model, p)
     _check_operators(model, p)
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)
+    flops = _checked_flops(model, p, size)  # first: it finds graphs that crash inference
+    if any(o.dtype == UNTYPED for o in outputs):
+        outputs = _infer_untyped(model, outputs)
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
         raise ModelError(f"{p}: input names are not unique: {names}")
@@ -514,14 +508,17 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
         outputs=outputs,
         op_histogram=tuple(sorted(hist.items())),
         params=_count_params(model),
-        flops=_checked_flops(model, p, size),
+        flops=flops,
         external_data=tuple(str(e) for e in externals),
         producer=(model.producer_name + " " + model.producer_version).strip(),
         graph_name=g.name,
         description=model.doc_string,
         domain=model.domain,
-        model_version=int(model.model_version),
+        # ONNX Runtime reports an unset version as INT64_MAX; so does get_modelmeta()
+        model_version=int(model.model_version) if model.HasField("model_version") else NO_VERSION,
         metadata=tuple((m.key, m.value) for m in model.metadata_props),
+        producer_name=model.producer_name,
+        graph_description=g.doc_string,
     )
 
 

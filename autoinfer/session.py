@@ -28,6 +28,7 @@ from .errors import (AutoinferError, BackendError, ConfigError, InputError, Mode
                      NoCandidateError)
 from .model import ModelFacts, TensorSpec, load_facts_cached
 from .policy import Decision, Options, decide, resolve_input_shapes, shape_bucket
+from .surface import OrtSurface
 
 log = logging.getLogger("autoinfer.session")
 
@@ -100,7 +101,7 @@ class _Active:
         self.failed: set[Candidate] = set()
 
 
-class Session:
+class Session(OrtSurface):
     """Runs an ONNX model on the fastest correct runtime of this machine.
 
     Arguments beyond ONNX Runtime's:
@@ -117,6 +118,9 @@ class Session:
                     natively, each checked at its own, looser tolerance.
       rtol / atol:  accuracy tolerance against the reference (default: by precision).
       fallback:     move to the next candidate when the winner fails (default True).
+      threads:      CPU threads the runtime may use (default: the CPU quota found).
+
+    The rest of InferenceSession's surface comes from :class:`~autoinfer.surface.OrtSurface`.
     """
 
     def __init__(self, path_or_bytes: str | os.PathLike[str] | bytes,
@@ -128,7 +132,7 @@ class Session:
                  cache_dir: str | os.PathLike[str] | None = None, budget_s: float | None = None,
                  rtol: float | None = None, atol: float | None = None,
                  precision: str = "fp32", fallback: bool = True, progress: Any = None,
-                 **kwargs: Any) -> None:
+                 threads: int | None = None, **kwargs: Any) -> None:
         if kwargs:
             raise ConfigError(f"Session() got unexpected keyword argument(s) {sorted(kwargs)}")
         import probes
@@ -167,7 +171,11 @@ class Session:
                              exclude=exclude, input_shapes=input_shapes, rtol=rtol, atol=atol,
                              budget_s=budget_s, precision=precision, extra=extra).normalised()
         registry.select(backends, exclude)  # validate names now, not at first run
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ConfigError(f"threads: expected a positive integer, received {threads!r}")
         self._fallback = fallback
+        self._threads = threads
         self._progress = progress
         self._prepare_validation()
         self._by_bucket: dict[str, _Active] = {}
@@ -233,7 +241,8 @@ class Session:
                  adir: Path) -> Runner:
         from .policy import threads_for
 
-        ctx = LoadContext(artifact_dir=adir, threads=threads_for(self._hw), input_shapes=shapes,
+        ctx = LoadContext(artifact_dir=adir, threads=self._threads or threads_for(self._hw),
+                          input_shapes=shapes,
                           objective=self._opts.objective, hardware=self._hw,
                           extra=dict(self._opts.extra))
         return registry.get(cand.backend).load(cand, self._facts, ctx)
@@ -398,34 +407,24 @@ class Session:
             except BackendError as again:
                 act, exc = new, again
 
-    def run_with_ort_values(self, *args: Any, **kwargs: Any) -> Any:
-        raise AutoinferError("run_with_ort_values is ONNX Runtime specific; use run()")
-
     # -- ONNX Runtime's introspection --------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
-        return [NodeArg(i.name, list(i.shape) if i.shape is not None else None, i.ort_type)
-                for i in self._facts.inputs]
+        # an unknown rank reads [] as in ONNX Runtime
+        return [NodeArg(i.name, list(i.shape or ()), i.ort_type) for i in self._facts.inputs]
 
     def get_outputs(self) -> list[NodeArg]:
-        return [NodeArg(o.name, list(o.shape) if o.shape is not None else None, o.ort_type)
-                for o in self._facts.outputs]
-
-    def get_overridable_initializers(self) -> list[NodeArg]:
-        return []
+        return [NodeArg(o.name, list(o.shape or ()), o.ort_type) for o in self._facts.outputs]
 
     def get_modelmeta(self) -> ModelMetadata:
         f = self._facts
-        return ModelMetadata(producer_name=f.producer.split(" ")[0] if f.producer else "",
+        return ModelMetadata(producer_name=f.producer_name,
                              graph_name=f.graph_name, domain=f.domain, description=f.description,
-                             graph_description="", version=f.model_version,
+                             graph_description=f.graph_description, version=f.model_version,
                              custom_metadata_map=dict(f.metadata))
 
-    def get_providers(self) -> list[str]:
+    def _current_runner(self) -> Runner | None:  # the OrtSurface protocol
         act = self._active
-        if act is None:
-            return []
-        providers = getattr(act.runner, "providers", None)
-        return list(providers) if providers else [act.candidate.key]
+        return act.runner if act else None
 
     # -- autoinfer's own ---------------------------------------------------------
     @property
