@@ -432,8 +432,12 @@ class Session:
             if cur is not None and cur.candidate == dec.winner and (
                     not cur.exact or cur.shapes == shapes):
                 with self._lock:  # what runs already won: nothing to load
+                    if cur is self._default and not self._static:  # shared by the buckets
+                        cur = _Active(dec, cur.candidate, cur.runner, None, False)
+                        if self._active is self._default:
+                            self._active = cur
                     cur.decision = dec
-                    self._by_bucket.setdefault(bucket, cur)
+                    self._by_bucket[bucket] = cur
                 return
             new = self._load_decision(dec, shapes)
         except Cancelled:
@@ -464,7 +468,8 @@ class Session:
                  new.candidate.key, was.candidate.key if was else "nothing",
                  f"; {stat.ratio:.3f}x the reference's time, interval [{stat.low:.3f}, "
                  f"{stat.high:.3f}]" if stat else "")
-        if old is not None and (self._static or old is not self._default):
+        shared = self._default.runner if self._default is not None and not self._static else None
+        if old is not None and old.runner is not shared:
             self._retire(old)
 
     def _retire(self, act: _Active) -> None:
@@ -768,9 +773,9 @@ class Session:
         self._stop_selection()
         with self._lock:
             acts = [*self._by_bucket.values(), self._default, self._active]
-            for act in {id(a): a for a in acts if a is not None}.values():
+            for runner in {id(a.runner): a.runner for a in acts if a is not None}.values():
                 try:
-                    act.runner.close()
+                    runner.close()
                 except Exception:  # noqa: BLE001
                     pass
             self._loader.cleanup()
