@@ -194,7 +194,8 @@ class Selector:
         return ranked, unsupported
 
     def reference(self) -> Candidate | None:
-        for b in self.backends_all():
+        """The reference: of the backends chosen first, else of all registered."""
+        for b in [*self.backends, *self.backends_all()]:
             if b.capabilities.reference and b.availability(self.hw).usable:
                 return Candidate(b.name, "cpu", "fp32")
         return None
@@ -208,7 +209,8 @@ class Selector:
         return out
 
     def reference(self) -> Candidate | None:
-        for b in self.backends_all():
+        """The reference: of the backends chosen first, else of all registered."""
+        for b in [*self.backends, *self.backends_all()]:
             if b.capabilities.reference and b.availability(self.hw).usable:
                 return Candidate(b.name, "cpu", "fp32")
         return None

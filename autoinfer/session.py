@@ -209,6 +209,8 @@ class Session:
             backends, exclude, benchmark = [_ORT_BACKEND], None, False
             extra = {"sess_options": sess_options, "providers": list(providers or []) or None,
                      "provider_options": provider_options}
+        if selection == "off":
+            benchmark = False  # rank only
         self._opts = Options(objective=objective, benchmark=benchmark, backends=backends,
                              exclude=exclude, input_shapes=input_shapes, rtol=rtol, atol=atol,
                              budget_s=budget_s, precision=precision, extra=extra,

@@ -101,7 +101,7 @@ def _assert_close(got: np.ndarray, want: np.ndarray, exact: bool) -> None:
 @pytest.mark.parametrize("backend", BACKENDS + ["winner"])
 def test_eight_threads_match_serial_calls(cnn: Path, tmp_path: Path, backend: str) -> None:
     if backend == "winner":
-        s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", budget_s=2)
+        s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", budget_s=2, selection="blocking")
         assert s.choice is not None and s.choice.measured
     else:
         s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", benchmark=False,
@@ -153,7 +153,7 @@ _OPENER = textwrap.dedent("""
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.002)
-    s = autoinfer.Session(model, cache_dir=cache, budget_s=2,
+    s = autoinfer.Session(model, cache_dir=cache, budget_s=2, selection="blocking",
                           backends=["onnxruntime", "openvino"])
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
     y = s.run(None, {"input": x})[0]
