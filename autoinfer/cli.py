@@ -112,7 +112,8 @@ def cmd_select(args: argparse.Namespace) -> int:
                  benchmark=False if args.no_benchmark else "auto",
                  backends=_list(args.backends), exclude=_list(args.exclude),
                  input_shapes=_shapes(args.input_shape), cache_dir=args.cache_dir,
-                 budget_s=args.budget, precision=args.precision, progress=_progress(tty))
+                 budget_s=args.budget, precision=args.precision, progress=_progress(tty),
+                 threads=args.threads)
     _end_progress(tty)
     if args.json:
         print(json.dumps({**dec.to_dict(), "key": dec.key, "from_cache": dec.from_cache},
@@ -126,7 +127,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .policy import sample_feeds
+    from .measure import sample_feeds
     from .session import Session
 
     tty = sys.stderr.isatty()
@@ -134,13 +135,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     sess = Session(args.model, objective=args.objective, backends=_list(args.backends),
                    exclude=_list(args.exclude), input_shapes=shapes, cache_dir=args.cache_dir,
-                   budget_s=args.budget, precision=args.precision, progress=_progress(tty))
+                   budget_s=args.budget, precision=args.precision, progress=_progress(tty),
+                   selection="blocking", threads=args.threads)
     _end_progress(tty)
     t_open = time.perf_counter() - t0
     from .policy import resolve_input_shapes
 
     feeds = sample_feeds(sess.facts, resolve_input_shapes(sess.facts, shapes), seed=1)
     outs = sess.run(None, feeds)
+    if sess.selecting:  # the reference failed on synthetic inputs: selecting on these
+        sess.wait_for_choice()
+        outs = sess.run(None, feeds)
     times = []
     for _ in range(args.repeat):
         t = time.perf_counter()
@@ -178,7 +183,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = Options(objective=args.objective, benchmark=True, backends=_list(args.backends),
                    exclude=_list(args.exclude), input_shapes=_shapes(args.input_shape),
                    budget_s=settings.budget_s, tune=args.tune,
-                   precision=args.precision).normalised()
+                   precision=args.precision, threads=args.threads).normalised()
     dec = Selector(facts, probes.detect(), opts, cache, settings, _progress(tty)).select()
     _end_progress(tty)
     rows = []
@@ -192,7 +197,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      "first_inference_s": m.first_s if m else None,
                      "peak_mb": m.peak_mb if m else None,
                      "model_memory_mb": m.rss_load_mb if m else None,
-                     "max_abs_err": m.max_abs_err if m else None})
+                     "max_abs_err": m.max_abs_err if m else None,
+                     "race": r.race.to_dict() if r.race else None})
     rows.sort(key=lambda x: (x["median_ms"] is None, x["median_ms"] or 0))
     if args.json:
         print(json.dumps({"model": str(args.model), "winner": dec.winner.key, "rows": rows,
@@ -209,6 +215,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"{x['candidate']:<50} {x['median_ms']:10.3f} {x['p90_ms']:9.3f} "
                   f"{x['throughput_per_s']:8.1f} {x['load_s']:7.2f} {x['peak_mb']:8.0f} "
                   f"{err if err is None else format(err, '9.1e')}"
+                  + (f"  race {x['race']['ratio']:.3f}x [{x['race']['low']:.3f}, "
+                     f"{x['race']['high']:.3f}] {x['race']['verdict']}" if x["race"] else "")
                   + ("" if x["status"] == "measured" else f"  [{x['status']}: {x['reason']}]"))
         for u in dec.unsupported:
             print(f"{u['key']:<50} unsupported, because {u['reason']}")
@@ -290,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--precision", default="fp32", choices=["fp32", "auto"],
                         help="fp32 (default): the model's own arithmetic; auto: also fp16/bf16 "
                         "where the hardware runs them natively, at their own tolerance")
+        sp.add_argument("--threads", type=int, default=None,
+                        help="CPU threads the runtimes may use (default: the CPU quota)")
         sp.add_argument("--json", action="store_true")
 
     s = sub.add_parser("select", help="choose the runtime for a model (cached) and say why")

@@ -54,6 +54,7 @@ SLOWER_CUT = 1.5         # screening drops what is slower than this times the be
 MAX_FINALISTS = 4        # challengers in the race, besides the reference
 PAUSE_S = 0.05           # between candidates in a round: spinning pools go quiet
 SLOT_S = 0.025           # work per candidate per round, calibrated from the quick times
+RACE_MAX_S = 60.0        # the longest a race goes on, whatever the budget
 
 Feed = Mapping[str, np.ndarray]
 
@@ -490,9 +491,13 @@ class Measurer:
             raise Cancelled("the selection was cancelled")
         outputs = None
         if res.get("ok"):
-            with np.load(out, allow_pickle=False) as z:
-                outputs = [[z[f"f{i}_o{j}"] for j in range(int(res["n_outputs"]))]
-                           for i in range(int(res["n_feeds"]))]
+            try:
+                with np.load(out, allow_pickle=False) as z:
+                    outputs = [[z[f"f{i}_o{j}"] for j in range(int(res["n_outputs"]))]
+                               for i in range(int(res["n_feeds"]))]
+            except (OSError, KeyError, ValueError) as exc:
+                self._check_cancel()  # the work directory goes first at exit
+                res = {"ok": False, "kind": "crash", "reason": f"unreadable outputs ({exc})"}
         return res, outputs
 
     def evaluate(self, r: Ranked, slice_s: float, is_reference: bool) -> None:
@@ -628,7 +633,7 @@ class Measurer:
         slowest = max(r.measurement.median_s for r in entrants)  # type: ignore[union-attr]
         reps = int(min(200, max(1, round(SLOT_S / max(slowest, 1e-6)))))
         left = self.deadline - time.monotonic()
-        budget = max(left, min(3.0, 0.3 * self.budget))
+        budget = min(RACE_MAX_S, max(left, min(3.0, 0.3 * self.budget)))
         self.sel.progress(f"racing {len(entrants)} finalists")
         job = {"type": "race", "facts": self.model.to_dict(), "feeds": str(self.feeds_path),
                "entries": [self._entry(r.candidate) for r in entrants], "reps": reps,

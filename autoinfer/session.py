@@ -444,7 +444,9 @@ class Session:
             new = self._load_decision(dec, shapes)
         except Cancelled:
             return
-        except AutoinferError as exc:
+        except Exception as exc:  # noqa: BLE001 - nothing escapes the selecting thread
+            if self._cancel.is_set():
+                return
             log.warning("autoinfer: the background selection of %s failed (%s); staying on "
                         "the safe choice", self._facts.path.name, exc)
             with self._lock:

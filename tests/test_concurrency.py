@@ -246,6 +246,11 @@ def test_sessions_open_and_run_while_another_process_clears_the_cache(
                               backends=["onnxruntime", "openvino"])
         np.testing.assert_allclose(s.run(None, feeds[0])[0], ref.run(None, feeds[0])[0],
                                    rtol=1e-4, atol=1e-5)
+        choice = s.wait_for_choice(timeout=120)  # the selection runs in the background
+        assert choice is not None and choice.measured, s.explain()
+        np.testing.assert_allclose(s.run(None, feeds[1])[0], ref.run(None, feeds[1])[0],
+                                   rtol=1e-4, atol=1e-5)
+        s.close()
     finally:
         stop.touch()
         out, err = clearer.communicate(timeout=30)
