@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from . import backends as registry
-from .backends.base import Backend, Candidate, LoadContext, Unsupported
+from .backends.base import Backend, Candidate, Unsupported
 from .cache import Cache, digest
 from .config import Settings, check_objective
 from .decision import DECISION_FORMAT, Decision, Measurement, RaceStat, Ranked
@@ -192,21 +192,6 @@ class Selector:
                     ranked.append(Ranked(c, 10.0, (f"no estimate: {exc}",)))
         ranked.sort(key=lambda r: r.cost)
         return ranked, unsupported
-
-    def reference(self) -> Candidate | None:
-        """The reference: of the backends chosen first, else of all registered."""
-        for b in [*self.backends, *self.backends_all()]:
-            if b.capabilities.reference and b.availability(self.hw).usable:
-                return Candidate(b.name, "cpu", "fp32")
-        return None
-
-    def backends_all(self) -> list[Backend]:
-        """Every registered backend (the reference may be excluded from the choice)."""
-        out = []
-        for n in registry.names():
-            with contextlib.suppress(Exception):
-                out.append(registry.get(n))
-        return out
 
     def reference(self) -> Candidate | None:
         """The reference: of the backends chosen first, else of all registered."""

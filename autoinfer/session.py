@@ -12,23 +12,20 @@ swapped in between calls. Existing ONNX Runtime code keeps its meaning: given
 """
 from __future__ import annotations
 
-import atexit
-import collections
 import contextlib
 import logging
 import os
 import tempfile
 import threading
-import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import backends as registry
-from .backends.base import Candidate, LoadContext, Runner
+from .backends.base import Candidate, Runner
 from .cache import Cache
 from .config import Settings
 from .errors import (AutoinferError, BackendError, ConfigError, InputError, ModelError,
@@ -36,17 +33,18 @@ from .errors import (AutoinferError, BackendError, ConfigError, InputError, Mode
 from .model import ModelFacts, TensorSpec, load_facts_cached
 from .decision import Decision, Ranked
 from .loader import Loader
-from .measure import Cancelled, SyntheticInputsRejected
+from .measure import SyntheticInputsRejected
 from .policy import (Options, Selector, as_feed_list, cached_decision, decide,
                      resolve_input_shapes, shape_bucket)
+from .switching import Active, Choice, Selecting
+
+__all__ = ["Session", "Choice", "NodeArg", "ModelMetadata", "SELECTION_MODES"]
 
 log = logging.getLogger("autoinfer.session")
 
 # ONNX Runtime's keyword arguments that pin the choice to ONNX Runtime itself.
 _ORT_BACKEND = "onnxruntime"
 SELECTION_MODES = ("background", "blocking", "off")
-_JOIN_S = 5.0        # the longest close() waits for a cancelled selection
-_RETIRE_S = 60.0     # the longest a replaced runner waits for its calls in flight
 
 
 @dataclass(frozen=True)
@@ -71,80 +69,7 @@ class ModelMetadata:
     custom_metadata_map: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Choice:
-    """What the session runs on, and what was measured."""
-
-    backend: str
-    device: str
-    precision: str
-    settings: dict[str, Any]
-    measured: bool
-    from_cache: bool
-    latency_ms: float | None = None
-    p90_ms: float | None = None
-    throughput: float | None = None
-    load_s: float | None = None
-    max_abs_err: float | None = None
-    candidate: Candidate = field(default=Candidate("?"), repr=False)
-    ratio: float | None = None  # the race: per-round time / the reference's (median)
-    interval: tuple[float, float] | None = None  # its confidence interval
-    provisional: bool = False  # the safe choice, while the selection measures
-
-    @classmethod
-    def of(cls, decision: Decision, candidate: Candidate) -> "Choice":
-        entry = next((r for r in decision.ranking if r.candidate == candidate), None)
-        m = entry.measurement if entry else None
-        race = entry.race if entry else None
-        return cls(candidate.backend, candidate.device, candidate.precision,
-                   dict(candidate.settings), bool(m) and decision.measured, decision.from_cache,
-                   m.median_s * 1e3 if m else None, m.p90_s * 1e3 if m else None,
-                   m.throughput if m else None, m.load_s if m else None,
-                   m.max_abs_err if m else None, candidate,
-                   race.ratio if race else None, (race.low, race.high) if race else None,
-                   decision.provisional)
-
-
-class _Active:
-    """A loaded runner with the decision it came from. ``calls`` holds one marker per
-    ``run()`` in flight on it (list append/pop are atomic); ``retired`` is set when it
-    has been replaced, and it is closed once ``calls`` is empty."""
-
-    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed", "calls",
-                 "retired")
-
-    def __init__(self, decision: Decision, candidate: Candidate, runner: Runner,
-                 shapes: dict[str, tuple[int, ...]] | None, exact: bool) -> None:
-        self.decision = decision
-        self.candidate = candidate
-        self.runner = runner
-        self.shapes = shapes
-        self.exact = exact  # the runner accepts only these input shapes
-        self.failed: set[Candidate] = set()
-        self.calls: list[None] = []
-        self.retired = False
-
-
-_SESSIONS: "weakref.WeakSet[Session]" = weakref.WeakSet()
-
-
-def _cancel_all_at_exit() -> None:
-    for s in list(_SESSIONS):
-        with contextlib.suppress(Exception):
-            s._stop_selection(join_s=2.0)
-
-
-def _forget_selections_in_child() -> None:
-    for s in list(_SESSIONS):
-        with contextlib.suppress(Exception):
-            s._after_fork_in_child()
-
-
-atexit.register(_cancel_all_at_exit)
-os.register_at_fork(after_in_child=_forget_selections_in_child)
-
-
-class Session:
+class Session(Selecting):
     """Runs an ONNX model on the fastest correct runtime of this machine.
 
     Arguments beyond ONNX Runtime's:
@@ -220,25 +145,14 @@ class Session:
         self._sample = as_feed_list(sample_inputs)
         self._fallback = fallback
         self._progress = progress
-        self._on_choice = on_choice
         self._loader = Loader(self._facts, self._hw, self._cache, objective=self._opts.objective,
                               threads=self._opts.threads, extra=extra)
         self._prepare_validation()
-        self._by_bucket: dict[str, _Active] = {}
-        self._active: _Active | None = None
-        self._default: _Active | None = None  # the safe choice, for every shape bucket
-        # the background selection
-        self._jobs: collections.deque[tuple[str, dict[str, tuple[int, ...]] | None,
-                                            list[dict[str, np.ndarray]], str]] = collections.deque()
-        self._pending: set[str] = set()
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._settled = threading.Event()
-        self._notified = False
-        self._forked = False
-        self._want_feeds = False
+        self._by_bucket: dict[str, Active] = {}
+        self._active: Active | None = None
+        self._default: Active | None = None  # the safe choice, for every shape bucket
+        self._init_selecting(on_choice)
         self._static = not self._facts.has_dynamic_inputs or bool(input_shapes)
-        _SESSIONS.add(self)
         try:
             self._open(input_shapes)
         except BaseException:
@@ -336,7 +250,7 @@ class Session:
     def _load(self, cand: Candidate, shapes: dict[str, tuple[int, ...]] | None) -> Runner:
         return self._loader.load(cand, shapes)
 
-    def _open_safe(self, shapes: dict[str, tuple[int, ...]] | None) -> _Active:
+    def _open_safe(self, shapes: dict[str, tuple[int, ...]] | None) -> Active:
         """The safe choice: the reference at its defaults or, where it cannot load the model,
         the first candidate by estimate that can."""
         order: list[Candidate] = []
@@ -357,7 +271,7 @@ class Session:
                     bucket=shape_bucket(self._facts, shapes) if shapes else "",
                     provisional=True)
                 exact = shapes is not None and not registry.get(cand.backend).capabilities.dynamic_shapes
-                return _Active(dec, cand, runner, shapes, exact)
+                return Active(dec, cand, runner, shapes, exact)
             if i or shapes is None:
                 break
             tried = set(order)
@@ -365,7 +279,7 @@ class Session:
         raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
 
     def _load_decision(self, decision: Decision, shapes: dict[str, tuple[int, ...]],
-                       failed: set[Candidate] | None = None) -> _Active:
+                       failed: set[Candidate] | None = None) -> Active:
         order = [decision.winner, *decision.fallbacks()]
         errors: dict[str, str] = {}
         for cand in order:
@@ -381,173 +295,19 @@ class Session:
                             cand.key, exc)
                 continue
             exact = not registry.get(cand.backend).capabilities.dynamic_shapes
-            act = _Active(decision, cand, runner, shapes, exact)
+            act = Active(decision, cand, runner, shapes, exact)
             if failed:
                 act.failed |= failed
             return act
         raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
 
     def _activate(self, shapes: dict[str, tuple[int, ...]],
-                  failed: set[Candidate] | None = None) -> _Active:
+                  failed: set[Candidate] | None = None) -> Active:
         act = self._load_decision(self._decide(shapes), shapes, failed)
         self._by_bucket[shape_bucket(self._facts, shapes)] = act
         return act
 
-    # -- the background selection ------------------------------------------------
-    def _submit(self, bucket: str, shapes: dict[str, tuple[int, ...]] | None,
-                feeds: list[dict[str, np.ndarray]], source: str) -> None:
-        with self._lock:
-            if self._closed or self._forked or bucket in self._pending:
-                return
-            self._pending.add(bucket)
-            self._settled.clear()
-            self._jobs.append((bucket, shapes, feeds, source))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._selection_loop, daemon=True,
-                                                name="autoinfer-selection")
-                self._thread.start()
-
-    def _selection_loop(self) -> None:
-        while True:
-            with self._lock:
-                if not self._jobs or self._cancel.is_set():
-                    self._thread = None
-                    break
-                job = self._jobs.popleft()
-            try:
-                self._select_one(*job)
-            finally:
-                with self._lock:
-                    self._pending.discard(job[0])
-            job = None  # type: ignore[assignment]  # the feeds go with the job
-        self._settle_if_idle()
-
-    def _select_one(self, bucket: str, shapes: dict[str, tuple[int, ...]] | None,
-                    feeds: list[dict[str, np.ndarray]], source: str) -> None:
-        if shapes is None:
-            shapes = {k: tuple(v.shape) for k, v in feeds[0].items()}
-        try:
-            opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
-            dec = decide(self._facts, self._hw, opts, self._cache, self._settings,
-                         self._progress, feeds=feeds, source=source, cancel=self._cancel)
-            cur = self._by_bucket.get(bucket) or self._default
-            if cur is not None and cur.candidate == dec.winner and (
-                    not cur.exact or cur.shapes == shapes):
-                with self._lock:  # what runs already won: nothing to load
-                    if cur is self._default and not self._static:  # shared by the buckets
-                        cur = _Active(dec, cur.candidate, cur.runner, None, False)
-                        if self._active is self._default:
-                            self._active = cur
-                    cur.decision = dec
-                    self._by_bucket[bucket] = cur
-                return
-            new = self._load_decision(dec, shapes)
-        except Cancelled:
-            return
-        except Exception as exc:  # noqa: BLE001 - nothing escapes the selecting thread
-            if self._cancel.is_set():
-                return
-            log.warning("autoinfer: the background selection of %s failed (%s); staying on "
-                        "the safe choice", self._facts.path.name, exc)
-            with self._lock:
-                if bucket not in self._by_bucket and self._default is not None:
-                    self._by_bucket[bucket] = self._default
-            return
-        self._install(bucket, new)
-
-    def _install(self, bucket: str, new: _Active) -> None:
-        """Swap ``new`` in for ``bucket``; the replaced runner closes once idle."""
-        with self._lock:
-            if self._closed or self._cancel.is_set():
-                with contextlib.suppress(Exception):
-                    new.runner.close()
-                return
-            old = self._by_bucket.get(bucket)
-            self._by_bucket[bucket] = new
-            if self._static or self._active is old or self._active is self._default:
-                self._active = new
-        was = old or self._default
-        stat = new.decision.winner_entry.race if new.decision.winner_entry else None
-        log.info("autoinfer: %s now runs on %s (was %s)%s", self._facts.path.name,
-                 new.candidate.key, was.candidate.key if was else "nothing",
-                 f"; {stat.ratio:.3f}x the reference's time, interval [{stat.low:.3f}, "
-                 f"{stat.high:.3f}]" if stat else "")
-        shared = self._default.runner if self._default is not None and not self._static else None
-        if old is not None and old.runner is not shared:
-            self._retire(old)
-
-    def _retire(self, act: _Active) -> None:
-        """Close a replaced runner once no call uses it (bounded)."""
-        act.retired = True
-        deadline = time.monotonic() + _RETIRE_S
-        while act.calls and time.monotonic() < deadline:
-            time.sleep(0.001)
-        if act.calls:
-            log.warning("autoinfer: %s still busy after %.0f s; leaving it open",
-                        act.candidate.key, _RETIRE_S)
-            return
-        with contextlib.suppress(Exception):
-            act.runner.close()
-
-    def _settle_if_idle(self) -> None:
-        """Mark the choice made once nothing is selecting; tell ``on_choice`` once."""
-        with self._lock:
-            if self._pending or self._jobs or self._want_feeds or self._settled.is_set():
-                return
-            self._settled.set()
-            choice = self.choice
-            notify = not self._notified and self._on_choice is not None and choice is not None
-            self._notified = self._notified or choice is not None
-        if notify:
-            try:
-                self._on_choice(choice)
-            except Exception:  # noqa: BLE001 - the application's callback
-                log.exception("autoinfer: the on_choice callback raised")
-
-    def _take_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """The first run()'s feeds start the background selection (copied)."""
-        with self._lock:
-            if not self._want_feeds:
-                return
-            self._want_feeds = False
-            act = self._active
-            if act is None or self._closed or self._forked:
-                return
-            shapes = act.shapes or {k: tuple(v.shape) for k, v in feeds.items()}
-            self._submit(shape_bucket(self._facts, shapes), shapes,
-                         [{k: np.array(v, copy=True) for k, v in feeds.items()}], "run")
-
-    def _stop_selection(self, join_s: float = _JOIN_S) -> None:
-        """Cancel a running selection, kill its measuring processes, wait (bounded)."""
-        self._cancel.set()
-        self._want_feeds = False
-        with self._lock:
-            self._jobs.clear()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(join_s)
-
-    def _after_fork_in_child(self) -> None:
-        """A forked child keeps what it has loaded and starts no selection."""
-        self._lock = threading.RLock()
-        self._forked = True
-        self._want_feeds = False
-        self._jobs.clear()
-        self._pending.clear()
-        self._thread = None
-        self._cancel = threading.Event()
-        self._cancel.set()
-        self._settled.set()
-
-    def wait_for_choice(self, timeout: float | None = None) -> Choice | None:
-        """Wait until the background selection has ended and its winner runs (at once
-        when there is none); the :class:`Choice`, or None on time-out. A selection that
-        waits for the first ``run()``'s feeds ends only after that call."""
-        if not self._settled.wait(timeout):
-            return None
-        return self.choice
-
-# -- validation --------------------------------------------------------------
+    # -- validation --------------------------------------------------------------
     def _prepare_validation(self) -> None:
         self._inputs = self._facts.inputs
         self._input_names = frozenset(i.name for i in self._inputs)
@@ -618,7 +378,7 @@ class Session:
         raise InputError(f"input {name!r}: expected a numpy array, received {type(x).__name__}")
 
     # -- running -----------------------------------------------------------------
-    def _active_for(self, feeds: dict[str, np.ndarray]) -> _Active:
+    def _active_for(self, feeds: dict[str, np.ndarray]) -> Active:
         shapes = {k: v.shape for k, v in feeds.items()}
         bucket = shape_bucket(self._facts, shapes)
         act = self._by_bucket.get(bucket)
@@ -671,7 +431,7 @@ class Session:
                                  f"{list(self._out_index)}") from None
         return outs
 
-    def _run_fallback(self, act: _Active, feeds: dict[str, np.ndarray],
+    def _run_fallback(self, act: Active, feeds: dict[str, np.ndarray],
                       exc: BaseException) -> list[np.ndarray]:
         """Move to the next candidate that runs these feeds; one warning per failed one."""
         first = act.candidate
