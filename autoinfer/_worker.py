@@ -206,7 +206,9 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     failed: dict[int, str] = {}
     deadline = time.perf_counter() + float(job["budget_s"])
     rnd = 0
-    while time.perf_counter() < deadline and rnd < int(job.get("max_rounds", 400)):
+    # at least MIN_ROUNDS rounds (an interval needs them), then until the budget is spent
+    while (rnd < MIN_ROUNDS or time.perf_counter() < deadline) \
+            and rnd < int(job.get("max_rounds", 400)):
         slot: dict[int, float] = {}
         for i in race_order(n, rnd):
             if i in failed:

@@ -582,7 +582,9 @@ class Measurer:
                      and r.measurement.metric(obj) <= SLOWER_CUT * best][:MAX_FINALISTS]  # type: ignore[union-attr]
         for r in measured:
             if r is not base and r not in finalists:
-                r.reason = f"slower than {SLOWER_CUT:g}x the best quick time, or not a finalist"
+                r.reason = (f"not raced: slower than {SLOWER_CUT:g}x the best quick time"
+                            if r.measurement.metric(obj) > SLOWER_CUT * best  # type: ignore[union-attr]
+                            else f"not raced: not among the {MAX_FINALISTS} fastest")
         winner = base
         if finalists and obj == "latency":
             winner = self._race(base, finalists)
@@ -633,13 +635,16 @@ class Measurer:
         slowest = max(r.measurement.median_s for r in entrants)  # type: ignore[union-attr]
         reps = int(min(200, max(1, round(SLOT_S / max(slowest, 1e-6)))))
         left = self.deadline - time.monotonic()
-        budget = min(RACE_MAX_S, max(left, min(3.0, 0.3 * self.budget)))
+        round_s = sum(PAUSE_S + reps * r.measurement.median_s  # type: ignore[union-attr]
+                      for r in entrants)
+        budget = min(RACE_MAX_S, max(left, min(3.0, 0.3 * self.budget), 2 * MIN_ROUNDS * round_s))
         self.sel.progress(f"racing {len(entrants)} finalists")
         job = {"type": "race", "facts": self.model.to_dict(), "feeds": str(self.feeds_path),
                "entries": [self._entry(r.candidate) for r in entrants], "reps": reps,
                "pause_s": PAUSE_S, "budget_s": budget, "threshold": WIN_THRESHOLD,
                "sys_path": [p for p in sys.path if p]}
-        res = self._worker("race").submit(job, self.opts.candidate_timeout_s + budget + 30)
+        res = self._worker("race").submit(
+            job, self.opts.candidate_timeout_s + budget + 4 * MIN_ROUNDS * round_s + 30)
         if res.get("kind") == "cancelled":
             raise Cancelled("the selection was cancelled")
         if not res.get("ok"):
