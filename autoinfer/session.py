@@ -238,14 +238,20 @@ class Session(Selecting):
         opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
         return Selector(self._facts, self._hw, opts, self._cache, self._settings, self._progress)
 
-    def _decide(self, shapes: dict[str, tuple[int, ...]]) -> Decision:
+    def _decide(self, shapes: dict[str, tuple[int, ...]],
+                run_feeds: dict[str, np.ndarray] | None = None) -> Decision:
+        """Blocking: on the sample inputs of these shapes, else on ``run_feeds`` (the call
+        that brought these shapes), else on synthetic inputs."""
         opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
         if self._ort_pinned:
             return self._selector(shapes).select()
         feeds = [f for f in self._sample if all(
             tuple(np.shape(f[k])) == v for k, v in shapes.items() if k in f)]
+        source = "sample_inputs" if feeds else ""
+        if not feeds and run_feeds is not None:
+            feeds, source = [{k: np.array(v, copy=True) for k, v in run_feeds.items()}], "run"
         return decide(self._facts, self._hw, opts, self._cache, self._settings, self._progress,
-                      feeds=feeds or None, source="sample_inputs" if feeds else "")
+                      feeds=feeds or None, source=source)
 
     def _load(self, cand: Candidate, shapes: dict[str, tuple[int, ...]] | None) -> Runner:
         return self._loader.load(cand, shapes)
@@ -302,8 +308,9 @@ class Session(Selecting):
         raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
 
     def _activate(self, shapes: dict[str, tuple[int, ...]],
-                  failed: set[Candidate] | None = None) -> Active:
-        act = self._load_decision(self._decide(shapes), shapes, failed)
+                  failed: set[Candidate] | None = None,
+                  run_feeds: dict[str, np.ndarray] | None = None) -> Active:
+        act = self._load_decision(self._decide(shapes, run_feeds), shapes, failed)
         self._by_bucket[shape_bucket(self._facts, shapes)] = act
         return act
 
@@ -395,7 +402,7 @@ class Session(Selecting):
                              [{k: np.array(v, copy=True) for k, v in feeds.items()}], "run")
                 self._active = self._default
                 return self._default
-            act = self._activate(dict(shapes))
+            act = self._activate(dict(shapes), run_feeds=feeds)
             self._active = act
         self._settle_if_idle()
         return act

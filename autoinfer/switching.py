@@ -230,10 +230,10 @@ class Selecting:
     def _settle_if_idle(self) -> None:
         """Mark the choice made once nothing is selecting; tell ``on_choice`` once."""
         with self._lock:
-            if self._pending or self._jobs or self._want_feeds or self._settled.is_set():
+            if self._pending or self._jobs or self._want_feeds:
                 return
             self._settled.set()
-            choice = self.choice
+            choice = self.choice  # type: ignore[attr-defined]
             notify = not self._notified and self._on_choice is not None and choice is not None
             self._notified = self._notified or choice is not None
         if notify:

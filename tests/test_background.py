@@ -107,6 +107,8 @@ def test_nonstop_calls_during_the_background_selection_see_exactly_one_switch(
     assert len(switches) == 1, [r.getMessage() for r in switches]
     assert told == [("onnxruntime", "autoinfer-selection")]
     assert s.decision.inputs == "run" and "feeds of the first run()" in s.explain()
+    assert "race (per-round time / the reference's" in s.explain()
+    assert f"{choice.ratio:.3f} [{choice.interval[0]:.3f}, {choice.interval[1]:.3f}]" in s.explain()
     # the replaced runner was closed once idle, and nothing ran on it after
     assert any(r.closed for r in slow_reference.SlowReference.runners)
     s.close()
@@ -322,3 +324,31 @@ def test_race_verdict_clear_win_clear_loss_and_tie():
     assert median_interval([1.0, 2.0])[1] == -np.inf
     assert sorted(race_order(3, 0)) == [0, 1, 2]
     assert [race_order(3, r)[0] for r in range(3)] != [0, 0, 0]  # the lead rotates
+
+
+def test_a_decision_of_the_older_format_is_selected_again(tiny, tmp_path):
+    from autoinfer.cache import Cache
+    from autoinfer.decision import DECISION_FORMAT
+
+    c = tmp_path / "c"
+    first = autoinfer.select(tiny, cache_dir=c, budget_s=2, backends=["onnxruntime"])
+    f = next((c / "decisions").glob("*.json"))
+    cache = Cache(c)
+    rec = cache.read_json(f)
+    rec["decision"]["format"] = DECISION_FORMAT - 1
+    for r in rec["decision"]["ranking"]:
+        r.pop("race", None)
+    assert cache.write_json(f, {k: v for k, v in rec.items() if k not in ("sha256", "schema")})
+    s = autoinfer.Session(tiny, cache_dir=c, budget_s=2, backends=["onnxruntime"])
+    assert s.choice.provisional  # not trusted: selecting again, and running meanwhile
+    s.run(None, _x())
+    assert s.wait_for_choice(timeout=120) is not None and s.choice.measured
+    s.close()
+    again = autoinfer.select(tiny, cache_dir=c, budget_s=2, backends=["onnxruntime"])
+    assert again.from_cache and again.key == first.key
+    assert cache.read_json(f)["decision"]["format"] == DECISION_FORMAT
+
+
+def test_sample_inputs_must_be_feeds(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="sample_inputs"):
+        autoinfer.Session(tiny, cache_dir=tmp_path / "c", sample_inputs=[np.ones(3)])

@@ -128,6 +128,7 @@ def test_dynamic_model_selects_on_first_run_per_bucket_when_blocking(tmp_path, c
         assert s.choice is not None
     assert len(s._by_bucket) == 3  # buckets 1, 2 and 4
     assert s.choice.measured and not s.selecting
+    assert s.decision.inputs == "run"  # measured on the feeds of the call that brought the shape
 
 
 def test_dynamic_model_runs_at_once_and_selects_per_bucket_in_the_background(tmp_path, cache_dir):
