@@ -240,6 +240,16 @@ _select_locks: dict[str, threading.Lock] = {}
 _select_locks_guard = threading.Lock()
 
 
+def _fresh_locks_in_child() -> None:
+    """A forked child must not inherit a lock held by a selecting thread of its parent."""
+    global _select_locks_guard
+    _select_locks_guard = threading.Lock()
+    _select_locks.clear()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 def cached_decision(sel: Selector) -> Decision | None:
     """The cached decision of ``sel``'s key, or None (absent, unreadable, an older format,
     or rank-only where a measured one is wanted)."""
