@@ -45,6 +45,20 @@ def _shapes(items: Sequence[str] | None) -> dict[str, list[int]] | None:
     return out
 
 
+def _inputs(path: str | None) -> dict[str, Any] | None:
+    """A feed dict from an .npz file (one array per input name), or None."""
+    if not path:
+        return None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--inputs: expected an .npz file of input arrays, received {path!r} "
+                          f"({exc})") from None
+
+
 def _list(s: str | None) -> list[str] | None:
     return [x for x in s.split(",") if x] if s else None
 
@@ -113,7 +127,7 @@ def cmd_select(args: argparse.Namespace) -> int:
                  backends=_list(args.backends), exclude=_list(args.exclude),
                  input_shapes=_shapes(args.input_shape), cache_dir=args.cache_dir,
                  budget_s=args.budget, precision=args.precision, progress=_progress(tty),
-                 threads=args.threads)
+                 threads=args.threads, sample_inputs=_inputs(args.inputs))
     _end_progress(tty)
     if args.json:
         print(json.dumps({**dec.to_dict(), "key": dec.key, "from_cache": dec.from_cache},
@@ -136,12 +150,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     sess = Session(args.model, objective=args.objective, backends=_list(args.backends),
                    exclude=_list(args.exclude), input_shapes=shapes, cache_dir=args.cache_dir,
                    budget_s=args.budget, precision=args.precision, progress=_progress(tty),
-                   selection="blocking", threads=args.threads)
+                   selection="blocking", threads=args.threads,
+                   sample_inputs=_inputs(args.inputs))
     _end_progress(tty)
     t_open = time.perf_counter() - t0
     from .policy import resolve_input_shapes
 
-    feeds = sample_feeds(sess.facts, resolve_input_shapes(sess.facts, shapes), seed=1)
+    feeds = _inputs(args.inputs) or sample_feeds(
+        sess.facts, resolve_input_shapes(sess.facts, shapes), seed=1)
     outs = sess.run(None, feeds)
     if sess.selecting:  # the reference failed on synthetic inputs: selecting on these
         sess.wait_for_choice()
@@ -184,7 +200,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    exclude=_list(args.exclude), input_shapes=_shapes(args.input_shape),
                    budget_s=settings.budget_s, tune=args.tune,
                    precision=args.precision, threads=args.threads).normalised()
-    dec = Selector(facts, probes.detect(), opts, cache, settings, _progress(tty)).select()
+    given = _inputs(args.inputs)
+    dec = Selector(facts, probes.detect(), opts, cache, settings, _progress(tty)).select(
+        [given] if given else None, "sample_inputs" if given else "")
     _end_progress(tty)
     rows = []
     for r in dec.ranking:
@@ -298,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--precision", default="fp32", choices=["fp32", "auto"],
                         help="fp32 (default): the model's own arithmetic; auto: also fp16/bf16 "
                         "where the hardware runs them natively, at their own tolerance")
+        sp.add_argument("--inputs", metavar="FEEDS.npz", default=None,
+                        help="real inputs to measure on (one array per input name)")
         sp.add_argument("--threads", type=int, default=None,
                         help="CPU threads the runtimes may use (default: the CPU quota)")
         sp.add_argument("--json", action="store_true")

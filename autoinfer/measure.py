@@ -556,7 +556,8 @@ class Measurer:
             if failed and self.source == "synthetic":
                 raise SyntheticInputsRejected(
                     f"the reference {ref_cand.key} fails on synthetic inputs for "
-                    f"{self.model.path.name}; select on real inputs (sample_inputs=)",
+                    f"{self.model.path.name}; select on real inputs (sample_inputs=, or --inputs "
+                    "FEEDS.npz on the command line)",
                     {ref_cand.key: why})
             if failed:
                 log.warning("the reference %s failed: %s", ref_cand.key, why)
