@@ -103,6 +103,9 @@ def test_nonstop_calls_during_the_background_selection_see_exactly_one_switch(
     assert choice is not None and choice.backend == "onnxruntime" and choice.measured
     assert choice.ratio is not None and choice.interval[1] < 0.97, s.explain()
     assert s.choice == choice and done[0] > before  # and it runs on after the switch
+    # what raced is exactly what runs: the same candidate, settings included
+    assert s.choice.candidate == s.decision.winner
+    assert s.choice.settings == dict(s.decision.winner.settings)
     switches = [r for r in caplog.records if "now runs on" in r.getMessage()]
     assert len(switches) == 1, [r.getMessage() for r in switches]
     assert told == [("onnxruntime", "autoinfer-selection")]
@@ -352,3 +355,22 @@ def test_a_decision_of_the_older_format_is_selected_again(tiny, tmp_path):
 def test_sample_inputs_must_be_feeds(tiny, tmp_path):
     with pytest.raises(ConfigError, match="sample_inputs"):
         autoinfer.Session(tiny, cache_dir=tmp_path / "c", sample_inputs=[np.ones(3)])
+
+
+def test_the_worker_loads_with_the_sessions_context(tiny, tmp_path):
+    """One LoadContext construction: what the measuring worker rebuilds from its job is
+    what the session uses, hardware facts and threads included."""
+    import probes
+
+    from autoinfer.backends.base import Candidate
+    from autoinfer.cache import Cache
+    from autoinfer.loader import Loader, context_from_job, context_to_job
+
+    hw = probes.detect()
+    loader = Loader(load_facts(tiny), hw, Cache(tmp_path / "c"), objective="latency", threads=1)
+    ctx = loader.context(Candidate.make("onnxruntime"), {"input": (1, 16)})
+    back = context_from_job(context_to_job(ctx))
+    assert back.hardware is not None and back.hardware.fingerprint == hw.fingerprint
+    assert (back.artifact_dir, back.threads, back.input_shapes, back.objective) == (
+        ctx.artifact_dir, 1, {"input": (1, 16)}, "latency")
+    assert ctx.artifact_dir.is_dir() and str(ctx.artifact_dir).startswith(str(tmp_path / "c"))
