@@ -152,7 +152,7 @@ class Session(Selecting):
         self._active: Active | None = None
         self._default: Active | None = None  # the safe choice, for every shape bucket
         self._init_selecting(on_choice)
-        self._static = not self._facts.has_dynamic_inputs or bool(input_shapes)
+        self._static = not self._facts.has_dynamic_inputs  # one shape: no buckets
         try:
             self._open(input_shapes)
         except BaseException:
@@ -177,7 +177,7 @@ class Session(Selecting):
             raise ModelError(msg) from None
 
     def _open(self, input_shapes: Mapping[str, Sequence[int]] | None) -> None:
-        if not self._static:
+        if not self._static and not input_shapes:
             if self._mode == "background":
                 # the reference runs any shape: it serves every bucket until its selection ends
                 with contextlib.suppress(AutoinferError):
@@ -199,6 +199,8 @@ class Session(Selecting):
                 act = self._load_decision(dec, shapes)
             else:
                 act = self._open_safe(shapes)
+                if not self._static and not act.exact:
+                    self._default = act  # serves the other shape buckets meanwhile
                 if self._sample:
                     self._submit(bucket, shapes, self._sample, "sample_inputs")
                 else:

@@ -374,3 +374,21 @@ def test_the_worker_loads_with_the_sessions_context(tiny, tmp_path):
     assert (back.artifact_dir, back.threads, back.input_shapes, back.objective) == (
         ctx.artifact_dir, 1, {"input": (1, 16)}, "latency")
     assert ctx.artifact_dir.is_dir() and str(ctx.artifact_dir).startswith(str(tmp_path / "c"))
+
+
+def test_dynamic_model_with_input_shapes_runs_other_shapes_and_selects_them(tmp_path):
+    p = zoo.save("dynamic_batch", tmp_path / "d.onnx")
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    s = autoinfer.Session(p, cache_dir=tmp_path / "c", budget_s=2,
+                          input_shapes={"input": [2, 3, 32, 32]})
+    assert s.choice.provisional
+    rng = np.random.default_rng(4)
+    for b in (2, 5):
+        x = {"input": rng.random((b, 3, 32, 32), dtype=np.float32)}
+        np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
+    assert s.wait_for_choice(timeout=180) is not None
+    assert {"input=2x3x32x32", "input=8x3x32x32"} <= set(s._by_bucket)
+    x = {"input": rng.random((5, 3, 32, 32), dtype=np.float32)}
+    np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
+    assert s.choice.measured and s.decision.bucket == "input=8x3x32x32"
+    s.close()
