@@ -2,9 +2,11 @@
 
 It reads one JSON job per line on stdin and answers one JSON line per job on
 its private result channel (the original stdout; anything a runtime prints
-goes to stderr instead). A job loads one candidate, runs it on the sample
-feeds, writes its outputs to an ``.npz`` file and reports load time, first
-inference time, latency statistics, throughput and memory. A candidate that
+goes to stderr instead). A screening job loads one candidate, runs it on the
+sample feeds, writes its outputs to an ``.npz`` file and reports load time,
+first inference time, latency statistics, throughput and memory. A race job
+loads the finalists together and times them in interleaved rounds (see
+``autoinfer.measure``). Every load goes through ``autoinfer.loader``. A candidate that
 crashes or hangs this process costs that candidate only: the parent notices,
 kills the process and starts a fresh one for the next job.
 """
@@ -13,12 +15,12 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import statistics
 import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 
@@ -93,78 +95,173 @@ def measure_throughput(run: Callable[[], Any], threads: int, slice_s: float) -> 
     return sum(done) / (time.perf_counter() - t0)
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-
+def _setup(job: dict[str, Any]) -> None:
     from . import backends
-    from .backends.base import Candidate, LoadContext
-    from .errors import AutoinferError, UnsupportedModel
-    from .model import ModelFacts
 
     for p in job.get("sys_path", []):
         if p not in sys.path:
             sys.path.append(p)
-    target = job.get("backend_target")
-    if target and job["candidate"]["backend"] not in backends.names():
-        backends.register(job["candidate"]["backend"], target)
+    for e in job.get("entries") or [job]:
+        target = e.get("backend_target")
+        if target and e["candidate"]["backend"] not in backends.names():
+            backends.register(e["candidate"]["backend"], target)
+
+
+def _error(result: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    from .errors import AutoinferError, UnsupportedModel
+
+    if isinstance(exc, UnsupportedModel):
+        return {**result, "kind": "unsupported", "reason": exc.reason}
+    if isinstance(exc, AutoinferError):
+        return {**result, "kind": "error", "reason": str(exc)}
+    return {**result, "kind": "error", "reason": f"{type(exc).__name__}: {exc}".strip()[:2000],
+            "traceback": traceback.format_exc()[-4000:]}
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Screening: load one candidate, run every feed, save the outputs, time it."""
+    if job.get("type") == "race":
+        return run_race(job)
+    import numpy as np
+
+    from .backends.base import Candidate
+    from .loader import context_from_job, load
+    from .measure import load_feeds
+    from .model import ModelFacts
+
+    _setup(job)
     cand = Candidate.from_dict(job["candidate"])
     facts = ModelFacts.from_dict(job["facts"])
-    with np.load(job["feeds"], allow_pickle=False) as z:
-        feeds = {k: z[k] for k in z.files}
-    ctx = LoadContext(
-        artifact_dir=Path(job["artifact_dir"]),
-        threads=int(job.get("threads", 1)),
-        input_shapes={k: tuple(v) for k, v in (job.get("input_shapes") or {}).items()} or None,
-        objective=job.get("objective", "latency"),
-        timeout_s=float(job.get("timeout_s", 300)),
-        extra=dict(job.get("extra") or {}),
-    )
+    feeds = load_feeds(job["feeds"])
+    ctx = context_from_job(job["ctx"])
     result: dict[str, Any] = {"ok": False, "candidate": cand.key}
     rss0 = _rss_mb()
     try:
-        backend = backends.get(cand.backend)
         t0 = time.perf_counter()
-        runner = backend.load(cand, facts, ctx)
+        runner = load(cand, facts, ctx)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        outputs = runner.run(feeds)
+        outputs = [runner.run(feeds[0])]
         first_s = time.perf_counter() - t0
-    except UnsupportedModel as exc:
-        return {**result, "kind": "unsupported", "reason": exc.reason}
-    except AutoinferError as exc:
-        return {**result, "kind": "error", "reason": str(exc)}
+        outputs += [runner.run(f) for f in feeds[1:]]
     except Exception as exc:  # noqa: BLE001 - a backend broke its contract; report, don't die
-        return {**result, "kind": "error",
-                "reason": f"{type(exc).__name__}: {exc}".strip()[:2000],
-                "traceback": traceback.format_exc()[-4000:]}
+        return _error(result, exc)
     try:
-        np.savez(job["outputs"], **{f"o{i}": np.asarray(o) for i, o in enumerate(outputs)})
+        np.savez(job["outputs"], **{f"f{i}_o{j}": np.asarray(o) for i, outs in enumerate(outputs)
+                                    for j, o in enumerate(outs)})
         stats: dict[str, float] = {}
         slice_s = float(job.get("slice_s", 1.0))
         if job.get("time", True):
-            warm = max(1, int(job.get("warmup", 2)))
-            for _ in range(warm):
-                runner.run(feeds)
-            stats = time_runs(lambda: runner.run(feeds), slice_s,
-                              min_reps=int(job.get("min_reps", 5)))
-            if job.get("objective") == "throughput":
-                stats["throughput"] = measure_throughput(lambda: runner.run(feeds),
-                                                         max(1, ctx.threads), slice_s)
+            cycle = [0]
+
+            def call() -> Any:
+                cycle[0] += 1
+                return runner.run(feeds[cycle[0] % len(feeds)])
+
+            for _ in range(max(1, int(job.get("warmup", 2)))):
+                call()
+            stats = time_runs(call, slice_s, min_reps=int(job.get("min_reps", 5)))
+            if ctx.objective == "throughput":
+                stats["throughput"] = measure_throughput(call, max(1, ctx.threads), slice_s)
             else:
                 stats["throughput"] = 1.0 / stats["median_s"]
         runner.close()
-    except AutoinferError as exc:
-        return {**result, "kind": "error", "reason": str(exc)}
     except Exception as exc:  # noqa: BLE001
-        return {**result, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"[:2000]}
+        return _error(result, exc)
     return {**result, "ok": True, "load_s": load_s, "first_s": first_s, **stats,
             "rss_load_mb": max(0.0, _rss_mb() - rss0), "peak_mb": _peak_mb(),
-            "n_outputs": len(outputs)}
+            "n_outputs": len(outputs[0]), "n_feeds": len(feeds)}
+
+
+def run_race(job: dict[str, Any]) -> dict[str, Any]:
+    """The finalists side by side in this one process: load all, warm up, then
+    interleaved rounds in rotating order, the same number of runs per candidate per
+    round and a pause before each candidate; stops once every challenger's verdict
+    is clear (see measure.verdict) or the budget is spent. Entry 0 is the reference."""
+    from .backends.base import Candidate
+    from .loader import context_from_job, load
+    from .measure import MIN_ROUNDS, load_feeds, race_order, verdict
+    from .model import ModelFacts
+
+    _setup(job)
+    facts = ModelFacts.from_dict(job["facts"])
+    feeds = load_feeds(job["feeds"])
+    reps, pause = max(1, int(job["reps"])), float(job["pause_s"])
+    threshold = float(job.get("threshold", 0.97))
+    runners: list[Any] = []
+    try:
+        for e in job["entries"]:
+            cand = Candidate.from_dict(e["candidate"])
+            runners.append(load(cand, facts, context_from_job(e["ctx"])))
+        for r in runners:  # warm-up: caches, allocators, lazy compilation
+            t_end = time.perf_counter() + 0.05
+            for i in range(max(3, reps)):
+                r.run(feeds[i % len(feeds)])
+                if time.perf_counter() > t_end and i >= 2:
+                    break
+    except Exception as exc:  # noqa: BLE001
+        return _error({"ok": False}, exc)
+    n = len(runners)
+    times: list[list[float]] = [[] for _ in range(n)]
+    failed: dict[int, str] = {}
+    deadline = time.perf_counter() + float(job["budget_s"])
+    rnd = 0
+    # at least MIN_ROUNDS rounds (an interval needs them), then until the budget is spent
+    while (rnd < MIN_ROUNDS or time.perf_counter() < deadline) \
+            and rnd < int(job.get("max_rounds", 400)):
+        slot: dict[int, float] = {}
+        for i in race_order(n, rnd):
+            if i in failed:
+                continue
+            time.sleep(pause)
+            try:
+                t0 = time.perf_counter()
+                for k in range(reps):
+                    runners[i].run(feeds[(rnd + k) % len(feeds)])
+                slot[i] = (time.perf_counter() - t0) / reps
+            except Exception as exc:  # noqa: BLE001
+                failed[i] = f"{type(exc).__name__}: {exc}"[:500]
+        if 0 in failed:
+            break
+        if len(slot) == n - len(failed):
+            for i, t in slot.items():
+                times[i].append(t)
+        rnd += 1
+        if len(times[0]) >= MIN_ROUNDS:
+            clear = True
+            for i in range(1, n):
+                if i in failed:
+                    continue
+                ratios = [t / b for t, b in zip(times[i], times[0])]
+                if verdict(ratios, threshold).verdict == "undecided":
+                    clear = False
+                    break
+            if clear:
+                break
+    for r in runners:
+        try:
+            r.close()
+        except Exception:  # noqa: BLE001
+            pass
+    return {"ok": True, "times": times, "rounds": rnd, "failed": failed}
+
+
+def _die_with_parent() -> None:
+    """Linux: this process is killed when the thread that started it ends, so that a
+    parent killed outright leaves no measuring process behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the parent's exit handler kills it
+        pass
 
 
 def main() -> int:
     # Results go to a private copy of stdout; fd 1 is pointed at stderr so that a
     # runtime printing to stdout cannot corrupt the protocol.
+    _die_with_parent()
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr

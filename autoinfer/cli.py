@@ -46,6 +46,20 @@ def _shapes(items: Sequence[str] | None) -> dict[str, list[int]] | None:
     return out
 
 
+def _inputs(path: str | None) -> dict[str, Any] | None:
+    """A feed dict from an .npz file (one array per input name), or None."""
+    if not path:
+        return None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--inputs: expected an .npz file of input arrays, received {path!r} "
+                          f"({exc})") from None
+
+
 def _list(s: str | None) -> list[str] | None:
     return [x for x in s.split(",") if x] if s else None
 
@@ -113,7 +127,8 @@ def cmd_select(args: argparse.Namespace) -> int:
                  benchmark=False if args.no_benchmark else "auto",
                  backends=_list(args.backends), exclude=_list(args.exclude),
                  input_shapes=_shapes(args.input_shape), cache_dir=args.cache_dir,
-                 budget_s=args.budget, precision=args.precision, progress=_progress(tty))
+                 budget_s=args.budget, precision=args.precision, progress=_progress(tty),
+                 threads=args.threads, sample_inputs=_inputs(args.inputs))
     _end_progress(tty)
     if args.json:
         print(json.dumps({**dec.to_dict(), "key": dec.key, "from_cache": dec.from_cache},
@@ -127,7 +142,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .policy import sample_feeds
+    from .measure import sample_feeds
     from .session import Session
 
     tty = sys.stderr.isatty()
@@ -135,13 +150,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     sess = Session(args.model, objective=args.objective, backends=_list(args.backends),
                    exclude=_list(args.exclude), input_shapes=shapes, cache_dir=args.cache_dir,
-                   budget_s=args.budget, precision=args.precision, progress=_progress(tty))
+                   budget_s=args.budget, precision=args.precision, progress=_progress(tty),
+                   selection="blocking", threads=args.threads,
+                   sample_inputs=_inputs(args.inputs))
     _end_progress(tty)
     t_open = time.perf_counter() - t0
     from .policy import resolve_input_shapes
 
-    feeds = sample_feeds(sess.facts, resolve_input_shapes(sess.facts, shapes), seed=1)
+    feeds = _inputs(args.inputs) or sample_feeds(
+        sess.facts, resolve_input_shapes(sess.facts, shapes), seed=1)
     outs = sess.run(None, feeds)
+    if sess.selecting:  # the reference failed on synthetic inputs: selecting on these
+        sess.wait_for_choice()
+        outs = sess.run(None, feeds)
     times = []
     for _ in range(args.repeat):
         t = time.perf_counter()
@@ -179,8 +200,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = Options(objective=args.objective, benchmark=True, backends=_list(args.backends),
                    exclude=_list(args.exclude), input_shapes=_shapes(args.input_shape),
                    budget_s=settings.budget_s, tune=args.tune,
-                   precision=args.precision).normalised()
-    dec = Selector(facts, probes.detect(), opts, cache, settings, _progress(tty)).select()
+                   precision=args.precision, threads=args.threads).normalised()
+    given = _inputs(args.inputs)
+    dec = Selector(facts, probes.detect(), opts, cache, settings, _progress(tty)).select(
+        [given] if given else None, "sample_inputs" if given else "")
     _end_progress(tty)
     rows = []
     for r in dec.ranking:
@@ -193,7 +216,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      "first_inference_s": m.first_s if m else None,
                      "peak_mb": m.peak_mb if m else None,
                      "model_memory_mb": m.rss_load_mb if m else None,
-                     "max_abs_err": m.max_abs_err if m else None})
+                     "max_abs_err": m.max_abs_err if m else None,
+                     "race": r.race.to_dict() if r.race else None})
     rows.sort(key=lambda x: (x["median_ms"] is None, x["median_ms"] or 0))
     if args.json:
         print(json.dumps({"model": str(args.model), "winner": dec.winner.key, "rows": rows,
@@ -210,6 +234,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"{x['candidate']:<50} {x['median_ms']:10.3f} {x['p90_ms']:9.3f} "
                   f"{x['throughput_per_s']:8.1f} {x['load_s']:7.2f} {x['peak_mb']:8.0f} "
                   f"{err if err is None else format(err, '9.1e')}"
+                  + (f"  race {x['race']['ratio']:.3f}x [{x['race']['low']:.3f}, "
+                     f"{x['race']['high']:.3f}] {x['race']['verdict']}" if x["race"] else "")
                   + ("" if x["status"] == "measured" else f"  [{x['status']}: {x['reason']}]"))
         for u in dec.unsupported:
             print(f"{u['key']:<50} unsupported, because {u['reason']}")
@@ -290,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--precision", default="fp32", choices=["fp32", "auto"],
                         help="fp32 (default): the model's own arithmetic; auto: also fp16/bf16 "
                         "where the hardware runs them natively, at their own tolerance")
+        sp.add_argument("--inputs", metavar="FEEDS.npz", default=None,
+                        help="real inputs to measure on (one array per input name)")
+        sp.add_argument("--threads", type=int, default=None,
+                        help="CPU threads the runtimes may use (default: the CPU quota)")
         sp.add_argument("--json", action="store_true")
 
     s = sub.add_parser("select", help="choose the runtime for a model (cached) and say why")

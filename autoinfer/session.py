@@ -1,10 +1,14 @@
 """The Session facade: ONNX Runtime's ``InferenceSession`` surface over the chosen runtime.
 
     sess = autoinfer.Session("model.onnx")
-    outputs = sess.run(None, {"input": x})
+    outputs = sess.run(None, {"input": x})   # works at once, on the safe choice
+    sess.wait_for_choice()                   # optional: the background selection's result
 
-Existing ONNX Runtime code keeps its meaning: given ``providers`` or
-``sess_options``, autoinfer runs ONNX Runtime with exactly those.
+On a cold cache the session opens on the safe choice (the reference runtime at its
+defaults) and selects in the background, on real inputs: ``sample_inputs`` or the
+feeds of the first ``run()``. The winner is loaded off the caller's thread and
+swapped in between calls. Existing ONNX Runtime code keeps its meaning: given
+``providers`` or ``sess_options``, autoinfer runs ONNX Runtime with exactly those.
 """
 from __future__ import annotations
 
@@ -14,26 +18,34 @@ import os
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import backends as registry
-from .backends.base import Candidate, LoadContext, Runner
+from .backends.base import Candidate, Runner
 from .cache import Cache
 from .config import Settings
 from .errors import (AutoinferError, BackendError, ConfigError, InputError, ModelError,
                      NoCandidateError)
 from .model import ModelFacts, TensorSpec, load_facts_cached
-from .policy import Decision, Options, decide, resolve_input_shapes, shape_bucket
+from .decision import Decision, Ranked
+from .loader import Loader
+from .measure import SyntheticInputsRejected
+from .policy import (Options, Selector, as_feed_list, cached_decision, decide,
+                     resolve_input_shapes, shape_bucket)
 from .surface import OrtSurface
+from .switching import Active, Choice, Selecting
+
+__all__ = ["Session", "Choice", "NodeArg", "ModelMetadata", "SELECTION_MODES"]
 
 log = logging.getLogger("autoinfer.session")
 
 # ONNX Runtime's keyword arguments that pin the choice to ONNX Runtime itself.
 _ORT_BACKEND = "onnxruntime"
+SELECTION_MODES = ("background", "blocking", "off")
 
 
 @dataclass(frozen=True)
@@ -58,58 +70,24 @@ class ModelMetadata:
     custom_metadata_map: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Choice:
-    """What the session runs on, and what was measured."""
-
-    backend: str
-    device: str
-    precision: str
-    settings: dict[str, Any]
-    measured: bool
-    from_cache: bool
-    latency_ms: float | None = None
-    p90_ms: float | None = None
-    throughput: float | None = None
-    load_s: float | None = None
-    max_abs_err: float | None = None
-    candidate: Candidate = field(default=Candidate("?"), repr=False)
-
-    @classmethod
-    def of(cls, decision: Decision, candidate: Candidate) -> "Choice":
-        entry = next((r for r in decision.ranking if r.candidate == candidate), None)
-        m = entry.measurement if entry else None
-        return cls(candidate.backend, candidate.device, candidate.precision,
-                   dict(candidate.settings), bool(m) and decision.measured, decision.from_cache,
-                   m.median_s * 1e3 if m else None, m.p90_s * 1e3 if m else None,
-                   m.throughput if m else None, m.load_s if m else None,
-                   m.max_abs_err if m else None, candidate)
-
-
-class _Active:
-    """A loaded runner with the decision it came from."""
-
-    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed")
-
-    def __init__(self, decision: Decision, candidate: Candidate, runner: Runner,
-                 shapes: dict[str, tuple[int, ...]], exact: bool) -> None:
-        self.decision = decision
-        self.candidate = candidate
-        self.runner = runner
-        self.shapes = shapes
-        self.exact = exact  # the runner accepts only these input shapes
-        self.failed: set[Candidate] = set()
-
-
-class Session(OrtSurface):
+class Session(Selecting, OrtSurface):
     """Runs an ONNX model on the fastest correct runtime of this machine.
 
     Arguments beyond ONNX Runtime's:
+      selection:    "background" (default): open at once on the safe choice (the reference
+                    runtime at its defaults), select in the background on real inputs and
+                    switch between calls when a challenger wins; "blocking": select before
+                    returning (synthetic inputs unless ``sample_inputs``); "off": rank only.
+      sample_inputs: a feed dict, or a list of them, to measure on. Without them the
+                    background selection measures on the feeds of the first ``run()``.
+      on_choice:    called once, from the selecting thread, with the :class:`Choice` when
+                    the selection ends (at once from the constructor without one).
+      threads:      the CPU threads the runtimes may use (default: the CPU quota found).
       objective:    "latency" (default), "throughput", "load_time" or "memory".
       benchmark:    "auto" (measure unless the choice is forced), True, or False (rank only).
       backends / exclude: restrict the runtimes considered (registry names).
       input_shapes: concrete shapes for dynamic inputs; without them a model with
-                    dynamic inputs selects on its first ``run()``.
+                    dynamic inputs selects per shape bucket of the feeds it is given.
       cache_dir:    where decisions and artifacts live (default: the user cache dir,
                     or AUTOINFER_CACHE_DIR).
       budget_s:     time budget of a measured selection.
@@ -118,9 +96,6 @@ class Session(OrtSurface):
                     natively, each checked at its own, looser tolerance.
       rtol / atol:  accuracy tolerance against the reference (default: by precision).
       fallback:     move to the next candidate when the winner fails (default True).
-      threads:      CPU threads the runtime may use (default: the CPU quota found).
-
-    The rest of InferenceSession's surface comes from :class:`~autoinfer.surface.OrtSurface`.
     """
 
     def __init__(self, path_or_bytes: str | os.PathLike[str] | bytes,
@@ -132,9 +107,16 @@ class Session(OrtSurface):
                  cache_dir: str | os.PathLike[str] | None = None, budget_s: float | None = None,
                  rtol: float | None = None, atol: float | None = None,
                  precision: str = "fp32", fallback: bool = True, progress: Any = None,
-                 threads: int | None = None, **kwargs: Any) -> None:
+                 selection: str = "background", sample_inputs: Any = None,
+                 on_choice: Any = None, threads: int | None = None,
+                 **kwargs: Any) -> None:
         if kwargs:
             raise ConfigError(f"Session() got unexpected keyword argument(s) {sorted(kwargs)}")
+        if selection not in SELECTION_MODES:
+            raise ConfigError(f"selection: expected one of {', '.join(SELECTION_MODES)}, "
+                              f"received {selection!r}")
+        if on_choice is not None and not callable(on_choice):
+            raise ConfigError(f"on_choice: expected a callable, received {type(on_choice).__name__}")
         import probes
 
         self._lock = threading.RLock()
@@ -145,10 +127,45 @@ class Session(OrtSurface):
         self._cache = Cache(self._settings.cache_dir, enabled=self._settings.cache_enabled,
                             max_bytes=self._settings.cache_max_bytes)
         self._path = self._model_path(path_or_bytes)
+        self._facts = self._read_facts(path_or_bytes)
+        self._hw = probes.detect()
+        extra: dict[str, Any] = {}
+        self._ort_pinned = sess_options is not None or providers is not None
+        if self._ort_pinned:
+            backends, exclude, benchmark = [_ORT_BACKEND], None, False
+            extra = {"sess_options": sess_options, "providers": list(providers or []) or None,
+                     "provider_options": provider_options}
+        if selection == "off":
+            benchmark = False  # rank only
+        self._opts = Options(objective=objective, benchmark=benchmark, backends=backends,
+                             exclude=exclude, input_shapes=input_shapes, rtol=rtol, atol=atol,
+                             budget_s=budget_s, precision=precision, extra=extra,
+                             threads=threads).normalised()
+        registry.select(backends, exclude)  # validate names now, not at first run
+        self._mode = "off" if (self._ort_pinned or benchmark is False) else selection
+        self._sample = as_feed_list(sample_inputs)
+        self._fallback = fallback
+        self._threads = self._opts.threads
+        self._progress = progress
+        self._loader = Loader(self._facts, self._hw, self._cache, objective=self._opts.objective,
+                              threads=self._opts.threads, extra=extra)
+        self._prepare_validation()
+        self._by_bucket: dict[str, Active] = {}
+        self._active: Active | None = None
+        self._default: Active | None = None  # the safe choice, for every shape bucket
+        self._init_selecting(on_choice)
+        self._static = not self._facts.has_dynamic_inputs  # one shape: no buckets
         try:
-            self._facts: ModelFacts = load_facts_cached(self._path, self._cache)
+            self._open(input_shapes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_facts(self, src: Any) -> ModelFacts:
+        try:
+            return load_facts_cached(self._path, self._cache)
         except ModelError as exc:
-            if isinstance(path_or_bytes, (str, os.PathLike)):
+            if isinstance(src, (str, os.PathLike)):
                 raise
             # bytes: the file is autoinfer's own copy; name what the caller gave, and
             # keep nothing of a model that is not one
@@ -160,29 +177,46 @@ class Session(OrtSurface):
             if self._tmp is not None:
                 self._tmp.cleanup()
             raise ModelError(msg) from None
-        self._hw = probes.detect()
-        extra: dict[str, Any] = {}
-        self._ort_pinned = sess_options is not None or providers is not None
-        if self._ort_pinned:
-            backends, exclude, benchmark = [_ORT_BACKEND], None, False
-            extra = {"sess_options": sess_options, "providers": list(providers or []) or None,
-                     "provider_options": provider_options}
-        self._opts = Options(objective=objective, benchmark=benchmark, backends=backends,
-                             exclude=exclude, input_shapes=input_shapes, rtol=rtol, atol=atol,
-                             budget_s=budget_s, precision=precision, extra=extra).normalised()
-        registry.select(backends, exclude)  # validate names now, not at first run
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or threads < 1):
-            raise ConfigError(f"threads: expected a positive integer, received {threads!r}")
-        self._fallback = fallback
-        self._threads = threads
-        self._progress = progress
-        self._prepare_validation()
-        self._by_bucket: dict[str, _Active] = {}
-        self._active: _Active | None = None
-        if not self._facts.has_dynamic_inputs or input_shapes:
-            shapes = resolve_input_shapes(self._facts, input_shapes)
-            self._active = self._activate(shapes)
+
+    def _open(self, input_shapes: Mapping[str, Sequence[int]] | None) -> None:
+        if not self._static and not input_shapes:
+            if self._mode == "background":
+                # the reference runs any shape: it serves every bucket until its selection ends
+                with contextlib.suppress(AutoinferError):
+                    self._default = self._active = self._open_safe(None)
+                buckets: dict[str, list[dict[str, np.ndarray]]] = {}
+                for f in self._sample:
+                    shapes = {k: tuple(np.shape(v)) for k, v in f.items()}
+                    buckets.setdefault(shape_bucket(self._facts, shapes), []).append(f)
+                for bucket, feeds in buckets.items():
+                    shapes = {k: tuple(np.shape(v)) for k, v in feeds[0].items()}
+                    self._submit(bucket, shapes, feeds, "sample_inputs")
+            self._settle_if_idle()
+            return
+        shapes = resolve_input_shapes(self._facts, input_shapes)
+        bucket = shape_bucket(self._facts, shapes)
+        if self._mode == "background":
+            dec = cached_decision(self._selector(shapes))
+            if dec is not None:
+                act = self._load_decision(dec, shapes)
+            else:
+                act = self._open_safe(shapes)
+                if not self._static and not act.exact:
+                    self._default = act  # serves the other shape buckets meanwhile
+                if self._sample:
+                    self._submit(bucket, shapes, self._sample, "sample_inputs")
+                else:
+                    self._want_feeds = True  # selects on the first run()'s feeds
+        else:
+            try:
+                act = self._activate(shapes)
+            except SyntheticInputsRejected as exc:
+                log.info("autoinfer: %s; opening on the safe choice and selecting on the "
+                         "first run()'s inputs", exc.args[0].splitlines()[0])
+                act = self._open_safe(shapes)
+                self._want_feeds = True
+        self._by_bucket[bucket] = self._active = act
+        self._settle_if_idle()
 
     # -- model -----------------------------------------------------------------
     def _model_path(self, src: Any) -> Path:
@@ -204,52 +238,58 @@ class Session(OrtSurface):
         raise ModelError(f"expected a model path or bytes, received {type(src).__name__}")
 
     # -- selection and loading ---------------------------------------------------
-    def _decide(self, shapes: dict[str, tuple[int, ...]]) -> Decision:
+    def _selector(self, shapes: dict[str, tuple[int, ...]]) -> Selector:
+        opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
+        return Selector(self._facts, self._hw, opts, self._cache, self._settings, self._progress)
+
+    def _decide(self, shapes: dict[str, tuple[int, ...]],
+                run_feeds: dict[str, np.ndarray] | None = None) -> Decision:
+        """Blocking: on the sample inputs of these shapes, else on ``run_feeds`` (the call
+        that brought these shapes), else on synthetic inputs."""
         opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
         if self._ort_pinned:
-            from .policy import Selector
+            return self._selector(shapes).select()
+        feeds = [f for f in self._sample if all(
+            tuple(np.shape(f[k])) == v for k, v in shapes.items() if k in f)]
+        source = "sample_inputs" if feeds else ""
+        if not feeds and run_feeds is not None:
+            feeds, source = [{k: np.array(v, copy=True) for k, v in run_feeds.items()}], "run"
+        return decide(self._facts, self._hw, opts, self._cache, self._settings, self._progress,
+                      feeds=feeds or None, source=source)
 
-            return Selector(self._facts, self._hw, opts, self._cache, self._settings).select()
-        return decide(self._facts, self._hw, opts, self._cache, self._settings, self._progress)
+    def _load(self, cand: Candidate, shapes: dict[str, tuple[int, ...]] | None) -> Runner:
+        return self._loader.load(cand, shapes)
 
-    def _load(self, cand: Candidate, shapes: dict[str, tuple[int, ...]]) -> Runner:
-        from .policy import artifact_key
+    def _open_safe(self, shapes: dict[str, tuple[int, ...]] | None) -> Active:
+        """The safe choice: the reference at its defaults or, where it cannot load the model,
+        the first candidate by estimate that can."""
+        order: list[Candidate] = []
+        for b in registry.select(self._opts.backends, self._opts.exclude):
+            if b.capabilities.reference and b.availability(self._hw).usable:
+                order.append(Candidate(b.name, "cpu", "fp32"))
+                break
+        errors: dict[str, str] = {}
+        for i in range(2):
+            for cand in order:
+                try:
+                    runner = self._load(cand, shapes)
+                except AutoinferError as exc:
+                    errors[cand.key] = str(exc)
+                    continue
+                dec = Decision(cand, self._opts.objective, False, [Ranked(cand, 1.0, (
+                    "the safe choice: it runs while the selection measures",))],
+                    bucket=shape_bucket(self._facts, shapes) if shapes else "",
+                    provisional=True)
+                exact = shapes is not None and not registry.get(cand.backend).capabilities.dynamic_shapes
+                return Active(dec, cand, runner, shapes, exact)
+            if i or shapes is None:
+                break
+            tried = set(order)
+            order = [r.candidate for r in self._selector(shapes).rank()[0] if r.candidate not in tried]
+        raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
 
-        key = artifact_key(cand, shapes)
-        adir = self._cache.artifact_dir(cand.backend, self._facts.sha256, key)
-        try:
-            return self._load_in(cand, shapes, adir or self._private_dir(key))
-        except AutoinferError:
-            if adir is None or adir.exists():
-                raise
-        # Another process cleared the cache under this load: load again where no clear
-        # reaches, in this session's own temporary directory.
-        log.info("autoinfer: the artifact directory of %s vanished during its load (a cache "
-                 "clear); loading it again in a private directory", cand.key)
-        return self._load_in(cand, shapes, self._private_dir(key))
-
-    def _private_dir(self, key: Any) -> Path:
-        from .cache import digest
-
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="autoinfer-")
-        d = Path(self._tmp.name) / "artifacts" / digest(key, 16)
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    def _load_in(self, cand: Candidate, shapes: dict[str, tuple[int, ...]],
-                 adir: Path) -> Runner:
-        from .policy import threads_for
-
-        ctx = LoadContext(artifact_dir=adir, threads=self._threads or threads_for(self._hw),
-                          input_shapes=shapes,
-                          objective=self._opts.objective, hardware=self._hw,
-                          extra=dict(self._opts.extra))
-        return registry.get(cand.backend).load(cand, self._facts, ctx)
-
-    def _activate(self, shapes: dict[str, tuple[int, ...]],
-                  failed: set[Candidate] | None = None) -> _Active:
-        decision = self._decide(shapes)
+    def _load_decision(self, decision: Decision, shapes: dict[str, tuple[int, ...]],
+                       failed: set[Candidate] | None = None) -> Active:
         order = [decision.winner, *decision.fallbacks()]
         errors: dict[str, str] = {}
         for cand in order:
@@ -265,12 +305,18 @@ class Session(OrtSurface):
                             cand.key, exc)
                 continue
             exact = not registry.get(cand.backend).capabilities.dynamic_shapes
-            act = _Active(decision, cand, runner, shapes, exact)
+            act = Active(decision, cand, runner, shapes, exact)
             if failed:
                 act.failed |= failed
-            self._by_bucket[shape_bucket(self._facts, shapes)] = act
             return act
         raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
+
+    def _activate(self, shapes: dict[str, tuple[int, ...]],
+                  failed: set[Candidate] | None = None,
+                  run_feeds: dict[str, np.ndarray] | None = None) -> Active:
+        act = self._load_decision(self._decide(shapes, run_feeds), shapes, failed)
+        self._by_bucket[shape_bucket(self._facts, shapes)] = act
+        return act
 
     # -- validation --------------------------------------------------------------
     def _prepare_validation(self) -> None:
@@ -343,21 +389,31 @@ class Session(OrtSurface):
         raise InputError(f"input {name!r}: expected a numpy array, received {type(x).__name__}")
 
     # -- running -----------------------------------------------------------------
-    def _active_for(self, feeds: dict[str, np.ndarray]) -> _Active:
+    def _active_for(self, feeds: dict[str, np.ndarray]) -> Active:
+        shapes = {k: v.shape for k, v in feeds.items()}
         act = self._active
-        if act is not None and not self._facts.has_dynamic_inputs:
-            return act
-        shapes = {k: tuple(v.shape) for k, v in feeds.items()}
-        if act is not None and (not act.exact or act.shapes == shapes) and \
-                shape_bucket(self._facts, shapes) == shape_bucket(self._facts, act.shapes):
-            return act
-        with self._lock:
-            bucket = shape_bucket(self._facts, shapes)
-            act = self._by_bucket.get(bucket)
-            if act is None or (act.exact and act.shapes != shapes):
-                act = self._activate(shapes)
+        if act is not None and act.shapes == shapes and act is not self._default \
+                and not act.retired:
+            return act  # the same shapes as the last call: no bucket to compute
+        bucket = shape_bucket(self._facts, shapes)
+        act = self._by_bucket.get(bucket)
+        if act is not None and (not act.exact or act.shapes == shapes):
             self._active = act
             return act
+        with self._lock:
+            act = self._by_bucket.get(bucket)
+            if act is not None and (not act.exact or act.shapes == shapes):
+                self._active = act
+                return act
+            if self._default is not None:  # background: the safe choice runs meanwhile
+                self._submit(bucket, dict(shapes),
+                             [{k: np.array(v, copy=True) for k, v in feeds.items()}], "run")
+                self._active = self._default
+                return self._default
+            act = self._activate(dict(shapes), run_feeds=feeds)
+            self._active = act
+        self._settle_if_idle()
+        return act
 
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
             run_options: Any = None) -> list[np.ndarray]:
@@ -365,13 +421,23 @@ class Session(OrtSurface):
         if self._closed:
             raise AutoinferError("the session is closed")
         feeds = self._validate(input_feed)
-        act = self._active_for(feeds)
+        if self._want_feeds:
+            self._take_feeds(feeds)
+        while True:
+            act = self._active if self._static else self._active_for(feeds)
+            calls = act.calls  # type: ignore[union-attr]
+            calls.append(None)
+            if not act.retired:  # type: ignore[union-attr]
+                break
+            calls.pop()  # replaced meanwhile: take the new one
         try:
-            outs = act.runner.run(feeds)
+            outs = act.runner.run(feeds)  # type: ignore[union-attr]
         except BackendError as exc:
-            if not self._fallback:
+            if not self._fallback or act.decision.provisional:  # type: ignore[union-attr]
                 raise
-            outs = self._run_fallback(act, feeds, exc)
+            outs = self._run_fallback(act, feeds, exc)  # type: ignore[arg-type]
+        finally:
+            calls.pop()
         if output_names:
             try:
                 return [outs[self._out_index[n]] for n in output_names]
@@ -380,7 +446,7 @@ class Session(OrtSurface):
                                  f"{list(self._out_index)}") from None
         return outs
 
-    def _run_fallback(self, act: _Active, feeds: dict[str, np.ndarray],
+    def _run_fallback(self, act: Active, feeds: dict[str, np.ndarray],
                       exc: BaseException) -> list[np.ndarray]:
         """Move to the next candidate that runs these feeds; one warning per failed one."""
         first = act.candidate
@@ -390,22 +456,27 @@ class Session(OrtSurface):
                 log.warning("autoinfer: %s failed during run (%s); moving to the next candidate",
                             act.candidate.key, exc)
                 reasons[act.candidate.key] = str(exc)
+                shapes = act.shapes or {k: tuple(v.shape) for k, v in feeds.items()}
                 try:
-                    new = self._activate(act.shapes, act.failed | {act.candidate})
+                    new = self._load_decision(act.decision, shapes, act.failed | {act.candidate})
                 except NoCandidateError as none:  # say why the ones that ran failed
                     raise NoCandidateError(
                         f"{first.key} failed during run and no other candidate could "
                         f"run {self._facts.path.name}", {**reasons, **none.reasons}) from None
+                bucket = shape_bucket(self._facts, shapes)
+                if self._by_bucket.get(bucket) is act:
+                    self._by_bucket[bucket] = new
                 if self._active is act:
                     self._active = new
-                try:
-                    act.runner.close()
-                except Exception:  # noqa: BLE001 - the failed runner may be broken
-                    pass
+                if act is not self._default:  # closed once the calls on it are done
+                    threading.Thread(target=self._retire, args=(act,), daemon=True).start()
+            new.calls.append(None)
             try:  # outside the lock, as every run is
                 return new.runner.run(feeds)
             except BackendError as again:
                 act, exc = new, again
+            finally:
+                new.calls.pop()
 
     # -- ONNX Runtime's introspection --------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -429,7 +500,8 @@ class Session(OrtSurface):
     # -- autoinfer's own ---------------------------------------------------------
     @property
     def choice(self) -> Choice | None:
-        """The runtime in use and its measured numbers (None before a dynamic model's first run)."""
+        """What runs now, and what was measured (None only before a dynamic model's first
+        run when the safe choice cannot serve every shape)."""
         act = self._active
         return Choice.of(act.decision, act.candidate) if act else None
 
@@ -442,6 +514,11 @@ class Session(OrtSurface):
     def facts(self) -> ModelFacts:
         return self._facts
 
+    @property
+    def selecting(self) -> bool:
+        """Whether a background selection is queued, running or waiting for feeds."""
+        return not self._settled.is_set()
+
     def explain(self) -> str:
         act = self._active
         if act is None:
@@ -450,22 +527,32 @@ class Session(OrtSurface):
         text = act.decision.explain()
         if act.candidate != act.decision.winner:
             text += f"\nrunning on {act.candidate.key}: the winner failed here"
+        if self.selecting:
+            text += "\na selection is under way in the background" + (
+                " (waiting for the first run()'s inputs)" if self._want_feeds else "")
         return text
 
     def close(self) -> None:
+        """Cancel a selection under way (its measuring processes are killed, nothing is
+        written), then free every runtime. Bounded: never waits more than a few seconds."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            for act in {id(a): a for a in self._by_bucket.values()}.values():
+        self._stop_selection()
+        with self._lock:
+            acts = [*self._by_bucket.values(), self._default, self._active]
+            for runner in {id(a.runner): a.runner for a in acts if a is not None}.values():
                 try:
-                    act.runner.close()
+                    runner.close()
                 except Exception:  # noqa: BLE001
                     pass
+            self._loader.cleanup()
             if self._tmp is not None:
                 self._tmp.cleanup()
             if self._release_model is not None:
                 self._release_model()
+        self._settled.set()
 
     def __enter__(self) -> "Session":
         return self

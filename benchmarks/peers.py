@@ -192,6 +192,7 @@ IMPORTS = {
     # autoinfer's own modules too: a Session's first-use imports are an import cost
     # (reported apart), not a load cost
     "autoinfer": ("autoinfer", "autoinfer.session", "autoinfer.policy", "autoinfer.cache",
+                  "autoinfer.measure", "autoinfer.loader", "autoinfer.decision",
                   "probes", "importlib.metadata", "autoinfer.backends.onnxruntime",
                   "autoinfer.backends.openvino", "autoinfer.backends.ncnn",
                   "autoinfer.backends.tensorrt", "onnxruntime"),

@@ -206,7 +206,8 @@ def test_a_read_only_cache_location_runs_without_cache_with_one_warning(
     cache_dir = next(gen)
     try:
         for _ in range(2):
-            with _session(model, cache_dir, backends=None, benchmark=True, budget_s=2) as s:
+            with _session(model, cache_dir, backends=None, benchmark=True, budget_s=2,
+                          selection="blocking") as s:
                 _check(s, reference)
                 assert s.choice.measured
         assert not cache_dir.exists()

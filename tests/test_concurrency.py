@@ -101,7 +101,7 @@ def _assert_close(got: np.ndarray, want: np.ndarray, exact: bool) -> None:
 @pytest.mark.parametrize("backend", BACKENDS + ["winner"])
 def test_eight_threads_match_serial_calls(cnn: Path, tmp_path: Path, backend: str) -> None:
     if backend == "winner":
-        s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", budget_s=2)
+        s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", budget_s=2, selection="blocking")
         assert s.choice is not None and s.choice.measured
     else:
         s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", benchmark=False,
@@ -153,7 +153,7 @@ _OPENER = textwrap.dedent("""
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.002)
-    s = autoinfer.Session(model, cache_dir=cache, budget_s=2,
+    s = autoinfer.Session(model, cache_dir=cache, budget_s=2, selection="blocking",
                           backends=["onnxruntime", "openvino"])
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
     y = s.run(None, {"input": x})[0]
@@ -246,6 +246,11 @@ def test_sessions_open_and_run_while_another_process_clears_the_cache(
                               backends=["onnxruntime", "openvino"])
         np.testing.assert_allclose(s.run(None, feeds[0])[0], ref.run(None, feeds[0])[0],
                                    rtol=1e-4, atol=1e-5)
+        choice = s.wait_for_choice(timeout=120)  # the selection runs in the background
+        assert choice is not None and choice.measured, s.explain()
+        np.testing.assert_allclose(s.run(None, feeds[1])[0], ref.run(None, feeds[1])[0],
+                                   rtol=1e-4, atol=1e-5)
+        s.close()
     finally:
         stop.touch()
         out, err = clearer.communicate(timeout=30)

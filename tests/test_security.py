@@ -38,7 +38,7 @@ def test_the_cache_is_private_to_the_user(model: Path, tmp_path: Path) -> None:
     old = os.umask(0o022)  # the usual umask: would make 0755 directories
     try:
         with autoinfer.Session(str(model), cache_dir=str(cache_dir), benchmark=True,
-                               budget_s=2) as s:
+                               budget_s=2, selection="blocking") as s:
             s.run(None, {"input": X})
     finally:
         os.umask(old)
@@ -110,7 +110,7 @@ def test_pickles_and_scripts_planted_in_the_cache_are_never_loaded_or_run(
         x = np.load({str(tmp_path / 'x.npy')!r})
         for objective in ('latency', 'memory'):
             with autoinfer.Session({str(model)!r}, cache_dir={str(cache_dir)!r}, benchmark=True,
-                                   budget_s=2, objective=objective) as s:
+                                   budget_s=2, objective=objective, selection="blocking") as s:
                 y = s.run(None, {{'input': x}})[0]
         np.save({str(tmp_path / 'y.npy')!r}, y)
         print('events', seen)

@@ -17,7 +17,8 @@ from autoinfer.cache import Cache
 from autoinfer.config import Settings
 from autoinfer.errors import ConfigError, NoCandidateError
 from autoinfer.model import load_facts
-from autoinfer.policy import Decision, Options, compare, decide, shape_bucket
+from autoinfer.measure import compare
+from autoinfer.policy import Decision, Options, decide, shape_bucket
 
 import misbehaving
 
@@ -56,7 +57,17 @@ def test_measured_choice_has_reference_and_accuracy(model, tmp_path):
         assert r.measurement.max_abs_err is not None and r.measurement.max_abs_err < 1e-3
     win = dec.winner_entry
     assert win.status == "measured"
-    assert win.measurement.median_s == min(r.measurement.median_s for r in measured)
+    # the reference stays unless a challenger raced faster with confidence
+    ref = dec.reference_entry()
+    assert ref is not None and ref.status == "measured"
+    if dec.winner != ref.candidate:
+        assert win.race is not None and win.race.verdict == "faster", dec.explain()
+        assert win.race.high < 0.97 and win.race.rounds >= 6
+    racers = [r for r in dec.ranking if r.race is not None]
+    if racers:  # the reference races as the baseline; each ratio sits inside its interval
+        assert ref.race is not None and ref.race.verdict == "reference"
+        for r in racers:
+            assert r.race.low <= r.race.ratio <= r.race.high, r.race
     text = dec.explain()
     assert dec.winner.key in text and "ranking:" in text
 
@@ -153,7 +164,7 @@ def test_public_select_function(model, tmp_path):
 
 
 def test_reduced_precision_is_tried_only_when_asked_and_at_its_own_tolerance(model, tmp_path):
-    from autoinfer.policy import TOLERANCES
+    from autoinfer.measure import TOLERANCES
 
     exact = _decide(model, tmp_path / "c", benchmark=False)
     assert all(r.candidate.precision == "fp32" for r in exact.ranking), exact.explain()

@@ -15,6 +15,7 @@ import autoinfer
 from autoinfer import backends as registry
 from autoinfer import zoo
 from autoinfer.errors import AutoinferError, ConfigError, InputError
+from autoinfer.policy import shape_bucket
 
 import misbehaving
 
@@ -45,6 +46,8 @@ def test_session_matches_inference_session_surface(tmp_path, cache_dir):
     p = _two_io_model(tmp_path / "m.onnx")
     ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=3)
+    assert s.choice.provisional and not s.choice.measured  # the safe choice, at once
+    assert s.get_providers() == ["CPUExecutionProvider"]
     for a, b in zip(s.get_inputs(), ref.get_inputs()):
         assert (a.name, a.shape, a.type) == (b.name, b.shape, b.type)
     for a, b in zip(s.get_outputs(), ref.get_outputs()):
@@ -60,17 +63,23 @@ def test_session_matches_inference_session_surface(tmp_path, cache_dir):
         for g, w in zip(got, want):
             assert g.dtype == w.dtype and g.shape == w.shape
             np.testing.assert_allclose(g, w, rtol=1e-6)
-    assert s.choice is not None and s.choice.backend in registry.names()
-    assert s.choice.measured
-    assert s.choice.backend in s.explain()
+    choice = s.wait_for_choice(timeout=120)
+    assert choice is not None and choice.backend in registry.names()
+    assert choice.measured and not choice.provisional and s.choice == choice
+    assert s.choice.backend in s.explain() and "first run()" in s.explain()
+    for names in (None, ["z", "y"]):  # and the same answers on what runs after the choice
+        for g, w in zip(s.run(names, feed), ref.run(names, feed)):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_session_from_bytes_and_second_session_is_cache_hit(tmp_path, cache_dir):
     p = zoo.save("tiny", tmp_path / "tiny.onnx")
-    s1 = autoinfer.Session(p.read_bytes(), cache_dir=cache_dir, budget_s=3)
-    assert not s1.choice.from_cache
+    s1 = autoinfer.Session(p.read_bytes(), cache_dir=cache_dir, budget_s=3, selection="blocking")
+    assert not s1.choice.from_cache and s1.choice.measured
     s2 = autoinfer.Session(p.read_bytes(), cache_dir=cache_dir, budget_s=3)
     assert s2.choice.from_cache and s2.choice.candidate == s1.choice.candidate
+    assert not s2.selecting and s2.wait_for_choice(timeout=0) == s2.choice
     x = {"input": np.random.default_rng(0).random((1, 16), dtype=np.float32)}
     np.testing.assert_allclose(s1.run(None, x)[0], s2.run(None, x)[0], rtol=1e-5)
 
@@ -107,9 +116,9 @@ def test_bad_feeds_raise_autoinfer_errors_like_onnxruntime(tmp_path, cache_dir):
     assert isinstance(InputError("x"), AutoinferError)
 
 
-def test_dynamic_model_selects_on_first_run_per_bucket(tmp_path, cache_dir):
+def test_dynamic_model_selects_on_first_run_per_bucket_when_blocking(tmp_path, cache_dir):
     p = zoo.save("dynamic_batch", tmp_path / "d.onnx")
-    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=3)
+    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=3, selection="blocking")
     assert s.choice is None and "first run" in s.explain()
     ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
@@ -118,6 +127,27 @@ def test_dynamic_model_selects_on_first_run_per_bucket(tmp_path, cache_dir):
         np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
         assert s.choice is not None
     assert len(s._by_bucket) == 3  # buckets 1, 2 and 4
+    assert s.choice.measured and not s.selecting
+    assert s.decision.inputs == "run"  # measured on the feeds of the call that brought the shape
+
+
+def test_dynamic_model_runs_at_once_and_selects_per_bucket_in_the_background(tmp_path, cache_dir):
+    p = zoo.save("dynamic_batch", tmp_path / "d.onnx")
+    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=2)
+    # the reference runs any shape: providers and a choice from construction
+    assert s.choice.provisional and s.get_providers() == ["CPUExecutionProvider"]
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    xs = [{"input": rng.random((b, 3, 32, 32), dtype=np.float32)} for b in (1, 2, 3)]
+    for x in xs:
+        np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
+    assert s.wait_for_choice(timeout=180) is not None
+    assert set(s._by_bucket) == {"input=1x3x32x32", "input=2x3x32x32", "input=4x3x32x32"}
+    for x in xs:
+        np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
+        assert s.choice.measured and s.decision.bucket == shape_bucket(s.facts, {
+            "input": x["input"].shape})
+    s.close()
 
 
 def test_providers_argument_pins_onnxruntime(tmp_path, cache_dir):
@@ -139,7 +169,8 @@ def test_unknown_keyword_and_backend_are_config_errors(tmp_path, cache_dir):
 
 def test_eight_threads_match_serial_results(tmp_path, cache_dir):
     p = zoo.save("mobilenetv2", tmp_path / "mnv2.onnx")
-    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=6)
+    # blocking: the runtime stays the same between the serial and the threaded calls
+    s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=6, selection="blocking")
     rng = np.random.default_rng(2)
     feeds = [{"input": rng.random((1, 3, 224, 224), dtype=np.float32)} for _ in range(8)]
     serial = [s.run(None, f)[0] for f in feeds]

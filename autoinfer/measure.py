@@ -1,0 +1,675 @@
+"""Measurement: the worker protocol, screening, the side-by-side race, its statistics,
+the sample feeds and the comparison of outputs.
+
+    screening   one crash-isolated subprocess per backend: load, first run, outputs
+                compared with the reference's, and a quick time. Failures, wrong answers
+                and candidates clearly slower than the best quick time drop out.
+    race        the finalists, always with the reference, loaded together in one
+                measuring subprocess: warm-up, then interleaved rounds in rotating order
+                with equal work per round and a pause between candidates (for spinning
+                thread pools). Each round gives a ratio candidate / reference; a
+                challenger replaces the reference only when the upper bound of the
+                confidence interval of the median ratio is below ``WIN_THRESHOLD``.
+
+Like pyperf and criterion.rs: calibrate, warm up, interleave, and keep the
+incumbent unless the difference is significant.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import math
+import os
+import select as _select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from . import backends as registry
+from .backends.base import Candidate
+from .decision import Decision, Measurement, RaceStat, Ranked
+from .errors import AutoinferError, ConfigError, NoCandidateError
+from .loader import context_to_job
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import ModelFacts
+
+log = logging.getLogger("autoinfer.measure")
+
+TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (2e-2, 2e-2), "bf16": (4e-2, 4e-2),
+              "int8": (1e-1, 1e-1)}
+WIN_THRESHOLD = 0.97     # a challenger must be faster than this ratio, with confidence
+CONFIDENCE = 0.95
+MIN_ROUNDS = 6           # the fewest rounds with a 95% interval for the median
+SLOWER_CUT = 1.5         # screening drops what is slower than this times the best
+MAX_FINALISTS = 4        # challengers in the race, besides the reference
+PAUSE_S = 0.05           # between candidates in a round: spinning pools go quiet
+SLOT_S = 0.025           # work per candidate per round, calibrated from the quick times
+RACE_MAX_S = 60.0        # the longest a race goes on, whatever the budget
+
+Feed = Mapping[str, np.ndarray]
+
+
+class Cancelled(AutoinferError):
+    """The selection was cancelled (the session closed, or the interpreter exits)."""
+
+
+class SyntheticInputsRejected(NoCandidateError):
+    """The reference failed on synthetic inputs: select again on the user's real inputs."""
+
+
+# --------------------------------------------------------------------------
+# the comparison
+def tolerance(precision: str, rtol: float | None = None,
+              atol: float | None = None) -> tuple[float, float]:
+    """The precision's default tolerance; the caller's rtol/atol, when given, for all."""
+    r, a = TOLERANCES.get(precision, TOLERANCES["fp16"])
+    return (rtol if rtol is not None else r), (atol if atol is not None else a)
+
+
+def compare(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol: float,
+            atol: float) -> tuple[bool, float, float, str]:
+    """(ok, max abs error, max relative error, why not). atol scales with the
+    reference's magnitude so that large-valued outputs are judged fairly."""
+    if len(outputs) != len(reference):
+        return False, math.inf, math.inf, f"{len(outputs)} outputs, reference has {len(reference)}"
+    max_abs = max_rel = 0.0
+    for i, (o, r) in enumerate(zip(outputs, reference)):
+        o = np.asarray(o)
+        r = np.asarray(r)
+        if o.shape != r.shape:
+            return False, math.inf, math.inf, f"output {i} has shape {o.shape}, expected {r.shape}"
+        if o.dtype != r.dtype:
+            return False, math.inf, math.inf, f"output {i} has dtype {o.dtype}, expected {r.dtype}"
+        if r.dtype.kind not in "fc":
+            if not np.array_equal(o, r):
+                n = int(np.sum(o != r))
+                return False, math.inf, math.inf, f"output {i}: {n} of {r.size} values differ"
+            continue
+        of = o.astype(np.float64)
+        rf = r.astype(np.float64)
+        if not np.array_equal(np.isnan(of), np.isnan(rf)):
+            return False, math.inf, math.inf, f"output {i}: NaN where the reference has none"
+        fin = np.isfinite(rf)
+        if not np.array_equal(of[~fin & ~np.isnan(rf)], rf[~fin & ~np.isnan(rf)]):
+            return False, math.inf, math.inf, f"output {i}: infinities differ"
+        if not np.all(np.isfinite(of[fin])):
+            return False, math.inf, math.inf, f"output {i}: non-finite values"
+        if not fin.any():
+            continue
+        diff = np.abs(of[fin] - rf[fin])
+        scale = max(1.0, float(np.max(np.abs(rf[fin]))))
+        a = float(diff.max())
+        rel = float(np.max(diff / (np.abs(rf[fin]) + atol * scale)))
+        max_abs, max_rel = max(max_abs, a), max(max_rel, rel)
+        bad = diff > atol * scale + rtol * np.abs(rf[fin])
+        if bad.any():
+            return (False, max_abs, max_rel,
+                    f"output {i}: {int(bad.sum())} of {diff.size} values outside tolerance "
+                    f"(max abs error {a:.3g}, rtol {rtol:g}, atol {atol * scale:.3g})")
+    return True, max_abs, max_rel, ""
+
+
+# --------------------------------------------------------------------------
+# sample feeds
+_PASS_THROUGH = {"Cast", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten"}
+_COMPARE = {"Equal": 0, "Greater": 1, "Less": -1, "GreaterOrEqual": 0, "LessOrEqual": 0}
+
+
+def feed_hints(path: str | os.PathLike[str]) -> dict[str, tuple[str, Any]]:
+    """What the graph tells about the values of its inputs, for synthetic feeds:
+    ("range", n) for an integer input that indexes a Gather over an axis of n;
+    ("value", v) for a scalar compared with a constant on the way to an ``If``."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - hints are a help, never a requirement
+        log.debug("no feed hints for %s: %s", path, exc)
+        return {}
+    g = proto.graph
+    inputs = {i.name for i in g.input}
+    shapes = {t.name: tuple(t.dims) for t in g.initializer}
+    consts: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) <= 16:
+            with contextlib.suppress(Exception):
+                consts[t.name] = numpy_helper.to_array(t)
+    nodes: list[Any] = []
+    stack = [g]
+    while stack:
+        graph = stack.pop()
+        for n in graph.node:
+            nodes.append(n)
+            for a in n.attribute:
+                if a.g is not None and a.g.node:
+                    stack.append(a.g)
+                stack.extend(x for x in a.graphs)
+    producer = {o: n for n in nodes for o in n.output}
+    for n in nodes:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value" and a.t is not None:
+                    with contextlib.suppress(Exception):
+                        consts[n.output[0]] = numpy_helper.to_array(a.t)
+
+    def source(name: str) -> str | None:
+        for _ in range(8):
+            if name in inputs:
+                return name
+            n = producer.get(name)
+            if n is None or n.op_type not in _PASS_THROUGH or not n.input:
+                return None
+            name = n.input[0]
+        return None
+
+    hints: dict[str, tuple[str, Any]] = {}
+    for n in nodes:
+        if n.op_type == "Gather" and len(n.input) == 2 and n.input[0] in shapes:
+            src = source(n.input[1])
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+            dims = shapes[n.input[0]]
+            if src and dims and -len(dims) <= axis < len(dims):
+                hints.setdefault(src, ("range", int(dims[axis])))
+        if n.op_type in _COMPARE and len(n.input) == 2:
+            for x, c in ((0, 1), (1, 0)):
+                src = source(n.input[x])
+                if src and n.input[c] in consts and consts[n.input[c]].size == 1:
+                    v = consts[n.input[c]].reshape(()).item()
+                    step = _COMPARE[n.op_type] * (1 if x == 0 else -1)
+                    if isinstance(v, (int, np.integer)):
+                        v = int(v) + step
+                    else:
+                        v = float(v) + step
+                    if _feeds_if(n, producer, nodes):
+                        hints.setdefault(src, ("value", v))
+    return hints
+
+
+def _feeds_if(node: Any, producer: Mapping[str, Any], nodes: Sequence[Any]) -> bool:
+    """Whether ``node``'s output reaches an ``If`` condition (through Not/And/Or/Cast...)."""
+    conds = {n.input[0] for n in nodes if n.op_type == "If" and n.input}
+    todo, seen = [node.output[0]], set()
+    users: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    while todo:
+        name = todo.pop()
+        if name in conds:
+            return True
+        if name in seen:
+            continue
+        seen.add(name)
+        for u in users.get(name, []):
+            if u.op_type in ("Not", "And", "Or", "Xor", "Cast", "Squeeze", "Reshape", "Identity"):
+                todo.extend(u.output)
+    return False
+
+
+def sample_feeds(model: "ModelFacts", shapes: Mapping[str, Sequence[int]], seed: int = 0,
+                 hints: Mapping[str, tuple[str, Any]] | None = None) -> dict[str, np.ndarray]:
+    """Deterministic synthetic inputs that respect what the graph tells (``feed_hints``):
+    floats in [0, 1), integers in {0, 1} or within a Gather's axis, booleans, and a
+    scalar tested by an ``If`` at a value its branches accept."""
+    rng = np.random.default_rng(seed)
+    hints = hints if hints is not None else feed_hints(model.path)
+    feeds = {}
+    for spec in model.inputs:
+        shape = tuple(shapes[spec.name])
+        dt = np.dtype(spec.dtype) if spec.dtype not in ("str", "bfloat16") else None
+        if dt is None:
+            raise ConfigError(f"input {spec.name!r} has dtype {spec.dtype}, which autoinfer "
+                              "cannot generate sample inputs for; pass sample_inputs=")
+        kind, what = hints.get(spec.name, ("", None))
+        if kind == "value" and dt.kind in "iuf":
+            feeds[spec.name] = np.full(shape, what, dtype=dt)
+        elif dt.kind == "f":
+            feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(dt)
+        elif dt.kind in "iu":
+            high = max(1, int(what)) if kind == "range" else 2
+            feeds[spec.name] = rng.integers(0, high, size=shape).astype(dt)
+        elif dt.kind == "b":
+            feeds[spec.name] = rng.random(shape) < 0.5
+        else:
+            raise ConfigError(f"input {spec.name!r}: unsupported dtype {spec.dtype}")
+    return feeds
+
+
+def save_feeds(path: Path, feeds: Sequence[Feed]) -> None:
+    np.savez(path, **{f"f{i}_{k}": np.asarray(v) for i, f in enumerate(feeds)
+                      for k, v in f.items()})
+
+
+def load_feeds(path: str | os.PathLike[str]) -> list[dict[str, np.ndarray]]:
+    out: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            idx, name = key[1:].split("_", 1)
+            out.setdefault(int(idx), {})[name] = z[key]
+    return [out[i] for i in sorted(out)]
+
+
+# --------------------------------------------------------------------------
+# the statistics
+def median_interval(xs: Sequence[float], confidence: float = CONFIDENCE
+                    ) -> tuple[float, float, float]:
+    """Median and a distribution-free confidence interval for it (order statistics):
+    [x_(j), x_(n-j+1)] with the binomial tail below (1 - confidence) / 2 on each side.
+    Fewer than ``MIN_ROUNDS`` samples give (median, -inf, inf)."""
+    s = sorted(float(x) for x in xs)
+    n = len(s)
+    if n == 0:
+        return math.nan, -math.inf, math.inf
+    med = float(np.median(s))
+    alpha = (1.0 - confidence) / 2
+    j, cum = 0, 0.0
+    for k in range(n):  # P(B <= k) for B ~ Binomial(n, 1/2)
+        cum += math.comb(n, k) / 2.0 ** n
+        if cum > alpha:
+            break
+        j = k + 1
+    if j < 1:
+        return med, -math.inf, math.inf
+    return med, s[j - 1], s[n - j]
+
+
+def verdict(ratios: Sequence[float], threshold: float = WIN_THRESHOLD) -> RaceStat:
+    """The race's verdict on one challenger from its per-round ratios to the reference:
+    "faster" only when the whole interval lies below ``threshold``; "not faster" when
+    it lies above; otherwise "undecided"."""
+    med, lo, hi = median_interval(ratios)
+    if len(ratios) >= MIN_ROUNDS and hi < threshold:
+        v = "faster"
+    elif len(ratios) >= MIN_ROUNDS and lo > threshold:
+        v = "not faster"
+    else:
+        v = "undecided"
+    return RaceStat(med, lo, hi, len(ratios), v)
+
+
+def race_order(n: int, round_index: int) -> list[int]:
+    """The order of ``n`` candidates in a round: rotated each round, reversed every other."""
+    order = [(i + round_index) % n for i in range(n)]
+    return order[::-1] if round_index % 2 else order
+
+
+# --------------------------------------------------------------------------
+# the worker pool
+_LIVE: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all_workers() -> None:
+    """Kill every measuring process of this process (at exit, or on cancel)."""
+    with _LIVE_LOCK:
+        workers = list(_LIVE)
+    for w in workers:
+        w.kill()
+
+
+def _forget_workers_in_child() -> None:
+    global _LIVE_LOCK
+    _LIVE_LOCK = threading.Lock()
+    _LIVE.clear()  # the parent's measuring processes are the parent's
+
+
+atexit.register(kill_all_workers)
+os.register_at_fork(after_in_child=_forget_workers_in_child)
+
+
+class _Worker:
+    """One measuring subprocess (its own process group), restarted after a crash or a
+    time-out; ``cancel`` set stops a job at once and kills the process."""
+
+    def __init__(self, workdir: Path, memory_limit_mb: float,
+                 cancel: threading.Event | None = None) -> None:
+        self.workdir = workdir
+        self.memory_limit_mb = memory_limit_mb
+        self.cancel = cancel
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._buf = b""
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        errlog = open(self.workdir / f"worker-{time.monotonic_ns()}.log", "wb")
+        env = dict(os.environ)
+        env.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")  # never phone home
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "autoinfer._worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=errlog, env=env, start_new_session=True)
+        errlog.close()
+        self._buf = b""
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        return self.proc
+
+    def _rss_mb(self) -> float:
+        if self.proc is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+        return 0.0
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                proc.kill()
+                proc.wait(timeout=5)
+            for s in (proc.stdin, proc.stdout):
+                with contextlib.suppress(Exception):
+                    s.close()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()  # type: ignore[union-attr]
+                self.proc.wait(timeout=5)
+        self.kill()
+
+    def submit(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        if self.cancel is not None and self.cancel.is_set():
+            return {"ok": False, "kind": "cancelled", "reason": "cancelled"}
+        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+        try:
+            proc.stdin.write((json.dumps(job) + "\n").encode())  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError as exc:
+            self.kill()
+            return {"ok": False, "kind": "crash", "reason": f"the worker died ({exc})"}
+        fd = proc.stdout.fileno()  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if self.cancel is not None and self.cancel.is_set():
+                self.kill()
+                return {"ok": False, "kind": "cancelled", "reason": "cancelled"}
+            if left <= 0:
+                self.kill()
+                return {"ok": False, "kind": "timeout",
+                        "reason": f"did not finish within {timeout_s:.0f} s (killed)"}
+            ready, _, _ = _select.select([fd], [], [], min(left, 0.05))
+            if self.memory_limit_mb and self._rss_mb() > self.memory_limit_mb:
+                self.kill()
+                return {"ok": False, "kind": "memory",
+                        "reason": f"used more than {self.memory_limit_mb:.0f} MB (killed)"}
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    code = proc.wait()
+                    self.proc = None
+                    how = (f"signal {signal.Signals(-code).name}" if code < 0
+                           else f"exit code {code}")
+                    return {"ok": False, "kind": "crash",
+                            "reason": f"the runtime crashed the measuring process ({how})"}
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except ValueError:
+            self.kill()
+            return {"ok": False, "kind": "crash", "reason": "garbled answer from the worker"}
+
+
+def default_memory_limit_mb() -> float:
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return 0.75 * pages / 2**20
+    except (ValueError, OSError):
+        return 0.0
+
+
+# --------------------------------------------------------------------------
+# screening and the race
+class Measurer:
+    """Screens the ranked candidates and races the finalists for one selection.
+
+    ``sel`` is the policy's Selector: model, opts, loader, bucket, shapes, progress,
+    cancel, reference() and the backend list.
+    """
+
+    def __init__(self, sel: Any, feeds: Sequence[Feed], source: str, work: Path,
+                 t_start: float) -> None:
+        self.sel = sel
+        self.opts = sel.opts
+        self.model = sel.model
+        self.work = work
+        self.source = source
+        self.t_start = t_start
+        self.budget = self.opts.budget_s or sel.settings.budget_s
+        self.deadline = t_start + self.budget
+        self.feeds_path = work / "feeds.npz"
+        save_feeds(self.feeds_path, feeds)
+        self.workers: dict[str, _Worker] = {}
+        self.mem_limit = self.opts.memory_limit_mb or default_memory_limit_mb()
+        self.reference: list[list[np.ndarray]] | None = None
+        self._n = 0
+
+    def _check_cancel(self) -> None:
+        if self.sel.cancel is not None and self.sel.cancel.is_set():
+            raise Cancelled("the selection was cancelled")
+
+    def _worker(self, key: str) -> _Worker:
+        if key not in self.workers:
+            self.workers[key] = _Worker(self.work, self.mem_limit, self.sel.cancel)
+        return self.workers[key]
+
+    def _entry(self, cand: Candidate) -> dict[str, Any]:
+        ctx = self.sel.loader.context(cand, self.sel.shapes)
+        return {"candidate": cand.to_dict(), "ctx": context_to_job(ctx),
+                "backend_target": registry._REGISTRY.get(cand.backend)}
+
+    def screen_one(self, cand: Candidate, slice_s: float, time_it: bool = True
+                   ) -> tuple[dict[str, Any], list[list[np.ndarray]] | None]:
+        self._check_cancel()
+        self._n += 1
+        out = self.work / f"out-{self._n}.npz"
+        self.sel.progress(f"screening {cand.key}")
+        job = {"type": "screen", **self._entry(cand), "facts": self.model.to_dict(),
+               "feeds": str(self.feeds_path), "outputs": str(out), "slice_s": slice_s,
+               "time": time_it, "sys_path": [p for p in sys.path if p]}
+        res = self._worker(cand.backend).submit(
+            job, self.opts.candidate_timeout_s + 4 * slice_s + 10)
+        if res.get("kind") == "cancelled":
+            raise Cancelled("the selection was cancelled")
+        outputs = None
+        if res.get("ok"):
+            try:
+                with np.load(out, allow_pickle=False) as z:
+                    outputs = [[z[f"f{i}_o{j}"] for j in range(int(res["n_outputs"]))]
+                               for i in range(int(res["n_feeds"]))]
+            except (OSError, KeyError, ValueError) as exc:
+                self._check_cancel()  # the work directory goes first at exit
+                res = {"ok": False, "kind": "crash", "reason": f"unreadable outputs ({exc})"}
+        return res, outputs
+
+    def evaluate(self, r: Ranked, slice_s: float, is_reference: bool) -> None:
+        res, outs = self.screen_one(r.candidate, slice_s)
+        if not res.get("ok"):
+            r.status = "unsupported" if res.get("kind") == "unsupported" else "failed"
+            r.reason = str(res.get("reason", "unknown failure"))
+            log.info("%s: %s (%s)", r.candidate.key, r.status, r.reason)
+            return
+        m = Measurement(
+            load_s=res["load_s"], first_s=res["first_s"], median_s=res["median_s"],
+            p90_s=res["p90_s"], mad_s=res["mad_s"], reps=int(res["reps"]),
+            throughput=res["throughput"], rss_load_mb=res["rss_load_mb"],
+            peak_mb=res["peak_mb"])
+        if is_reference and self.reference is None:
+            self.reference = outs
+        if self.reference is not None and outs is not None:
+            rtol, atol = tolerance(r.candidate.precision, self.opts.rtol, self.opts.atol)
+            worst_abs = worst_rel = 0.0
+            for got, want in zip(outs, self.reference):
+                ok, max_abs, max_rel, why = compare(got, want, rtol, atol)
+                worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
+                if not ok:
+                    m.max_abs_err, m.max_rel_err = worst_abs, worst_rel
+                    r.status, r.reason, r.measurement = "rejected", f"wrong outputs: {why}", m
+                    log.warning("autoinfer rejected %s: %s", r.candidate.key, why)
+                    return
+            m.max_abs_err, m.max_rel_err = worst_abs, worst_rel
+        r.status, r.reason, r.measurement = "measured", "", m
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.kill() if self.sel.cancel is not None and self.sel.cancel.is_set() else w.close()
+
+    # -- the selection -------------------------------------------------------
+    def run(self, ranked: list[Ranked], unsupported: list[dict[str, str]]) -> Decision:
+        try:
+            return self._run(ranked, unsupported)
+        finally:
+            self.close()
+
+    def _run(self, ranked: list[Ranked], unsupported: list[dict[str, str]]) -> Decision:
+        obj = self.opts.objective
+        ref_cand = self.sel.reference()
+        ref = next((r for r in ranked if r.candidate == ref_cand), None)
+        per = max(0.1, min(0.3, 0.05 * self.budget / max(1, len(ranked))))
+        if ref_cand is not None:  # the reference first: its outputs judge all others
+            if ref is not None:
+                self.evaluate(ref, per, True)
+                failed = ref.status != "measured"
+                why = ref.reason
+            else:
+                res, outs = self.screen_one(ref_cand, 0.0, time_it=False)
+                self.reference = outs if res.get("ok") else None
+                failed, why = not res.get("ok"), str(res.get("reason", ""))
+            if failed and self.source == "synthetic":
+                raise SyntheticInputsRejected(
+                    f"the reference {ref_cand.key} fails on synthetic inputs for "
+                    f"{self.model.path.name}; select on real inputs (sample_inputs=, or --inputs "
+                    "FEEDS.npz on the command line)",
+                    {ref_cand.key: why})
+            if failed:
+                log.warning("the reference %s failed: %s", ref_cand.key, why)
+        for r in ranked:  # every candidate at its defaults, best estimate first
+            if r.status != "ranked":
+                continue
+            if time.monotonic() > self.deadline and any(x.status == "measured" for x in ranked):
+                r.status, r.reason = "skipped", "not measured: time budget spent"
+                continue
+            self.evaluate(r, per, False)
+        if not any(r.status == "measured" for r in ranked):
+            raise NoCandidateError(
+                f"no runtime ran {self.model.path.name} correctly here",
+                {**{r.candidate.key: f"{r.status}: {r.reason}" for r in ranked},
+                 **{u["key"]: u["reason"] for u in unsupported}})
+        if self.opts.tune:
+            self._variants(ranked, per)
+        measured = sorted((r for r in ranked if r.status == "measured"),
+                          key=lambda r: r.measurement.metric(obj))  # type: ignore[union-attr]
+        best = measured[0].measurement.metric(obj)  # type: ignore[union-attr]
+        base = ref if ref is not None and ref.status == "measured" else measured[0]
+        finalists = [r for r in measured if r is not base
+                     and r.measurement.metric(obj) <= SLOWER_CUT * best][:MAX_FINALISTS]  # type: ignore[union-attr]
+        for r in measured:
+            if r is not base and r not in finalists:
+                r.reason = (f"not raced: slower than {SLOWER_CUT:g}x the best quick time"
+                            if r.measurement.metric(obj) > SLOWER_CUT * best  # type: ignore[union-attr]
+                            else f"not raced: not among the {MAX_FINALISTS} fastest")
+        winner = base
+        if finalists and obj == "latency":
+            winner = self._race(base, finalists)
+        elif finalists:  # other objectives: screening's metric, with the same margin
+            cand = finalists[0]
+            if cand.measurement.metric(obj) < WIN_THRESHOLD * base.measurement.metric(obj):  # type: ignore[union-attr]
+                winner = cand
+        if self.reference is None:
+            winner.reasons = winner.reasons + (
+                "no reference outputs were available: accuracy not checked",)
+        for r in ranked:
+            if r.status == "ranked":
+                r.status, r.reason = "skipped", "not measured"
+        return Decision(winner.candidate, obj, True, ranked, unsupported, self.sel.bucket,
+                        time.monotonic() - self.t_start, inputs=self.source)
+
+    def _variants(self, ranked: list[Ranked], per: float) -> None:
+        """Tuned settings of the promising backends, screened the same way."""
+        obj = self.opts.objective
+        measured = sorted((r for r in ranked if r.status == "measured"),
+                          key=lambda r: r.measurement.metric(obj))  # type: ignore[union-attr]
+        best = measured[0].measurement.metric(obj)  # type: ignore[union-attr]
+        promising = [r for r in measured[:2]
+                     if r.measurement.metric(obj) <= SLOWER_CUT * best]  # type: ignore[union-attr]
+        known = {r.candidate for r in ranked}
+        for r in promising:
+            try:
+                variants = registry.get(r.candidate.backend).variants(
+                    r.candidate, self.model, self.sel.hw, obj)
+            except Exception as exc:  # noqa: BLE001 - one backend never sinks the selection
+                log.info("variants() of %s failed: %s", r.candidate.key, exc)
+                variants = []
+            for v in variants:
+                if v in known:
+                    continue
+                known.add(v)
+                nr = Ranked(v, r.cost, r.reasons + (f"tuned variant of {r.candidate.key}",))
+                ranked.append(nr)
+                if time.monotonic() > self.deadline:
+                    nr.status, nr.reason = "skipped", "not measured: time budget spent"
+                    continue
+                self.evaluate(nr, per, False)
+
+    def _race(self, base: Ranked, finalists: list[Ranked]) -> Ranked:
+        """Race ``finalists`` against ``base`` side by side; the winner (``base`` unless
+        a challenger is faster with confidence)."""
+        entrants = [base, *finalists]
+        slowest = max(r.measurement.median_s for r in entrants)  # type: ignore[union-attr]
+        reps = int(min(200, max(1, round(SLOT_S / max(slowest, 1e-6)))))
+        left = self.deadline - time.monotonic()
+        round_s = sum(PAUSE_S + reps * r.measurement.median_s  # type: ignore[union-attr]
+                      for r in entrants)
+        budget = min(RACE_MAX_S, max(left, min(3.0, 0.3 * self.budget), 2 * MIN_ROUNDS * round_s))
+        self.sel.progress(f"racing {len(entrants)} finalists")
+        job = {"type": "race", "facts": self.model.to_dict(), "feeds": str(self.feeds_path),
+               "entries": [self._entry(r.candidate) for r in entrants], "reps": reps,
+               "pause_s": PAUSE_S, "budget_s": budget, "threshold": WIN_THRESHOLD,
+               "sys_path": [p for p in sys.path if p]}
+        res = self._worker("race").submit(
+            job, self.opts.candidate_timeout_s + budget + 4 * MIN_ROUNDS * round_s + 30)
+        if res.get("kind") == "cancelled":
+            raise Cancelled("the selection was cancelled")
+        if not res.get("ok"):
+            log.warning("autoinfer: the race failed (%s); keeping %s", res.get("reason"),
+                        base.candidate.key)
+            base.reasons = base.reasons + (f"the race failed: {res.get('reason')}",)
+            return base
+        times = res["times"]  # per entrant, per round: seconds per run
+        base_t = times[0]
+        base.race = RaceStat(1.0, 1.0, 1.0, len(base_t), "reference",
+                             float(np.median(base_t)) if base_t else 0.0)
+        best: Ranked | None = None
+        for r, ts in zip(finalists, times[1:]):
+            ratios = [t / b for t, b in zip(ts, base_t) if b > 0]
+            stat = verdict(ratios)
+            stat.median_s = float(np.median(ts)) if ts else 0.0
+            r.race = stat
+            if stat.verdict == "faster" and (best is None or stat.ratio < best.race.ratio):  # type: ignore[union-attr]
+                best = r
+        for i, why in (res.get("failed") or {}).items():
+            r = entrants[int(i)]
+            r.status, r.reason = "failed", f"failed in the race: {why}"
+            if r is best:
+                best = None
+            if r is base:
+                return base
+        return best or base

@@ -1,0 +1,287 @@
+"""The background selection and the swap between calls, for :class:`~autoinfer.session.Session`.
+
+The session runs on an :class:`Active` (a loaded runner and the decision it came
+from). A selection runs on one daemon thread per session; its winner is loaded on
+that thread and swapped in between calls: ``run()`` takes no lock, it marks itself
+on the runner it uses (``Active.calls``), and a replaced runner is closed only once
+no call uses it. ``close()`` and interpreter exit cancel a selection (its measuring
+processes are killed, nothing is written); a forked child starts none.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backends.base import Candidate, Runner
+from .decision import Decision
+from .measure import Cancelled
+from .policy import Options, decide, shape_bucket
+
+log = logging.getLogger("autoinfer.session")
+
+_JOIN_S = 5.0        # the longest close() waits for a cancelled selection
+_RETIRE_S = 60.0     # the longest a replaced runner waits for its calls in flight
+Shapes = dict[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the session runs on, and what was measured."""
+
+    backend: str
+    device: str
+    precision: str
+    settings: dict[str, Any]
+    measured: bool
+    from_cache: bool
+    latency_ms: float | None = None
+    p90_ms: float | None = None
+    throughput: float | None = None
+    load_s: float | None = None
+    max_abs_err: float | None = None
+    candidate: Candidate = field(default=Candidate("?"), repr=False)
+    ratio: float | None = None  # the race: per-round time / the reference's (median)
+    interval: tuple[float, float] | None = None  # its confidence interval
+    provisional: bool = False  # the safe choice, while the selection measures
+
+    @classmethod
+    def of(cls, decision: Decision, candidate: Candidate) -> "Choice":
+        entry = next((r for r in decision.ranking if r.candidate == candidate), None)
+        m = entry.measurement if entry else None
+        race = entry.race if entry else None
+        return cls(candidate.backend, candidate.device, candidate.precision,
+                   dict(candidate.settings), bool(m) and decision.measured, decision.from_cache,
+                   m.median_s * 1e3 if m else None, m.p90_s * 1e3 if m else None,
+                   m.throughput if m else None, m.load_s if m else None,
+                   m.max_abs_err if m else None, candidate,
+                   race.ratio if race else None, (race.low, race.high) if race else None,
+                   decision.provisional)
+
+
+class Active:
+    """A loaded runner with the decision it came from. ``calls`` holds one marker per
+    ``run()`` in flight on it (list append/pop are atomic); ``retired`` is set when it
+    has been replaced, and it is closed once ``calls`` is empty."""
+
+    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed", "calls",
+                 "retired")
+
+    def __init__(self, decision: Decision, candidate: Candidate, runner: Runner,
+                 shapes: dict[str, tuple[int, ...]] | None, exact: bool) -> None:
+        self.decision = decision
+        self.candidate = candidate
+        self.runner = runner
+        self.shapes = shapes
+        self.exact = exact  # the runner accepts only these input shapes
+        self.failed: set[Candidate] = set()
+        self.calls: list[None] = []
+        self.retired = False
+
+
+_SESSIONS: "weakref.WeakSet[Selecting]" = weakref.WeakSet()
+
+
+def _cancel_all_at_exit() -> None:
+    for s in list(_SESSIONS):
+        with contextlib.suppress(Exception):
+            s._stop_selection(join_s=2.0)
+
+
+def _forget_selections_in_child() -> None:
+    for s in list(_SESSIONS):
+        with contextlib.suppress(Exception):
+            s._after_fork_in_child()
+
+
+atexit.register(_cancel_all_at_exit)
+os.register_at_fork(after_in_child=_forget_selections_in_child)
+
+
+class Selecting:
+    """The background selection of a Session (a mixin: the session provides the model,
+    the options, ``_lock``, ``_by_bucket``, ``_active``, ``_default``, ``_static`` and
+    ``_load_decision``)."""
+
+    _lock: Any
+    _by_bucket: dict[str, "Active"]
+    _active: "Active | None"
+    _default: "Active | None"
+    _static: bool
+    _closed: bool
+
+    def _init_selecting(self, on_choice: Any) -> None:
+        self._jobs: collections.deque[tuple[str, Shapes | None, list[dict[str, np.ndarray]],
+                                            str]] = collections.deque()
+        self._pending: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._settled = threading.Event()
+        self._on_choice = on_choice
+        self._notified = False
+        self._forked = False
+        self._want_feeds = False
+        _SESSIONS.add(self)
+
+    def _submit(self, bucket: str, shapes: dict[str, tuple[int, ...]] | None,
+                feeds: list[dict[str, np.ndarray]], source: str) -> None:
+        with self._lock:
+            if self._closed or self._forked or bucket in self._pending:
+                return
+            self._pending.add(bucket)
+            self._settled.clear()
+            self._jobs.append((bucket, shapes, feeds, source))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._selection_loop, daemon=True,
+                                                name="autoinfer-selection")
+                self._thread.start()
+
+    def _selection_loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs or self._cancel.is_set():
+                    self._thread = None
+                    break
+                job = self._jobs.popleft()
+            try:
+                self._select_one(*job)
+            finally:
+                with self._lock:
+                    self._pending.discard(job[0])
+            job = None  # type: ignore[assignment]  # the feeds go with the job
+        self._settle_if_idle()
+
+    def _select_one(self, bucket: str, shapes: dict[str, tuple[int, ...]] | None,
+                    feeds: list[dict[str, np.ndarray]], source: str) -> None:
+        if shapes is None:
+            shapes = {k: tuple(v.shape) for k, v in feeds[0].items()}
+        try:
+            opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
+            dec = decide(self._facts, self._hw, opts, self._cache, self._settings,
+                         self._progress, feeds=feeds, source=source, cancel=self._cancel)
+            cur = self._by_bucket.get(bucket) or self._default
+            if cur is not None and cur.candidate == dec.winner and (
+                    not cur.exact or cur.shapes == shapes):
+                with self._lock:  # what runs already won: nothing to load
+                    if cur is self._default and not self._static:  # shared by the buckets
+                        cur = Active(dec, cur.candidate, cur.runner, None, False)
+                        if self._active is self._default:
+                            self._active = cur
+                    cur.decision = dec
+                    self._by_bucket[bucket] = cur
+                return
+            new = self._load_decision(dec, shapes)
+        except Cancelled:
+            return
+        except Exception as exc:  # noqa: BLE001 - nothing escapes the selecting thread
+            if self._cancel.is_set():
+                return
+            log.warning("autoinfer: the background selection of %s failed (%s); staying on "
+                        "the safe choice", self._facts.path.name, exc)
+            with self._lock:
+                if bucket not in self._by_bucket and self._default is not None:
+                    self._by_bucket[bucket] = self._default
+            return
+        self._install(bucket, new)
+
+    def _install(self, bucket: str, new: Active) -> None:
+        """Swap ``new`` in for ``bucket``; the replaced runner closes once idle."""
+        with self._lock:
+            if self._closed or self._cancel.is_set():
+                with contextlib.suppress(Exception):
+                    new.runner.close()
+                return
+            old = self._by_bucket.get(bucket)
+            self._by_bucket[bucket] = new
+            if self._static or self._active is old or self._active is self._default:
+                self._active = new
+        was = old or self._default
+        stat = new.decision.winner_entry.race if new.decision.winner_entry else None
+        log.info("autoinfer: %s now runs on %s (was %s)%s", self._facts.path.name,
+                 new.candidate.key, was.candidate.key if was else "nothing",
+                 f"; {stat.ratio:.3f}x the reference's time, interval [{stat.low:.3f}, "
+                 f"{stat.high:.3f}]" if stat else "")
+        shared = self._default.runner if self._default is not None and not self._static else None
+        if old is not None and old.runner is not shared:
+            self._retire(old)
+
+    def _retire(self, act: Active) -> None:
+        """Close a replaced runner once no call uses it (bounded)."""
+        act.retired = True
+        deadline = time.monotonic() + _RETIRE_S
+        while act.calls and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if act.calls:
+            log.warning("autoinfer: %s still busy after %.0f s; leaving it open",
+                        act.candidate.key, _RETIRE_S)
+            return
+        with contextlib.suppress(Exception):
+            act.runner.close()
+
+    def _settle_if_idle(self) -> None:
+        """Mark the choice made once nothing is selecting; tell ``on_choice`` once."""
+        with self._lock:
+            if self._pending or self._jobs or self._want_feeds:
+                return
+            self._settled.set()
+            choice = self.choice  # type: ignore[attr-defined]
+            notify = not self._notified and self._on_choice is not None and choice is not None
+            self._notified = self._notified or choice is not None
+        if notify:
+            try:
+                self._on_choice(choice)
+            except Exception:  # noqa: BLE001 - the application's callback
+                log.exception("autoinfer: the on_choice callback raised")
+
+    def _take_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """The first run()'s feeds start the background selection (copied)."""
+        with self._lock:
+            if not self._want_feeds:
+                return
+            self._want_feeds = False
+            act = self._active
+            if act is None or self._closed or self._forked:
+                return
+            shapes = act.shapes or {k: tuple(v.shape) for k, v in feeds.items()}
+            self._submit(shape_bucket(self._facts, shapes), shapes,
+                         [{k: np.array(v, copy=True) for k, v in feeds.items()}], "run")
+
+    def _stop_selection(self, join_s: float = _JOIN_S) -> None:
+        """Cancel a running selection, kill its measuring processes, wait (bounded)."""
+        self._cancel.set()
+        self._want_feeds = False
+        with self._lock:
+            self._jobs.clear()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(join_s)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child keeps what it has loaded and starts no selection."""
+        self._lock = threading.RLock()
+        self._forked = True
+        self._want_feeds = False
+        self._jobs.clear()
+        self._pending.clear()
+        self._thread = None
+        self._cancel = threading.Event()
+        self._cancel.set()
+        self._settled.set()
+
+    def wait_for_choice(self, timeout: float | None = None) -> Choice | None:
+        """Wait until the background selection has ended and its winner runs (at once
+        when there is none); the :class:`Choice`, or None on time-out. A selection that
+        waits for the first ``run()``'s feeds ends only after that call."""
+        if not self._settled.wait(timeout):
+            return None
+        return self.choice
+
