@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from .backends.base import stable_json
+from ._util import stable_json
 from .errors import CacheError
 
 log = logging.getLogger("autoinfer.cache")

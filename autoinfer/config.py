@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends.base import OBJECTIVES
+from .objectives import OBJECTIVES
 from .errors import ConfigError
 
 DEFAULT_BUDGET_S = 8.0

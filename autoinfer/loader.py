@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from . import _hw
 from . import backends as registry
 from .backends.base import Candidate, LoadContext, Runner
 from .cache import Cache, digest
@@ -25,7 +26,7 @@ def threads_for(hw: "Hardware", explicit: int | None = None) -> int:
     """The application's explicit thread count, else the CPU quota the probes found."""
     if explicit is not None:
         return int(explicit)
-    return max(1, int(getattr(hw.cpu, "usable_cores", 1) or 1))
+    return _hw.threads_for(hw)
 
 
 def check_threads(threads: Any) -> int | None:

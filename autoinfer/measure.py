@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from . import backends as registry
+from ._proc import child_env
 from .backends.base import Candidate
 from .decision import Decision, Measurement, RaceStat, Ranked
 from .errors import AutoinferError, ConfigError, NoCandidateError
@@ -342,8 +343,7 @@ class _Worker:
 
     def _start(self) -> subprocess.Popen[bytes]:
         errlog = open(self.workdir / f"worker-{time.monotonic_ns()}.log", "wb")
-        env = dict(os.environ)
-        env.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")  # never phone home
+        env = child_env()  # every runtime's telemetry opt-outs
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "autoinfer._worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=errlog, env=env, start_new_session=True)
