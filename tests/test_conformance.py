@@ -60,7 +60,21 @@ BACKEND_TOLERANCE: dict[str, tuple[float, float, str]] = {}
 # (backend, regex matched against the case id with re.fullmatch) -> reason.
 # Reviewed by hand; each entry says what the runtime cannot do. Anything not listed
 # here that fails to load is a test failure.
-KNOWN_LOAD_FAILURES: dict[tuple[str, str], str] = {}
+_PNNX_TRACES = ("pnnx converts by running the model through its bundled ONNX Runtime and "
+                "segfaults when that run fails")
+KNOWN_LOAD_FAILURES: dict[tuple[str, str], str] = {
+    ("ncnn", r"pytorch-converted/test_(AvgPool[123]d.*|BatchNorm[123]d(_3d_input)?"
+             r"(_momentum)?_eval|GLU(_dim)?|Linear|PReLU_[123]d(_multiparam)?"
+             r"|PoissonNLLLLoss_no_reduce|Softsign)"
+             r"|pytorch-operator/test_operator_(addmm|basic|mm|params|pow)"):
+        f"{_PNNX_TRACES}: ONNX Runtime has no kernel for these opset-1/6 operators "
+        "(onnxruntime refuses the same cases)",
+    ("ncnn", r"simple/test_expand_shape_model[1-4]|pytorch-converted/test_Embedding(_sparse)?"):
+        f"{_PNNX_TRACES}: it makes up the values of a shape or index input (Expand's shape, "
+        "Gather's indices), and the model rejects them",
+    ("ncnn", r"simple/test_sequence_model1"):
+        f"{_PNNX_TRACES}: it cannot trace sequence-typed values",
+}
 
 
 def known_load_failure(backend_name: str, case_id: str) -> str | None:

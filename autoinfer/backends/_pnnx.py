@@ -59,11 +59,16 @@ _RED_FLAG = re.compile(r"^(todo|ignore) (\S+)")
 
 
 class ConversionError(Exception):
-    """pnnx could not convert the model; ``reason`` is a sentence for the user."""
+    """pnnx could not convert the model; ``reason`` is a sentence for the user.
 
-    def __init__(self, reason: str) -> None:
+    ``failed``: the converter or the check of its result crashed, hung or could not
+    start, which is a load failure; otherwise pnnx refused the model.
+    """
+
+    def __init__(self, reason: str, failed: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.failed = failed
 
 
 # -- the executable ---------------------------------------------------------------
@@ -344,20 +349,22 @@ def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float,
             proc = subprocess.Popen(args, cwd=workdir, stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
-            raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})") from None
+            raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})",
+                                  failed=True) from None
         try:
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             text = log_path.read_text(encoding="utf-8", errors="replace")
             raise ConversionError(f"pnnx did not finish converting within {timeout_s:g} s; "
-                                  f"its last output: {tail(text) or '(none)'}") from None
+                                  f"its last output: {tail(text) or '(none)'}",
+                                  failed=True) from None
     text = log_path.read_text(encoding="utf-8", errors="replace")
     log.debug("pnnx finished in %.2f s with exit status %s", time.monotonic() - t0, rc)
     if rc != 0:
         how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
         raise ConversionError(f"pnnx {how} converting the model; its last output: "
-                              f"{tail(text) or '(none)'}")
+                              f"{tail(text) or '(none)'}", failed=rc < 0)
     return text
 
 
