@@ -28,7 +28,8 @@ from autoinfer.backends._common import usable_cores
 from autoinfer.errors import BackendError, BackendUnavailable, UnsupportedModel
 from autoinfer.model import load_facts
 
-from conftest import backend_report, fp32_candidates, usable_backends
+from _backends import reference_backend
+from conftest import fp32_candidates, usable_backends
 
 RTOL, SCALED_ATOL = 1e-3, 1e-3
 
@@ -43,13 +44,6 @@ MODELS: list[tuple[str, tuple[int, ...] | None]] = [
     ("transformer_small", None),
     ("dynamic_batch", (1, 4)),
 ]
-
-
-def _reference_backend() -> str:
-    for name in usable_backends():
-        if backends.get(name).capabilities.reference:
-            return name
-    raise AssertionError(f"no usable reference backend here: {backend_report()}")
 
 
 def _is_reference(cand: Any) -> bool:
@@ -93,7 +87,7 @@ class _Models:
     def reference(self, name: str, batch: int | None) -> list[np.ndarray]:
         key = (name, batch)
         if key not in self._ref:
-            ref = _reference_backend()
+            ref = reference_backend()
             outs = _run(ref, name, [batch], self)
             assert not isinstance(outs, str), f"the reference backend {ref} refused {name}: {outs}"
             per_batch = next(p for c, p in outs if _is_reference(c))
