@@ -92,14 +92,17 @@ def per_call_blocks(calls: Mapping[str, Callable[[], Any]], rounds: int,
 
 def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Round-by-round differences a - b: median and interquartile range."""
-    d = [x - y for x, y in zip(a, b)]
+    d = [x - y for x, y in zip(a, b, strict=True)]
     return {"median": statistics.median(d), "p25": quantile(d, 0.25), "p75": quantile(d, 0.75),
             "n": len(d)}
 
 
 def ratio_spread(num: Sequence[float], den: Sequence[float]) -> dict[str, float]:
     """Round-by-round ratios num/den: median, p25, p75 (the noise of a ratio)."""
-    r = [x / y for x, y in zip(num, den) if y > 0]
+    if not num or not den:  # a peer without per-round numbers (an older results file)
+        return {"n": 0}
+    # rounds are interleaved: the same count for every peer, or the pairing is wrong
+    r = [x / y for x, y in zip(num, den, strict=True) if y > 0]
     if not r:
         return {"n": 0}
     return {"median": statistics.median(r), "p25": quantile(r, 0.25), "p75": quantile(r, 0.75),
@@ -119,7 +122,7 @@ def check(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol: 
     if len(outputs) != len(reference):
         return False, math.inf, f"{len(outputs)} outputs, expected {len(reference)}"
     worst = 0.0
-    for i, (o, r) in enumerate(zip(outputs, reference)):
+    for i, (o, r) in enumerate(zip(outputs, reference, strict=True)):
         o, r = np.asarray(o), np.asarray(r)
         if o.shape != r.shape:
             return False, math.inf, f"output {i}: shape {o.shape}, expected {r.shape}"

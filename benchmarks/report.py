@@ -300,7 +300,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(rows) + 3), 9))
     width = 0.8 / max(1, len(names))
     colors = plt.get_cmap("tab10")
-    for ax, relative in zip(axes, (False, True)):
+    for ax, relative in zip(axes, (False, True), strict=True):
         for j, n in enumerate(names):
             xs, ys = [], []
             for i, m in enumerate(rows):

@@ -214,7 +214,7 @@ def _reference(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 def _assert_close(got: list[np.ndarray], ref: list[np.ndarray], rtol: float = 1e-3,
                   atol: float = 1e-4) -> None:
     assert len(got) == len(ref)
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         assert g.shape == r.shape and g.dtype == r.dtype
         scale = max(1.0, float(np.abs(r).max()))
         np.testing.assert_allclose(g, r, rtol=rtol, atol=atol * scale)
@@ -330,7 +330,8 @@ def test_outputs_match_onnxruntime(backend: Any, models: dict[str, Path], art_ro
         for seed in (0, 1):
             feeds = _feeds(path, seed=seed)
             got = runner.run(feeds)
-            for g, spec in zip(got, facts.outputs):
+            assert len(got) == len(facts.outputs), (len(got), len(facts.outputs))
+            for g, spec in zip(got, facts.outputs, strict=True):
                 assert g.dtype == np.dtype(spec.dtype) and g.shape == tuple(spec.shape)
             _assert_close(got, _reference(path, feeds))
 
@@ -522,8 +523,22 @@ def test_pnnx_failing_is_unsupported(backend: Any, models: dict[str, Path], tmp_
     assert list(art.iterdir()) == []  # the failed attempt left nothing behind
 
 
-def test_pnnx_timeout_is_unsupported(backend: Any, models: dict[str, Path], tmp_path: Path,
-                                     monkeypatch: Any) -> None:
+def test_pnnx_crashing_is_a_load_failure(backend: Any, models: dict[str, Path],
+                                         tmp_path: Path, monkeypatch: Any) -> None:
+    """A converter that dies of a signal did not refuse the model: it broke. That is a
+    BackendError (a load failure), never "unsupported", so conformance runs see it."""
+    _fake_pnnx(monkeypatch, tmp_path, """\
+        echo "shape_inference ..."
+        kill -SEGV $$
+    """)
+    art = tmp_path / "art"
+    with pytest.raises(BackendError, match="killed by signal 11") as info:
+        _load(backend, models["mlp"], art)
+    assert list(art.iterdir()) == []  # the failed attempt left nothing behind
+
+
+def test_pnnx_timeout_is_a_load_failure(backend: Any, models: dict[str, Path], tmp_path: Path,
+                                        monkeypatch: Any) -> None:
     pid_file = tmp_path / "pid"
     _fake_pnnx(monkeypatch, tmp_path, f"""\
         echo $$ > '{pid_file}'
@@ -531,7 +546,7 @@ def test_pnnx_timeout_is_unsupported(backend: Any, models: dict[str, Path], tmp_
         exec sleep 60
     """)
     t0 = time.perf_counter()
-    with pytest.raises(UnsupportedModel, match="did not finish converting within 1 s"):
+    with pytest.raises(BackendError, match="did not finish converting within 1 s"):
         _load(backend, models["mlp"], tmp_path / "art", timeout_s=1.0)
     assert time.perf_counter() - t0 < 15
     pid = int(pid_file.read_text())

@@ -99,7 +99,7 @@ def test_variants_are_few_distinct_and_load(backend: Any, hw: Any, model_paths: 
     feeds = _multi_feeds(3)
     for v in backend.variants(base, facts, hw, "latency"):
         with _load(backend, model_paths["multi_io"], tmp_path, v) as r:
-            for got, want in zip(r.run(feeds), _multi_expected(feeds)):
+            for got, want in zip(r.run(feeds), _multi_expected(feeds), strict=True):
                 np.testing.assert_allclose(got, want, rtol=1e-6)
         est = backend.estimate(v, facts, hw, "latency")
         assert est.cost > 0 and est.reasons
@@ -156,8 +156,8 @@ def test_thread_safety_matches_serial(backend: Any, model_paths: dict, tmp_path:
             t.start()
         for t in threads:
             t.join()
-        for got, want in zip(results, serial):
-            for g, w in zip(got, want):
+        for got, want in zip(results, serial, strict=True):
+            for g, w in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, w)
 
 

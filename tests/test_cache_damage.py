@@ -20,10 +20,11 @@ import onnxruntime as ort
 import pytest
 
 import autoinfer
+from autoinfer import backends as registry
 from autoinfer import cache as cache_mod
 from autoinfer.cache import Cache, record_digest
 
-from conftest import small_conv_model
+from conftest import small_conv_model, usable_backends
 
 X = np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float32)
 
@@ -152,21 +153,29 @@ def test_a_damaged_facts_record_is_rebuilt(model: Path, reference: np.ndarray,
 
 # -- artifacts -------------------------------------------------------------------
 
-def test_an_ncnn_conversion_whose_checksum_no_longer_matches_is_redone(
-        model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any) -> None:
+# Backends that load through a converted artifact in the cache (ncnn's pnnx conversion,
+# TensorRT's engine), among those usable here.
+CONVERTING = [b for b in usable_backends() if registry.get(b).capabilities.needs_conversion]
+
+
+@pytest.mark.parametrize("backend", CONVERTING)
+def test_a_conversion_whose_checksum_no_longer_matches_is_redone(
+        backend: str, model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any) -> None:
     cache_dir = tmp_path / "cache"
-    _session(model, cache_dir, backends=["ncnn"]).close()
-    bins = sorted((cache_dir / "artifacts" / "ncnn").rglob("model.ncnn.bin"))
-    assert len(bins) == 1, bins
-    blob = bytearray(bins[0].read_bytes())
+    _session(model, cache_dir, backends=[backend]).close()
+    files = [p for p in (cache_dir / "artifacts" / backend).rglob("*")
+             if p.is_file() and p.suffix != ".json"]
+    assert files, f"{backend} left no artifact in the cache"
+    weights = max(files, key=lambda p: p.stat().st_size)  # the weights: the largest file
+    blob = bytearray(weights.read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte: weights that would give wrong answers
-    bins[0].write_bytes(bytes(blob))
+    weights.write_bytes(bytes(blob))
     caplog.set_level(logging.WARNING, logger="autoinfer")
-    with _session(model, cache_dir, backends=["ncnn"]) as s:
-        assert s.choice.backend == "ncnn"
+    with _session(model, cache_dir, backends=[backend]) as s:
+        assert s.choice.backend == backend
         _check(s, reference)
-    assert any("damaged" in w and "sha256" in w for w in _warnings(caplog)), _warnings(caplog)
-    assert bins[0].read_bytes() != bytes(blob), "the damaged weights were kept"
+    assert any("damaged" in w for w in _warnings(caplog)), _warnings(caplog)
+    assert weights.read_bytes() != bytes(blob), "the damaged weights were kept"
 
 
 # -- directories that cannot be written ----------------------------------------------

@@ -12,8 +12,13 @@ onnx's runner).
 Outcomes:
   pass         every output matches (shape, dtype, values).
   unsupported  the backend said so: an :class:`Unsupported` from candidates(),
-               or UnsupportedModel / BackendError / BackendUnavailable from
-               load(). Reported as a skip with the backend's reason.
+               or UnsupportedModel from load(). Reported as a skip with the
+               backend's reason.
+  load_failed  load() raised BackendError or BackendUnavailable: the backend
+               meant to run the case and could not. A failure, unless the case
+               is in KNOWN_LOAD_FAILURES (a reviewed limit of the runtime, with
+               its reason), where it is an expected failure (xfail), as onnx's
+               own backend test runner treats known limits.
   fail         anything else: a wrong answer, a run() that raises after a
                successful load, a runtime's own exception escaping. A backend
                that gets a case wrong must refuse it at load, with a reason.
@@ -23,6 +28,7 @@ Outcomes:
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,6 +56,35 @@ DEFAULT_RTOL, DEFAULT_ATOL = 1e-3, 1e-7
 BACKEND_TOLERANCE: dict[str, tuple[float, float, str]] = {}
 
 
+# Load failures that are known limits of a runtime, not autoinfer bugs:
+# (backend, regex matched against the case id with re.fullmatch) -> reason.
+# Reviewed by hand; each entry says what the runtime cannot do. Anything not listed
+# here that fails to load is a test failure.
+_PNNX_TRACES = ("pnnx converts by running the model through its bundled ONNX Runtime and "
+                "segfaults when that run fails")
+KNOWN_LOAD_FAILURES: dict[tuple[str, str], str] = {
+    ("ncnn", r"pytorch-converted/test_(AvgPool[123]d.*|BatchNorm[123]d(_3d_input)?"
+             r"(_momentum)?_eval|GLU(_dim)?|Linear|PReLU_[123]d(_multiparam)?"
+             r"|PoissonNLLLLoss_no_reduce|Softsign)"
+             r"|pytorch-operator/test_operator_(addmm|basic|mm|params|pow)"):
+        f"{_PNNX_TRACES}: ONNX Runtime has no kernel for these opset-1/6 operators "
+        "(onnxruntime refuses the same cases)",
+    ("ncnn", r"simple/test_expand_shape_model[1-4]|pytorch-converted/test_Embedding(_sparse)?"):
+        f"{_PNNX_TRACES}: it makes up the values of a shape or index input (Expand's shape, "
+        "Gather's indices), and the model rejects them",
+    ("ncnn", r"simple/test_sequence_model1"):
+        f"{_PNNX_TRACES}: it cannot trace sequence-typed values",
+}
+
+
+def known_load_failure(backend_name: str, case_id: str) -> str | None:
+    """The reason ``case_id`` is a known load failure of ``backend_name``, or None."""
+    for (name, pattern), reason in KNOWN_LOAD_FAILURES.items():
+        if name == backend_name and re.fullmatch(pattern, case_id):
+            return reason
+    return None
+
+
 @dataclass(frozen=True)
 class Case:
     suite: str
@@ -66,7 +101,7 @@ class Case:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "pass" | "unsupported" | "fail"
+    status: str  # "pass" | "unsupported" | "load_failed" | "fail"
     detail: str = ""
     seconds: float = 0.0
 
@@ -134,7 +169,7 @@ def compare(expected: list[np.ndarray], got: list[np.ndarray], rtol: float,
     """Why ``got`` does not match ``expected``, or None."""
     if len(got) != len(expected):
         return f"{len(got)} outputs, expected {len(expected)}"
-    for i, (e, g) in enumerate(zip(expected, got)):
+    for i, (e, g) in enumerate(zip(expected, got, strict=True)):
         g = np.asarray(g)
         if g.shape != e.shape:
             return f"output {i}: shape {g.shape}, expected {e.shape}"
@@ -192,7 +227,7 @@ def run_case(backend_name: str, case: Case, hw: Any) -> Outcome:
             except UnsupportedModel as exc:
                 return done("unsupported", exc.reason)
             except (BackendError, BackendUnavailable) as exc:
-                return done("unsupported", str(exc))
+                return done("load_failed", f"{cand}: load() failed: {exc}")
             except Exception as exc:
                 return done("fail", f"{cand}: load() raised {type(exc).__name__}, not an "
                                     f"autoinfer error: {exc}")
@@ -233,6 +268,8 @@ def ill_conditioned_softmax(backend: Any, cand: Any, case: Case, feeds: dict[str
     input, against ONNX Runtime's (which reproduces the expected output exactly), at the
     case's rtol. A note when the logits match and the Softmax is provably ill-conditioned;
     None otherwise (the case then fails as it stands)."""
+    if backend.capabilities.reference:
+        return None  # its logits would be compared with its own
     import onnxruntime as ort
 
     model = onnx.load(str(case.model))
@@ -286,4 +323,8 @@ def test_conformance(backend_name: str, case: Case, hw: Any) -> None:
     outcome = run_case(backend_name, case, hw)
     if outcome.status == "unsupported":
         pytest.skip(f"{backend_name} unsupported, because {outcome.detail}")
+    if outcome.status == "load_failed":
+        known = known_load_failure(backend_name, case.id)
+        if known:
+            pytest.xfail(f"known {backend_name} limit: {known} ({outcome.detail})")
     assert outcome.status == "pass", outcome.detail

@@ -4,9 +4,11 @@ Models: light ImageNet networks from the onnx wheel with seeded random weights
 (their shipped constant weights make outputs nearly independent of the input),
 and zoo models. Each backend's fp32 candidate on each device is compared with
 the reference backend (the one whose capabilities say ``reference``) on the
-same random input. A backend that refuses a model (Unsupported, or
-UnsupportedModel/BackendError at load) is skipped with its reason; any other
-difference is a failure.
+same random input. The reference itself is not compared (that would compare it
+with itself); its correctness is checked against the onnx data files' expected
+outputs in test_conformance.py. A backend that refuses a model (Unsupported, or
+UnsupportedModel at load) is skipped with its reason; a load that fails
+(BackendError, BackendUnavailable) is a failure, and so is any other difference.
 
 Tolerance: rtol 1e-3 and atol 1e-3 x the largest reference magnitude. fp32
 runtimes differ by summation order only (measured: under 5e-5 of the output
@@ -26,7 +28,8 @@ from autoinfer.backends._common import usable_cores
 from autoinfer.errors import BackendError, BackendUnavailable, UnsupportedModel
 from autoinfer.model import load_facts
 
-from conftest import backend_report, fp32_candidates, usable_backends
+from _backends import reference_backend
+from conftest import fp32_candidates, usable_backends
 
 RTOL, SCALED_ATOL = 1e-3, 1e-3
 
@@ -43,11 +46,10 @@ MODELS: list[tuple[str, tuple[int, ...] | None]] = [
 ]
 
 
-def _reference_backend() -> str:
-    for name in usable_backends():
-        if backends.get(name).capabilities.reference:
-            return name
-    raise AssertionError(f"no usable reference backend here: {backend_report()}")
+def _is_reference(cand: Any) -> bool:
+    """The reference candidate: the reference backend's CPU fp32 at its defaults."""
+    return (backends.get(cand.backend).capabilities.reference and cand.device == "cpu"
+            and cand.precision == "fp32" and not cand.settings)
 
 
 class _Models:
@@ -85,16 +87,18 @@ class _Models:
     def reference(self, name: str, batch: int | None) -> list[np.ndarray]:
         key = (name, batch)
         if key not in self._ref:
-            ref = _reference_backend()
+            ref = reference_backend()
             outs = _run(ref, name, [batch], self)
             assert not isinstance(outs, str), f"the reference backend {ref} refused {name}: {outs}"
-            self._ref[key] = outs[0][batch]
+            per_batch = next(p for c, p in outs if _is_reference(c))
+            self._ref[key] = per_batch[batch]
         return self._ref[key]
 
 
 def _run(backend_name: str, name: str, batches: list[int | None],
-         models: _Models) -> list[dict[int | None, list[np.ndarray]]] | str:
-    """Outputs per fp32 candidate and batch, or the backend's reason for refusing."""
+         models: _Models) -> list[tuple[Any, dict[int | None, list[np.ndarray]]]] | str:
+    """(candidate, outputs per batch) per fp32 candidate, or the backend's reason for
+    refusing."""
     backend = backends.get(backend_name)
     path, _ = models.path(name)
     facts = load_facts(path)
@@ -117,11 +121,11 @@ def _run(backend_name: str, name: str, batches: list[int | None],
             except UnsupportedModel as exc:
                 return exc.reason
             except (BackendError, BackendUnavailable) as exc:
-                return str(exc)
+                pytest.fail(f"{cand}: load() of {name} failed: {exc}")
             with runner:
                 for b in group:
                     per_batch[b] = runner.run(models.feeds(name, b))
-        results.append(per_batch)
+        results.append((cand, per_batch))
     return results
 
 
@@ -138,18 +142,25 @@ def test_matches_reference(backend_name: str, name: str, batches: tuple[int, ...
     outs = _run(backend_name, name, sizes, models)
     if isinstance(outs, str):
         pytest.skip(f"{backend_name} unsupported, because {outs}")
+    # The reference candidate's outputs are the expected values: comparing it would
+    # compare it with itself. test_conformance.py checks it against the onnx data files.
+    outs = [(c, p) for c, p in outs if not _is_reference(c)]
+    if not outs:
+        pytest.skip(f"{backend_name}'s only fp32 candidate here is the reference, whose "
+                    "outputs are the expected values; test_conformance.py checks it against "
+                    "the onnx data files' expected outputs")
     path, _ = models.path(name)
     specs = load_facts(path).outputs
-    for per_batch in outs:
+    for cand, per_batch in outs:
         for b in sizes:
             ref = models.reference(name, b)
             got = per_batch[b]
-            assert len(got) == len(ref) == len(specs)
-            for spec, g, r in zip(specs, got, ref):
+            assert len(got) == len(ref) == len(specs), (len(got), len(ref), len(specs))
+            for spec, g, r in zip(specs, got, ref, strict=True):
                 assert g.dtype == r.dtype and g.shape == r.shape, (spec.name, g.dtype, g.shape)
                 assert np.isfinite(r).all() and np.ptp(r) > 0, "reference output is degenerate"
                 scale = float(np.abs(r).max())
                 np.testing.assert_allclose(
                     g, r, rtol=RTOL, atol=SCALED_ATOL * scale,
-                    err_msg=f"{backend_name} output {spec.name!r} of {name} (batch {b}) differs "
+                    err_msg=f"{cand} output {spec.name!r} of {name} (batch {b}) differs "
                             "from the reference")

@@ -7,7 +7,11 @@ or a hang fails the example that caused it, with the example, instead of killing
 the test run.
 
 Budget: a few dozen examples per fuzzer in ``make test``; set ``AUTOINFER_LONG=1``
-(``make test-long``) for 5000 each.
+(``make test-long``) for 5000 each. ``test_fuzz_budget`` checks that each fuzzer is
+configured for its budget and, when it ran in the same pytest run, that it ran that
+many examples.
+
+The feed fuzzer runs every backend usable here (``conftest.usable_backends()``).
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import select
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,10 @@ EXAMPLE_TIMEOUT_S = 30.0  # one example; past it the sandbox is killed and the e
 
 def _budget(short: int) -> int:
     return 5000 if LONG else short
+
+
+# Examples each fuzzer ran in this process (after hypothesis.assume), for test_fuzz_budget.
+RAN: Counter[str] = Counter()
 
 
 def fuzz_model_bytes() -> bytes:
@@ -99,8 +108,9 @@ class Sandbox:
     request starts a fresh child.
     """
 
-    def __init__(self, mode: str, workdir: Path) -> None:
+    def __init__(self, mode: str, workdir: Path, backend_names: tuple[str, ...] = ()) -> None:
         self.mode = mode
+        self.backend_names = backend_names
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = workdir / f"sandbox-{mode}.log"
@@ -108,7 +118,8 @@ class Sandbox:
     def _start(self) -> subprocess.Popen[bytes]:
         err = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "sandbox", self.mode, str(self.workdir)],
+            [sys.executable, __file__, "sandbox", self.mode, str(self.workdir),
+             *self.backend_names],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
         err.close()
@@ -274,8 +285,13 @@ def _sandbox_feed(req: dict[str, Any], sessions: dict[str, Any], ref: Any) -> di
         except Exception:  # noqa: BLE001 - ONNX Runtime refuses what autoinfer converts
             want = None
         if want is not None:
-            tol = 0 if req["backend"] == "onnxruntime" else 1e-5
-            for g, w in zip(got, want):
+            from autoinfer import backends
+
+            tol = 0 if backends.get(req["backend"]).capabilities.reference else 1e-5
+            if len(got) != len(want):
+                return {"outcome": "mismatch",
+                        "detail": f"{len(got)} outputs, ONNX Runtime gives {len(want)}"}
+            for g, w in zip(got, want, strict=True):
                 if g.shape != w.shape or g.dtype != w.dtype or not np.allclose(
                         g, w, rtol=tol, atol=tol, equal_nan=True):
                     return {"outcome": "mismatch",
@@ -285,7 +301,7 @@ def _sandbox_feed(req: dict[str, Any], sessions: dict[str, Any], ref: Any) -> di
     return res
 
 
-def sandbox_main(mode: str, workdir: str) -> int:
+def sandbox_main(mode: str, workdir: str, backend_names: list[str]) -> int:
     import logging
 
     logging.disable(logging.CRITICAL)
@@ -302,7 +318,7 @@ def sandbox_main(mode: str, workdir: str) -> int:
 
         path = wd / "feeds.onnx"
         path.write_bytes(feed_model_bytes())
-        for backend in ("onnxruntime", "openvino", "ncnn"):
+        for backend in backend_names:
             sessions[backend] = autoinfer.Session(path, cache_dir=wd / "cache",
                                                   benchmark=False, backends=[backend])
         ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -319,6 +335,8 @@ def sandbox_main(mode: str, workdir: str) -> int:
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from conftest import usable_backends  # noqa: E402
 
 
 def _settings(short: int) -> Any:
@@ -337,7 +355,7 @@ def model_sandbox(tmp_path_factory: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def feed_sandbox(tmp_path_factory: Any) -> Any:
-    box = Sandbox("feed", tmp_path_factory.mktemp("fuzz-feed"))
+    box = Sandbox("feed", tmp_path_factory.mktemp("fuzz-feed"), tuple(FEED_BACKENDS))
     yield box
     box.close()
 
@@ -371,6 +389,7 @@ def apply_byte_edits(blob: bytes, edits: list[tuple[str, int, int]]) -> bytes:
 @_settings(80)
 @given(edits=st.lists(_byte_edit, min_size=1, max_size=4))
 def test_mutated_model_bytes(model_sandbox: Sandbox, edits: list[tuple[str, int, int]]) -> None:
+    RAN["test_mutated_model_bytes"] += 1
     blob = apply_byte_edits(BASE, edits)
     answer = model_sandbox.run({"blob": base64.b64encode(blob).decode()})
     hypothesis.event(f"outcome: {answer.get('outcome')}")  # --hypothesis-show-statistics
@@ -441,6 +460,7 @@ def apply_structural_edits(blob: bytes, edits: list[tuple[str, int, int, Any]]) 
 @given(edits=st.lists(_structural_edit, min_size=1, max_size=3))
 def test_structurally_mutated_models(model_sandbox: Sandbox,
                                      edits: list[tuple[str, int, int, Any]]) -> None:
+    RAN["test_structurally_mutated_models"] += 1
     blob = apply_structural_edits(BASE, edits)
     answer = model_sandbox.run({"blob": base64.b64encode(blob).decode()})
     hypothesis.event(f"outcome: {answer.get('outcome')}")  # --hypothesis-show-statistics
@@ -469,8 +489,12 @@ _value_spec = st.one_of(
 _name = st.one_of(st.sampled_from(["x", "ids"]), st.text(max_size=6))
 
 
+# Not in the sandbox, which is this file run as a script and is told its backends.
+FEED_BACKENDS = usable_backends() if __name__ != "__main__" else []
+
+
 @_settings(100)
-@given(backend=st.sampled_from(["onnxruntime", "openvino", "ncnn"]),
+@given(backend=st.sampled_from(FEED_BACKENDS),
        feed=st.one_of(
            # mostly the right names with odd values, sometimes odd names
            st.tuples(st.tuples(st.just("x"), _value_spec),
@@ -480,14 +504,27 @@ _name = st.one_of(st.sampled_from(["x", "ids"]), st.text(max_size=6))
 def test_mutated_feeds(feed_sandbox: Sandbox, backend: str, feed: list[Any]) -> None:
     answer = feed_sandbox.run({"backend": backend, "feed": feed})
     hypothesis.assume(answer.get("outcome") != "harness")
+    RAN["test_mutated_feeds"] += 1
     hypothesis.event(f"outcome: {answer.get('outcome')}")  # --hypothesis-show-statistics
     _check(answer, (backend, feed))
 
 
+FUZZERS = {test_mutated_model_bytes: 80, test_structurally_mutated_models: 60,
+           test_mutated_feeds: 100}
+
+
 def test_fuzz_budget() -> None:
+    """Each fuzzer is set to its budget (5000 with AUTOINFER_LONG=1) and, when it ran in
+    this pytest run (it comes first in the file), hypothesis ran that many examples."""
+    for fuzzer, short in FUZZERS.items():
+        name = fuzzer.__name__
+        configured = getattr(fuzzer, "_hypothesis_internal_use_settings").max_examples
+        assert configured == _budget(short), (name, configured)
+        if RAN[name]:
+            assert RAN[name] >= configured, f"{name} ran {RAN[name]} of {configured} examples"
     if not LONG:
-        pytest.skip("short fuzzing budget (80, 60 and 100 examples); set AUTOINFER_LONG=1 "
-                    "(make test-long) for 5000 examples per fuzzer")
+        print("short fuzzing budget (80, 60 and 100 examples); set AUTOINFER_LONG=1 "
+              "(make test-long) for 5000 examples per fuzzer")
 
 
 def test_the_sandbox_reports_a_crash_as_a_crash(tmp_path: Path) -> None:
@@ -507,4 +544,4 @@ def test_the_sandbox_reports_a_crash_as_a_crash(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "sandbox":
-    sys.exit(sandbox_main(sys.argv[2], sys.argv[3]))
+    sys.exit(sandbox_main(sys.argv[2], sys.argv[3], sys.argv[4:]))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import probes
+from autoinfer import backends
 from probes import Accelerator, Hardware
 from probes import nvidia as nvml_probe
 from probes.cpu import clusters as cpu_clusters
@@ -138,7 +141,13 @@ def test_fingerprints_differ_between_machines_and_are_stable(machines):
     assert len(set(prints.values())) == len(prints)
     for name in MACHINE_NAMES:
         assert replay(MACHINES / name).fingerprint == prints[name]
-        assert len(prints[name]) == 16 and int(prints[name], 16) >= 0
+        assert re.fullmatch(r"[0-9a-f]{16}", prints[name]), prints[name]
+        hw = machines[name]
+        assert Hardware.from_dict(hw.to_dict()).fingerprint == prints[name]  # same facts
+        more = dataclasses.replace(hw.cpu, flags=tuple(sorted({*hw.cpu.flags, "avx512_fp16"}))
+                                   if "avx512_fp16" not in hw.cpu.flags
+                                   else tuple(f for f in hw.cpu.flags if f != "avx512_fp16"))
+        assert dataclasses.replace(hw, cpu=more).fingerprint != prints[name]  # one fact changed
 
 
 @pytest.mark.parametrize("cpu_max, usable", [("400000 100000", 4), ("150000 100000", 2), ("max 100000", 64)])
@@ -383,10 +392,14 @@ def test_recording_the_live_machine_replays_to_the_same_fingerprint(tmp_path):
     assert (tmp_path / "live/proc/cpuinfo").exists() and (tmp_path / "live/probes-meta.json").exists()
 
 
+# Backend names are the runtimes' package names (autoinfer/backends/__init__.py).
+RUNTIME_MODULES = backends.names()
+
+
 def test_importing_probes_imports_no_runtime_and_detect_runs_in_a_fresh_process():
     code = (
         "import sys, probes\n"
-        "heavy = [m for m in ('onnxruntime', 'openvino', 'ncnn', 'tensorrt', 'pynvml') if m in sys.modules]\n"
+        f"heavy = [m for m in {(*RUNTIME_MODULES, 'pynvml')!r} if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "print(probes.detect())\n"
     )

@@ -21,6 +21,8 @@ import autoinfer
 from autoinfer import zoo
 from autoinfer.errors import AutoinferError, ModelError
 
+from _backends import reference_backend
+
 _X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
 _Y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
 
@@ -149,7 +151,7 @@ def assert_cache_holds_nothing(cache: Path) -> None:
 
 
 def _open(src, cache: Path) -> None:
-    autoinfer.Session(src, cache_dir=cache, benchmark=False, backends=["onnxruntime"])
+    autoinfer.Session(src, cache_dir=cache, benchmark=False, backends=[reference_backend()])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_MODELS))
@@ -207,7 +209,7 @@ def test_a_model_that_aborts_onnx_shape_inference_does_not_abort_the_caller(tmp_
         for src in ({str(path)!r}, pathlib.Path({str(path)!r}).read_bytes()):
             try:
                 autoinfer.Session(src, cache_dir={str(tmp_path / 'cache')!r}, benchmark=False,
-                                  backends=["onnxruntime"])
+                                  backends=[{reference_backend()!r}])
             except autoinfer.ModelError as exc:
                 print("ModelError:", exc)
             else:
@@ -233,7 +235,7 @@ def test_a_good_model_next_to_bad_ones_still_loads(tmp_path: Path) -> None:
               tmp_path / "ext.onnx", save_as_external_data=True, location="ext.onnx.data",
               size_threshold=0)
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
-    s = autoinfer.Session(p, cache_dir=cache, benchmark=False, backends=["onnxruntime"])
+    s = autoinfer.Session(p, cache_dir=cache, benchmark=False, backends=[reference_backend()])
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], x * 2)
     # an operator of a private domain that the model defines itself
     fn = helper.make_function("com.example.private", "Double", ["a"], ["b"],
@@ -246,6 +248,6 @@ def test_a_good_model_next_to_bad_ones_still_loads(tmp_path: Path) -> None:
                           functions=[fn])
     p = _save(m, tmp_path / "fn.onnx")
     for src in (p, p.read_bytes()):
-        s = autoinfer.Session(src, cache_dir=cache, benchmark=False, backends=["onnxruntime"])
+        s = autoinfer.Session(src, cache_dir=cache, benchmark=False, backends=[reference_backend()])
         np.testing.assert_array_equal(s.run(None, {"x": x})[0], x * 2)
     assert os.listdir(cache / "models")  # the bytes were kept: this model is good

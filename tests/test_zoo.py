@@ -86,7 +86,7 @@ def test_model_is_valid_and_runs_with_meaningful_outputs(name):
     out_b = sess.run(None, zoo.sample_inputs(model, seed=1))[0]
     assert_meaningful(out_a)
     expected = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    assert [e or o for e, o in zip(expected, out_a.shape)] == list(out_a.shape)
+    assert [e or o for e, o in zip(expected, out_a.shape, strict=True)] == list(out_a.shape)
     # The output depends on the input, not only on biases: other inputs move it by a good part of its spread.
     assert np.abs(out_a - out_b).mean() > 0.05 * np.abs(out_a - out_a.mean()).mean()
 

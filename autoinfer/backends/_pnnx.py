@@ -59,11 +59,16 @@ _RED_FLAG = re.compile(r"^(todo|ignore) (\S+)")
 
 
 class ConversionError(Exception):
-    """pnnx could not convert the model; ``reason`` is a sentence for the user."""
+    """pnnx could not convert the model; ``reason`` is a sentence for the user.
 
-    def __init__(self, reason: str) -> None:
+    ``failed``: the converter or the check of its result crashed, hung or could not
+    start, which is a load failure; otherwise pnnx refused the model.
+    """
+
+    def __init__(self, reason: str, failed: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.failed = failed
 
 
 # -- the executable ---------------------------------------------------------------
@@ -340,13 +345,14 @@ def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float,
     try:
         res = run_bounded(args, timeout_s=timeout_s, cwd=workdir, log_path=workdir / LOG)
     except OSError as exc:
-        raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})") from None
+        raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})",
+                              failed=True) from None
     if res.timed_out:
         raise ConversionError(f"pnnx did not finish converting within {timeout_s:g} s; "
-                              f"its last output: {tail(res.output) or '(none)'}")
+                              f"its last output: {tail(res.output) or '(none)'}", failed=True)
     if res.returncode != 0:
         raise ConversionError(f"pnnx {res.describe()} converting the model; its last output: "
-                              f"{tail(res.output) or '(none)'}")
+                              f"{tail(res.output) or '(none)'}", failed=res.returncode < 0)
     return res.output
 
 

@@ -482,16 +482,20 @@ def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
     result = workdir / "check.json"
     if timeout_s <= 0:
         raise _pnnx.ConversionError("the conversion used up its time limit before the converted "
-                                    "graph could be checked")
-    proc = run_bounded(args, timeout_s=timeout_s, env=env)
+                                    "graph could be checked", failed=True)
+    try:
+        proc = run_bounded(args, timeout_s=timeout_s, env=env)
+    except OSError as exc:
+        raise _pnnx.ConversionError(f"the check of the converted ncnn graph could not be started "
+                                    f"({exc.strerror or exc})", failed=True) from None
     if proc.timed_out:
         raise _pnnx.ConversionError(f"the converted ncnn graph did not finish one inference "
-                                    f"within {timeout_s:g} s")
+                                    f"within {timeout_s:g} s", failed=True)
     out = proc.output
     if proc.returncode < 0:
         raise _pnnx.ConversionError(f"ncnn crashed (signal {-proc.returncode}) running the "
                                     f"converted graph; its last output: "
-                                    f"{_pnnx.tail(out, 4) or '(none)'}")
+                                    f"{_pnnx.tail(out, 4) or '(none)'}", failed=True)
     try:
         report = json.loads(result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -508,7 +512,8 @@ def convert(model: "ModelFacts", ctx: LoadContext, versions: Mapping[str, str]
     """The conversion for ``model`` at the load context's shapes: (directory, manifest, batch).
 
     Reuses an intact earlier conversion; otherwise converts, checks and publishes
-    one. Raises UnsupportedModel with the reason when pnnx or the check fails.
+    one. Raises UnsupportedModel with the reason when pnnx refuses the model or the check
+    finds it computes something else; BackendError when pnnx or the check crashes or hangs.
     """
     plan = _plan(model, ctx)
     req = _request(model, plan.shapes, versions)
@@ -528,6 +533,13 @@ def convert(model: "ModelFacts", ctx: LoadContext, versions: Mapping[str, str]
     return final, man, plan.batch
 
 
+def _conversion_error(exc: "_pnnx.ConversionError") -> BackendError | UnsupportedModel:
+    """A crash, hang or failed start of the converter or of the check is a load failure
+    (BackendError); pnnx refusing the model, or a conversion that computes something else,
+    is UnsupportedModel with the reason."""
+    return BackendError(NAME, exc.reason) if exc.failed else UnsupportedModel(NAME, exc.reason)
+
+
 def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _Plan,
                    timeout_s: float) -> dict[str, Any]:
     exe = _pnnx.pnnx_executable()
@@ -543,7 +555,7 @@ def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _P
         raise BackendError(NAME, f"cannot prepare a conversion directory in {artifact_dir}: "
                                  f"{exc}") from None
     except _pnnx.ConversionError as exc:
-        raise UnsupportedModel(NAME, exc.reason) from None
+        raise _conversion_error(exc) from None
     try:
         # The model itself stays the reference the check compares with.
         source = _pnnx.pnnx_input(workdir, leading_one=not plan.single)
@@ -562,7 +574,7 @@ def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _P
         published = _pnnx.publish(workdir, final, req)
     except _pnnx.ConversionError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
-        raise UnsupportedModel(NAME, exc.reason) from None
+        raise _conversion_error(exc) from None
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         raise BackendError(NAME, f"cannot write the ncnn conversion in {artifact_dir}: "
