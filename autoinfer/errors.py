@@ -68,15 +68,17 @@ class CacheError(AutoinferError):
 
 
 class UnsupportedOnRuntime(AutoinferError, NotImplementedError):
-    """An ``onnxruntime.InferenceSession`` method that only ONNX Runtime has, called
-    while the session runs on another runtime.
+    """An ``onnxruntime.InferenceSession`` method that only one runtime has, called while
+    the session runs on another.
 
-    ``method`` is the name called, ``runtime`` where the session runs now.
+    ``method`` is the name called, ``runtime`` where the session runs now, ``backend``
+    the backend whose runtime has the method (the way out names it).
     """
 
-    def __init__(self, method: str, runtime: str) -> None:
+    def __init__(self, method: str, runtime: str, backend: str) -> None:
         super().__init__(
-            f"{method}() needs ONNX Runtime, and this session runs on {runtime}. To keep a "
-            f"session on ONNX Runtime, create it with backends=['onnxruntime']")
+            f"{method}() needs {backend}, and this session runs on {runtime}. To keep a "
+            f"session on {backend}, create it with backends=[{backend!r}]")
         self.method = method
         self.runtime = runtime
+        self.backend = backend

@@ -14,13 +14,20 @@ The launcher also honours ``AUTOINFER_PATCH=0`` (run the application unpatched,
 to compare) and any other value or none (patch).
 
 Under the patch, the application's ``providers`` and ``sess_options`` are hints,
-not pins (see :mod:`autoinfer.hints`). ``isinstance(s, onnxruntime.InferenceSession)``
-holds for autoinfer's sessions and for ONNX Runtime's own (those created before the
-patch); applications may subclass the patched class. Code that bound the class
-before the patch (``from onnxruntime import InferenceSession`` at import time) keeps
-ONNX Runtime's: patch first, or use the launcher. autoinfer's own modules always get
-ONNX Runtime's class. ``patch()`` imports ONNX Runtime and autoinfer's session
-module, and no other runtime; it touches no network.
+not pins: the backend whose runtime defines them reads them
+(:func:`autoinfer.backends.claim_app_options`; for ONNX Runtime,
+:func:`autoinfer.backends.onnxruntime_api.hints_from_ort`).
+``isinstance(s, onnxruntime.InferenceSession)`` holds for autoinfer's sessions and
+for ONNX Runtime's own (those created before the patch); applications may subclass
+the patched class. Code that bound the class before the patch (``from onnxruntime
+import InferenceSession`` at import time) keeps ONNX Runtime's: patch first, or use
+the launcher. autoinfer's own modules always get ONNX Runtime's class. ``patch()``
+imports ONNX Runtime and autoinfer's session module, and no other runtime; it touches
+no network.
+
+What is ONNX Runtime's (the class replaced, its original, its arguments, its surface)
+lives in :mod:`autoinfer.backends.onnxruntime_api`; this module is the mechanics of
+standing in and the launcher.
 """
 from __future__ import annotations
 
@@ -34,11 +41,13 @@ import types
 import weakref
 from typing import Any
 
+from . import backends as registry
+from .backends import onnxruntime_api as app
+
 log = logging.getLogger("autoinfer.patch")
 
 _lock = threading.RLock()
-_original: type | None = None  # ONNX Runtime's class while the patch is on
-_patched: type | None = None
+_patched: type | None = None  # autoinfer's class while the patch is on
 _sessions: "weakref.WeakSet[Any]" = weakref.WeakSet()  # sessions created under the patch
 
 
@@ -48,17 +57,8 @@ def sessions() -> list[Any]:
         return list(_sessions)
 
 
-def original_class() -> type:
-    """ONNX Runtime's own ``InferenceSession``, whether or not the patch is on."""
-    if _original is not None:
-        return _original
-    import onnxruntime
-
-    return onnxruntime.InferenceSession
-
-
 def is_patched() -> bool:
-    return _original is not None
+    return _patched is not None
 
 
 def _called_from_autoinfer(depth: int) -> bool:
@@ -78,7 +78,6 @@ def _session_params() -> frozenset[str]:
 
 def _make_class() -> type:
     from .errors import NoCandidateError
-    from .hints import hints_from_ort
     from .session import Session
 
     accepted = _session_params()
@@ -86,22 +85,22 @@ def _make_class() -> type:
     class _Meta(type):
         def __call__(cls, *args: Any, **kwargs: Any) -> Any:
             if cls is _patched and _called_from_autoinfer(2):
-                return original_class()(*args, **kwargs)
+                return app.original_class()(*args, **kwargs)
             return super().__call__(*args, **kwargs)
 
         def __instancecheck__(cls, obj: Any) -> bool:
-            if cls is _patched and isinstance(obj, original_class()):
+            if cls is _patched and isinstance(obj, app.original_class()):
                 return True
             return super().__instancecheck__(obj)
 
         def __subclasscheck__(cls, sub: type) -> bool:
-            if cls is _patched and isinstance(sub, type) and issubclass(sub, original_class()):
+            if cls is _patched and isinstance(sub, type) and issubclass(sub, app.original_class()):
                 return True
             return super().__subclasscheck__(sub)
 
     class InferenceSession(Session, metaclass=_Meta):
         """autoinfer's ``Session`` in place of ``onnxruntime.InferenceSession``: ONNX
-        Runtime's arguments are read as hints (:func:`autoinfer.hints.hints_from_ort`).
+        Runtime's arguments are read as hints (:func:`autoinfer.backends.claim_app_options`).
 
         The patch never makes an application fail where ONNX Runtime runs it: when
         autoinfer's choice finds no runtime it can check (its sample inputs do not suit
@@ -114,32 +113,31 @@ def _make_class() -> type:
                      providers: Any = None, provider_options: Any = None,
                      **kwargs: Any) -> None:
             own = {k: v for k, v in kwargs.items() if k in accepted}
-            hints = hints_from_ort(sess_options, providers, provider_options,
-                                   **{k: v for k, v in kwargs.items() if k not in accepted})
+            hints = registry.claim_app_options(
+                sess_options, providers, provider_options,
+                **{k: v for k, v in kwargs.items() if k not in accepted}) or registry.Hints()
             args = dict(hints.session_kwargs)
             if hints.devices and "devices" in accepted and not hints.pinned:
                 args["devices"] = list(hints.devices)
             args.update(own)
-            self._ort_args = (sess_options, providers, provider_options, own)
+            self._stay = (hints, own)
             log.debug("autoinfer.patch: %s", "; ".join(hints.notes) or "no hints")
             try:
                 super().__init__(path_or_bytes, **args)
             except NoCandidateError as exc:
-                if hints.pinned or not hasattr(self, "_facts"):
+                if hints.pinned or not hints.stay_kwargs or not hasattr(self, "_facts"):
                     raise
-                self._stay_on_ort(path_or_bytes, exc)
+                self._stay_with_app_args(path_or_bytes, exc)
             with _lock:
                 _sessions.add(self)
 
-        def _stay_on_ort(self, model: Any, exc: Exception) -> Any:
-            sess_options, providers, provider_options, own = self._ort_args
+        def _stay_with_app_args(self, model: Any, exc: Exception) -> Any:
+            hints, own = self._stay
             log.warning("autoinfer.patch: no runtime could be checked for %s (%s); this "
-                        "session stays on ONNX Runtime", self._facts.path.name,
-                        str(exc).splitlines()[0])
+                        "session stays on %s with the application's arguments",
+                        self._facts.path.name, str(exc).splitlines()[0], hints.backend)
             own = {k: v for k, v in own.items() if k in ("cache_dir", "input_shapes")}
-            self._delegate = Session(model, sess_options,
-                                     providers or ["CPUExecutionProvider"], provider_options,
-                                     **own)
+            self._delegate = Session(model, **hints.stay_kwargs, **own)
             return self._delegate
 
         def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
@@ -149,8 +147,10 @@ def _make_class() -> type:
             try:
                 return super().run(output_names, input_feed, run_options)
             except NoCandidateError as exc:
+                if not self._stay[0].stay_kwargs:
+                    raise
                 with _lock:
-                    d = self._delegate or self._stay_on_ort(self._facts.path, exc)
+                    d = self._delegate or self._stay_with_app_args(self._facts.path, exc)
                 return d.run(output_names, input_feed, run_options)
 
         def _current_runner(self) -> Any:
@@ -160,51 +160,46 @@ def _make_class() -> type:
         def explain(self) -> str:
             d = self._delegate
             return super().explain() if d is None else \
-                "on ONNX Runtime with the application's arguments: " + d.explain()
+                f"on {self._stay[0].backend} with the application's arguments: {d.explain()}"
 
         def close(self) -> None:
             if self._delegate is not None:
                 self._delegate.close()
             super().close()
 
-    InferenceSession.__module__ = "onnxruntime"
-    InferenceSession.__qualname__ = "InferenceSession"
+    InferenceSession.__module__ = app.MODULE
+    InferenceSession.__qualname__ = app.CLASS
     return InferenceSession
 
 
 def patch() -> type:
     """Replace ``onnxruntime.InferenceSession`` with autoinfer's; returns the class in
     place. Idempotent and thread-safe."""
-    global _original, _patched
+    global _patched
     with _lock:
-        import onnxruntime
-
-        if _original is None:
-            _original = onnxruntime.InferenceSession
+        if _patched is None:
+            app.original_class()  # the runtime imports (or fails) before anything changes
             _patched = _make_class()
-        if onnxruntime.InferenceSession is not _patched:
-            onnxruntime.InferenceSession = _patched
-        log.info("autoinfer.patch: onnxruntime.InferenceSession is autoinfer's Session")
-        return _patched  # type: ignore[return-value]
+        app.replace_class(_patched)
+        log.info("autoinfer.patch: %s is autoinfer's Session", app.TARGET)
+        return _patched
 
 
 def unpatch() -> None:
     """Put ONNX Runtime's own class back. Idempotent; sessions already created keep
     working."""
-    global _original, _patched
+    global _patched
     with _lock:
-        if _original is None:
+        if _patched is None:
             return
-        import onnxruntime
-
-        onnxruntime.InferenceSession = _original
-        _original = _patched = None
+        app.restore_class()
+        _patched = None
 
 
 def _usage() -> str:
     return ("usage: python -m autoinfer.patch SCRIPT [ARGS...]\n"
             "       python -m autoinfer.patch -m MODULE [ARGS...]\n"
-            "Runs the application with onnxruntime.InferenceSession replaced by autoinfer's\n"
+            f"Runs the application with {app.TARGET} replaced by autoinfer's\n"
             "Session (AUTOINFER_PATCH=0 runs it unpatched).")
 
 

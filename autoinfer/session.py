@@ -36,15 +36,13 @@ from .loader import Loader
 from .measure import SyntheticInputsRejected
 from .policy import (Options, Selector, as_feed_list, cached_decision, decide,
                      resolve_input_shapes, shape_bucket)
-from .surface import OrtSurface
+from .backends.onnxruntime_api import OrtSurface
 from .switching import Active, Choice, Selecting
 
 __all__ = ["Session", "Choice", "NodeArg", "ModelMetadata", "SELECTION_MODES"]
 
 log = logging.getLogger("autoinfer.session")
 
-# ONNX Runtime's keyword arguments that pin the choice to ONNX Runtime itself.
-_ORT_BACKEND = "onnxruntime"
 SELECTION_MODES = ("background", "blocking", "off")
 
 
@@ -130,9 +128,13 @@ class Session(Selecting, OrtSurface):
         self._facts = self._read_facts(path_or_bytes)
         self._hw = probes.detect()
         extra: dict[str, Any] = {}
-        self._ort_pinned = sess_options is not None or providers is not None
-        if self._ort_pinned:
-            backends, exclude, benchmark = [_ORT_BACKEND], None, False
+        # A runtime's own session arguments pin the session to the backend that claims
+        # them, run with exactly those (autoinfer.patch() reads them as hints instead).
+        claim = (registry.claim_app_options(sess_options, providers, provider_options)
+                 if sess_options is not None or providers is not None else None)
+        self._pinned = claim is not None
+        if claim is not None:
+            backends, exclude, benchmark = [claim.backend], None, False
             extra = {"sess_options": sess_options, "providers": list(providers or []) or None,
                      "provider_options": provider_options}
         if selection == "off":
@@ -142,7 +144,7 @@ class Session(Selecting, OrtSurface):
                              budget_s=budget_s, precision=precision, extra=extra,
                              threads=threads).normalised()
         registry.select(backends, exclude)  # validate names now, not at first run
-        self._mode = "off" if (self._ort_pinned or benchmark is False) else selection
+        self._mode = "off" if (self._pinned or benchmark is False) else selection
         self._sample = as_feed_list(sample_inputs)
         self._fallback = fallback
         self._threads = self._opts.threads
@@ -247,7 +249,7 @@ class Session(Selecting, OrtSurface):
         """Blocking: on the sample inputs of these shapes, else on ``run_feeds`` (the call
         that brought these shapes), else on synthetic inputs."""
         opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
-        if self._ort_pinned:
+        if self._pinned:
             return self._selector(shapes).select()
         feeds = [f for f in self._sample if all(
             tuple(np.shape(f[k])) == v for k, v in shapes.items() if k in f)]

@@ -21,12 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PACKAGES = ("onnxruntime", "openvino", "openvino_telemetry", "ncnn", "pnnx", "tensorrt")
 RUNTIME_NAME = re.compile(r"(?i)\b(onnxruntime|openvino|ncnn|pnnx|tensorrt)\b|org\.openvinotoolkit"
                           r"|\b(ORT|OV|OPENVINO|TRT|NCNN)_[A-Z]")
-# Offenders known today, in modules being reshaped elsewhere; remove each once it is gone.
-KNOWN_OFFENDERS = {
-    ("autoinfer/policy.py", "string 'OPENVINO_TELEMETRY_DISABLE'"),
-    ("autoinfer/session.py", "string 'onnxruntime'"),
-}
-KNOWN_REASON = "policy/session being reshaped (issue 9)"
 
 
 def _modules() -> list[str]:
@@ -91,10 +85,7 @@ def test_the_scan_covers_the_modules_it_should() -> None:
 @pytest.mark.parametrize("module", _modules())
 def test_no_runtime_is_named_outside_the_backends(module: str) -> None:
     found = runtime_names((ROOT / module).read_text(encoding="utf-8"))
-    unknown = [f for f in found if (module, f) not in KNOWN_OFFENDERS]
-    assert not unknown, f"{module} names a runtime: {unknown}"
-    if found:
-        pytest.xfail(f"{KNOWN_REASON}: {found}")
+    assert not found, f"{module} names a runtime: {found}"
 
 
 def _fresh(code: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 import autoinfer
 from autoinfer import zoo
-from autoinfer.hints import hints_from_ort
+from autoinfer.backends.onnxruntime_api import hints_from_ort, original_class
 
 ROOT = Path(__file__).resolve().parents[1]
 X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
@@ -69,8 +69,6 @@ def test_patch_from_many_threads_at_once_installs_one_class() -> None:
 
 
 def test_an_application_idiom_runs_and_matches_plain_onnxruntime(model: Path, patched: Any) -> None:
-    from autoinfer.patch import original_class
-
     expected = original_class()(str(model), providers=["CPUExecutionProvider"]).run(
         None, {"input": X})
     so = ort.SessionOptions()
@@ -91,8 +89,6 @@ def test_an_application_idiom_runs_and_matches_plain_onnxruntime(model: Path, pa
 
 
 def test_models_as_bytes_and_subclasses_and_old_sessions_work(model: Path, patched: Any) -> None:
-    from autoinfer.patch import original_class
-
     old = original_class()(str(model))
     assert isinstance(old, ort.InferenceSession)  # created before the patch: still one
 
@@ -110,8 +106,6 @@ def test_models_as_bytes_and_subclasses_and_old_sessions_work(model: Path, patch
 
 def test_the_default_patched_session_chooses_and_gives_onnxruntimes_outputs(
         model: Path, patched: Any) -> None:
-    from autoinfer.patch import original_class
-
     s = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     expected = original_class()(str(model)).run(None, {"input": X})[0]
     np.testing.assert_allclose(s.run(None, {"input": X})[0], expected, rtol=1e-4, atol=1e-5)
@@ -150,6 +144,20 @@ def test_hints_gpu_providers_map_to_gpu_candidates_with_fake_cuda() -> None:
     assert h.devices == ("gpu",)
 
 
+def test_the_registry_hands_the_arguments_to_the_backend_that_claims_them() -> None:
+    from autoinfer import backends
+
+    h = backends.claim_app_options(None, ["CPUExecutionProvider"])
+    assert h == hints_from_ort(None, ["CPUExecutionProvider"])
+    assert h is not None and h.backend == "onnxruntime" and not h.pinned
+    assert h.stay_kwargs == {"sess_options": None, "providers": ["CPUExecutionProvider"],
+                             "provider_options": None}
+    assert hints_from_ort().stay_kwargs["providers"] == ["CPUExecutionProvider"]
+    others = [n for n in backends.names() if n != "onnxruntime"]
+    assert others and all(backends.get(n).claim_app_options(None, ["CPUExecutionProvider"])
+                          is None for n in others)
+
+
 @pytest.mark.parametrize("case", ["unknown provider", "profiling", "optimized model file",
                                   "ort keyword"])
 def test_hints_that_only_onnxruntime_can_honour_pin_it(case: str, tmp_path: Path) -> None:
@@ -165,6 +173,7 @@ def test_hints_that_only_onnxruntime_can_honour_pin_it(case: str, tmp_path: Path
     h = hints_from_ort(so, providers, None, **kw)
     assert h.pinned and h.session_kwargs["sess_options"] is so
     assert h.session_kwargs["providers"] == providers and h.notes
+    assert h.backend == "onnxruntime" and h.stay_kwargs["sess_options"] is so
 
 
 def test_profiling_under_the_patch_stays_on_onnxruntime(model: Path, patched: Any) -> None:
@@ -193,7 +202,7 @@ def test_import_is_light_and_patch_imports_no_other_runtime(tmp_path: Path) -> N
         autoinfer.patch()
         import onnxruntime
         assert onnxruntime.InferenceSession.__mro__[1].__module__ == "autoinfer.session"
-        from autoinfer.hints import hints_from_ort
+        from autoinfer.backends.onnxruntime_api import hints_from_ort
         hints_from_ort(None, ["CPUExecutionProvider"])  # reads the registry's capabilities
         assert not [m for m in ("openvino", "ncnn", "tensorrt") if m in sys.modules]
         print("ok")

@@ -5,7 +5,7 @@ On ONNX Runtime each name must give what the live ``InferenceSession`` gives
 provided (checked per name) or raises ``UnsupportedOnRuntime`` naming the
 runtime and the way out. The list of names comes from the installed ONNX
 Runtime: a name a future release adds fails ``test_every_public_name_is_covered``
-until it is given a behaviour here and in autoinfer/surface.py.
+until it is given a behaviour here and in autoinfer/backends/onnxruntime_api.py.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import pytest
 
 import autoinfer
 from autoinfer import zoo
+from autoinfer.backends.onnxruntime_api import ORT_ONLY, PENDING
 from autoinfer.errors import UnsupportedOnRuntime
-from autoinfer.surface import ORT_ONLY, PENDING
 
 PUBLIC = sorted(n for n in dir(ort.InferenceSession) if not n.startswith("_"))
 X = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
@@ -133,7 +133,7 @@ def test_every_public_name_is_covered() -> None:
     assert not missing, f"autoinfer.Session lacks InferenceSession's {missing}"
     untested = [n for n in PUBLIC if n not in CALLS]
     assert not untested, (f"this ONNX Runtime ({ort.__version__}) has public names with no "
-                          f"behaviour decided in autoinfer/surface.py and here: {untested}")
+                          f"behaviour decided in autoinfer/backends/onnxruntime_api.py and here: {untested}")
 
 
 @pytest.mark.parametrize("name", PUBLIC)
@@ -209,6 +209,7 @@ def test_on_openvino_each_name_is_provided_or_a_clear_error(name: str, on_openvi
     assert "openvino(CPU)" in msg and "backends=['onnxruntime']" in msg, msg
     first = "io_binding" if name == "run_with_iobinding" else name  # its binding comes first
     assert isinstance(ei.value, NotImplementedError) and ei.value.method == first
+    assert ei.value.backend == "onnxruntime" and ei.value.runtime == "openvino(CPU)"
 
 
 def test_run_async_reports_an_error_as_onnxruntime_does(on_openvino: Any) -> None:

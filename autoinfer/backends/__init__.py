@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
-from .base import (OBJECTIVES, Availability, Backend, Capabilities, Candidate, Estimate,
+from .base import (OBJECTIVES, Availability, Backend, Capabilities, Candidate, Estimate, Hints,
                    LoadContext, Problem, Runner, Unsupported)
 
 # name -> "module:Class", in the order the doctor lists them
@@ -27,8 +27,9 @@ _lock = threading.Lock()
 log = logging.getLogger("autoinfer.backends")
 
 __all__ = ["OBJECTIVES", "Availability", "Backend", "Candidate", "Capabilities", "Estimate",
-           "LoadContext", "Problem", "Runner", "Unsupported", "names", "get", "select",
-           "register", "child_environment", "thread_env_vars", "known_domains"]
+           "Hints", "LoadContext", "Problem", "Runner", "Unsupported", "names", "get", "select",
+           "register", "child_environment", "thread_env_vars", "known_domains",
+           "claim_app_options"]
 
 
 def names() -> tuple[str, ...]:
@@ -111,3 +112,15 @@ def thread_env_vars() -> tuple[str, ...]:
 def known_domains() -> frozenset[str]:
     """Custom operator domains some registered runtime implements."""
     return frozenset(d for backend in _each() for d in backend.domains)
+
+
+def claim_app_options(sess_options: Any = None, providers: Sequence[Any] | None = None,
+                      provider_options: Sequence[Mapping[Any, Any]] | None = None,
+                      **kwargs: Any) -> Hints | None:
+    """What a runtime's own session arguments mean to autoinfer: the first registered
+    backend that claims them (:meth:`Backend.claim_app_options`); None when none does."""
+    for backend in _each():
+        hints = backend.claim_app_options(sess_options, providers, provider_options, **kwargs)
+        if hints is not None:
+            return hints
+    return None

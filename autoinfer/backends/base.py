@@ -28,9 +28,10 @@ What a backend declares, so that nothing outside ``backends/`` names its runtime
 ``capabilities``; ``thread_env_vars`` (its thread-count variables, for the
 doctor); ``domains`` (custom operator domains it implements, for the model
 check); ``child_env()`` (variables every process autoinfer starts must carry,
-such as telemetry opt-outs). The registry merges them
+such as telemetry opt-outs); ``claim_app_options()`` (the arguments of its runtime's own
+session class read as :class:`Hints`, for ``autoinfer.patch()``). The registry merges them
 (:func:`autoinfer.backends.child_environment`, ``thread_env_vars()``,
-``known_domains()``).
+``known_domains()``, ``claim_app_options()``).
 
 What backends share lives below them, and is what they use: a runtime is imported through
 :func:`autoinfer._lazy.import_optional`, a converter or check runs through
@@ -189,6 +190,31 @@ class Estimate:
 
 
 @dataclass
+class Hints:
+    """A runtime's own session arguments, read by its backend as hints for autoinfer's
+    choice (:meth:`Backend.claim_app_options`).
+
+    backend:        the backend that claimed the arguments.
+    session_kwargs: keyword arguments for ``autoinfer.Session``.
+    devices:        device kinds the application asked for ("cpu", "cuda:0", "gpu"...),
+                    in its order of preference; empty: no preference.
+    pinned:         the session stays on ``backend`` with the application's arguments
+                    (``session_kwargs`` are then those arguments).
+    stay_kwargs:    the ``Session`` keyword arguments that keep a session on ``backend``
+                    with the application's arguments: the way out when autoinfer's choice
+                    finds no runtime it can check.
+    notes:          one line per argument that was read, and what it became.
+    """
+
+    backend: str = ""
+    session_kwargs: dict[str, Any] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()
+    pinned: bool = False
+    stay_kwargs: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class LoadContext:
     """What ``load()`` needs besides the candidate and the model.
 
@@ -260,6 +286,19 @@ class Backend(ABC):
         :func:`autoinfer.backends.child_environment`). Never imports the runtime.
         """
         return {}
+
+    def claim_app_options(self, sess_options: Any = None,
+                          providers: Sequence[Any] | None = None,
+                          provider_options: Sequence[Mapping[Any, Any]] | None = None,
+                          **kwargs: Any) -> Hints | None:
+        """The arguments of this runtime's own session class, read as hints, or None (the
+        default) when they are not this runtime's.
+
+        ``autoinfer.patch()`` stands in for an application's session class and asks the
+        registry (:func:`autoinfer.backends.claim_app_options`) what its arguments mean.
+        Never imports the runtime.
+        """
+        return None
 
     @abstractmethod
     def availability(self, hw: "Hardware") -> Availability:

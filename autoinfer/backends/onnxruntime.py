@@ -50,8 +50,8 @@ from .._hw import threads_for
 from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, InputError, UnsupportedModel
 from ._common import distributions_of, dist_version
-from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
-                   Runner, Unsupported)
+from .base import (Availability, Backend, Candidate, Capabilities, Estimate, Hints, LoadContext,
+                   Problem, Runner, Unsupported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
@@ -218,6 +218,13 @@ class OnnxRuntimeBackend(Backend):
 
     def child_env(self) -> dict[str, str]:
         return dict(TELEMETRY_OPT_OUT)
+
+    def claim_app_options(self, sess_options: Any = None, providers: Any = None,
+                          provider_options: Any = None, **kwargs: Any) -> Hints:
+        """``InferenceSession``'s arguments: autoinfer.patch() stands in for that class."""
+        from .onnxruntime_api import hints_from_ort
+
+        return hints_from_ort(sess_options, providers, provider_options, **kwargs)
 
     # -- facts ------------------------------------------------------------------
 
