@@ -48,7 +48,7 @@ test-long: $(STAMP) tracer
 
 demo: $(STAMP)
 	$(VENV)/bin/autoinfer --cache-dir $(DEMO)/cache doctor
-	$(PY) -m autoinfer.zoo mobilenetv2 $(DEMO)/mobilenetv2.onnx
+	$(PY) tests/zoo.py mobilenetv2 $(DEMO)/mobilenetv2.onnx
 	$(VENV)/bin/autoinfer --cache-dir $(DEMO)/cache run $(DEMO)/mobilenetv2.onnx
 	@echo; echo 'A second start is a decision-cache hit:'
 	$(VENV)/bin/autoinfer --cache-dir $(DEMO)/cache run $(DEMO)/mobilenetv2.onnx --repeat 0 | head -4

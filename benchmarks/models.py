@@ -1,11 +1,16 @@
-"""The benchmark's model set, built by autoinfer's zoo (seeded weights, no downloads)."""
+"""The benchmark's model set, built by the test suite's zoo (tests/zoo.py: seeded weights,
+no downloads)."""
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# the model builders live with the tests, their main users
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 MODELS_DIR = Path(__file__).resolve().parent / ".models"
 
@@ -42,7 +47,7 @@ QUICK = ("tiny", "mobilenetv2", "dynamic", "light_squeezenet")
 def _stamp(spec: Spec) -> str:
     import onnx
 
-    from autoinfer import zoo
+    import zoo
 
     h = hashlib.sha256(Path(zoo.__file__).read_bytes())
     h.update(json.dumps([spec.zoo, spec.kwargs, onnx.__version__], sort_keys=True).encode())
@@ -51,7 +56,7 @@ def _stamp(spec: Spec) -> str:
 
 def build(spec: Spec, directory: Path = MODELS_DIR) -> Path:
     """The model file, rebuilt only when the zoo or the arguments changed."""
-    from autoinfer import zoo
+    import zoo
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{spec.name}.onnx"
@@ -68,7 +73,7 @@ def feeds(spec: Spec, path: Path, batch: int | None = None) -> dict[str, Any]:
     """Seeded sample inputs at the spec's shapes (with the batch axis set to ``batch``)."""
     import onnx
 
-    from autoinfer import zoo
+    import zoo
 
     model = onnx.load(str(path), load_external_data=False)
     shapes = dict(spec.shapes or {})

@@ -143,7 +143,7 @@ def model_paths(tmp_path_factory: Any) -> dict[str, Any]:
     """ONNX files: "multi_io" (above), and zoo models "tiny", "dynamic_batch", "mobilenetv2"."""
     import onnx
 
-    from autoinfer import zoo
+    import zoo
 
     d = tmp_path_factory.mktemp("models")
     paths = {"multi_io": d / "multi_io.onnx"}

@@ -23,7 +23,7 @@ from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 import autoinfer
-from autoinfer import zoo
+import zoo
 from autoinfer.backends import Candidate, LoadContext, Unsupported, get
 from autoinfer.backends import _pnnx
 from autoinfer.backends import ncnn as nb

@@ -127,7 +127,7 @@ def test_run_outputs_order_names_dtypes_shapes(backend: Any, model_paths: dict,
 
 
 def test_dynamic_batch_two_sizes(backend: Any, model_paths: dict, tmp_path: Path) -> None:
-    from autoinfer import zoo
+    import zoo
     import onnx
 
     proto = onnx.load(str(model_paths["dynamic_batch"]))
@@ -300,7 +300,7 @@ def test_diagnose_listed_provider_not_loading_is_a_warning(backend: Any, hw: Any
 
 
 def load_facts_tiny() -> Any:
-    from autoinfer import zoo
+    import zoo
     import tempfile
 
     d = Path(tempfile.mkdtemp())

@@ -325,7 +325,7 @@ def test_read_only_and_non_contiguous_inputs(backend: Any, model_paths: dict,
 def test_dynamic_batch_two_sizes(backend: Any, model_paths: dict, tmp_path: Path) -> None:
     import onnx
 
-    from autoinfer import zoo
+    import zoo
 
     proto = onnx.load(str(model_paths["dynamic_batch"]))
     with _load(backend, model_paths["dynamic_batch"], tmp_path) as r:

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 
 import autoinfer
 from autoinfer import backends as registry
-from autoinfer import zoo
+import zoo
 from autoinfer.errors import ConfigError, NoCandidateError
 from autoinfer.measure import feed_hints, median_interval, race_order, sample_feeds, verdict
 from autoinfer.model import load_facts

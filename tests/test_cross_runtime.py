@@ -65,7 +65,7 @@ class _Models:
         if name not in self._built:
             import onnx
 
-            from autoinfer import zoo
+            import zoo
 
             path = zoo.save(name, self.root / f"{name}.onnx", seed=0)
             self._built[name] = (path, onnx.load(str(path)))
@@ -74,7 +74,7 @@ class _Models:
     def feeds(self, name: str, batch: int | None) -> dict[str, np.ndarray]:
         key = (name, batch)
         if key not in self._feeds:
-            from autoinfer import zoo
+            import zoo
 
             path, proto = self.path(name)
             shapes = None

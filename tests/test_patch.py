@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 import autoinfer
-from autoinfer import zoo
+import zoo
 from autoinfer.backends.onnxruntime_api import hints_from_ort, original_class
 
 ROOT = Path(__file__).resolve().parents[1]

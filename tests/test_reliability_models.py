@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import autoinfer
-from autoinfer import zoo
+import zoo
 from autoinfer.errors import AutoinferError, ModelError
 
 from _backends import reference_backend

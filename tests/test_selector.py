@@ -12,7 +12,7 @@ import pytest
 
 import autoinfer
 from autoinfer import backends as registry
-from autoinfer import zoo
+import zoo
 from autoinfer.cache import Cache
 from autoinfer.config import Settings
 from autoinfer.errors import ConfigError, NoCandidateError

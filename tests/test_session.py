@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 import autoinfer
 from autoinfer import backends as registry
-from autoinfer import zoo
+import zoo
 from autoinfer.errors import AutoinferError, ConfigError, InputError
 from autoinfer.policy import shape_bucket
 

@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 
 import autoinfer
-from autoinfer import zoo
+import zoo
 from autoinfer.backends.onnxruntime_api import ORT_ONLY, PENDING
 from autoinfer.errors import UnsupportedOnRuntime
 

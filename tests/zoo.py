@@ -5,13 +5,13 @@ well-known networks. Trained weights do not change how fast a runtime is, the
 architecture does, so every model here is built node by node with seeded
 random weights: nothing is downloaded and torch is not needed.
 
-    from autoinfer import zoo
+    import zoo
     model = zoo.build("mobilenetv2", seed=0)          # onnx.ModelProto
     zoo.save("resnet50", "out/resnet50.onnx")         # writes the file
     feeds = zoo.sample_inputs(model)                  # {"input": float32[1, 3, 224, 224]}
 
-    python -m autoinfer.zoo mobilenetv2 out/mobilenetv2.onnx [--seed N] [--set key=value]
-    python -m autoinfer.zoo --list
+    python tests/zoo.py mobilenetv2 out/mobilenetv2.onnx [--seed N] [--set key=value]
+    python tests/zoo.py --list
 
 Weights are scaled so that activations keep a sane magnitude through the whole
 network (He/LeCun initialisation, BatchNorm statistics that neither blow up nor
@@ -887,7 +887,7 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autoinfer.zoo",
+    parser = argparse.ArgumentParser(prog="python tests/zoo.py",
                                      description="Write a zoo model (seeded random weights) to an ONNX file.")
     parser.add_argument("name", nargs="?", help="model name (see --list)")
     parser.add_argument("out", nargs="?", help="output .onnx path")
