@@ -10,23 +10,45 @@
 
 Importing autoinfer imports no inference runtime; each is imported when used.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import (AutoinferError, BackendError, BackendUnavailable, CacheError, ConfigError,
-                     InputError, ModelError, NoCandidateError, UnsupportedModel,
-                     UnsupportedOnRuntime)
+from .errors import (
+    AutoinferError,
+    BackendError,
+    BackendUnavailable,
+    CacheError,
+    ConfigError,
+    InputError,
+    ModelError,
+    NoCandidateError,
+    UnsupportedModel,
+    UnsupportedOnRuntime,
+)
 
 __version__ = "0.1.0"
 
 logging.getLogger("autoinfer").addHandler(logging.NullHandler())
 
 __all__ = [
-    "AutoinferError", "BackendError", "BackendUnavailable", "CacheError", "ConfigError",
-    "InputError", "ModelError", "NoCandidateError", "UnsupportedModel", "UnsupportedOnRuntime",
-    "Session", "select", "patch", "unpatch", "__version__",
+    "AutoinferError",
+    "BackendError",
+    "BackendUnavailable",
+    "CacheError",
+    "ConfigError",
+    "InputError",
+    "ModelError",
+    "NoCandidateError",
+    "UnsupportedModel",
+    "UnsupportedOnRuntime",
+    "Session",
+    "select",
+    "patch",
+    "unpatch",
+    "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,8 +56,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .policy import select
     from .session import Session
 
-_LAZY = {"Session": ("session", "Session"), "select": ("policy", "select"),
-         "patch": ("patch", "patch"), "unpatch": ("patch", "unpatch")}
+_LAZY = {
+    "Session": ("session", "Session"),
+    "select": ("policy", "select"),
+    "patch": ("patch", "patch"),
+    "unpatch": ("patch", "unpatch"),
+}
 
 
 def __getattr__(name: str) -> Any:

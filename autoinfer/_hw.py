@@ -4,6 +4,7 @@ The one place that turns the probes' CPU facts into a thread count, so that the
 selector, the measuring worker, the session and every backend size their
 thread pools the same way.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,4 +15,3 @@ def threads_for(hw: Any, default: int = 1) -> int:
     and affinity of this process), or ``default`` when the hardware facts lack it."""
     n = getattr(getattr(hw, "cpu", None), "usable_cores", None)
     return int(n) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else max(1, default)
-

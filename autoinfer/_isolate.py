@@ -1,4 +1,5 @@
 """Run a function where a crash of native code cannot reach the caller."""
+
 from __future__ import annotations
 
 import contextlib
@@ -53,7 +54,7 @@ def in_child(fn: Any, timeout_s: float) -> tuple[str, Any]:
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 blob = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
             while blob:
-                blob = blob[os.write(w, blob):]
+                blob = blob[os.write(w, blob) :]
         except BaseException:  # noqa: BLE001
             code = 1
         finally:
@@ -84,8 +85,11 @@ def in_child(fn: Any, timeout_s: float) -> tuple[str, Any]:
     if not finished:
         return "timeout", None
     if os.WIFSIGNALED(status) or not chunks:
-        how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
-               else f"exit code {os.WEXITSTATUS(status)}")
+        how = (
+            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exit code {os.WEXITSTATUS(status)}"
+        )
         return "crashed", how + (f": {tail[-1][-300:]}" if tail else "")
     answer = json.loads(b"".join(chunks))
     if "error" in answer:

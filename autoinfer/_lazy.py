@@ -11,6 +11,7 @@ someone else replaced in ``sys.modules`` since (a test's fake) is imported again
 
 Nothing here names a runtime; each backend passes its own names and guard.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,12 +19,13 @@ import importlib
 import importlib.util
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from types import ModuleType
-from typing import Callable, ContextManager, Iterator
 
 from .errors import BackendUnavailable
 
-Guard = Callable[[], ContextManager[object]]
+Guard = Callable[[], AbstractContextManager[object]]
 
 _lock = threading.RLock()
 _imported: dict[str, ModuleType] = {}
@@ -55,16 +57,22 @@ def import_errors(what: str, fix: str, missing: str | None = None) -> Iterator[N
     try:
         yield
     except ImportError as exc:
-        raise BackendUnavailable(f"{missing or what + ' cannot be imported'} ({exc})",
-                                 fix=fix) from None
+        raise BackendUnavailable(f"{missing or what + ' cannot be imported'} ({exc})", fix=fix) from None
     except Exception as exc:  # noqa: BLE001 - its native libraries fail to load
-        raise BackendUnavailable(f"{what} fails on import ({type(exc).__name__}: {exc})",
-                                 fix="reinstall it: " + fix) from None
+        raise BackendUnavailable(
+            f"{what} fails on import ({type(exc).__name__}: {exc})", fix="reinstall it: " + fix
+        ) from None
 
 
-def import_optional(module: str, *, package: str | None = None, extra: str | None = None,
-                    guard: Guard | None = None, fix: str | None = None,
-                    missing: str | None = None) -> ModuleType:
+def import_optional(
+    module: str,
+    *,
+    package: str | None = None,
+    extra: str | None = None,
+    guard: Guard | None = None,
+    fix: str | None = None,
+    missing: str | None = None,
+) -> ModuleType:
     """``import module``, once per process and thread-safe, or BackendUnavailable with the fix.
 
     package: the pip distribution that provides ``module`` (default: ``module``'s top level).

@@ -10,6 +10,7 @@ as well, it kills the whole process group, so no child or grandchild outlives
 the call. The result is a :class:`ChildResult`; a failure to start is the
 ``OSError`` of ``subprocess.Popen``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,9 +20,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO
 
 log = logging.getLogger("autoinfer.proc")
 
@@ -63,9 +65,15 @@ def child_env(updates: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_bounded(args: Sequence[str], *, timeout_s: float, cwd: str | Path | None = None,
-                log_path: str | Path | None = None, env: Mapping[str, str] | None = None,
-                memory_limit_bytes: int | None = None) -> ChildResult:
+def run_bounded(
+    args: Sequence[str],
+    *,
+    timeout_s: float,
+    cwd: str | Path | None = None,
+    log_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    memory_limit_bytes: int | None = None,
+) -> ChildResult:
     """Run ``args`` to completion or for at most ``timeout_s`` seconds; never leave it behind.
 
     cwd:                the child's working directory.
@@ -82,9 +90,15 @@ def run_bounded(args: Sequence[str], *, timeout_s: float, cwd: str | Path | None
         else:
             out = stack.enter_context(tempfile.TemporaryFile())
         t0 = time.monotonic()
-        proc = subprocess.Popen(list(args), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env=dict(env) if env is not None else child_env())
+        proc = subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env) if env is not None else child_env(),
+        )
         timed_out = False
         try:
             if memory_limit_bytes is not None:
@@ -99,12 +113,17 @@ def run_bounded(args: Sequence[str], *, timeout_s: float, cwd: str | Path | None
         rc = proc.returncode if proc.returncode is not None else -signal.SIGKILL
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
-    log.debug("%s %s in %.2f s (status %s)", os.path.basename(str(args[0])),
-              "timed out" if timed_out else "finished", elapsed, rc)
+    log.debug(
+        "%s %s in %.2f s (status %s)",
+        os.path.basename(str(args[0])),
+        "timed out" if timed_out else "finished",
+        elapsed,
+        rc,
+    )
     return ChildResult(rc, text, elapsed, timed_out)
 
 
-def kill_group(proc: "subprocess.Popen[bytes]") -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """Kill ``proc``'s process group (it leads one: started in its own session) and reap it."""
     with contextlib.suppress(OSError):
         if hasattr(os, "killpg"):

@@ -1,4 +1,5 @@
 """Small helpers every layer may use; imports nothing of autoinfer."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ loads the finalists together and times them in interleaved rounds (see
 crashes or hangs this process costs that candidate only: the parent notices,
 kills the process and starts a fresh one for the next job.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _rss_mb() -> float:
@@ -39,8 +41,9 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_runs(run: Callable[[], Any], slice_s: float, min_reps: int = 5,
-              max_reps: int = 2000) -> dict[str, float]:
+def time_runs(
+    run: Callable[[], Any], slice_s: float, min_reps: int = 5, max_reps: int = 2000
+) -> dict[str, float]:
     """Latency statistics of ``run``: median, p90, MAD; stops early once stable."""
     times: list[float] = []
     start = time.perf_counter()
@@ -114,8 +117,12 @@ def _error(result: dict[str, Any], exc: BaseException) -> dict[str, Any]:
         return {**result, "kind": "unsupported", "reason": exc.reason}
     if isinstance(exc, AutoinferError):
         return {**result, "kind": "error", "reason": str(exc)}
-    return {**result, "kind": "error", "reason": f"{type(exc).__name__}: {exc}".strip()[:2000],
-            "traceback": traceback.format_exc()[-4000:]}
+    return {
+        **result,
+        "kind": "error",
+        "reason": f"{type(exc).__name__}: {exc}".strip()[:2000],
+        "traceback": traceback.format_exc()[-4000:],
+    }
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +154,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a backend broke its contract; report, don't die
         return _error(result, exc)
     try:
-        np.savez(job["outputs"], **{f"f{i}_o{j}": np.asarray(o) for i, outs in enumerate(outputs)
-                                    for j, o in enumerate(outs)})
+        np.savez(
+            job["outputs"],
+            **{f"f{i}_o{j}": np.asarray(o) for i, outs in enumerate(outputs) for j, o in enumerate(outs)},
+        )
         stats: dict[str, float] = {}
         slice_s = float(job.get("slice_s", 1.0))
         if job.get("time", True):
@@ -168,9 +177,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         runner.close()
     except Exception as exc:  # noqa: BLE001
         return _error(result, exc)
-    return {**result, "ok": True, "load_s": load_s, "first_s": first_s, **stats,
-            "rss_load_mb": max(0.0, _rss_mb() - rss0), "peak_mb": _peak_mb(),
-            "n_outputs": len(outputs[0]), "n_feeds": len(feeds)}
+    return {
+        **result,
+        "ok": True,
+        "load_s": load_s,
+        "first_s": first_s,
+        **stats,
+        "rss_load_mb": max(0.0, _rss_mb() - rss0),
+        "peak_mb": _peak_mb(),
+        "n_outputs": len(outputs[0]),
+        "n_feeds": len(feeds),
+    }
 
 
 def run_race(job: dict[str, Any]) -> dict[str, Any]:
@@ -207,8 +224,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     deadline = time.perf_counter() + float(job["budget_s"])
     rnd = 0
     # at least MIN_ROUNDS rounds (an interval needs them), then until the budget is spent
-    while (rnd < MIN_ROUNDS or time.perf_counter() < deadline) \
-            and rnd < int(job.get("max_rounds", 400)):
+    while (rnd < MIN_ROUNDS or time.perf_counter() < deadline) and rnd < int(job.get("max_rounds", 400)):
         slot: dict[int, float] = {}
         for i in race_order(n, rnd):
             if i in failed:
@@ -232,7 +248,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
             for i in range(1, n):
                 if i in failed:
                     continue
-                ratios = [t / b for t, b in zip(times[i], times[0])]
+                ratios = [t / b for t, b in zip(times[i], times[0], strict=True)]
                 if verdict(ratios, threshold).verdict == "undecided":
                     clear = False
                     break

@@ -16,6 +16,7 @@ its checksum: bit rot or a hand edit) is detected, removed and rebuilt; a
 cache directory that cannot be written (read-only, full) makes autoinfer run
 without a cache, with one warning.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,9 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ._util import stable_json
 from .errors import CacheError
@@ -56,8 +58,9 @@ def digest(obj: Any, n: int = 24) -> str:
 
 def record_digest(record: dict[str, Any]) -> str:
     """SHA-256 of a cache record's content, its own "sha256" field left out."""
-    return hashlib.sha256(stable_json({k: v for k, v in record.items() if k != "sha256"})
-                          .encode()).hexdigest()
+    return hashlib.sha256(
+        stable_json({k: v for k, v in record.items() if k != "sha256"}).encode()
+    ).hexdigest()
 
 
 def dir_size(path: Path) -> int:
@@ -106,8 +109,12 @@ class Cache:
 
     def _disable(self, exc: BaseException) -> None:
         self.enabled = False
-        warn_once(f"disabled:{self.root}", "autoinfer cache at %s cannot be used (%s); "
-                  "running without a cache", self.root, exc)
+        warn_once(
+            f"disabled:{self.root}",
+            "autoinfer cache at %s cannot be used (%s); running without a cache",
+            self.root,
+            exc,
+        )
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -121,15 +128,14 @@ class Cache:
             with open(path, "rb") as f:
                 data = json.loads(f.read().decode("utf-8"))
             if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-                raise ValueError("not an autoinfer cache record of schema %d" % SCHEMA)
+                raise ValueError(f"not an autoinfer cache record of schema {SCHEMA}")
             if data.get("sha256") != record_digest(data):
                 raise ValueError("its content does not match its checksum")
             return data
         except FileNotFoundError:
             return None
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            warn_once(f"damaged:{path}", "autoinfer cache file %s is damaged (%s); rebuilding it",
-                      path, exc)
+            warn_once(f"damaged:{path}", "autoinfer cache file %s is damaged (%s); rebuilding it", path, exc)
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
@@ -230,8 +236,7 @@ class Cache:
     def get_decision(self, key: str) -> dict[str, Any] | None:
         rec = self.read_json(self.path("decisions", f"{key}.json"))
         if rec is not None and rec.get("key") != key:
-            warn_once(f"damaged:{key}", "autoinfer decision %s does not match its key; ignoring it",
-                      key)
+            warn_once(f"damaged:{key}", "autoinfer decision %s does not match its key; ignoring it", key)
             with contextlib.suppress(OSError):
                 self.path("decisions", f"{key}.json").unlink()
             return None

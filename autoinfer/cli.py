@@ -1,4 +1,5 @@
 """`autoinfer` command line: doctor, select, bench, cache. The only module that prints."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import OBJECTIVES
 from .errors import AutoinferError, ConfigError
@@ -56,8 +58,9 @@ def _inputs(path: str | None) -> dict[str, Any] | None:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--inputs: expected an .npz file of input arrays, received {path!r} "
-                          f"({exc})") from None
+        raise ConfigError(
+            f"--inputs: expected an .npz file of input arrays, received {path!r} ({exc})"
+        ) from None
 
 
 def _list(s: str | None) -> list[str] | None:
@@ -77,18 +80,22 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print("autoinfer doctor\n")
     print("Hardware")
     print(f"  {rep['hardware_summary']}")
-    print(f"  CPU: {cpu['model_name']} ({cpu['vendor']}, {cpu['arch']}), "
-          f"{cpu['physical_cores']} physical / {cpu['logical_cores']} logical cores, "
-          f"{cpu['usable_cores']} usable by this process"
-          + (f" (quota {cpu['quota_cores']:g})" if cpu.get("quota_cores") else ""))
+    print(
+        f"  CPU: {cpu['model_name']} ({cpu['vendor']}, {cpu['arch']}), "
+        f"{cpu['physical_cores']} physical / {cpu['logical_cores']} logical cores, "
+        f"{cpu['usable_cores']} usable by this process"
+        + (f" (quota {cpu['quota_cores']:g})" if cpu.get("quota_cores") else "")
+    )
     if cpu.get("flags"):
         print(f"  ISA: {' '.join(cpu['flags'])}")
     if cpu.get("soc_model"):
         print(f"  Board: {cpu['soc_model']}")
     for g in hw.get("nvidia_gpus", []):
         cc = ".".join(str(x) for x in g["compute_capability"])
-        print(f"  NVIDIA GPU {g['index']}: {g['name']}, {g['memory_total_mb']} MB, cc {cc}, "
-              f"driver {g['driver_version']}, CUDA {g.get('cuda_driver_version')}")
+        print(
+            f"  NVIDIA GPU {g['index']}: {g['name']}, {g['memory_total_mb']} MB, cc {cc}, "
+            f"driver {g['driver_version']}, CUDA {g.get('cuda_driver_version')}"
+        )
     for a in hw.get("accelerators", []):
         print(f"  {a['vendor']} {a['kind']}: {a['name']}")
     for n in hw.get("notes", []):
@@ -110,11 +117,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             if p.get("fix"):
                 print(f"      fix: {p['fix']}")
     c = rep["cache"]
-    print(f"\nCache\n  {c['path']} ({c['size_bytes'] / 2**20:.1f} MB"
-          f"{'' if c['writable'] else ', NOT writable'}{'' if c['enabled'] else ', disabled'})")
+    print(
+        f"\nCache\n  {c['path']} ({c['size_bytes'] / 2**20:.1f} MB"
+        f"{'' if c['writable'] else ', NOT writable'}{'' if c['enabled'] else ', disabled'})"
+    )
     usable = [r["backend"] for r in rep["runtimes"] if r["usable"]]
-    print(f"\n{'OK' if rep['ok'] else 'NOT OK'}: {len(usable)} runtime(s) usable here"
-          + (f" ({', '.join(usable)})" if usable else ""))
+    print(
+        f"\n{'OK' if rep['ok'] else 'NOT OK'}: {len(usable)} runtime(s) usable here"
+        + (f" ({', '.join(usable)})" if usable else "")
+    )
     return 0 if rep["ok"] else 1
 
 
@@ -123,16 +134,25 @@ def cmd_select(args: argparse.Namespace) -> int:
     from .policy import select
 
     tty = sys.stderr.isatty() and not args.json
-    dec = select(args.model, objective=args.objective,
-                 benchmark=False if args.no_benchmark else "auto",
-                 backends=_list(args.backends), exclude=_list(args.exclude),
-                 input_shapes=_shapes(args.input_shape), cache_dir=args.cache_dir,
-                 budget_s=args.budget, precision=args.precision, progress=_progress(tty),
-                 threads=args.threads, sample_inputs=_inputs(args.inputs))
+    dec = select(
+        args.model,
+        objective=args.objective,
+        benchmark=False if args.no_benchmark else "auto",
+        backends=_list(args.backends),
+        exclude=_list(args.exclude),
+        input_shapes=_shapes(args.input_shape),
+        cache_dir=args.cache_dir,
+        budget_s=args.budget,
+        precision=args.precision,
+        progress=_progress(tty),
+        threads=args.threads,
+        sample_inputs=_inputs(args.inputs),
+    )
     _end_progress(tty)
     if args.json:
-        print(json.dumps({**dec.to_dict(), "key": dec.key, "from_cache": dec.from_cache},
-                         indent=2, default=str))
+        print(
+            json.dumps({**dec.to_dict(), "key": dec.key, "from_cache": dec.from_cache}, indent=2, default=str)
+        )
     else:
         print(f"autoinfer select {args.model}\n")
         print(dec.explain())
@@ -148,17 +168,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     shapes = _shapes(args.input_shape)
     t0 = time.perf_counter()
-    sess = Session(args.model, objective=args.objective, backends=_list(args.backends),
-                   exclude=_list(args.exclude), input_shapes=shapes, cache_dir=args.cache_dir,
-                   budget_s=args.budget, precision=args.precision, progress=_progress(tty),
-                   selection="blocking", threads=args.threads,
-                   sample_inputs=_inputs(args.inputs))
+    sess = Session(
+        args.model,
+        objective=args.objective,
+        backends=_list(args.backends),
+        exclude=_list(args.exclude),
+        input_shapes=shapes,
+        cache_dir=args.cache_dir,
+        budget_s=args.budget,
+        precision=args.precision,
+        progress=_progress(tty),
+        selection="blocking",
+        threads=args.threads,
+        sample_inputs=_inputs(args.inputs),
+    )
     _end_progress(tty)
     t_open = time.perf_counter() - t0
     from .policy import resolve_input_shapes
 
-    feeds = _inputs(args.inputs) or sample_feeds(
-        sess.facts, resolve_input_shapes(sess.facts, shapes), seed=1)
+    feeds = _inputs(args.inputs) or sample_feeds(sess.facts, resolve_input_shapes(sess.facts, shapes), seed=1)
     outs = sess.run(None, feeds)
     if sess.selecting:  # the reference failed on synthetic inputs: selecting on these
         sess.wait_for_choice()
@@ -171,11 +199,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     c = sess.choice
     print(f"autoinfer run {args.model}\n")
     print(f"Session() took {t_open:.2f} s ({'decision cache hit' if c.from_cache else 'selected now'})")
-    print(f"running on {c.backend} ({c.device}, {c.precision})"
-          + (f" with {c.settings}" if c.settings else ""))
-    for o, spec in zip(outs, sess.get_outputs()):
-        print(f"  output {spec.name}: shape {list(o.shape)}, {o.dtype}, "
-              f"mean {float(np.mean(o)):.4g}, std {float(np.std(o)):.4g}")
+    print(
+        f"running on {c.backend} ({c.device}, {c.precision})" + (f" with {c.settings}" if c.settings else "")
+    )
+    for o, spec in zip(outs, sess.get_outputs(), strict=True):
+        print(
+            f"  output {spec.name}: shape {list(o.shape)}, {o.dtype}, "
+            f"mean {float(np.mean(o)):.4g}, std {float(np.std(o)):.4g}"
+        )
     if times:
         print(f"  {len(times)} runs: median {np.median(times) * 1e3:.3f} ms")
     print("\nwhy:")
@@ -194,49 +225,80 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     tty = sys.stderr.isatty() and not args.json
     settings = Settings.resolve(cache_dir=args.cache_dir, budget_s=args.budget or 600.0)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled,
-                  max_bytes=settings.cache_max_bytes)
+    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
     facts = load_facts_cached(args.model, cache)
-    opts = Options(objective=args.objective, benchmark=True, backends=_list(args.backends),
-                   exclude=_list(args.exclude), input_shapes=_shapes(args.input_shape),
-                   budget_s=settings.budget_s, tune=args.tune,
-                   precision=args.precision, threads=args.threads).normalised()
+    opts = Options(
+        objective=args.objective,
+        benchmark=True,
+        backends=_list(args.backends),
+        exclude=_list(args.exclude),
+        input_shapes=_shapes(args.input_shape),
+        budget_s=settings.budget_s,
+        tune=args.tune,
+        precision=args.precision,
+        threads=args.threads,
+    ).normalised()
     given = _inputs(args.inputs)
     dec = Selector(facts, probes.detect(), opts, cache, settings, _progress(tty)).select(
-        [given] if given else None, "sample_inputs" if given else "")
+        [given] if given else None, "sample_inputs" if given else ""
+    )
     _end_progress(tty)
     rows = []
     for r in dec.ranking:
         m = r.measurement
-        rows.append({"candidate": r.candidate.key, "status": r.status, "reason": r.reason,
-                     "median_ms": m.median_s * 1e3 if m else None,
-                     "p90_ms": m.p90_s * 1e3 if m else None,
-                     "throughput_per_s": m.throughput if m else None,
-                     "load_s": m.load_s if m else None,
-                     "first_inference_s": m.first_s if m else None,
-                     "peak_mb": m.peak_mb if m else None,
-                     "model_memory_mb": m.rss_load_mb if m else None,
-                     "max_abs_err": m.max_abs_err if m else None,
-                     "race": r.race.to_dict() if r.race else None})
+        rows.append(
+            {
+                "candidate": r.candidate.key,
+                "status": r.status,
+                "reason": r.reason,
+                "median_ms": m.median_s * 1e3 if m else None,
+                "p90_ms": m.p90_s * 1e3 if m else None,
+                "throughput_per_s": m.throughput if m else None,
+                "load_s": m.load_s if m else None,
+                "first_inference_s": m.first_s if m else None,
+                "peak_mb": m.peak_mb if m else None,
+                "model_memory_mb": m.rss_load_mb if m else None,
+                "max_abs_err": m.max_abs_err if m else None,
+                "race": r.race.to_dict() if r.race else None,
+            }
+        )
     rows.sort(key=lambda x: (x["median_ms"] is None, x["median_ms"] or 0))
     if args.json:
-        print(json.dumps({"model": str(args.model), "winner": dec.winner.key, "rows": rows,
-                          "unsupported": dec.unsupported}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "model": str(args.model),
+                    "winner": dec.winner.key,
+                    "rows": rows,
+                    "unsupported": dec.unsupported,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     else:
         print(f"autoinfer bench {args.model} (objective {args.objective})\n")
-        print(f"{'candidate':<50} {'median ms':>10} {'p90 ms':>9} {'/s':>8} {'load s':>7} "
-              f"{'peak MB':>8} {'max err':>9}")
+        print(
+            f"{'candidate':<50} {'median ms':>10} {'p90 ms':>9} {'/s':>8} {'load s':>7} "
+            f"{'peak MB':>8} {'max err':>9}"
+        )
         for x in rows:
             if x["median_ms"] is None:
                 print(f"{x['candidate']:<50} {x['status']}: {x['reason']}")
                 continue
             err = x["max_abs_err"]
-            print(f"{x['candidate']:<50} {x['median_ms']:10.3f} {x['p90_ms']:9.3f} "
-                  f"{x['throughput_per_s']:8.1f} {x['load_s']:7.2f} {x['peak_mb']:8.0f} "
-                  f"{err if err is None else format(err, '9.1e')}"
-                  + (f"  race {x['race']['ratio']:.3f}x [{x['race']['low']:.3f}, "
-                     f"{x['race']['high']:.3f}] {x['race']['verdict']}" if x["race"] else "")
-                  + ("" if x["status"] == "measured" else f"  [{x['status']}: {x['reason']}]"))
+            print(
+                f"{x['candidate']:<50} {x['median_ms']:10.3f} {x['p90_ms']:9.3f} "
+                f"{x['throughput_per_s']:8.1f} {x['load_s']:7.2f} {x['peak_mb']:8.0f} "
+                f"{err if err is None else format(err, '9.1e')}"
+                + (
+                    f"  race {x['race']['ratio']:.3f}x [{x['race']['low']:.3f}, "
+                    f"{x['race']['high']:.3f}] {x['race']['verdict']}"
+                    if x["race"]
+                    else ""
+                )
+                + ("" if x["status"] == "measured" else f"  [{x['status']}: {x['reason']}]")
+            )
         for u in dec.unsupported:
             print(f"{u['key']:<50} unsupported, because {u['reason']}")
         print(f"\nwinner: {dec.winner.key}")
@@ -257,8 +319,11 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         raise ConfigError('--plot needs matplotlib: pip install "autoinfer[dev]"') from None
     ok = [r for r in rows if r["median_ms"] is not None and r["status"] == "measured"]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(ok) + 1.5))
-    ax.barh([r["candidate"] for r in ok], [r["median_ms"] for r in ok],
-            xerr=[[0] * len(ok), [r["p90_ms"] - r["median_ms"] for r in ok]])
+    ax.barh(
+        [r["candidate"] for r in ok],
+        [r["median_ms"] for r in ok],
+        xerr=[[0] * len(ok), [r["p90_ms"] - r["median_ms"] for r in ok]],
+    )
     ax.invert_yaxis()
     ax.set_xlabel("latency, ms (median, bar to p90)")
     ax.set_title(Path(title).name)
@@ -283,9 +348,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for d in decs:
             dec = d.get("decision", {})
             w = dec.get("winner", {})
-            print(f"{d.get('key', '?')[:16]}  {Path(d.get('model', {}).get('path', '?')).name:<30} "
-                  f"{dec.get('objective', '?'):<10} {w.get('backend')}:{w.get('device')}:"
-                  f"{w.get('precision')} {w.get('settings') or ''}")
+            print(
+                f"{d.get('key', '?')[:16]}  {Path(d.get('model', {}).get('path', '?')).name:<30} "
+                f"{dec.get('objective', '?'):<10} {w.get('backend')}:{w.get('device')}:"
+                f"{w.get('precision')} {w.get('settings') or ''}"
+            )
         print(f"{len(decs)} decision(s), {cache.size() / 2**20:.1f} MB in {settings.cache_dir}")
     elif args.action == "clear":
         size = cache.size()
@@ -295,11 +362,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="autoinfer", description=(
-        "Pick the fastest correct inference runtime for an ONNX model on this machine."))
+    p = argparse.ArgumentParser(
+        prog="autoinfer",
+        description=("Pick the fastest correct inference runtime for an ONNX model on this machine."),
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log what autoinfer does")
-    p.add_argument("--cache-dir", default=None, help="cache directory (default: user cache "
-                   "dir, or AUTOINFER_CACHE_DIR)")
+    p.add_argument(
+        "--cache-dir", default=None, help="cache directory (default: user cache dir, or AUTOINFER_CACHE_DIR)"
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("doctor", help="what this machine can run, and how to fix what it cannot")
     d.add_argument("--json", action="store_true")
@@ -310,24 +380,43 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--objective", default=OBJECTIVES[0], choices=OBJECTIVES)
         sp.add_argument("--backends", help="comma-separated runtimes to consider")
         sp.add_argument("--exclude", help="comma-separated runtimes to leave out")
-        sp.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
-                        help="concrete shape of a dynamic input (repeatable)")
+        sp.add_argument(
+            "--input-shape",
+            action="append",
+            metavar="NAME=D1,D2,...",
+            help="concrete shape of a dynamic input (repeatable)",
+        )
         sp.add_argument("--budget", type=float, default=None, help="time budget in seconds")
-        sp.add_argument("--precision", default="fp32", choices=["fp32", "auto"],
-                        help="fp32 (default): the model's own arithmetic; auto: also fp16/bf16 "
-                        "where the hardware runs them natively, at their own tolerance")
-        sp.add_argument("--inputs", metavar="FEEDS.npz", default=None,
-                        help="real inputs to measure on (one array per input name)")
-        sp.add_argument("--threads", type=int, default=None,
-                        help="CPU threads the runtimes may use (default: the CPU quota)")
+        sp.add_argument(
+            "--precision",
+            default="fp32",
+            choices=["fp32", "auto"],
+            help="fp32 (default): the model's own arithmetic; auto: also fp16/bf16 "
+            "where the hardware runs them natively, at their own tolerance",
+        )
+        sp.add_argument(
+            "--inputs",
+            metavar="FEEDS.npz",
+            default=None,
+            help="real inputs to measure on (one array per input name)",
+        )
+        sp.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="CPU threads the runtimes may use (default: the CPU quota)",
+        )
         sp.add_argument("--json", action="store_true")
 
     s = sub.add_parser("select", help="choose the runtime for a model (cached) and say why")
     model_args(s)
     s.add_argument("--no-benchmark", action="store_true", help="rank only, measure nothing")
     s.set_defaults(func=cmd_select)
-    r = sub.add_parser("run", help="open a Session on a model (selecting if needed), run it on "
-                       "sample inputs and say what it runs on and why")
+    r = sub.add_parser(
+        "run",
+        help="open a Session on a model (selecting if needed), run it on "
+        "sample inputs and say what it runs on and why",
+    )
     model_args(r)
     r.add_argument("--repeat", type=int, default=20, help="timed runs after the first")
     r.set_defaults(func=cmd_run)
@@ -344,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except AutoinferError as exc:

@@ -6,6 +6,7 @@ Environment variables:
   AUTOINFER_BUDGET_S       time budget of a measured selection (default 8)
   AUTOINFER_NO_CACHE=1     select every time, write nothing
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .objectives import OBJECTIVES
 from .errors import ConfigError
+from .objectives import OBJECTIVES
 
 DEFAULT_BUDGET_S = 8.0
 DEFAULT_CACHE_MAX_MB = 2048
@@ -44,8 +45,7 @@ def _env_float(name: str, default: float) -> float:
 
 def check_objective(objective: Any) -> str:
     if objective not in OBJECTIVES:
-        raise ConfigError(f"objective: expected one of {', '.join(OBJECTIVES)}, "
-                          f"received {objective!r}")
+        raise ConfigError(f"objective: expected one of {', '.join(OBJECTIVES)}, received {objective!r}")
     return str(objective)
 
 
@@ -57,15 +57,16 @@ class Settings:
     budget_s: float
 
     @classmethod
-    def resolve(cls, *, cache_dir: str | os.PathLike[str] | None = None,
-                budget_s: float | None = None) -> "Settings":
+    def resolve(
+        cls, *, cache_dir: str | os.PathLike[str] | None = None, budget_s: float | None = None
+    ) -> Settings:
         if budget_s is not None and (not isinstance(budget_s, (int, float)) or budget_s <= 0):
-            raise ConfigError(f"budget_s: expected a positive number of seconds, "
-                              f"received {budget_s!r}")
+            raise ConfigError(f"budget_s: expected a positive number of seconds, received {budget_s!r}")
         return cls(
             cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
             cache_enabled=os.environ.get("AUTOINFER_NO_CACHE", "") not in ("1", "true", "yes"),
             cache_max_bytes=int(_env_float("AUTOINFER_CACHE_MAX_MB", DEFAULT_CACHE_MAX_MB) * 2**20),
-            budget_s=float(budget_s) if budget_s is not None else _env_float(
-                "AUTOINFER_BUDGET_S", DEFAULT_BUDGET_S),
+            budget_s=float(budget_s)
+            if budget_s is not None
+            else _env_float("AUTOINFER_BUDGET_S", DEFAULT_BUDGET_S),
         )

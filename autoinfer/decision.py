@@ -5,11 +5,13 @@ A :class:`Decision` is what the cache stores (JSON, versioned by
 numbers, and for the finalists of the race their per-round ratio to the
 reference with its confidence interval.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from . import backends as registry
 from .backends.base import Candidate
@@ -48,7 +50,7 @@ class Measurement:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Measurement":
+    def from_dict(cls, d: Mapping[str, Any]) -> Measurement:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
@@ -72,9 +74,15 @@ class RaceStat:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RaceStat":
-        return cls(float(d["ratio"]), float(d["low"]), float(d["high"]), int(d["rounds"]),
-                   str(d["verdict"]), float(d.get("median_s", 0.0)))
+    def from_dict(cls, d: Mapping[str, Any]) -> RaceStat:
+        return cls(
+            float(d["ratio"]),
+            float(d["low"]),
+            float(d["high"]),
+            int(d["rounds"]),
+            str(d["verdict"]),
+            float(d.get("median_s", 0.0)),
+        )
 
 
 @dataclass
@@ -90,17 +98,28 @@ class Ranked:
     race: RaceStat | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidate": self.candidate.to_dict(), "cost": self.cost,
-                "reasons": list(self.reasons), "status": self.status, "reason": self.reason,
-                "measurement": self.measurement.to_dict() if self.measurement else None,
-                "race": self.race.to_dict() if self.race else None}
+        return {
+            "candidate": self.candidate.to_dict(),
+            "cost": self.cost,
+            "reasons": list(self.reasons),
+            "status": self.status,
+            "reason": self.reason,
+            "measurement": self.measurement.to_dict() if self.measurement else None,
+            "race": self.race.to_dict() if self.race else None,
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Ranked":
+    def from_dict(cls, d: Mapping[str, Any]) -> Ranked:
         m, r = d.get("measurement"), d.get("race")
-        return cls(Candidate.from_dict(d["candidate"]), float(d["cost"]), tuple(d["reasons"]),
-                   str(d["status"]), str(d["reason"]),
-                   Measurement.from_dict(m) if m else None, RaceStat.from_dict(r) if r else None)
+        return cls(
+            Candidate.from_dict(d["candidate"]),
+            float(d["cost"]),
+            tuple(d["reasons"]),
+            str(d["status"]),
+            str(d["reason"]),
+            Measurement.from_dict(m) if m else None,
+            RaceStat.from_dict(r) if r else None,
+        )
 
 
 @dataclass
@@ -128,10 +147,13 @@ class Decision:
         """Candidates to try, in order, if the winner fails: the accurate measured
         ones by the objective, then the unmeasured by estimate."""
         good = [r for r in self.ranking if r.status == "measured" and r.candidate != self.winner]
-        good.sort(key=lambda r: (r.race.ratio if r.race else 9.0,
-                                 r.measurement.metric(self.objective) if r.measurement else 0))
-        rest = [r for r in self.ranking if r.status in ("ranked", "skipped")
-                and r.candidate != self.winner]
+        good.sort(
+            key=lambda r: (
+                r.race.ratio if r.race else 9.0,
+                r.measurement.metric(self.objective) if r.measurement else 0,
+            )
+        )
+        rest = [r for r in self.ranking if r.status in ("ranked", "skipped") and r.candidate != self.winner]
         rest.sort(key=lambda r: r.cost)
         seen: set[Candidate] = set()
         out = []
@@ -146,7 +168,8 @@ class Decision:
             head = "the safe choice, running while the selection measures in the background"
         else:
             head = ("measured" if self.measured else "ranked only (not measured)") + (
-                " (from the decision cache)" if self.from_cache else f" in {self.elapsed_s:.1f} s")
+                " (from the decision cache)" if self.from_cache else f" in {self.elapsed_s:.1f} s"
+            )
             if self.inputs:
                 head += f" on {_INPUTS.get(self.inputs, self.inputs)}"
         lines = [f"objective: {self.objective}; {head}", f"winner: {self.winner.key}"]
@@ -154,8 +177,9 @@ class Decision:
         if w and w.measurement:
             m = w.measurement
             err = "n/a" if m.max_abs_err is None else f"{m.max_abs_err:.2e}"
-            lines.append(f"  quick time {m.median_s * 1e3:.3f} ms, load {m.load_s:.2f} s, "
-                         f"max error vs reference {err}")
+            lines.append(
+                f"  quick time {m.median_s * 1e3:.3f} ms, load {m.load_s:.2f} s, max error vs reference {err}"
+            )
         racers = [r for r in self.ranking if r.race is not None]
         if racers:
             lines.append("race (per-round time / the reference's; median and 95% interval):")
@@ -163,17 +187,22 @@ class Decision:
                 s = r.race
                 assert s is not None
                 mark = "*" if r.candidate == self.winner else " "
-                lines.append(f" {mark} {r.candidate.key:<48} {s.ratio:.3f} "
-                             f"[{s.low:.3f}, {s.high:.3f}] over {s.rounds} rounds: {s.verdict}")
+                lines.append(
+                    f" {mark} {r.candidate.key:<48} {s.ratio:.3f} "
+                    f"[{s.low:.3f}, {s.high:.3f}] over {s.rounds} rounds: {s.verdict}"
+                )
         if w:
             for reason in w.reasons:
                 lines.append(f"  - {reason}")
         lines.append("ranking:")
-        order = sorted(self.ranking, key=lambda r: (
-            0 if r.status == "measured" else 1,
-            r.race.ratio if r.race else 9.0,
-            r.measurement.metric(self.objective) if r.measurement and r.status == "measured"
-            else r.cost))
+        order = sorted(
+            self.ranking,
+            key=lambda r: (
+                0 if r.status == "measured" else 1,
+                r.race.ratio if r.race else 9.0,
+                r.measurement.metric(self.objective) if r.measurement and r.status == "measured" else r.cost,
+            ),
+        )
         for i, r in enumerate(order, 1):
             if r.measurement and r.status == "measured":
                 m = r.measurement
@@ -190,8 +219,7 @@ class Decision:
 
     def reference_entry(self) -> Ranked | None:
         for r in self.ranking:
-            if r.candidate.settings == () and r.candidate.device == "cpu" \
-                    and r.candidate.precision == "fp32":
+            if r.candidate.settings == () and r.candidate.device == "cpu" and r.candidate.precision == "fp32":
                 try:
                     if registry.get(r.candidate.backend).capabilities.reference:
                         return r
@@ -200,25 +228,43 @@ class Decision:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": DECISION_FORMAT, "winner": self.winner.to_dict(),
-                "objective": self.objective, "measured": self.measured,
-                "ranking": [r.to_dict() for r in self.ranking], "unsupported": self.unsupported,
-                "bucket": self.bucket, "elapsed_s": self.elapsed_s, "created": self.created,
-                "inputs": self.inputs}
+        return {
+            "format": DECISION_FORMAT,
+            "winner": self.winner.to_dict(),
+            "objective": self.objective,
+            "measured": self.measured,
+            "ranking": [r.to_dict() for r in self.ranking],
+            "unsupported": self.unsupported,
+            "bucket": self.bucket,
+            "elapsed_s": self.elapsed_s,
+            "created": self.created,
+            "inputs": self.inputs,
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], key: str = "") -> "Decision":
+    def from_dict(cls, d: Mapping[str, Any], key: str = "") -> Decision:
         if d.get("format") != DECISION_FORMAT:
             raise ValueError(f"decision format {d.get('format')!r}, expected {DECISION_FORMAT}")
-        dec = cls(Candidate.from_dict(d["winner"]), check_objective(d["objective"]),
-                  bool(d["measured"]), [Ranked.from_dict(r) for r in d["ranking"]],
-                  [dict(u) for u in d.get("unsupported", [])], str(d.get("bucket", "")),
-                  float(d.get("elapsed_s", 0.0)), key, True, float(d.get("created", 0.0)),
-                  str(d.get("inputs", "")))
+        dec = cls(
+            Candidate.from_dict(d["winner"]),
+            check_objective(d["objective"]),
+            bool(d["measured"]),
+            [Ranked.from_dict(r) for r in d["ranking"]],
+            [dict(u) for u in d.get("unsupported", [])],
+            str(d.get("bucket", "")),
+            float(d.get("elapsed_s", 0.0)),
+            key,
+            True,
+            float(d.get("created", 0.0)),
+            str(d.get("inputs", "")),
+        )
         if dec.winner_entry is None:
             raise ValueError("the winner is not in the ranking")
         return dec
 
 
-_INPUTS = {"sample_inputs": "the sample_inputs given", "run": "the feeds of the first run()",
-           "synthetic": "synthetic inputs"}
+_INPUTS = {
+    "sample_inputs": "the sample_inputs given",
+    "run": "the feeds of the first run()",
+    "synthetic": "synthetic inputs",
+}

@@ -2,6 +2,7 @@
 
 This module builds the report; the CLI prints it.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,22 +33,30 @@ def _env_problems(hw: Any) -> list[dict[str, str]]:
         try:
             n = int(raw)
         except ValueError:
-            out.append({"severity": "warning", "message": f"{var}={raw!r} is not a number",
-                        "fix": f"unset {var}"})
+            out.append(
+                {"severity": "warning", "message": f"{var}={raw!r} is not a number", "fix": f"unset {var}"}
+            )
             continue
         if n > quota:
-            out.append({"severity": "warning",
-                        "message": f"{var}={n} is above the {quota} CPU core(s) this process may "
-                                   "use: threads will compete and run slower",
-                        "fix": f"export {var}={quota} (or unset it; autoinfer sizes threads itself)"})
+            out.append(
+                {
+                    "severity": "warning",
+                    "message": f"{var}={n} is above the {quota} CPU core(s) this process may "
+                    "use: threads will compete and run slower",
+                    "fix": f"export {var}={quota} (or unset it; autoinfer sizes threads itself)",
+                }
+            )
     return out
 
 
 def _declared(b: registry.Backend) -> dict[str, Any]:
     """What a backend declares: the pip extra that installs it and what it can drive."""
     caps = b.capabilities
-    return {"install": install_fix(b.package, b.pip_extra), "pip_extra": b.pip_extra,
-            "supports": {"devices": list(caps.devices), "precisions": list(caps.precisions)}}
+    return {
+        "install": install_fix(b.package, b.pip_extra),
+        "pip_extra": b.pip_extra,
+        "supports": {"devices": list(caps.devices), "precisions": list(caps.precisions)},
+    }
 
 
 def report(hw: Any = None, cache_dir: Any = None) -> dict[str, Any]:
@@ -64,24 +73,38 @@ def report(hw: Any = None, cache_dir: Any = None) -> dict[str, Any]:
             av = b.availability(hw)
             diag = [p.to_dict() for p in b.diagnose(hw)]
         except Exception as exc:  # noqa: BLE001 - the doctor reports, never crashes
-            runtimes.append({"backend": name, "installed": False, "usable": False,
-                             "version": None, "devices": [], "reason": f"check failed: {exc}",
-                             "fix": "", "problems": []})
+            runtimes.append(
+                {
+                    "backend": name,
+                    "installed": False,
+                    "usable": False,
+                    "version": None,
+                    "devices": [],
+                    "reason": f"check failed: {exc}",
+                    "fix": "",
+                    "problems": [],
+                }
+            )
             continue
         runtimes.append({**av.to_dict(), **_declared(b), "problems": diag})
         problems.extend({**p, "backend": name} for p in diag)
     problems.extend(_env_problems(hw))
     settings = Settings.resolve(cache_dir=cache_dir)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled,
-                  max_bytes=settings.cache_max_bytes)
+    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
     root = settings.cache_dir
-    writable = (os.access(root, os.W_OK) if root.exists()
-                else os.access(next((p for p in root.parents if p.exists()), root), os.W_OK))
+    writable = (
+        os.access(root, os.W_OK)
+        if root.exists()
+        else os.access(next((p for p in root.parents if p.exists()), root), os.W_OK)
+    )
     if not writable:
-        problems.append({"severity": "warning",
-                         "message": f"the cache directory {root} is not writable: every start "
-                                    "will select again",
-                         "fix": "set AUTOINFER_CACHE_DIR to a writable directory"})
+        problems.append(
+            {
+                "severity": "warning",
+                "message": f"the cache directory {root} is not writable: every start will select again",
+                "fix": "set AUTOINFER_CACHE_DIR to a writable directory",
+            }
+        )
     return {
         "ok": any(r["usable"] for r in runtimes),
         "hardware": hw.to_dict(),
@@ -89,6 +112,11 @@ def report(hw: Any = None, cache_dir: Any = None) -> dict[str, Any]:
         "fingerprint": hw.fingerprint,
         "runtimes": runtimes,
         "problems": problems,
-        "cache": {"path": str(root), "size_bytes": cache.size(), "writable": writable,
-                  "enabled": settings.cache_enabled, "max_bytes": settings.cache_max_bytes},
+        "cache": {
+            "path": str(root),
+            "size_bytes": cache.size(),
+            "writable": writable,
+            "enabled": settings.cache_enabled,
+            "max_bytes": settings.cache_max_bytes,
+        },
     }

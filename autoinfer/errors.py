@@ -4,6 +4,7 @@ Every error a user can meet derives from :class:`AutoinferError`, so one
 ``except autoinfer.AutoinferError`` catches them all; the runtimes' own
 exceptions are translated into these at the backend boundary.
 """
+
 from __future__ import annotations
 
 
@@ -78,7 +79,8 @@ class UnsupportedOnRuntime(AutoinferError, NotImplementedError):
     def __init__(self, method: str, runtime: str, backend: str) -> None:
         super().__init__(
             f"{method}() needs {backend}, and this session runs on {runtime}. To keep a "
-            f"session on {backend}, create it with backends=[{backend!r}]")
+            f"session on {backend}, create it with backends=[{backend!r}]"
+        )
         self.method = method
         self.runtime = runtime
         self.backend = backend

@@ -4,11 +4,13 @@ The selector, the measuring worker and the session all load through here, so a
 candidate measured in the worker is loaded exactly as the session loads it:
 same threads, same artifact directory, same hardware facts, same extras.
 """
+
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import _hw
 from . import backends as registry
@@ -22,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model import ModelFacts
 
 
-def threads_for(hw: "Hardware", explicit: int | None = None) -> int:
+def threads_for(hw: Hardware, explicit: int | None = None) -> int:
     """The application's explicit thread count, else the CPU quota the probes found."""
     if explicit is not None:
         return int(explicit)
@@ -41,12 +43,16 @@ def artifact_key(cand: Candidate, shapes: Mapping[str, Sequence[int]] | None) ->
     """The key of a candidate's artifact directory: runtime, device, precision and input
     shapes. Variants of one candidate share the directory (``cand.base``); each runtime keys
     its own files inside it by whatever else they depend on."""
-    return {"c": cand.base.to_dict(),
-            "shapes": {k: list(v) for k, v in (shapes or {}).items()}}
+    return {"c": cand.base.to_dict(), "shapes": {k: list(v) for k, v in (shapes or {}).items()}}
 
 
-def artifact_dir(cache: Cache | None, cand: Candidate, model: "ModelFacts",
-                 shapes: Mapping[str, Sequence[int]] | None, private: Path) -> Path:
+def artifact_dir(
+    cache: Cache | None,
+    cand: Candidate,
+    model: ModelFacts,
+    shapes: Mapping[str, Sequence[int]] | None,
+    private: Path,
+) -> Path:
     """The cache's directory for this candidate, or one under ``private`` without a cache."""
     key = artifact_key(cand, shapes)
     d = cache.artifact_dir(cand.backend, model.sha256, key) if cache is not None else None
@@ -61,23 +67,38 @@ def private_dir(root: Path, key: Any) -> Path:
     return d
 
 
-def context(artifact: Path, hw: "Hardware | None", *, threads: int,
-            shapes: Mapping[str, Sequence[int]] | None, objective: str,
-            timeout_s: float = 300.0, extra: Mapping[str, Any] | None = None) -> LoadContext:
-    return LoadContext(artifact_dir=Path(artifact), threads=int(threads),
-                       input_shapes={k: tuple(int(d) for d in v) for k, v in shapes.items()}
-                       if shapes else None,
-                       objective=objective, timeout_s=float(timeout_s), hardware=hw,
-                       extra=dict(extra or {}))
+def context(
+    artifact: Path,
+    hw: Hardware | None,
+    *,
+    threads: int,
+    shapes: Mapping[str, Sequence[int]] | None,
+    objective: str,
+    timeout_s: float = 300.0,
+    extra: Mapping[str, Any] | None = None,
+) -> LoadContext:
+    return LoadContext(
+        artifact_dir=Path(artifact),
+        threads=int(threads),
+        input_shapes={k: tuple(int(d) for d in v) for k, v in shapes.items()} if shapes else None,
+        objective=objective,
+        timeout_s=float(timeout_s),
+        hardware=hw,
+        extra=dict(extra or {}),
+    )
 
 
 def context_to_job(ctx: LoadContext) -> dict[str, Any]:
     """A LoadContext as JSON for the measuring worker (extras must be JSON or are dropped)."""
-    return {"artifact_dir": str(ctx.artifact_dir), "threads": ctx.threads,
-            "input_shapes": {k: list(v) for k, v in (ctx.input_shapes or {}).items()},
-            "objective": ctx.objective, "timeout_s": ctx.timeout_s,
-            "hardware": ctx.hardware.to_dict() if ctx.hardware is not None else None,
-            "extra": dict(ctx.extra)}
+    return {
+        "artifact_dir": str(ctx.artifact_dir),
+        "threads": ctx.threads,
+        "input_shapes": {k: list(v) for k, v in (ctx.input_shapes or {}).items()},
+        "objective": ctx.objective,
+        "timeout_s": ctx.timeout_s,
+        "hardware": ctx.hardware.to_dict() if ctx.hardware is not None else None,
+        "extra": dict(ctx.extra),
+    }
 
 
 def context_from_job(d: Mapping[str, Any]) -> LoadContext:
@@ -86,21 +107,35 @@ def context_from_job(d: Mapping[str, Any]) -> LoadContext:
         from probes import Hardware
 
         hw = Hardware.from_dict(d["hardware"])
-    return context(Path(d["artifact_dir"]), hw, threads=int(d.get("threads", 1)),
-                   shapes=d.get("input_shapes") or None, objective=d.get("objective", "latency"),
-                   timeout_s=float(d.get("timeout_s", 300.0)), extra=d.get("extra") or {})
+    return context(
+        Path(d["artifact_dir"]),
+        hw,
+        threads=int(d.get("threads", 1)),
+        shapes=d.get("input_shapes") or None,
+        objective=d.get("objective", "latency"),
+        timeout_s=float(d.get("timeout_s", 300.0)),
+        extra=d.get("extra") or {},
+    )
 
 
-def load(cand: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
+def load(cand: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
     return registry.get(cand.backend).load(cand, model, ctx)
 
 
 class Loader:
     """Loads candidates of one model for one session or selection, the same way each time."""
 
-    def __init__(self, model: "ModelFacts", hw: "Hardware", cache: Cache | None, *,
-                 objective: str, threads: int | None = None, timeout_s: float = 300.0,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelFacts,
+        hw: Hardware,
+        cache: Cache | None,
+        *,
+        objective: str,
+        threads: int | None = None,
+        timeout_s: float = 300.0,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         self.model = model
         self.hw = hw
         self.cache = cache
@@ -115,16 +150,24 @@ class Loader:
             self._tmp = tempfile.TemporaryDirectory(prefix="autoinfer-")
         return Path(self._tmp.name)
 
-    def context(self, cand: Candidate, shapes: Mapping[str, Sequence[int]] | None, *,
-                private: bool = False) -> LoadContext:
+    def context(
+        self, cand: Candidate, shapes: Mapping[str, Sequence[int]] | None, *, private: bool = False
+    ) -> LoadContext:
         """The context for ``cand``; ``private``: in this loader's own temporary directory,
         where no cache clear reaches."""
         if private:
             adir = private_dir(self.private_root(), artifact_key(cand, shapes))
         else:
             adir = artifact_dir(self.cache, cand, self.model, shapes, self.private_root())
-        return context(adir, self.hw, threads=self.threads, shapes=shapes,
-                       objective=self.objective, timeout_s=self.timeout_s, extra=self.extra)
+        return context(
+            adir,
+            self.hw,
+            threads=self.threads,
+            shapes=shapes,
+            objective=self.objective,
+            timeout_s=self.timeout_s,
+            extra=self.extra,
+        )
 
     def load(self, cand: Candidate, shapes: Mapping[str, Sequence[int]] | None) -> Runner:
         """Load ``cand``; if a cache clear removed its directory during the load, load it

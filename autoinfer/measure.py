@@ -14,6 +14,7 @@ the sample feeds and the comparison of outputs.
 Like pyperf and criterion.rs: calibrate, warm up, interleave, and keep the
 incumbent unless the difference is significant.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -29,8 +30,9 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,16 +48,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("autoinfer.measure")
 
-TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (2e-2, 2e-2), "bf16": (4e-2, 4e-2),
-              "int8": (1e-1, 1e-1)}
-WIN_THRESHOLD = 0.97     # a challenger must be faster than this ratio, with confidence
+TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (2e-2, 2e-2), "bf16": (4e-2, 4e-2), "int8": (1e-1, 1e-1)}
+WIN_THRESHOLD = 0.97  # a challenger must be faster than this ratio, with confidence
 CONFIDENCE = 0.95
-MIN_ROUNDS = 6           # the fewest rounds with a 95% interval for the median
-SLOWER_CUT = 1.5         # screening drops what is slower than this times the best
-MAX_FINALISTS = 4        # challengers in the race, besides the reference
-PAUSE_S = 0.05           # between candidates in a round: spinning pools go quiet
-SLOT_S = 0.025           # work per candidate per round, calibrated from the quick times
-RACE_MAX_S = 60.0        # the longest a race goes on, whatever the budget
+MIN_ROUNDS = 6  # the fewest rounds with a 95% interval for the median
+SLOWER_CUT = 1.5  # screening drops what is slower than this times the best
+MAX_FINALISTS = 4  # challengers in the race, besides the reference
+PAUSE_S = 0.05  # between candidates in a round: spinning pools go quiet
+SLOT_S = 0.025  # work per candidate per round, calibrated from the quick times
+RACE_MAX_S = 60.0  # the longest a race goes on, whatever the budget
 
 Feed = Mapping[str, np.ndarray]
 
@@ -70,21 +71,21 @@ class SyntheticInputsRejected(NoCandidateError):
 
 # --------------------------------------------------------------------------
 # the comparison
-def tolerance(precision: str, rtol: float | None = None,
-              atol: float | None = None) -> tuple[float, float]:
+def tolerance(precision: str, rtol: float | None = None, atol: float | None = None) -> tuple[float, float]:
     """The precision's default tolerance; the caller's rtol/atol, when given, for all."""
     r, a = TOLERANCES.get(precision, TOLERANCES["fp16"])
     return (rtol if rtol is not None else r), (atol if atol is not None else a)
 
 
-def compare(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol: float,
-            atol: float) -> tuple[bool, float, float, str]:
+def compare(
+    outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol: float, atol: float
+) -> tuple[bool, float, float, str]:
     """(ok, max abs error, max relative error, why not). atol scales with the
     reference's magnitude so that large-valued outputs are judged fairly."""
     if len(outputs) != len(reference):
         return False, math.inf, math.inf, f"{len(outputs)} outputs, reference has {len(reference)}"
     max_abs = max_rel = 0.0
-    for i, (o, r) in enumerate(zip(outputs, reference)):
+    for i, (o, r) in enumerate(zip(outputs, reference, strict=True)):
         o = np.asarray(o)
         r = np.asarray(r)
         if o.shape != r.shape:
@@ -114,9 +115,13 @@ def compare(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol
         max_abs, max_rel = max(max_abs, a), max(max_rel, rel)
         bad = diff > atol * scale + rtol * np.abs(rf[fin])
         if bad.any():
-            return (False, max_abs, max_rel,
-                    f"output {i}: {int(bad.sum())} of {diff.size} values outside tolerance "
-                    f"(max abs error {a:.3g}, rtol {rtol:g}, atol {atol * scale:.3g})")
+            return (
+                False,
+                max_abs,
+                max_rel,
+                f"output {i}: {int(bad.sum())} of {diff.size} values outside tolerance "
+                f"(max abs error {a:.3g}, rtol {rtol:g}, atol {atol * scale:.3g})",
+            )
     return True, max_abs, max_rel, ""
 
 
@@ -218,8 +223,12 @@ def _feeds_if(node: Any, producer: Mapping[str, Any], nodes: Sequence[Any]) -> b
     return False
 
 
-def sample_feeds(model: "ModelFacts", shapes: Mapping[str, Sequence[int]], seed: int = 0,
-                 hints: Mapping[str, tuple[str, Any]] | None = None) -> dict[str, np.ndarray]:
+def sample_feeds(
+    model: ModelFacts,
+    shapes: Mapping[str, Sequence[int]],
+    seed: int = 0,
+    hints: Mapping[str, tuple[str, Any]] | None = None,
+) -> dict[str, np.ndarray]:
     """Deterministic synthetic inputs that respect what the graph tells (``feed_hints``):
     floats in [0, 1), integers in {0, 1} or within a Gather's axis, booleans, and a
     scalar tested by an ``If`` at a value its branches accept."""
@@ -230,8 +239,10 @@ def sample_feeds(model: "ModelFacts", shapes: Mapping[str, Sequence[int]], seed:
         shape = tuple(shapes[spec.name])
         dt = np.dtype(spec.dtype) if spec.dtype not in ("str", "bfloat16") else None
         if dt is None:
-            raise ConfigError(f"input {spec.name!r} has dtype {spec.dtype}, which autoinfer "
-                              "cannot generate sample inputs for; pass sample_inputs=")
+            raise ConfigError(
+                f"input {spec.name!r} has dtype {spec.dtype}, which autoinfer "
+                "cannot generate sample inputs for; pass sample_inputs="
+            )
         kind, what = hints.get(spec.name, ("", None))
         if kind == "value" and dt.kind in "iuf":
             feeds[spec.name] = np.full(shape, what, dtype=dt)
@@ -248,8 +259,7 @@ def sample_feeds(model: "ModelFacts", shapes: Mapping[str, Sequence[int]], seed:
 
 
 def save_feeds(path: Path, feeds: Sequence[Feed]) -> None:
-    np.savez(path, **{f"f{i}_{k}": np.asarray(v) for i, f in enumerate(feeds)
-                      for k, v in f.items()})
+    np.savez(path, **{f"f{i}_{k}": np.asarray(v) for i, f in enumerate(feeds) for k, v in f.items()})
 
 
 def load_feeds(path: str | os.PathLike[str]) -> list[dict[str, np.ndarray]]:
@@ -263,8 +273,7 @@ def load_feeds(path: str | os.PathLike[str]) -> list[dict[str, np.ndarray]]:
 
 # --------------------------------------------------------------------------
 # the statistics
-def median_interval(xs: Sequence[float], confidence: float = CONFIDENCE
-                    ) -> tuple[float, float, float]:
+def median_interval(xs: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Median and a distribution-free confidence interval for it (order statistics):
     [x_(j), x_(n-j+1)] with the binomial tail below (1 - confidence) / 2 on each side.
     Fewer than ``MIN_ROUNDS`` samples give (median, -inf, inf)."""
@@ -276,7 +285,7 @@ def median_interval(xs: Sequence[float], confidence: float = CONFIDENCE
     alpha = (1.0 - confidence) / 2
     j, cum = 0, 0.0
     for k in range(n):  # P(B <= k) for B ~ Binomial(n, 1/2)
-        cum += math.comb(n, k) / 2.0 ** n
+        cum += math.comb(n, k) / 2.0**n
         if cum > alpha:
             break
         j = k + 1
@@ -307,7 +316,7 @@ def race_order(n: int, round_index: int) -> list[int]:
 
 # --------------------------------------------------------------------------
 # the worker pool
-_LIVE: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[_Worker] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -333,8 +342,7 @@ class _Worker:
     """One measuring subprocess (its own process group), restarted after a crash or a
     time-out; ``cancel`` set stops a job at once and kills the process."""
 
-    def __init__(self, workdir: Path, memory_limit_mb: float,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(self, workdir: Path, memory_limit_mb: float, cancel: threading.Event | None = None) -> None:
         self.workdir = workdir
         self.memory_limit_mb = memory_limit_mb
         self.cancel = cancel
@@ -345,8 +353,13 @@ class _Worker:
         errlog = open(self.workdir / f"worker-{time.monotonic_ns()}.log", "wb")
         env = child_env()  # every runtime's telemetry opt-outs
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autoinfer._worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=errlog, env=env, start_new_session=True)
+            [sys.executable, "-m", "autoinfer._worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+            env=env,
+            start_new_session=True,
+        )
         errlog.close()
         self._buf = b""
         with _LIVE_LOCK:
@@ -403,22 +416,30 @@ class _Worker:
                 return {"ok": False, "kind": "cancelled", "reason": "cancelled"}
             if left <= 0:
                 self.kill()
-                return {"ok": False, "kind": "timeout",
-                        "reason": f"did not finish within {timeout_s:.0f} s (killed)"}
+                return {
+                    "ok": False,
+                    "kind": "timeout",
+                    "reason": f"did not finish within {timeout_s:.0f} s (killed)",
+                }
             ready, _, _ = _select.select([fd], [], [], min(left, 0.05))
             if self.memory_limit_mb and self._rss_mb() > self.memory_limit_mb:
                 self.kill()
-                return {"ok": False, "kind": "memory",
-                        "reason": f"used more than {self.memory_limit_mb:.0f} MB (killed)"}
+                return {
+                    "ok": False,
+                    "kind": "memory",
+                    "reason": f"used more than {self.memory_limit_mb:.0f} MB (killed)",
+                }
             if ready:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     code = proc.wait()
                     self.proc = None
-                    how = (f"signal {signal.Signals(-code).name}" if code < 0
-                           else f"exit code {code}")
-                    return {"ok": False, "kind": "crash",
-                            "reason": f"the runtime crashed the measuring process ({how})"}
+                    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                    return {
+                        "ok": False,
+                        "kind": "crash",
+                        "reason": f"the runtime crashed the measuring process ({how})",
+                    }
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
@@ -445,8 +466,7 @@ class Measurer:
     cancel, reference() and the backend list.
     """
 
-    def __init__(self, sel: Any, feeds: Sequence[Feed], source: str, work: Path,
-                 t_start: float) -> None:
+    def __init__(self, sel: Any, feeds: Sequence[Feed], source: str, work: Path, t_start: float) -> None:
         self.sel = sel
         self.opts = sel.opts
         self.model = sel.model
@@ -473,28 +493,40 @@ class Measurer:
 
     def _entry(self, cand: Candidate) -> dict[str, Any]:
         ctx = self.sel.loader.context(cand, self.sel.shapes)
-        return {"candidate": cand.to_dict(), "ctx": context_to_job(ctx),
-                "backend_target": registry._REGISTRY.get(cand.backend)}
+        return {
+            "candidate": cand.to_dict(),
+            "ctx": context_to_job(ctx),
+            "backend_target": registry._REGISTRY.get(cand.backend),
+        }
 
-    def screen_one(self, cand: Candidate, slice_s: float, time_it: bool = True
-                   ) -> tuple[dict[str, Any], list[list[np.ndarray]] | None]:
+    def screen_one(
+        self, cand: Candidate, slice_s: float, time_it: bool = True
+    ) -> tuple[dict[str, Any], list[list[np.ndarray]] | None]:
         self._check_cancel()
         self._n += 1
         out = self.work / f"out-{self._n}.npz"
         self.sel.progress(f"screening {cand.key}")
-        job = {"type": "screen", **self._entry(cand), "facts": self.model.to_dict(),
-               "feeds": str(self.feeds_path), "outputs": str(out), "slice_s": slice_s,
-               "time": time_it, "sys_path": [p for p in sys.path if p]}
-        res = self._worker(cand.backend).submit(
-            job, self.opts.candidate_timeout_s + 4 * slice_s + 10)
+        job = {
+            "type": "screen",
+            **self._entry(cand),
+            "facts": self.model.to_dict(),
+            "feeds": str(self.feeds_path),
+            "outputs": str(out),
+            "slice_s": slice_s,
+            "time": time_it,
+            "sys_path": [p for p in sys.path if p],
+        }
+        res = self._worker(cand.backend).submit(job, self.opts.candidate_timeout_s + 4 * slice_s + 10)
         if res.get("kind") == "cancelled":
             raise Cancelled("the selection was cancelled")
         outputs = None
         if res.get("ok"):
             try:
                 with np.load(out, allow_pickle=False) as z:
-                    outputs = [[z[f"f{i}_o{j}"] for j in range(int(res["n_outputs"]))]
-                               for i in range(int(res["n_feeds"]))]
+                    outputs = [
+                        [z[f"f{i}_o{j}"] for j in range(int(res["n_outputs"]))]
+                        for i in range(int(res["n_feeds"]))
+                    ]
             except (OSError, KeyError, ValueError) as exc:
                 self._check_cancel()  # the work directory goes first at exit
                 res = {"ok": False, "kind": "crash", "reason": f"unreadable outputs ({exc})"}
@@ -508,16 +540,22 @@ class Measurer:
             log.info("%s: %s (%s)", r.candidate.key, r.status, r.reason)
             return
         m = Measurement(
-            load_s=res["load_s"], first_s=res["first_s"], median_s=res["median_s"],
-            p90_s=res["p90_s"], mad_s=res["mad_s"], reps=int(res["reps"]),
-            throughput=res["throughput"], rss_load_mb=res["rss_load_mb"],
-            peak_mb=res["peak_mb"])
+            load_s=res["load_s"],
+            first_s=res["first_s"],
+            median_s=res["median_s"],
+            p90_s=res["p90_s"],
+            mad_s=res["mad_s"],
+            reps=int(res["reps"]),
+            throughput=res["throughput"],
+            rss_load_mb=res["rss_load_mb"],
+            peak_mb=res["peak_mb"],
+        )
         if is_reference and self.reference is None:
             self.reference = outs
         if self.reference is not None and outs is not None:
             rtol, atol = tolerance(r.candidate.precision, self.opts.rtol, self.opts.atol)
             worst_abs = worst_rel = 0.0
-            for got, want in zip(outs, self.reference):
+            for got, want in zip(outs, self.reference, strict=True):
                 ok, max_abs, max_rel, why = compare(got, want, rtol, atol)
                 worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
                 if not ok:
@@ -558,7 +596,8 @@ class Measurer:
                     f"the reference {ref_cand.key} fails on synthetic inputs for "
                     f"{self.model.path.name}; select on real inputs (sample_inputs=, or --inputs "
                     "FEEDS.npz on the command line)",
-                    {ref_cand.key: why})
+                    {ref_cand.key: why},
+                )
             if failed:
                 log.warning("the reference %s failed: %s", ref_cand.key, why)
         for r in ranked:  # every candidate at its defaults, best estimate first
@@ -571,21 +610,28 @@ class Measurer:
         if not any(r.status == "measured" for r in ranked):
             raise NoCandidateError(
                 f"no runtime ran {self.model.path.name} correctly here",
-                {**{r.candidate.key: f"{r.status}: {r.reason}" for r in ranked},
-                 **{u["key"]: u["reason"] for u in unsupported}})
+                {
+                    **{r.candidate.key: f"{r.status}: {r.reason}" for r in ranked},
+                    **{u["key"]: u["reason"] for u in unsupported},
+                },
+            )
         if self.opts.tune:
             self._variants(ranked, per)
-        measured = sorted((r for r in ranked if r.status == "measured"),
-                          key=lambda r: r.measurement.metric(obj))  # type: ignore[union-attr]
+        measured = sorted(
+            (r for r in ranked if r.status == "measured"), key=lambda r: r.measurement.metric(obj)
+        )  # type: ignore[union-attr]
         best = measured[0].measurement.metric(obj)  # type: ignore[union-attr]
         base = ref if ref is not None and ref.status == "measured" else measured[0]
-        finalists = [r for r in measured if r is not base
-                     and r.measurement.metric(obj) <= SLOWER_CUT * best][:MAX_FINALISTS]  # type: ignore[union-attr]
+        finalists = [r for r in measured if r is not base and r.measurement.metric(obj) <= SLOWER_CUT * best][
+            :MAX_FINALISTS
+        ]  # type: ignore[union-attr]
         for r in measured:
             if r is not base and r not in finalists:
-                r.reason = (f"not raced: slower than {SLOWER_CUT:g}x the best quick time"
-                            if r.measurement.metric(obj) > SLOWER_CUT * best  # type: ignore[union-attr]
-                            else f"not raced: not among the {MAX_FINALISTS} fastest")
+                r.reason = (
+                    f"not raced: slower than {SLOWER_CUT:g}x the best quick time"
+                    if r.measurement.metric(obj) > SLOWER_CUT * best  # type: ignore[union-attr]
+                    else f"not raced: not among the {MAX_FINALISTS} fastest"
+                )
         winner = base
         if finalists and obj == "latency":
             winner = self._race(base, finalists)
@@ -594,27 +640,35 @@ class Measurer:
             if cand.measurement.metric(obj) < WIN_THRESHOLD * base.measurement.metric(obj):  # type: ignore[union-attr]
                 winner = cand
         if self.reference is None:
-            winner.reasons = winner.reasons + (
-                "no reference outputs were available: accuracy not checked",)
+            winner.reasons = winner.reasons + ("no reference outputs were available: accuracy not checked",)
         for r in ranked:
             if r.status == "ranked":
                 r.status, r.reason = "skipped", "not measured"
-        return Decision(winner.candidate, obj, True, ranked, unsupported, self.sel.bucket,
-                        time.monotonic() - self.t_start, inputs=self.source)
+        return Decision(
+            winner.candidate,
+            obj,
+            True,
+            ranked,
+            unsupported,
+            self.sel.bucket,
+            time.monotonic() - self.t_start,
+            inputs=self.source,
+        )
 
     def _variants(self, ranked: list[Ranked], per: float) -> None:
         """Tuned settings of the promising backends, screened the same way."""
         obj = self.opts.objective
-        measured = sorted((r for r in ranked if r.status == "measured"),
-                          key=lambda r: r.measurement.metric(obj))  # type: ignore[union-attr]
+        measured = sorted(
+            (r for r in ranked if r.status == "measured"), key=lambda r: r.measurement.metric(obj)
+        )  # type: ignore[union-attr]
         best = measured[0].measurement.metric(obj)  # type: ignore[union-attr]
-        promising = [r for r in measured[:2]
-                     if r.measurement.metric(obj) <= SLOWER_CUT * best]  # type: ignore[union-attr]
+        promising = [r for r in measured[:2] if r.measurement.metric(obj) <= SLOWER_CUT * best]  # type: ignore[union-attr]
         known = {r.candidate for r in ranked}
         for r in promising:
             try:
                 variants = registry.get(r.candidate.backend).variants(
-                    r.candidate, self.model, self.sel.hw, obj)
+                    r.candidate, self.model, self.sel.hw, obj
+                )
             except Exception as exc:  # noqa: BLE001 - one backend never sinks the selection
                 log.info("variants() of %s failed: %s", r.candidate.key, exc)
                 variants = []
@@ -636,30 +690,40 @@ class Measurer:
         slowest = max(r.measurement.median_s for r in entrants)  # type: ignore[union-attr]
         reps = int(min(200, max(1, round(SLOT_S / max(slowest, 1e-6)))))
         left = self.deadline - time.monotonic()
-        round_s = sum(PAUSE_S + reps * r.measurement.median_s  # type: ignore[union-attr]
-                      for r in entrants)
+        round_s = sum(
+            PAUSE_S + reps * r.measurement.median_s  # type: ignore[union-attr]
+            for r in entrants
+        )
         budget = min(RACE_MAX_S, max(left, min(3.0, 0.3 * self.budget), 2 * MIN_ROUNDS * round_s))
         self.sel.progress(f"racing {len(entrants)} finalists")
-        job = {"type": "race", "facts": self.model.to_dict(), "feeds": str(self.feeds_path),
-               "entries": [self._entry(r.candidate) for r in entrants], "reps": reps,
-               "pause_s": PAUSE_S, "budget_s": budget, "threshold": WIN_THRESHOLD,
-               "sys_path": [p for p in sys.path if p]}
+        job = {
+            "type": "race",
+            "facts": self.model.to_dict(),
+            "feeds": str(self.feeds_path),
+            "entries": [self._entry(r.candidate) for r in entrants],
+            "reps": reps,
+            "pause_s": PAUSE_S,
+            "budget_s": budget,
+            "threshold": WIN_THRESHOLD,
+            "sys_path": [p for p in sys.path if p],
+        }
         res = self._worker("race").submit(
-            job, self.opts.candidate_timeout_s + budget + 4 * MIN_ROUNDS * round_s + 30)
+            job, self.opts.candidate_timeout_s + budget + 4 * MIN_ROUNDS * round_s + 30
+        )
         if res.get("kind") == "cancelled":
             raise Cancelled("the selection was cancelled")
         if not res.get("ok"):
-            log.warning("autoinfer: the race failed (%s); keeping %s", res.get("reason"),
-                        base.candidate.key)
+            log.warning("autoinfer: the race failed (%s); keeping %s", res.get("reason"), base.candidate.key)
             base.reasons = base.reasons + (f"the race failed: {res.get('reason')}",)
             return base
         times = res["times"]  # per entrant, per round: seconds per run
         base_t = times[0]
-        base.race = RaceStat(1.0, 1.0, 1.0, len(base_t), "reference",
-                             float(np.median(base_t)) if base_t else 0.0)
+        base.race = RaceStat(
+            1.0, 1.0, 1.0, len(base_t), "reference", float(np.median(base_t)) if base_t else 0.0
+        )
         best: Ranked | None = None
-        for r, ts in zip(finalists, times[1:]):
-            ratios = [t / b for t, b in zip(ts, base_t) if b > 0]
+        for r, ts in zip(finalists, times[1:], strict=True):
+            ratios = [t / b for t, b in zip(ts, base_t, strict=True) if b > 0]
             stat = verdict(ratios)
             stat.median_s = float(np.median(ts)) if ts else 0.0
             r.race = stat

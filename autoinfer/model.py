@@ -12,6 +12,7 @@ dimension values (Paddle2ONNX writes -1 for a dynamic dimension), dimensions
 of 0, absurdly large declared dimensions, graphs without outputs, a missing IR
 version, and non-tensor inputs and outputs (sequences, optionals, maps).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,13 +21,15 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import ModelError
 
 log = logging.getLogger("autoinfer.model")
+
 
 class _KnownDomains:
     """ONNX's own domains plus the custom ones a registered runtime declares
@@ -51,20 +54,51 @@ UNTYPED = "untyped"  # an output the model declares without a type, until inferr
 NO_VERSION = 2**63 - 1  # ONNX Runtime's model version when the model sets none
 
 _ELEM_TO_NUMPY = {
-    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
-    7: "int64", 8: "str", 9: "bool", 10: "float16", 11: "float64", 12: "uint32",
-    13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16",
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    8: "str",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    14: "complex64",
+    15: "complex128",
+    16: "bfloat16",
     # no NumPy dtype: named as ONNX Runtime names them
-    17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
-    21: "uint4", 22: "int4", 23: "float4e2m1", 24: "float8e8m0", 25: "uint2", 26: "int2",
+    17: "float8e4m3fn",
+    18: "float8e4m3fnuz",
+    19: "float8e5m2",
+    20: "float8e5m2fnuz",
+    21: "uint4",
+    22: "int4",
+    23: "float4e2m1",
+    24: "float8e8m0",
+    25: "uint2",
+    26: "int2",
 }
 _ELEM_TO_ORT = {
-    "float32": "tensor(float)", "uint8": "tensor(uint8)", "int8": "tensor(int8)",
-    "uint16": "tensor(uint16)", "int16": "tensor(int16)", "int32": "tensor(int32)",
-    "int64": "tensor(int64)", "str": "tensor(string)", "bool": "tensor(bool)",
-    "float16": "tensor(float16)", "float64": "tensor(double)", "uint32": "tensor(uint32)",
-    "uint64": "tensor(uint64)", "complex64": "tensor(complex64)",
-    "complex128": "tensor(complex128)", "bfloat16": "tensor(bfloat16)",
+    "float32": "tensor(float)",
+    "uint8": "tensor(uint8)",
+    "int8": "tensor(int8)",
+    "uint16": "tensor(uint16)",
+    "int16": "tensor(int16)",
+    "int32": "tensor(int32)",
+    "int64": "tensor(int64)",
+    "str": "tensor(string)",
+    "bool": "tensor(bool)",
+    "float16": "tensor(float16)",
+    "float64": "tensor(double)",
+    "uint32": "tensor(uint32)",
+    "uint64": "tensor(uint64)",
+    "complex64": "tensor(complex64)",
+    "complex128": "tensor(complex128)",
+    "bfloat16": "tensor(bfloat16)",
 }
 
 Dim = int | str | None
@@ -97,8 +131,11 @@ class TensorSpec:
         return _ELEM_TO_ORT.get(self.dtype, f"tensor({self.dtype})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype,
-                "shape": None if self.shape is None else list(self.shape)}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": None if self.shape is None else list(self.shape),
+        }
 
 
 @dataclass(frozen=True)
@@ -142,44 +179,63 @@ class ModelFacts:
         return sum(h.get(o, 0) for o in ops)
 
     def summary(self) -> str:
-        return (f"{self.path.name}: {len(self.inputs)} input(s), {len(self.outputs)} output(s), "
-                f"{sum(c for _, c in self.op_histogram)} nodes, {self.params / 1e6:.2f}M params, "
-                f"~{self.flops / 1e9:.2f} GFLOP, opset {self.opset}")
+        return (
+            f"{self.path.name}: {len(self.inputs)} input(s), {len(self.outputs)} output(s), "
+            f"{sum(c for _, c in self.op_histogram)} nodes, {self.params / 1e6:.2f}M params, "
+            f"~{self.flops / 1e9:.2f} GFLOP, opset {self.opset}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.path), "sha256": self.sha256, "size_bytes": self.size_bytes,
-            "ir_version": self.ir_version, "opsets": [list(o) for o in self.opsets],
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "ir_version": self.ir_version,
+            "opsets": [list(o) for o in self.opsets],
             "inputs": [i.to_dict() for i in self.inputs],
             "outputs": [o.to_dict() for o in self.outputs],
-            "op_histogram": [list(o) for o in self.op_histogram], "params": self.params,
-            "flops": self.flops, "external_data": list(self.external_data),
-            "producer": self.producer, "graph_name": self.graph_name,
-            "description": self.description, "domain": self.domain,
-            "model_version": self.model_version, "metadata": [list(m) for m in self.metadata],
-            "producer_name": self.producer_name, "graph_description": self.graph_description,
+            "op_histogram": [list(o) for o in self.op_histogram],
+            "params": self.params,
+            "flops": self.flops,
+            "external_data": list(self.external_data),
+            "producer": self.producer,
+            "graph_name": self.graph_name,
+            "description": self.description,
+            "domain": self.domain,
+            "model_version": self.model_version,
+            "metadata": [list(m) for m in self.metadata],
+            "producer_name": self.producer_name,
+            "graph_description": self.graph_description,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelFacts":
+    def from_dict(cls, d: dict[str, Any]) -> ModelFacts:
         """Inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError on damaged data."""
+
         def spec(x: dict[str, Any]) -> TensorSpec:
             shape = x["shape"]
-            return TensorSpec(str(x["name"]), str(x["dtype"]),
-                              None if shape is None else tuple(shape))
+            return TensorSpec(str(x["name"]), str(x["dtype"]), None if shape is None else tuple(shape))
+
         return cls(
-            path=Path(d["path"]), sha256=str(d["sha256"]), size_bytes=int(d["size_bytes"]),
+            path=Path(d["path"]),
+            sha256=str(d["sha256"]),
+            size_bytes=int(d["size_bytes"]),
             ir_version=int(d["ir_version"]),
             opsets=tuple((str(a), int(b)) for a, b in d["opsets"]),
             inputs=tuple(spec(x) for x in d["inputs"]),
             outputs=tuple(spec(x) for x in d["outputs"]),
             op_histogram=tuple((str(a), int(b)) for a, b in d["op_histogram"]),
-            params=int(d["params"]), flops=int(d["flops"]),
-            external_data=tuple(d["external_data"]), producer=str(d["producer"]),
-            graph_name=str(d["graph_name"]), description=str(d["description"]),
-            domain=str(d["domain"]), model_version=int(d["model_version"]),
+            params=int(d["params"]),
+            flops=int(d["flops"]),
+            external_data=tuple(d["external_data"]),
+            producer=str(d["producer"]),
+            graph_name=str(d["graph_name"]),
+            description=str(d["description"]),
+            domain=str(d["domain"]),
+            model_version=int(d["model_version"]),
             metadata=tuple((str(a), str(b)) for a, b in d["metadata"]),
-            producer_name=str(d["producer_name"]), graph_description=str(d["graph_description"]),
+            producer_name=str(d["producer_name"]),
+            graph_description=str(d["graph_description"]),
         )
 
 
@@ -248,8 +304,14 @@ def _spec(value_info: Any, path: Path, what: str) -> TensorSpec:
             if isinstance(d, int):
                 n *= d
         if n > MAX_ELEMENTS or any(isinstance(d, int) and d > MAX_DIM for d in shape):
-            log.warning("%s: %s %r declares %d elements (shape %s), more than any machine can "
-                        "hold", path, what, value_info.name, n, list(shape))
+            log.warning(
+                "%s: %s %r declares %d elements (shape %s), more than any machine can hold",
+                path,
+                what,
+                value_info.name,
+                n,
+                list(shape),
+            )
     return TensorSpec(value_info.name, dtype, shape)
 
 
@@ -258,13 +320,16 @@ def _infer_untyped(model: Any, outputs: tuple[TensorSpec, ...]) -> tuple[TensorS
     import onnx
 
     try:
-        inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(
-            model, strict_mode=False).graph.output}
+        inferred = {
+            o.name: o for o in onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.output
+        }
     except Exception as exc:  # noqa: BLE001 - the type stays unknown
         log.debug("shape inference failed: %s", exc)
         return outputs
-    return tuple(_spec(inferred[o.name], Path(), "output")
-                 if o.dtype == UNTYPED and o.name in inferred else o for o in outputs)
+    return tuple(
+        _spec(inferred[o.name], Path(), "output") if o.dtype == UNTYPED and o.name in inferred else o
+        for o in outputs
+    )
 
 
 def _non_utf8_field(model: Any) -> str | None:
@@ -287,7 +352,8 @@ def _non_utf8_field(model: Any) -> str | None:
         if fields is None:
             fields = layout[desc.full_name] = (
                 [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_STRING],
-                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_MESSAGE])
+                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_MESSAGE],
+            )
         texts, messages = fields
         for name in texts:
             value = getattr(msg, name)
@@ -304,15 +370,16 @@ def _non_utf8_field(model: Any) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _newest_opset(domain: str) -> int:
     """The newest opset of ``domain`` the installed onnx package describes."""
     import onnx.defs
 
     if domain in ("", "ai.onnx"):
         return int(onnx.defs.onnx_opset_version())
-    return max((s.since_version for s in onnx.defs.get_all_schemas_with_history()
-                if s.domain == domain), default=0)
+    return max(
+        (s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.domain == domain), default=0
+    )
 
 
 def _check_operators(model: Any, path: Path) -> None:
@@ -335,20 +402,26 @@ def _check_operators(model: Any, path: Path) -> None:
         if (dom, node.op_type) in local:
             continue
         if dom not in KNOWN_DOMAINS:
-            raise ModelError(f"{path}: node {node.name or node.op_type!r} uses operator "
-                             f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it")
+            raise ModelError(
+                f"{path}: node {node.name or node.op_type!r} uses operator "
+                f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it"
+            )
         if dom in _ONNX_DOMAINS:
             version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
             if _newest_opset(dom) < version < 10**6:  # newer than this onnx knows: ORT judges
                 continue
             if not onnx.defs.has(node.op_type, dom):
-                raise ModelError(f"{path}: node {node.name or node.op_type!r} uses unknown operator "
-                                 f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})")
+                raise ModelError(
+                    f"{path}: node {node.name or node.op_type!r} uses unknown operator "
+                    f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})"
+                )
             try:
                 onnx.defs.get_schema(node.op_type, version, dom)
             except Exception:
-                raise ModelError(f"{path}: operator {node.op_type!r} does not exist at opset "
-                                 f"{version} of domain {dom or 'ai.onnx'!r}") from None
+                raise ModelError(
+                    f"{path}: operator {node.op_type!r} does not exist at opset "
+                    f"{version} of domain {dom or 'ai.onnx'!r}"
+                ) from None
 
 
 def _external_files(model: Any, base: Path) -> list[Path]:
@@ -362,8 +435,9 @@ def _external_files(model: Any, base: Path) -> list[Path]:
                 raise ModelError(f"{base}: tensor {t.name!r} uses external data with no location")
             p = (base.parent / loc).resolve()
             if base.parent.resolve() not in p.parents and p != base.parent.resolve():
-                raise ModelError(f"{base}: external data {loc!r} of tensor {t.name!r} points "
-                                 "outside the model's directory")
+                raise ModelError(
+                    f"{base}: external data {loc!r} of tensor {t.name!r} points outside the model's directory"
+                )
             files[loc] = p
     for loc, p in files.items():
         if not p.is_file():
@@ -395,8 +469,10 @@ def _estimate_flops(model: Any) -> int:
     shapes: dict[str, list[int]] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         if vi.type.WhichOneof("value") == "tensor_type" and vi.type.tensor_type.HasField("shape"):
-            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-                               for d in vi.type.tensor_type.shape.dim]
+            shapes[vi.name] = [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+                for d in vi.type.tensor_type.shape.dim
+            ]
     for t in inferred.graph.initializer:
         shapes[t.name] = list(t.dims)
     flops = 0
@@ -434,8 +510,10 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
     if outcome == "ok":
         return int(value)
     if outcome == "crashed":
-        raise ModelError(f"{path}: malformed model: ONNX shape inference crashed on it ({value}); "
-                         "a runtime loading it would crash the same way")
+        raise ModelError(
+            f"{path}: malformed model: ONNX shape inference crashed on it ({value}); "
+            "a runtime loading it would crash the same way"
+        )
     if outcome in ("timeout", "error"):
         log.debug("FLOP estimate of %s unavailable: %s", path, value or "timed out")
         return 0
@@ -469,14 +547,15 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     except PermissionError:
         raise ModelError(f"{p}: permission denied") from None
     except Exception as exc:
-        raise ModelError(f"{p}: not a readable ONNX model ({type(exc).__name__}: "
-                         f"{str(exc)[:200] or 'truncated or corrupt protobuf'})") from None
+        raise ModelError(
+            f"{p}: not a readable ONNX model ({type(exc).__name__}: "
+            f"{str(exc)[:200] or 'truncated or corrupt protobuf'})"
+        ) from None
     bad_text = _non_utf8_field(model)
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
     if not model.HasField("graph") or not model.opset_import:  # ONNX Runtime refuses these
-        raise ModelError(f"{p}: parses as protobuf but is not an ONNX model "
-                         "(no graph or opset import)")
+        raise ModelError(f"{p}: parses as protobuf but is not an ONNX model (no graph or opset import)")
     if model.ir_version <= 0:
         log.warning("%s: the model declares no IR version; ONNX Runtime opens it anyway", p)
     g = model.graph

@@ -5,6 +5,7 @@ throughput: runs per second with several calls in flight.
 load_time:  the time from ``Session(...)`` to the first result.
 memory:     the peak memory of the loaded model.
 """
+
 from __future__ import annotations
 
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "load_time", "memory")

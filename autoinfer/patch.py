@@ -29,6 +29,7 @@ What is ONNX Runtime's (the class replaced, its original, its arguments, its sur
 lives in :mod:`autoinfer.backends.onnxruntime_api`; this module is the mechanics of
 standing in and the launcher.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -48,7 +49,7 @@ log = logging.getLogger("autoinfer.patch")
 
 _lock = threading.RLock()
 _patched: type | None = None  # autoinfer's class while the patch is on
-_sessions: "weakref.WeakSet[Any]" = weakref.WeakSet()  # sessions created under the patch
+_sessions: weakref.WeakSet[Any] = weakref.WeakSet()  # sessions created under the patch
 
 
 def sessions() -> list[Any]:
@@ -109,13 +110,24 @@ def _make_class() -> type:
 
         _delegate: Any = None
 
-        def __init__(self, path_or_bytes: Any, sess_options: Any = None,
-                     providers: Any = None, provider_options: Any = None,
-                     **kwargs: Any) -> None:
+        def __init__(
+            self,
+            path_or_bytes: Any,
+            sess_options: Any = None,
+            providers: Any = None,
+            provider_options: Any = None,
+            **kwargs: Any,
+        ) -> None:
             own = {k: v for k, v in kwargs.items() if k in accepted}
-            hints = registry.claim_app_options(
-                sess_options, providers, provider_options,
-                **{k: v for k, v in kwargs.items() if k not in accepted}) or registry.Hints()
+            hints = (
+                registry.claim_app_options(
+                    sess_options,
+                    providers,
+                    provider_options,
+                    **{k: v for k, v in kwargs.items() if k not in accepted},
+                )
+                or registry.Hints()
+            )
             args = dict(hints.session_kwargs)
             if hints.devices and "devices" in accepted and not hints.pinned:
                 args["devices"] = list(hints.devices)
@@ -133,9 +145,13 @@ def _make_class() -> type:
 
         def _stay_with_app_args(self, model: Any, exc: Exception) -> Any:
             hints, own = self._stay
-            log.warning("autoinfer.patch: no runtime could be checked for %s (%s); this "
-                        "session stays on %s with the application's arguments",
-                        self._facts.path.name, str(exc).splitlines()[0], hints.backend)
+            log.warning(
+                "autoinfer.patch: no runtime could be checked for %s (%s); this "
+                "session stays on %s with the application's arguments",
+                self._facts.path.name,
+                str(exc).splitlines()[0],
+                hints.backend,
+            )
             own = {k: v for k, v in own.items() if k in ("cache_dir", "input_shapes")}
             self._delegate = Session(model, **hints.stay_kwargs, **own)
             return self._delegate
@@ -159,8 +175,11 @@ def _make_class() -> type:
 
         def explain(self) -> str:
             d = self._delegate
-            return super().explain() if d is None else \
-                f"on {self._stay[0].backend} with the application's arguments: {d.explain()}"
+            return (
+                super().explain()
+                if d is None
+                else f"on {self._stay[0].backend} with the application's arguments: {d.explain()}"
+            )
 
         def close(self) -> None:
             if self._delegate is not None:
@@ -197,10 +216,12 @@ def unpatch() -> None:
 
 
 def _usage() -> str:
-    return ("usage: python -m autoinfer.patch SCRIPT [ARGS...]\n"
-            "       python -m autoinfer.patch -m MODULE [ARGS...]\n"
-            f"Runs the application with {app.TARGET} replaced by autoinfer's\n"
-            "Session (AUTOINFER_PATCH=0 runs it unpatched).")
+    return (
+        "usage: python -m autoinfer.patch SCRIPT [ARGS...]\n"
+        "       python -m autoinfer.patch -m MODULE [ARGS...]\n"
+        f"Runs the application with {app.TARGET} replaced by autoinfer's\n"
+        "Session (AUTOINFER_PATCH=0 runs it unpatched)."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ The policy iterates the registry and reads what backends declare; it never
 names a runtime. The reference is the CPU fp32 default candidate of the
 backend whose capabilities say ``reference=True``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,10 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,9 +40,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("autoinfer.policy")
 
-__all__ = ["DECISION_FORMAT", "Decision", "Measurement", "RaceStat", "Ranked", "Options",
-           "Selector", "decide", "select", "TOLERANCES", "compare", "sample_feeds",
-           "artifact_key", "threads_for", "resolve_input_shapes", "shape_bucket"]
+__all__ = [
+    "DECISION_FORMAT",
+    "Decision",
+    "Measurement",
+    "RaceStat",
+    "Ranked",
+    "Options",
+    "Selector",
+    "decide",
+    "select",
+    "TOLERANCES",
+    "compare",
+    "sample_feeds",
+    "artifact_key",
+    "threads_for",
+    "resolve_input_shapes",
+    "shape_bucket",
+]
 
 # precision="fp32" (the default) keeps the model's own arithmetic, so results match ONNX
 # Runtime's within fp32 tolerance; "auto" also tries the reduced precisions the hardware
@@ -67,14 +84,12 @@ class Options:
     precision: str = "fp32"
     threads: int | None = None  # the application's explicit thread count
 
-    def normalised(self) -> "Options":
+    def normalised(self) -> Options:
         check_objective(self.objective)
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: expected one of {list(PRECISIONS)}, "
-                              f"received {self.precision!r}")
+            raise ConfigError(f"precision: expected one of {list(PRECISIONS)}, received {self.precision!r}")
         if self.benchmark not in (True, False, "auto"):
-            raise ConfigError(f"benchmark: expected True, False or 'auto', "
-                              f"received {self.benchmark!r}")
+            raise ConfigError(f"benchmark: expected True, False or 'auto', received {self.benchmark!r}")
         check_threads(self.threads)
         for name in ("rtol", "atol"):
             v = getattr(self, name)
@@ -83,30 +98,36 @@ class Options:
         return self
 
 
-def resolve_input_shapes(model: "ModelFacts",
-                         given: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+def resolve_input_shapes(
+    model: ModelFacts, given: Mapping[str, Sequence[int]] | None
+) -> dict[str, tuple[int, ...]]:
     """Concrete shapes of all inputs; dynamic dims without a given value raise ConfigError."""
     from .backends.base import resolve_shapes
 
     if given:
         unknown = set(given) - {i.name for i in model.inputs}
         if unknown:
-            raise ConfigError(f"input_shapes names unknown input(s) {sorted(unknown)}; "
-                              f"the model's inputs are {[i.name for i in model.inputs]}")
+            raise ConfigError(
+                f"input_shapes names unknown input(s) {sorted(unknown)}; "
+                f"the model's inputs are {[i.name for i in model.inputs]}"
+            )
         for spec in model.inputs:
             if spec.name in given and spec.shape is not None:
                 g = tuple(given[spec.name])
                 if len(g) != len(spec.shape) or any(
-                        isinstance(d, int) and d != x for d, x in zip(spec.shape, g)):
-                    raise ConfigError(f"input_shapes[{spec.name!r}] = {list(g)} does not fit the "
-                                      f"declared shape {list(spec.shape)}")
+                    isinstance(d, int) and d != x for d, x in zip(spec.shape, g, strict=True)
+                ):
+                    raise ConfigError(
+                        f"input_shapes[{spec.name!r}] = {list(g)} does not fit the "
+                        f"declared shape {list(spec.shape)}"
+                    )
     try:
         return resolve_shapes(model, given)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def shape_bucket(model: "ModelFacts", shapes: Mapping[str, Sequence[int]]) -> str:
+def shape_bucket(model: ModelFacts, shapes: Mapping[str, Sequence[int]]) -> str:
     """Dynamic dimensions rounded up to a power of two; '' for static models."""
     parts = []
     for spec in model.inputs:
@@ -123,9 +144,16 @@ def shape_bucket(model: "ModelFacts", shapes: Mapping[str, Sequence[int]]) -> st
 class Selector:
     """Runs one selection: candidates, ranking, measurement, decision."""
 
-    def __init__(self, model: "ModelFacts", hw: "Hardware", opts: Options, cache: Cache,
-                 settings: Settings, progress: Any = None,
-                 cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelFacts,
+        hw: Hardware,
+        opts: Options,
+        cache: Cache,
+        settings: Settings,
+        progress: Any = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.model = model
         self.hw = hw
         self.opts = opts.normalised()
@@ -136,9 +164,15 @@ class Selector:
         self.cancel = cancel
         self.shapes = resolve_input_shapes(model, opts.input_shapes)
         self.bucket = shape_bucket(model, self.shapes)
-        self.loader = Loader(model, hw, cache, objective=self.opts.objective,
-                             threads=self.opts.threads, timeout_s=self.opts.candidate_timeout_s,
-                             extra=self.opts.extra)
+        self.loader = Loader(
+            model,
+            hw,
+            cache,
+            objective=self.opts.objective,
+            threads=self.opts.threads,
+            timeout_s=self.opts.candidate_timeout_s,
+            extra=self.opts.extra,
+        )
         self.threads = self.loader.threads
 
     # -- keys ----------------------------------------------------------------
@@ -152,14 +186,21 @@ class Selector:
         return v
 
     def key(self) -> str:
-        return digest({
-            "model": self.model.sha256, "hw": self.hw.fingerprint, "versions": self.versions(),
-            "objective": self.opts.objective, "bucket": self.bucket,
-            "backends": sorted(b.name for b in self.backends),
-            "extra": {k: repr(v) for k, v in sorted(self.opts.extra.items())},
-            "tol": [self.opts.rtol, self.opts.atol], "precision": self.opts.precision,
-            "threads": self.opts.threads,
-        }, 32)
+        return digest(
+            {
+                "model": self.model.sha256,
+                "hw": self.hw.fingerprint,
+                "versions": self.versions(),
+                "objective": self.opts.objective,
+                "bucket": self.bucket,
+                "backends": sorted(b.name for b in self.backends),
+                "extra": {k: repr(v) for k, v in sorted(self.opts.extra.items())},
+                "tol": [self.opts.rtol, self.opts.atol],
+                "precision": self.opts.precision,
+                "threads": self.opts.threads,
+            },
+            32,
+        )
 
     # -- ranking -------------------------------------------------------------
     def rank(self) -> tuple[list[Ranked], list[dict[str, str]]]:
@@ -168,8 +209,7 @@ class Selector:
         for b in self.backends:
             av = b.availability(self.hw)
             if not av.usable:
-                unsupported.append({"key": b.name, "reason": av.reason or "not usable here",
-                                    "fix": av.fix})
+                unsupported.append({"key": b.name, "reason": av.reason or "not usable here", "fix": av.fix})
                 continue
             try:
                 cands = b.candidates(self.model, self.hw, self.opts.objective)
@@ -181,9 +221,16 @@ class Selector:
                     unsupported.append({"key": c.key, "reason": c.reason})
                     continue
                 if c.precision != "fp32" and self.opts.precision == "fp32":
-                    unsupported.append({"key": c.key, "reason": (
-                        f"computes in {c.precision}, and precision='fp32' keeps the model's "
-                        f"fp32 arithmetic"), "fix": "precision='auto' to consider it"})
+                    unsupported.append(
+                        {
+                            "key": c.key,
+                            "reason": (
+                                f"computes in {c.precision}, and precision='fp32' keeps the model's "
+                                f"fp32 arithmetic"
+                            ),
+                            "fix": "precision='auto' to consider it",
+                        }
+                    )
                     continue
                 try:
                     est = b.estimate(c, self.model, self.hw, self.opts.objective)
@@ -217,15 +264,28 @@ class Selector:
         if not ranked:
             raise NoCandidateError(
                 f"no runtime can run {self.model.path.name} here",
-                {u["key"]: u["reason"] + (f" (fix: {u['fix']})" if u.get("fix") else "")
-                 for u in unsupported})
+                {
+                    u["key"]: u["reason"] + (f" (fix: {u['fix']})" if u.get("fix") else "")
+                    for u in unsupported
+                },
+            )
         bench = self.opts.benchmark
         if bench is False or (bench == "auto" and len(ranked) == 1 and not self.opts.tune):
-            return Decision(ranked[0].candidate, self.opts.objective, False, ranked, unsupported,
-                            self.bucket, time.monotonic() - t_start)
+            return Decision(
+                ranked[0].candidate,
+                self.opts.objective,
+                False,
+                ranked,
+                unsupported,
+                self.bucket,
+                time.monotonic() - t_start,
+            )
         if feeds:  # a selection is per shape: only the feeds of its shapes
-            feeds = [f for f in feeds if all(
-                tuple(np.shape(f[k])) == tuple(v) for k, v in self.shapes.items() if k in f)]
+            feeds = [
+                f
+                for f in feeds
+                if all(tuple(np.shape(f[k])) == tuple(v) for k, v in self.shapes.items() if k in f)
+            ]
         if not feeds:
             feeds = [sample_feeds(self.model, self.shapes, hints=feed_hints(self.model.path))]
             source = "synthetic"
@@ -267,9 +327,18 @@ def cached_decision(sel: Selector) -> Decision | None:
     return dec
 
 
-def decide(model: "ModelFacts", hw: "Hardware", opts: Options, cache: Cache,
-           settings: Settings, progress: Any = None, *, feeds: Sequence[Feed] | None = None,
-           source: str = "", cancel: threading.Event | None = None) -> Decision:
+def decide(
+    model: ModelFacts,
+    hw: Hardware,
+    opts: Options,
+    cache: Cache,
+    settings: Settings,
+    progress: Any = None,
+    *,
+    feeds: Sequence[Feed] | None = None,
+    source: str = "",
+    cancel: threading.Event | None = None,
+) -> Decision:
     """The cached decision for this model here, or a new selection (stored).
 
     ``feeds``: real inputs to measure on (``source`` says where they came from);
@@ -296,21 +365,34 @@ def decide(model: "ModelFacts", hw: "Hardware", opts: Options, cache: Cache,
 
             raise Cancelled("the selection was cancelled")
         dec.key = key
-        cache.put_decision(key, {"decision": dec.to_dict(), "model": {
-            "sha256": model.sha256, "path": str(model.path)}, "hardware": hw.fingerprint,
-            "versions": sel.versions()})
+        cache.put_decision(
+            key,
+            {
+                "decision": dec.to_dict(),
+                "model": {"sha256": model.sha256, "path": str(model.path)},
+                "hardware": hw.fingerprint,
+                "versions": sel.versions(),
+            },
+        )
         cache.prune()
         return dec
 
 
-def select(model: str | os.PathLike[str], *, objective: str = "latency",
-           benchmark: bool | str = "auto", backends: Sequence[str] | None = None,
-           exclude: Sequence[str] | None = None,
-           input_shapes: Mapping[str, Sequence[int]] | None = None,
-           cache_dir: str | os.PathLike[str] | None = None, budget_s: float | None = None,
-           precision: str = "fp32", progress: Any = None,
-           sample_inputs: Feed | Sequence[Feed] | None = None,
-           threads: int | None = None) -> Decision:
+def select(
+    model: str | os.PathLike[str],
+    *,
+    objective: str = "latency",
+    benchmark: bool | str = "auto",
+    backends: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    budget_s: float | None = None,
+    precision: str = "fp32",
+    progress: Any = None,
+    sample_inputs: Feed | Sequence[Feed] | None = None,
+    threads: int | None = None,
+) -> Decision:
     """Choose the runtime for ``model`` on this machine (cached); see :class:`Decision`.
 
     ``sample_inputs``: a feed dict or a list of them to measure on (else synthetic
@@ -320,17 +402,31 @@ def select(model: str | os.PathLike[str], *, objective: str = "latency",
     from .model import load_facts_cached
 
     settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled,
-                  max_bytes=settings.cache_max_bytes)
+    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
     facts = load_facts_cached(model, cache)
-    opts = Options(objective=objective, benchmark=benchmark, backends=backends, exclude=exclude,
-                   input_shapes=input_shapes, budget_s=budget_s, precision=precision,
-                   threads=threads).normalised()
+    opts = Options(
+        objective=objective,
+        benchmark=benchmark,
+        backends=backends,
+        exclude=exclude,
+        input_shapes=input_shapes,
+        budget_s=budget_s,
+        precision=precision,
+        threads=threads,
+    ).normalised()
     feeds = as_feed_list(sample_inputs)
     if feeds and not input_shapes and facts.has_dynamic_inputs:
         opts.input_shapes = {k: tuple(np.shape(v)) for k, v in feeds[0].items()}
-    return decide(facts, probes.detect(), opts, cache, settings, progress, feeds=feeds or None,
-                  source="sample_inputs" if feeds else "")
+    return decide(
+        facts,
+        probes.detect(),
+        opts,
+        cache,
+        settings,
+        progress,
+        feeds=feeds or None,
+        source="sample_inputs" if feeds else "",
+    )
 
 
 def as_feed_list(sample_inputs: Any) -> list[dict[str, np.ndarray]]:
@@ -341,7 +437,9 @@ def as_feed_list(sample_inputs: Any) -> list[dict[str, np.ndarray]]:
     out = []
     for f in items:
         if not isinstance(f, Mapping):
-            raise ConfigError("sample_inputs: expected a dict of input name -> array or a list "
-                              f"of them, received {type(f).__name__}")
+            raise ConfigError(
+                "sample_inputs: expected a dict of input name -> array or a list "
+                f"of them, received {type(f).__name__}"
+            )
         out.append({str(k): np.array(v, copy=True) for k, v in f.items()})
     return out

@@ -10,6 +10,7 @@ feeds of the first ``run()``. The winner is loaded off the caller's thread and
 swapped in between calls. Existing ONNX Runtime code keeps its meaning: given
 ``providers`` or ``sess_options``, autoinfer runs ONNX Runtime with exactly those.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,25 +19,32 @@ import os
 import tempfile
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import backends as registry
 from .backends.base import Candidate, Runner
+from .backends.onnxruntime_api import OrtSurface
 from .cache import Cache
 from .config import Settings
-from .errors import (AutoinferError, BackendError, ConfigError, InputError, ModelError,
-                     NoCandidateError)
-from .model import ModelFacts, TensorSpec, load_facts_cached
 from .decision import Decision, Ranked
+from .errors import AutoinferError, BackendError, ConfigError, InputError, ModelError, NoCandidateError
 from .loader import Loader
 from .measure import SyntheticInputsRejected
-from .policy import (Options, Selector, as_feed_list, cached_decision, decide,
-                     resolve_input_shapes, shape_bucket)
-from .backends.onnxruntime_api import OrtSurface
+from .model import ModelFacts, TensorSpec, load_facts_cached
+from .policy import (
+    Options,
+    Selector,
+    as_feed_list,
+    cached_decision,
+    decide,
+    resolve_input_shapes,
+    shape_bucket,
+)
 from .switching import Active, Choice, Selecting
 
 __all__ = ["Session", "Choice", "NodeArg", "ModelMetadata", "SELECTION_MODES"]
@@ -96,23 +104,37 @@ class Session(Selecting, OrtSurface):
       fallback:     move to the next candidate when the winner fails (default True).
     """
 
-    def __init__(self, path_or_bytes: str | os.PathLike[str] | bytes,
-                 sess_options: Any = None, providers: Sequence[Any] | None = None,
-                 provider_options: Sequence[dict[Any, Any]] | None = None, *,
-                 objective: str = "latency", benchmark: bool | str = "auto",
-                 backends: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
-                 input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None, budget_s: float | None = None,
-                 rtol: float | None = None, atol: float | None = None,
-                 precision: str = "fp32", fallback: bool = True, progress: Any = None,
-                 selection: str = "background", sample_inputs: Any = None,
-                 on_choice: Any = None, threads: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        path_or_bytes: str | os.PathLike[str] | bytes,
+        sess_options: Any = None,
+        providers: Sequence[Any] | None = None,
+        provider_options: Sequence[dict[Any, Any]] | None = None,
+        *,
+        objective: str = "latency",
+        benchmark: bool | str = "auto",
+        backends: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        budget_s: float | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        precision: str = "fp32",
+        fallback: bool = True,
+        progress: Any = None,
+        selection: str = "background",
+        sample_inputs: Any = None,
+        on_choice: Any = None,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         if kwargs:
             raise ConfigError(f"Session() got unexpected keyword argument(s) {sorted(kwargs)}")
         if selection not in SELECTION_MODES:
-            raise ConfigError(f"selection: expected one of {', '.join(SELECTION_MODES)}, "
-                              f"received {selection!r}")
+            raise ConfigError(
+                f"selection: expected one of {', '.join(SELECTION_MODES)}, received {selection!r}"
+            )
         if on_choice is not None and not callable(on_choice):
             raise ConfigError(f"on_choice: expected a callable, received {type(on_choice).__name__}")
         import probes
@@ -122,35 +144,59 @@ class Session(Selecting, OrtSurface):
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._release_model: Any = None  # lets go of a held model copy (bytes)
         self._settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
-        self._cache = Cache(self._settings.cache_dir, enabled=self._settings.cache_enabled,
-                            max_bytes=self._settings.cache_max_bytes)
+        self._cache = Cache(
+            self._settings.cache_dir,
+            enabled=self._settings.cache_enabled,
+            max_bytes=self._settings.cache_max_bytes,
+        )
         self._path = self._model_path(path_or_bytes)
         self._facts = self._read_facts(path_or_bytes)
         self._hw = probes.detect()
         extra: dict[str, Any] = {}
         # A runtime's own session arguments pin the session to the backend that claims
         # them, run with exactly those (autoinfer.patch() reads them as hints instead).
-        claim = (registry.claim_app_options(sess_options, providers, provider_options)
-                 if sess_options is not None or providers is not None else None)
+        claim = (
+            registry.claim_app_options(sess_options, providers, provider_options)
+            if sess_options is not None or providers is not None
+            else None
+        )
         self._pinned = claim is not None
         if claim is not None:
             backends, exclude, benchmark = [claim.backend], None, False
-            extra = {"sess_options": sess_options, "providers": list(providers or []) or None,
-                     "provider_options": provider_options}
+            extra = {
+                "sess_options": sess_options,
+                "providers": list(providers or []) or None,
+                "provider_options": provider_options,
+            }
         if selection == "off":
             benchmark = False  # rank only
-        self._opts = Options(objective=objective, benchmark=benchmark, backends=backends,
-                             exclude=exclude, input_shapes=input_shapes, rtol=rtol, atol=atol,
-                             budget_s=budget_s, precision=precision, extra=extra,
-                             threads=threads).normalised()
+        self._opts = Options(
+            objective=objective,
+            benchmark=benchmark,
+            backends=backends,
+            exclude=exclude,
+            input_shapes=input_shapes,
+            rtol=rtol,
+            atol=atol,
+            budget_s=budget_s,
+            precision=precision,
+            extra=extra,
+            threads=threads,
+        ).normalised()
         registry.select(backends, exclude)  # validate names now, not at first run
         self._mode = "off" if (self._pinned or benchmark is False) else selection
         self._sample = as_feed_list(sample_inputs)
         self._fallback = fallback
         self._threads = self._opts.threads
         self._progress = progress
-        self._loader = Loader(self._facts, self._hw, self._cache, objective=self._opts.objective,
-                              threads=self._opts.threads, extra=extra)
+        self._loader = Loader(
+            self._facts,
+            self._hw,
+            self._cache,
+            objective=self._opts.objective,
+            threads=self._opts.threads,
+            extra=extra,
+        )
         self._prepare_validation()
         self._by_bucket: dict[str, Active] = {}
         self._active: Active | None = None
@@ -213,8 +259,10 @@ class Session(Selecting, OrtSurface):
             try:
                 act = self._activate(shapes)
             except SyntheticInputsRejected as exc:
-                log.info("autoinfer: %s; opening on the safe choice and selecting on the "
-                         "first run()'s inputs", exc.args[0].splitlines()[0])
+                log.info(
+                    "autoinfer: %s; opening on the safe choice and selecting on the first run()'s inputs",
+                    exc.args[0].splitlines()[0],
+                )
                 act = self._open_safe(shapes)
                 self._want_feeds = True
         self._by_bucket[bucket] = self._active = act
@@ -244,20 +292,30 @@ class Session(Selecting, OrtSurface):
         opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
         return Selector(self._facts, self._hw, opts, self._cache, self._settings, self._progress)
 
-    def _decide(self, shapes: dict[str, tuple[int, ...]],
-                run_feeds: dict[str, np.ndarray] | None = None) -> Decision:
+    def _decide(
+        self, shapes: dict[str, tuple[int, ...]], run_feeds: dict[str, np.ndarray] | None = None
+    ) -> Decision:
         """Blocking: on the sample inputs of these shapes, else on ``run_feeds`` (the call
         that brought these shapes), else on synthetic inputs."""
         opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
         if self._pinned:
             return self._selector(shapes).select()
-        feeds = [f for f in self._sample if all(
-            tuple(np.shape(f[k])) == v for k, v in shapes.items() if k in f)]
+        feeds = [
+            f for f in self._sample if all(tuple(np.shape(f[k])) == v for k, v in shapes.items() if k in f)
+        ]
         source = "sample_inputs" if feeds else ""
         if not feeds and run_feeds is not None:
             feeds, source = [{k: np.array(v, copy=True) for k, v in run_feeds.items()}], "run"
-        return decide(self._facts, self._hw, opts, self._cache, self._settings, self._progress,
-                      feeds=feeds or None, source=source)
+        return decide(
+            self._facts,
+            self._hw,
+            opts,
+            self._cache,
+            self._settings,
+            self._progress,
+            feeds=feeds or None,
+            source=source,
+        )
 
     def _load(self, cand: Candidate, shapes: dict[str, tuple[int, ...]] | None) -> Runner:
         return self._loader.load(cand, shapes)
@@ -278,10 +336,14 @@ class Session(Selecting, OrtSurface):
                 except AutoinferError as exc:
                     errors[cand.key] = str(exc)
                     continue
-                dec = Decision(cand, self._opts.objective, False, [Ranked(cand, 1.0, (
-                    "the safe choice: it runs while the selection measures",))],
+                dec = Decision(
+                    cand,
+                    self._opts.objective,
+                    False,
+                    [Ranked(cand, 1.0, ("the safe choice: it runs while the selection measures",))],
                     bucket=shape_bucket(self._facts, shapes) if shapes else "",
-                    provisional=True)
+                    provisional=True,
+                )
                 exact = shapes is not None and not registry.get(cand.backend).capabilities.dynamic_shapes
                 return Active(dec, cand, runner, shapes, exact)
             if i or shapes is None:
@@ -290,8 +352,9 @@ class Session(Selecting, OrtSurface):
             order = [r.candidate for r in self._selector(shapes).rank()[0] if r.candidate not in tried]
         raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
 
-    def _load_decision(self, decision: Decision, shapes: dict[str, tuple[int, ...]],
-                       failed: set[Candidate] | None = None) -> Active:
+    def _load_decision(
+        self, decision: Decision, shapes: dict[str, tuple[int, ...]], failed: set[Candidate] | None = None
+    ) -> Active:
         order = [decision.winner, *decision.fallbacks()]
         errors: dict[str, str] = {}
         for cand in order:
@@ -303,8 +366,7 @@ class Session(Selecting, OrtSurface):
                 errors[cand.key] = str(exc)
                 if not self._fallback:
                     raise
-                log.warning("autoinfer: %s failed to load (%s); trying the next candidate",
-                            cand.key, exc)
+                log.warning("autoinfer: %s failed to load (%s); trying the next candidate", cand.key, exc)
                 continue
             exact = not registry.get(cand.backend).capabilities.dynamic_shapes
             act = Active(decision, cand, runner, shapes, exact)
@@ -313,9 +375,12 @@ class Session(Selecting, OrtSurface):
             return act
         raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
 
-    def _activate(self, shapes: dict[str, tuple[int, ...]],
-                  failed: set[Candidate] | None = None,
-                  run_feeds: dict[str, np.ndarray] | None = None) -> Active:
+    def _activate(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        failed: set[Candidate] | None = None,
+        run_feeds: dict[str, np.ndarray] | None = None,
+    ) -> Active:
         act = self._load_decision(self._decide(shapes, run_feeds), shapes, failed)
         self._by_bucket[shape_bucket(self._facts, shapes)] = act
         return act
@@ -338,13 +403,16 @@ class Session(Selecting, OrtSurface):
 
     def _validate(self, feed: Any) -> dict[str, np.ndarray]:
         if not isinstance(feed, Mapping):
-            raise InputError(f"input_feed must be a dict of input name -> array, "
-                             f"received {type(feed).__name__}")
+            raise InputError(
+                f"input_feed must be a dict of input name -> array, received {type(feed).__name__}"
+            )
         if feed.keys() != self._input_names:
             missing = sorted(self._input_names - set(feed))
             unknown = sorted(set(feed) - self._input_names)
-            msg = (f"Model requires {len(self._input_names)} input(s) "
-                   f"{sorted(self._input_names)}. Input Feed contains {len(feed)}")
+            msg = (
+                f"Model requires {len(self._input_names)} input(s) "
+                f"{sorted(self._input_names)}. Input Feed contains {len(feed)}"
+            )
             if missing:
                 msg += f"; missing {missing}"
             if unknown:
@@ -356,18 +424,23 @@ class Session(Selecting, OrtSurface):
             if type(x) is not np.ndarray:
                 x = self._convert(name, x, dt)
             if dt is not None and x.dtype != dt:
-                raise InputError(f"input {name!r}: expected dtype {dt} ({self._spec(name).ort_type})"
-                                 f", received {x.dtype}")
+                raise InputError(
+                    f"input {name!r}: expected dtype {dt} ({self._spec(name).ort_type}), received {x.dtype}"
+                )
             if rank >= 0:
                 if x.ndim != rank:
-                    raise InputError(f"input {name!r}: expected rank {rank} (shape "
-                                     f"{self._spec(name).shape}), received shape {x.shape}")
+                    raise InputError(
+                        f"input {name!r}: expected rank {rank} (shape "
+                        f"{self._spec(name).shape}), received shape {x.shape}"
+                    )
                 shape = x.shape
                 for i, d in fixed:
                     if shape[i] != d:
-                        raise InputError(f"input {name!r}: dimension {i} must be {d} (shape "
-                                         f"{list(self._spec(name).shape or ())}), received "
-                                         f"shape {list(shape)}")
+                        raise InputError(
+                            f"input {name!r}: dimension {i} must be {d} (shape "
+                            f"{list(self._spec(name).shape or ())}), received "
+                            f"shape {list(shape)}"
+                        )
             if not x.flags.c_contiguous:
                 x = np.ascontiguousarray(x)
             out[name] = x
@@ -384,8 +457,9 @@ class Session(Selecting, OrtSurface):
             try:
                 return np.asarray(x, dtype=dt)
             except (TypeError, ValueError, OverflowError) as exc:
-                raise InputError(f"input {name!r}: cannot convert {type(x).__name__} to "
-                                 f"{dt}: {exc}") from None
+                raise InputError(
+                    f"input {name!r}: cannot convert {type(x).__name__} to {dt}: {exc}"
+                ) from None
         if hasattr(x, "__array__"):
             return np.asarray(x)
         raise InputError(f"input {name!r}: expected a numpy array, received {type(x).__name__}")
@@ -394,8 +468,7 @@ class Session(Selecting, OrtSurface):
     def _active_for(self, feeds: dict[str, np.ndarray]) -> Active:
         shapes = {k: v.shape for k, v in feeds.items()}
         act = self._active
-        if act is not None and act.shapes == shapes and act is not self._default \
-                and not act.retired:
+        if act is not None and act.shapes == shapes and act is not self._default and not act.retired:
             return act  # the same shapes as the last call: no bucket to compute
         bucket = shape_bucket(self._facts, shapes)
         act = self._by_bucket.get(bucket)
@@ -408,8 +481,9 @@ class Session(Selecting, OrtSurface):
                 self._active = act
                 return act
             if self._default is not None:  # background: the safe choice runs meanwhile
-                self._submit(bucket, dict(shapes),
-                             [{k: np.array(v, copy=True) for k, v in feeds.items()}], "run")
+                self._submit(
+                    bucket, dict(shapes), [{k: np.array(v, copy=True) for k, v in feeds.items()}], "run"
+                )
                 self._active = self._default
                 return self._default
             act = self._activate(dict(shapes), run_feeds=feeds)
@@ -417,8 +491,9 @@ class Session(Selecting, OrtSurface):
         self._settle_if_idle()
         return act
 
-    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
-            run_options: Any = None) -> list[np.ndarray]:
+    def run(
+        self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
+    ) -> list[np.ndarray]:
         """Outputs named by ``output_names`` (all when None), like ONNX Runtime's ``run``."""
         if self._closed:
             raise AutoinferError("the session is closed")
@@ -444,19 +519,24 @@ class Session(Selecting, OrtSurface):
             try:
                 return [outs[self._out_index[n]] for n in output_names]
             except KeyError as exc:
-                raise InputError(f"unknown output name {exc.args[0]!r}; the model's outputs are "
-                                 f"{list(self._out_index)}") from None
+                raise InputError(
+                    f"unknown output name {exc.args[0]!r}; the model's outputs are {list(self._out_index)}"
+                ) from None
         return outs
 
-    def _run_fallback(self, act: Active, feeds: dict[str, np.ndarray],
-                      exc: BaseException) -> list[np.ndarray]:
+    def _run_fallback(
+        self, act: Active, feeds: dict[str, np.ndarray], exc: BaseException
+    ) -> list[np.ndarray]:
         """Move to the next candidate that runs these feeds; one warning per failed one."""
         first = act.candidate
         reasons: dict[str, str] = {}
         while True:
             with self._lock:
-                log.warning("autoinfer: %s failed during run (%s); moving to the next candidate",
-                            act.candidate.key, exc)
+                log.warning(
+                    "autoinfer: %s failed during run (%s); moving to the next candidate",
+                    act.candidate.key,
+                    exc,
+                )
                 reasons[act.candidate.key] = str(exc)
                 shapes = act.shapes or {k: tuple(v.shape) for k, v in feeds.items()}
                 try:
@@ -464,7 +544,9 @@ class Session(Selecting, OrtSurface):
                 except NoCandidateError as none:  # say why the ones that ran failed
                     raise NoCandidateError(
                         f"{first.key} failed during run and no other candidate could "
-                        f"run {self._facts.path.name}", {**reasons, **none.reasons}) from None
+                        f"run {self._facts.path.name}",
+                        {**reasons, **none.reasons},
+                    ) from None
                 bucket = shape_bucket(self._facts, shapes)
                 if self._by_bucket.get(bucket) is act:
                     self._by_bucket[bucket] = new
@@ -490,10 +572,15 @@ class Session(Selecting, OrtSurface):
 
     def get_modelmeta(self) -> ModelMetadata:
         f = self._facts
-        return ModelMetadata(producer_name=f.producer_name,
-                             graph_name=f.graph_name, domain=f.domain, description=f.description,
-                             graph_description=f.graph_description, version=f.model_version,
-                             custom_metadata_map=dict(f.metadata))
+        return ModelMetadata(
+            producer_name=f.producer_name,
+            graph_name=f.graph_name,
+            domain=f.domain,
+            description=f.description,
+            graph_description=f.graph_description,
+            version=f.model_version,
+            custom_metadata_map=dict(f.metadata),
+        )
 
     def _current_runner(self) -> Runner | None:  # the OrtSurface protocol
         act = self._active
@@ -524,14 +611,17 @@ class Session(Selecting, OrtSurface):
     def explain(self) -> str:
         act = self._active
         if act is None:
-            return ("no choice yet: the model has dynamic inputs and no input_shapes; "
-                    "autoinfer selects on the first run()")
+            return (
+                "no choice yet: the model has dynamic inputs and no input_shapes; "
+                "autoinfer selects on the first run()"
+            )
         text = act.decision.explain()
         if act.candidate != act.decision.winner:
             text += f"\nrunning on {act.candidate.key}: the winner failed here"
         if self.selecting:
             text += "\na selection is under way in the background" + (
-                " (waiting for the first run()'s inputs)" if self._want_feeds else "")
+                " (waiting for the first run()'s inputs)" if self._want_feeds else ""
+            )
         return text
 
     def close(self) -> None:
@@ -556,7 +646,7 @@ class Session(Selecting, OrtSurface):
                 self._release_model()
         self._settled.set()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:

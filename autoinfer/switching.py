@@ -7,6 +7,7 @@ on the runner it uses (``Active.calls``), and a replaced runner is closed only o
 no call uses it. ``close()`` and interpreter exit cancel a selection (its measuring
 processes are killed, nothing is written); a forked child starts none.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -29,8 +30,8 @@ from .policy import Options, decide, shape_bucket
 
 log = logging.getLogger("autoinfer.session")
 
-_JOIN_S = 5.0        # the longest close() waits for a cancelled selection
-_RETIRE_S = 60.0     # the longest a replaced runner waits for its calls in flight
+_JOIN_S = 5.0  # the longest close() waits for a cancelled selection
+_RETIRE_S = 60.0  # the longest a replaced runner waits for its calls in flight
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -55,17 +56,27 @@ class Choice:
     provisional: bool = False  # the safe choice, while the selection measures
 
     @classmethod
-    def of(cls, decision: Decision, candidate: Candidate) -> "Choice":
+    def of(cls, decision: Decision, candidate: Candidate) -> Choice:
         entry = next((r for r in decision.ranking if r.candidate == candidate), None)
         m = entry.measurement if entry else None
         race = entry.race if entry else None
-        return cls(candidate.backend, candidate.device, candidate.precision,
-                   dict(candidate.settings), bool(m) and decision.measured, decision.from_cache,
-                   m.median_s * 1e3 if m else None, m.p90_s * 1e3 if m else None,
-                   m.throughput if m else None, m.load_s if m else None,
-                   m.max_abs_err if m else None, candidate,
-                   race.ratio if race else None, (race.low, race.high) if race else None,
-                   decision.provisional)
+        return cls(
+            candidate.backend,
+            candidate.device,
+            candidate.precision,
+            dict(candidate.settings),
+            bool(m) and decision.measured,
+            decision.from_cache,
+            m.median_s * 1e3 if m else None,
+            m.p90_s * 1e3 if m else None,
+            m.throughput if m else None,
+            m.load_s if m else None,
+            m.max_abs_err if m else None,
+            candidate,
+            race.ratio if race else None,
+            (race.low, race.high) if race else None,
+            decision.provisional,
+        )
 
 
 class Active:
@@ -73,11 +84,16 @@ class Active:
     ``run()`` in flight on it (list append/pop are atomic); ``retired`` is set when it
     has been replaced, and it is closed once ``calls`` is empty."""
 
-    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed", "calls",
-                 "retired")
+    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed", "calls", "retired")
 
-    def __init__(self, decision: Decision, candidate: Candidate, runner: Runner,
-                 shapes: dict[str, tuple[int, ...]] | None, exact: bool) -> None:
+    def __init__(
+        self,
+        decision: Decision,
+        candidate: Candidate,
+        runner: Runner,
+        shapes: dict[str, tuple[int, ...]] | None,
+        exact: bool,
+    ) -> None:
         self.decision = decision
         self.candidate = candidate
         self.runner = runner
@@ -88,7 +104,7 @@ class Active:
         self.retired = False
 
 
-_SESSIONS: "weakref.WeakSet[Selecting]" = weakref.WeakSet()
+_SESSIONS: weakref.WeakSet[Selecting] = weakref.WeakSet()
 
 
 def _cancel_all_at_exit() -> None:
@@ -113,15 +129,16 @@ class Selecting:
     ``_load_decision``)."""
 
     _lock: Any
-    _by_bucket: dict[str, "Active"]
-    _active: "Active | None"
-    _default: "Active | None"
+    _by_bucket: dict[str, Active]
+    _active: Active | None
+    _default: Active | None
     _static: bool
     _closed: bool
 
     def _init_selecting(self, on_choice: Any) -> None:
-        self._jobs: collections.deque[tuple[str, Shapes | None, list[dict[str, np.ndarray]],
-                                            str]] = collections.deque()
+        self._jobs: collections.deque[tuple[str, Shapes | None, list[dict[str, np.ndarray]], str]] = (
+            collections.deque()
+        )
         self._pending: set[str] = set()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -132,8 +149,13 @@ class Selecting:
         self._want_feeds = False
         _SESSIONS.add(self)
 
-    def _submit(self, bucket: str, shapes: dict[str, tuple[int, ...]] | None,
-                feeds: list[dict[str, np.ndarray]], source: str) -> None:
+    def _submit(
+        self,
+        bucket: str,
+        shapes: dict[str, tuple[int, ...]] | None,
+        feeds: list[dict[str, np.ndarray]],
+        source: str,
+    ) -> None:
         with self._lock:
             if self._closed or self._forked or bucket in self._pending:
                 return
@@ -141,8 +163,9 @@ class Selecting:
             self._settled.clear()
             self._jobs.append((bucket, shapes, feeds, source))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._selection_loop, daemon=True,
-                                                name="autoinfer-selection")
+                self._thread = threading.Thread(
+                    target=self._selection_loop, daemon=True, name="autoinfer-selection"
+                )
                 self._thread.start()
 
     def _selection_loop(self) -> None:
@@ -160,17 +183,30 @@ class Selecting:
             job = None  # type: ignore[assignment]  # the feeds go with the job
         self._settle_if_idle()
 
-    def _select_one(self, bucket: str, shapes: dict[str, tuple[int, ...]] | None,
-                    feeds: list[dict[str, np.ndarray]], source: str) -> None:
+    def _select_one(
+        self,
+        bucket: str,
+        shapes: dict[str, tuple[int, ...]] | None,
+        feeds: list[dict[str, np.ndarray]],
+        source: str,
+    ) -> None:
         if shapes is None:
             shapes = {k: tuple(v.shape) for k, v in feeds[0].items()}
         try:
             opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
-            dec = decide(self._facts, self._hw, opts, self._cache, self._settings,
-                         self._progress, feeds=feeds, source=source, cancel=self._cancel)
+            dec = decide(
+                self._facts,
+                self._hw,
+                opts,
+                self._cache,
+                self._settings,
+                self._progress,
+                feeds=feeds,
+                source=source,
+                cancel=self._cancel,
+            )
             cur = self._by_bucket.get(bucket) or self._default
-            if cur is not None and cur.candidate == dec.winner and (
-                    not cur.exact or cur.shapes == shapes):
+            if cur is not None and cur.candidate == dec.winner and (not cur.exact or cur.shapes == shapes):
                 with self._lock:  # what runs already won: nothing to load
                     if cur is self._default and not self._static:  # shared by the buckets
                         cur = Active(dec, cur.candidate, cur.runner, None, False)
@@ -185,8 +221,11 @@ class Selecting:
         except Exception as exc:  # noqa: BLE001 - nothing escapes the selecting thread
             if self._cancel.is_set():
                 return
-            log.warning("autoinfer: the background selection of %s failed (%s); staying on "
-                        "the safe choice", self._facts.path.name, exc)
+            log.warning(
+                "autoinfer: the background selection of %s failed (%s); staying on the safe choice",
+                self._facts.path.name,
+                exc,
+            )
             with self._lock:
                 if bucket not in self._by_bucket and self._default is not None:
                     self._by_bucket[bucket] = self._default
@@ -206,10 +245,15 @@ class Selecting:
                 self._active = new
         was = old or self._default
         stat = new.decision.winner_entry.race if new.decision.winner_entry else None
-        log.info("autoinfer: %s now runs on %s (was %s)%s", self._facts.path.name,
-                 new.candidate.key, was.candidate.key if was else "nothing",
-                 f"; {stat.ratio:.3f}x the reference's time, interval [{stat.low:.3f}, "
-                 f"{stat.high:.3f}]" if stat else "")
+        log.info(
+            "autoinfer: %s now runs on %s (was %s)%s",
+            self._facts.path.name,
+            new.candidate.key,
+            was.candidate.key if was else "nothing",
+            f"; {stat.ratio:.3f}x the reference's time, interval [{stat.low:.3f}, {stat.high:.3f}]"
+            if stat
+            else "",
+        )
         shared = self._default.runner if self._default is not None and not self._static else None
         if old is not None and old.runner is not shared:
             self._retire(old)
@@ -221,8 +265,9 @@ class Selecting:
         while act.calls and time.monotonic() < deadline:
             time.sleep(0.001)
         if act.calls:
-            log.warning("autoinfer: %s still busy after %.0f s; leaving it open",
-                        act.candidate.key, _RETIRE_S)
+            log.warning(
+                "autoinfer: %s still busy after %.0f s; leaving it open", act.candidate.key, _RETIRE_S
+            )
             return
         with contextlib.suppress(Exception):
             act.runner.close()
@@ -252,8 +297,12 @@ class Selecting:
             if act is None or self._closed or self._forked:
                 return
             shapes = act.shapes or {k: tuple(v.shape) for k, v in feeds.items()}
-            self._submit(shape_bucket(self._facts, shapes), shapes,
-                         [{k: np.array(v, copy=True) for k, v in feeds.items()}], "run")
+            self._submit(
+                shape_bucket(self._facts, shapes),
+                shapes,
+                [{k: np.array(v, copy=True) for k, v in feeds.items()}],
+                "run",
+            )
 
     def _stop_selection(self, join_s: float = _JOIN_S) -> None:
         """Cancel a running selection, kill its measuring processes, wait (bounded)."""
@@ -284,4 +333,3 @@ class Selecting:
         if not self._settled.wait(timeout):
             return None
         return self.choice
-

@@ -27,6 +27,7 @@ PASS/FAIL: outputs equal plain ONNX Runtime's (OCR text and boxes; VAD
 probabilities within 1e-4) and the first result no more than 1 s later than
 plain ONNX Runtime's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,8 +59,7 @@ def ocr_image() -> Any:
 
     spec = importlib.util.find_spec("matplotlib")
     if spec is None or spec.origin is None:
-        raise RuntimeError("the OCR input needs matplotlib's DejaVu Sans font: "
-                           'pip install "autoinfer[dev]"')
+        raise RuntimeError('the OCR input needs matplotlib\'s DejaVu Sans font: pip install "autoinfer[dev]"')
     font = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
     img = Image.new("RGB", (640, 240), "white")
     draw = ImageDraw.Draw(img)
@@ -136,10 +137,16 @@ def once(name: str) -> dict[str, Any]:
         t = time.perf_counter()
         again = call(app)
         times.append(time.perf_counter() - t)
-    return {"app": name, "patched": bool(sessions), "first_s": first,
-            "steady_s": statistics.median(times), "waited_for_choice": waited,
-            "result": result, "result_after_choice": again,
-            "runtimes": sorted({str(s.get_providers()[0]) for s in sessions})}
+    return {
+        "app": name,
+        "patched": bool(sessions),
+        "first_s": first,
+        "steady_s": statistics.median(times),
+        "waited_for_choice": waited,
+        "result": result,
+        "result_after_choice": again,
+        "runtimes": sorted({str(s.get_providers()[0]) for s in sessions}),
+    }
 
 
 # -- comparing ----------------------------------------------------------------------
@@ -150,17 +157,22 @@ def same_outputs(name: str, a: Any, b: Any) -> tuple[bool, str]:
         return ta == tb, f"{[t for _, t in ta]} vs {[t for _, t in tb]}"
     if len(a) != len(b):
         return False, f"{len(a)} vs {len(b)} probabilities"
-    diff = max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+    diff = max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
     return diff <= VAD_ATOL, f"max difference {diff:.2e} (tolerance {VAD_ATOL:g})"
 
 
 def run_once(name: str, patched: bool, cache: Path, timeout: float = 900) -> dict[str, Any]:
     """``once`` in a fresh process: plain, or under ``python -m autoinfer.patch``."""
-    cmd = [sys.executable] + (["-m", "autoinfer.patch"] if patched else []) + \
-        [str(HERE / "apps.py"), "once", name]
-    env = {**os.environ, "AUTOINFER_CACHE_DIR": str(cache),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                         if p)}
+    cmd = (
+        [sys.executable]
+        + (["-m", "autoinfer.patch"] if patched else [])
+        + [str(HERE / "apps.py"), "once", name]
+    )
+    env = {
+        **os.environ,
+        "AUTOINFER_CACHE_DIR": str(cache),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -174,7 +186,7 @@ def bench(apps: list[str], rounds: int) -> int:
         for r in range(rounds):
             cache = Path(tempfile.mkdtemp(prefix="autoinfer-apps-"))
             order = ["plain", "cold", "warm"]
-            order = order[r % 3:] + order[:r % 3]
+            order = order[r % 3 :] + order[: r % 3]
             if order.index("warm") < order.index("cold"):  # warm needs cold's cache
                 order.remove("warm")
                 order.insert(order.index("cold") + 1, "warm")
@@ -192,21 +204,24 @@ def report(name: str, rows: dict[str, list[dict[str, Any]]]) -> int:
         return statistics.median(x[key] for x in rows[kind])
 
     plain_first, plain_steady = med("plain", "first_s"), med("plain", "steady_s")
-    print(f"\n{name}: {len(rows['plain'])} interleaved rounds, medians "
-          f"(runtimes under the patch: {rows['warm'][-1]['runtimes']})")
+    print(
+        f"\n{name}: {len(rows['plain'])} interleaved rounds, medians "
+        f"(runtimes under the patch: {rows['warm'][-1]['runtimes']})"
+    )
     print(f"  {'':28}{'first result':>14}{'end to end':>14}{'speed vs ORT':>14}")
     print(f"  {'plain ONNX Runtime':28}{plain_first:13.3f}s{plain_steady:13.3f}s{1.0:13.2f}x")
     for kind, label in (("cold", "patch, first start"), ("warm", "patch, later starts")):
         steady = med(kind, "steady_s")
-        print(f"  {label:28}{med(kind, 'first_s'):13.3f}s{steady:13.3f}s"
-              f"{plain_steady / steady:13.2f}x")
+        print(f"  {label:28}{med(kind, 'first_s'):13.3f}s{steady:13.3f}s{plain_steady / steady:13.2f}x")
     failures = 0
     for kind in ("cold", "warm"):
         late = med(kind, "first_s") - plain_first
         ok = late <= FIRST_SLACK_S
         failures += not ok
-        print(f"  {'PASS' if ok else 'FAIL'}  {kind}: first result {late:+.3f}s vs plain ONNX "
-              f"Runtime (limit +{FIRST_SLACK_S:.0f}s)")
+        print(
+            f"  {'PASS' if ok else 'FAIL'}  {kind}: first result {late:+.3f}s vs plain ONNX "
+            f"Runtime (limit +{FIRST_SLACK_S:.0f}s)"
+        )
     reference = rows["plain"][0]
     for kind in ("plain", "cold", "warm"):
         for row in rows[kind]:
@@ -216,8 +231,10 @@ def report(name: str, rows: dict[str, list[dict[str, Any]]]) -> int:
                     failures += 1
                     print(f"  FAIL  {kind} {key}: outputs differ from plain ONNX Runtime: {why}")
     if not any(r["waited_for_choice"] for r in rows["cold"]):
-        print("  note: this autoinfer has no Session.wait_for_choice(); the choice was made "
-              "during the first call")
+        print(
+            "  note: this autoinfer has no Session.wait_for_choice(); the choice was made "
+            "during the first call"
+        )
     if failures == 0:
         print("  PASS  outputs equal plain ONNX Runtime's in every run")
     return failures

@@ -8,6 +8,7 @@ model and running it ("peak"); their difference is what the model costs in
 this runtime. Energy is read from RAPL around a second of inferences when the
 counters are readable.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,8 @@ def _status_mb(key: str) -> float:
 def main() -> int:
     job = json.loads(sys.argv[1])
     os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
-    import numpy as np
-
     import machine
+    import numpy as np
     import peers
 
     peer = job["peer"]
@@ -51,7 +51,8 @@ def main() -> int:
         input_shapes={k: tuple(v) for k, v in job["input_shapes"].items()},
         autoinfer_cache=Path(job["autoinfer_cache"]) if job.get("autoinfer_cache") else None,
         ncnn_artifacts=Path(job["ncnn_artifacts"]) if job.get("ncnn_artifacts") else None,
-        threads=int(job.get("threads", 1)))
+        threads=int(job.get("threads", 1)),
+    )
     base = _status_mb("VmRSS")
     try:
         loaded, load_s = peers.load(peer, Path(job["model"]), ctx)
@@ -63,8 +64,15 @@ def main() -> int:
     first_s = time.perf_counter() - t0
     for _ in range(int(job.get("runs", 3))):
         loaded.run(feeds)
-    result = {"ok": True, "import_s": import_s, "load_s": load_s, "first_s": first_s,
-              "base_mb": base, "peak_mb": _status_mb("VmHWM"), "rss_mb": _status_mb("VmRSS")}
+    result = {
+        "ok": True,
+        "import_s": import_s,
+        "load_s": load_s,
+        "first_s": first_s,
+        "base_mb": base,
+        "peak_mb": _status_mb("VmHWM"),
+        "rss_mb": _status_mb("VmRSS"),
+    }
     if job.get("energy") and machine.read_energy_uj() is not None:
         n, e0, t0 = 0, machine.read_energy_uj(), time.perf_counter()
         while time.perf_counter() - t0 < 1.0 or n < 3:

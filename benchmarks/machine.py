@@ -1,5 +1,6 @@
 """Facts about the benchmarking machine: a slug for file names, the CPU's fp32
 peak, whether energy counters are exposed, and how busy the machine is."""
+
 from __future__ import annotations
 
 import os
@@ -59,15 +60,25 @@ def cpu_peak(hw: Any) -> dict[str, Any]:
     if cpu.max_freq_mhz:
         mhz, source = float(cpu.max_freq_mhz), "cpufreq cpuinfo_max_freq (probes)"
     elif mhz_list:
-        mhz, source = max(mhz_list), ("/proc/cpuinfo 'cpu MHz' (the clock the hypervisor "
-                                      "reports; boost clocks, if any, are not visible)")
+        mhz, source = (
+            max(mhz_list),
+            (
+                "/proc/cpuinfo 'cpu MHz' (the clock the hypervisor "
+                "reports; boost clocks, if any, are not visible)"
+            ),
+        )
     else:
         mhz, source = 2000.0, "unknown clock; 2 GHz assumed"
     cores = int(cpu.usable_cores)
     gflops = cores * mhz / 1e3 * per_cycle
-    return {"gflops": gflops, "cores": cores, "mhz": mhz, "flops_per_cycle": per_cycle,
-            "assumption": f"{cores} usable cores x {mhz:.0f} MHz ({source}) x {per_cycle} "
-                          f"fp32 flop/cycle ({how})"}
+    return {
+        "gflops": gflops,
+        "cores": cores,
+        "mhz": mhz,
+        "flops_per_cycle": per_cycle,
+        "assumption": f"{cores} usable cores x {mhz:.0f} MHz ({source}) x {per_cycle} "
+        f"fp32 flop/cycle ({how})",
+    }
 
 
 def energy_counters() -> str:
@@ -105,8 +116,9 @@ def load_average() -> tuple[float, float, float] | None:
 
 
 def describe(hw: Any) -> dict[str, Any]:
-    import numpy
     from importlib import metadata
+
+    import numpy
 
     def version(dist: str) -> str | None:
         try:
@@ -116,11 +128,17 @@ def describe(hw: Any) -> dict[str, Any]:
 
     cpu = hw.cpu
     return {
-        "slug": slug(hw), "cpu": cpu.model_name, "vendor": cpu.vendor, "arch": cpu.arch,
-        "usable_cores": cpu.usable_cores, "logical_cores": cpu.logical_cores,
-        "flags": list(cpu.flags), "os": platform.platform(), "python": platform.python_version(),
-        "numpy": numpy.__version__, "fingerprint": hw.fingerprint,
+        "slug": slug(hw),
+        "cpu": cpu.model_name,
+        "vendor": cpu.vendor,
+        "arch": cpu.arch,
+        "usable_cores": cpu.usable_cores,
+        "logical_cores": cpu.logical_cores,
+        "flags": list(cpu.flags),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "fingerprint": hw.fingerprint,
         "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-        "versions": {d: version(d) for d in ("onnxruntime", "openvino", "ncnn", "pnnx", "onnx",
-                                              "autoinfer")},
+        "versions": {d: version(d) for d in ("onnxruntime", "openvino", "ncnn", "pnnx", "onnx", "autoinfer")},
     }

@@ -1,12 +1,14 @@
 """Interleaved timing: every contender runs in every round, in a rotating order,
 so that a machine whose speed drifts (other jobs, clocks, caches) moves all of
 them alike and their ratios hold."""
+
 from __future__ import annotations
 
 import math
 import statistics
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +29,15 @@ def summary(xs: Sequence[float]) -> dict[str, float]:
     if not xs:
         return {"n": 0}
     med = statistics.median(xs)
-    return {"n": len(xs), "median": med, "p10": quantile(xs, 0.1), "p90": quantile(xs, 0.9),
-            "min": min(xs), "mean": statistics.fmean(xs),
-            "mad": statistics.median(abs(x - med) for x in xs)}
+    return {
+        "n": len(xs),
+        "median": med,
+        "p10": quantile(xs, 0.1),
+        "p90": quantile(xs, 0.9),
+        "min": min(xs),
+        "mean": statistics.fmean(xs),
+        "mad": statistics.median(abs(x - med) for x in xs),
+    }
 
 
 def rotation(names: Sequence[str], r: int) -> list[str]:
@@ -38,9 +46,13 @@ def rotation(names: Sequence[str], r: int) -> list[str]:
     return order if r % 2 == 0 else order[::-1]
 
 
-def interleaved(calls: Mapping[str, Callable[[], Any]], rounds: int,
-                reps: Mapping[str, int], pause_s: float = PAUSE_S,
-                warm: int = 1) -> dict[str, dict[str, Any]]:
+def interleaved(
+    calls: Mapping[str, Callable[[], Any]],
+    rounds: int,
+    reps: Mapping[str, int],
+    pause_s: float = PAUSE_S,
+    warm: int = 1,
+) -> dict[str, dict[str, Any]]:
     """Per contender: every timed call (seconds) and each round's median.
 
     A round gives each contender, after a pause and ``warm`` untimed calls,
@@ -64,8 +76,9 @@ def interleaved(calls: Mapping[str, Callable[[], Any]], rounds: int,
     return out
 
 
-def per_call_blocks(calls: Mapping[str, Callable[[], Any]], rounds: int,
-                    block: int) -> dict[str, list[float]]:
+def per_call_blocks(
+    calls: Mapping[str, Callable[[], Any]], rounds: int, block: int
+) -> dict[str, list[float]]:
     """Per contender: the median time of one call in each round's block of ``block`` calls.
 
     For per-call overheads of microseconds: no pauses (the contenders share one
@@ -93,8 +106,7 @@ def per_call_blocks(calls: Mapping[str, Callable[[], Any]], rounds: int,
 def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Round-by-round differences a - b: median and interquartile range."""
     d = [x - y for x, y in zip(a, b, strict=True)]
-    return {"median": statistics.median(d), "p25": quantile(d, 0.25), "p75": quantile(d, 0.75),
-            "n": len(d)}
+    return {"median": statistics.median(d), "p25": quantile(d, 0.25), "p75": quantile(d, 0.75), "n": len(d)}
 
 
 def ratio_spread(num: Sequence[float], den: Sequence[float]) -> dict[str, float]:
@@ -105,8 +117,14 @@ def ratio_spread(num: Sequence[float], den: Sequence[float]) -> dict[str, float]
     r = [x / y for x, y in zip(num, den, strict=True) if y > 0]
     if not r:
         return {"n": 0}
-    return {"median": statistics.median(r), "p25": quantile(r, 0.25), "p75": quantile(r, 0.75),
-            "min": min(r), "max": max(r), "n": len(r)}
+    return {
+        "median": statistics.median(r),
+        "p25": quantile(r, 0.25),
+        "p75": quantile(r, 0.75),
+        "min": min(r),
+        "max": max(r),
+        "n": len(r),
+    }
 
 
 def geomean(xs: Sequence[float]) -> float:
@@ -116,8 +134,10 @@ def geomean(xs: Sequence[float]) -> float:
 
 # -- accuracy --------------------------------------------------------------------------------
 
-def check(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol: float = 1e-3,
-          atol: float = 1e-4) -> tuple[bool, float, str]:
+
+def check(
+    outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol: float = 1e-3, atol: float = 1e-4
+) -> tuple[bool, float, str]:
     """(close enough, max abs error, why not): |o - r| <= atol * max(1, max|r|) + rtol * |r|."""
     if len(outputs) != len(reference):
         return False, math.inf, f"{len(outputs)} outputs, expected {len(reference)}"
@@ -142,6 +162,9 @@ def check(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray], rtol: 
         worst = max(worst, err)
         bad = diff > atol * scale + rtol * np.abs(rf[fin])
         if bad.any():
-            return False, worst, (f"output {i}: {int(bad.sum())} of {diff.size} values off "
-                                  f"(max abs error {err:.3g})")
+            return (
+                False,
+                worst,
+                (f"output {i}: {int(bad.sum())} of {diff.size} values off (max abs error {err:.3g})"),
+            )
     return True, worst, ""

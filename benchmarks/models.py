@@ -1,5 +1,6 @@
 """The benchmark's model set, built by the test suite's zoo (tests/zoo.py: seeded weights,
 no downloads)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,26 +28,33 @@ class Spec:
     note: str = ""
 
 
-SPECS: dict[str, Spec] = {s.name: s for s in (
-    Spec("tiny", "tiny", note="MatMul+Add+Relu on [1, 16]: per-call overhead"),
-    Spec("mobilenetv2", "mobilenetv2", note="1x3x224x224"),
-    Spec("efficientnet_b0", "efficientnet_b0", note="1x3x224x224"),
-    Spec("resnet50", "resnet50", note="1x3x224x224"),
-    Spec("bert_base", "bert_base", {"seq_len": 128}, note="12 layers, batch 1, seq 128"),
-    Spec("lstm", "lstm", note="seq 32, batch 1, 64 -> 128"),
-    Spec("dynamic", "dynamic", shapes={"input": (1, 3, 224, 224)}, dynamic_batch=True,
-         note="input [N, 3, H, W] all dynamic; timed at 1x3x224x224"),
-    Spec("light_squeezenet", "light_squeezenet", note="onnx's light model, 1x3x224x224"),
-    Spec("light_inception_v1", "light_inception_v1", note="onnx's light model, 1x3x224x224"),
-    Spec("light_densenet121", "light_densenet121", note="onnx's light model, 1x3x224x224"),
-)}
+SPECS: dict[str, Spec] = {
+    s.name: s
+    for s in (
+        Spec("tiny", "tiny", note="MatMul+Add+Relu on [1, 16]: per-call overhead"),
+        Spec("mobilenetv2", "mobilenetv2", note="1x3x224x224"),
+        Spec("efficientnet_b0", "efficientnet_b0", note="1x3x224x224"),
+        Spec("resnet50", "resnet50", note="1x3x224x224"),
+        Spec("bert_base", "bert_base", {"seq_len": 128}, note="12 layers, batch 1, seq 128"),
+        Spec("lstm", "lstm", note="seq 32, batch 1, 64 -> 128"),
+        Spec(
+            "dynamic",
+            "dynamic",
+            shapes={"input": (1, 3, 224, 224)},
+            dynamic_batch=True,
+            note="input [N, 3, H, W] all dynamic; timed at 1x3x224x224",
+        ),
+        Spec("light_squeezenet", "light_squeezenet", note="onnx's light model, 1x3x224x224"),
+        Spec("light_inception_v1", "light_inception_v1", note="onnx's light model, 1x3x224x224"),
+        Spec("light_densenet121", "light_densenet121", note="onnx's light model, 1x3x224x224"),
+    )
+}
 FULL = tuple(SPECS)
 QUICK = ("tiny", "mobilenetv2", "dynamic", "light_squeezenet")
 
 
 def _stamp(spec: Spec) -> str:
     import onnx
-
     import zoo
 
     h = hashlib.sha256(Path(zoo.__file__).read_bytes())
@@ -72,7 +80,6 @@ def build(spec: Spec, directory: Path = MODELS_DIR) -> Path:
 def feeds(spec: Spec, path: Path, batch: int | None = None) -> dict[str, Any]:
     """Seeded sample inputs at the spec's shapes (with the batch axis set to ``batch``)."""
     import onnx
-
     import zoo
 
     model = onnx.load(str(path), load_external_data=False)

@@ -15,12 +15,14 @@ way its own documentation starts you off:
                 thread count = the usable cores, as ncnn's default)
   autoinfer     autoinfer.Session(path): selection done once beforehand
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -61,11 +63,13 @@ class Context:
 
 # -- ONNX Runtime -------------------------------------------------------------------------
 
+
 def _ort_outputs(sess: Any) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
     run = sess.run
 
     def call(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return run(None, feeds)
+
     return call
 
 
@@ -81,21 +85,27 @@ def load_ort_maxperf(path: Path, ctx: Context) -> Loaded:
 
     so = ort.SessionOptions()
     setter = getattr(so, "set_provider_selection_policy", None)
-    policy = getattr(getattr(ort, "OrtExecutionProviderDevicePolicy", None), "MAX_PERFORMANCE",
-                     None)
+    policy = getattr(getattr(ort, "OrtExecutionProviderDevicePolicy", None), "MAX_PERFORMANCE", None)
     if setter is None or policy is None:
-        raise PeerUnsupported(f"onnxruntime {ort.__version__} has no "
-                              "SessionOptions.set_provider_selection_policy / "
-                              "OrtExecutionProviderDevicePolicy.MAX_PERFORMANCE (added in 1.22)")
+        raise PeerUnsupported(
+            f"onnxruntime {ort.__version__} has no "
+            "SessionOptions.set_provider_selection_policy / "
+            "OrtExecutionProviderDevicePolicy.MAX_PERFORMANCE (added in 1.22)"
+        )
     setter(policy)
     sess = ort.InferenceSession(str(path), sess_options=so)
-    devices = sorted({f"{d.ep_name}/{d.device.type.name}" for d in ort.get_ep_devices()}) \
-        if hasattr(ort, "get_ep_devices") else []
-    return Loaded(_ort_outputs(sess), info={"providers": sess.get_providers(),
-                                            "ep_devices": devices}, handle=sess)
+    devices = (
+        sorted({f"{d.ep_name}/{d.device.type.name}" for d in ort.get_ep_devices()})
+        if hasattr(ort, "get_ep_devices")
+        else []
+    )
+    return Loaded(
+        _ort_outputs(sess), info={"providers": sess.get_providers(), "ep_devices": devices}, handle=sess
+    )
 
 
 # -- OpenVINO -------------------------------------------------------------------------------
+
 
 def _ov() -> Any:
     # autoinfer's import skips the analytics event ``import openvino`` sends; nothing
@@ -123,8 +133,7 @@ def _ov_loaded(compiled: Any, device: str) -> Loaded:
 
 def load_ov_auto(path: Path, ctx: Context) -> Loaded:
     core = _ov().Core()
-    return _ov_loaded(core.compile_model(str(path), "AUTO", {"PERFORMANCE_HINT": "LATENCY"}),
-                      "AUTO")
+    return _ov_loaded(core.compile_model(str(path), "AUTO", {"PERFORMANCE_HINT": "LATENCY"}), "AUTO")
 
 
 def load_ov_cpu(path: Path, ctx: Context) -> Loaded:
@@ -133,6 +142,7 @@ def load_ov_cpu(path: Path, ctx: Context) -> Loaded:
 
 
 # -- ncnn -----------------------------------------------------------------------------------
+
 
 def load_ncnn(path: Path, ctx: Context) -> Loaded:
     from autoinfer import backends
@@ -147,8 +157,9 @@ def load_ncnn(path: Path, ctx: Context) -> Loaded:
     if not av.usable:
         raise PeerUnsupported(f"ncnn is not usable here: {av.reason}")
     facts = load_facts(path)
-    lctx = LoadContext(artifact_dir=ctx.ncnn_artifacts, threads=ctx.threads,
-                       input_shapes=dict(ctx.input_shapes))
+    lctx = LoadContext(
+        artifact_dir=ctx.ncnn_artifacts, threads=ctx.threads, input_shapes=dict(ctx.input_shapes)
+    )
     try:
         runner = backend.load(Candidate("ncnn", "cpu", "fp32"), facts, lctx)
     except UnsupportedModel as exc:
@@ -159,6 +170,7 @@ def load_ncnn(path: Path, ctx: Context) -> Loaded:
 
 
 # -- autoinfer ------------------------------------------------------------------------------
+
 
 def load_autoinfer(path: Path, ctx: Context, *, input_shapes: bool = True) -> Loaded:
     import autoinfer
@@ -171,6 +183,7 @@ def load_autoinfer(path: Path, ctx: Context, *, input_shapes: bool = True) -> Lo
 
     def call(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return run(None, feeds)
+
     return Loaded(call, sess.close, info={}, handle=sess)
 
 
@@ -186,16 +199,29 @@ LOADERS: dict[str, Callable[[Path, Context], Loaded]] = {
 # Modules each peer imports, imported before a load is timed (an import is paid once
 # per process, a load once per model).
 IMPORTS = {
-    "ort": ("onnxruntime",), "ort-maxperf": ("onnxruntime",),
-    "ov-auto": ("openvino",), "ov-cpu": ("openvino",),
+    "ort": ("onnxruntime",),
+    "ort-maxperf": ("onnxruntime",),
+    "ov-auto": ("openvino",),
+    "ov-cpu": ("openvino",),
     "ncnn": ("ncnn", "onnxruntime", "autoinfer.backends.ncnn"),
     # autoinfer's own modules too: a Session's first-use imports are an import cost
     # (reported apart), not a load cost
-    "autoinfer": ("autoinfer", "autoinfer.session", "autoinfer.policy", "autoinfer.cache",
-                  "autoinfer.measure", "autoinfer.loader", "autoinfer.decision",
-                  "probes", "importlib.metadata", "autoinfer.backends.onnxruntime",
-                  "autoinfer.backends.openvino", "autoinfer.backends.ncnn",
-                  "autoinfer.backends.tensorrt", "onnxruntime"),
+    "autoinfer": (
+        "autoinfer",
+        "autoinfer.session",
+        "autoinfer.policy",
+        "autoinfer.cache",
+        "autoinfer.measure",
+        "autoinfer.loader",
+        "autoinfer.decision",
+        "probes",
+        "importlib.metadata",
+        "autoinfer.backends.onnxruntime",
+        "autoinfer.backends.openvino",
+        "autoinfer.backends.ncnn",
+        "autoinfer.backends.tensorrt",
+        "onnxruntime",
+    ),
 }
 
 

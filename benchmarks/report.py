@@ -1,4 +1,5 @@
 """The benchmark's results as Markdown, a chart, and the README's benchmark section."""
+
 from __future__ import annotations
 
 import math
@@ -12,26 +13,26 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 METHOD = {
     "latency": "batch 1, the model's own input shapes (dynamic: 1x3x224x224); every peer "
-               "loaded in one process and timed in interleaved rounds (rotating order, a 75 ms "
-               "pause and one untimed call before each peer's turn); median and p90 of all "
-               "timed calls",
+    "loaded in one process and timed in interleaved rounds (rotating order, a 75 ms "
+    "pause and one untimed call before each peer's turn); median and p90 of all "
+    "timed calls",
     "correctness": "every peer's outputs against plain ONNX Runtime's on the same inputs: "
-                   "|out - ref| <= 1e-4 * max(1, max|ref|) + 1e-3 * |ref|; a wrong peer is "
-                   "reported as wrong and not timed",
+    "|out - ref| <= 1e-4 * max(1, max|ref|) + 1e-3 * |ref|; a wrong peer is "
+    "reported as wrong and not timed",
     "throughput": "dynamic-batch models: items/s at the best of the batches tried, interleaved "
-                  "like latency; fixed-batch models: batch 1 sequential (1 / median latency)",
+    "like latency; fixed-batch models: batch 1 sequential (1 / median latency)",
     "load": "each peer's own load (ONNX Runtime session, OpenVINO compile without a cache, "
-            "ncnn from its converted files) in a fresh process after the runtime's import; "
-            "autoinfer: first result = Session() with an empty cache + the first run() (in "
-            "process, next to plain ONNX Runtime's load + first run), selection = the "
-            "background selection's own time, warm = Session() on a cache hit in a fresh "
-            "process (best of the runs)",
+    "ncnn from its converted files) in a fresh process after the runtime's import; "
+    "autoinfer: first result = Session() with an empty cache + the first run() (in "
+    "process, next to plain ONNX Runtime's load + first run), selection = the "
+    "background selection's own time, warm = Session() on a cache hit in a fresh "
+    "process (best of the runs)",
     "memory": "peak resident set (VmHWM) of a fresh process per peer after loading and 4 "
-              "runs; 'model' is that peak minus the resident set after the runtime's import",
+    "runs; 'model' is that peak minus the resident set after the runtime's import",
     "overhead": "Session.run vs the chosen runner's run vs the runtime's own call on the same "
-                "loaded object, in paired blocks of calls; when the machine's noise is wider "
-                "than the target, autoinfer's own work is timed with the runtime replaced by a "
-                "stub that returns the outputs",
+    "loaded object, in paired blocks of calls; when the machine's noise is wider "
+    "than the target, autoinfer's own work is timed with the runtime replaced by a "
+    "stub that returns the outputs",
     "regret": "autoinfer's median latency / the fastest correct peer's",
     "noise": "the spread of per-round latency ratios to plain ONNX Runtime (p25-p75)",
 }
@@ -58,8 +59,7 @@ def _cell(p: dict[str, Any]) -> str:
     if st == "ok" and "latency_ms" in p:
         lat = p["latency_ms"]
         return f"{_ms(lat['median'])} ({_ms(lat['p90'])})"
-    return {"wrong": "wrong", "unsupported": "unsupported", "failed": "failed"}.get(
-        st or "", st or "-")
+    return {"wrong": "wrong", "unsupported": "unsupported", "failed": "failed"}.get(st or "", st or "-")
 
 
 def peers_present(results: dict[str, Any]) -> list[str]:
@@ -76,22 +76,23 @@ def markdown(results: dict[str, Any]) -> str:
     L.append("")
     la = [m.get("loadavg_start") for m in results["models"] if m.get("loadavg_start")]
     la_txt = ", ".join(f"{x[0]:.1f}" for x in la)
-    L.append(f"{mach['cpu']} ({mach['vendor']}, {mach['usable_cores']} usable cores, "
-             f"{mach['memory_gb']} GB), {mach['os']}; Python {mach['python']}, "
-             f"onnxruntime {v.get('onnxruntime')}, openvino {v.get('openvino')}, "
-             f"ncnn {v.get('ncnn')} + pnnx {v.get('pnnx')}, autoinfer {v.get('autoinfer')}. "
-             f"Run {results['started']}, {results.get('wall_s', 0) / 60:.1f} min"
-             + (" (--quick)" if results.get("quick") else "") + ".")
+    L.append(
+        f"{mach['cpu']} ({mach['vendor']}, {mach['usable_cores']} usable cores, "
+        f"{mach['memory_gb']} GB), {mach['os']}; Python {mach['python']}, "
+        f"onnxruntime {v.get('onnxruntime')}, openvino {v.get('openvino')}, "
+        f"ncnn {v.get('ncnn')} + pnnx {v.get('pnnx')}, autoinfer {v.get('autoinfer')}. "
+        f"Run {results['started']}, {results.get('wall_s', 0) / 60:.1f} min"
+        + (" (--quick)" if results.get("quick") else "")
+        + "."
+    )
     L.append("")
-    L.append(f"Machine load (1-min load average at each model's start): {la_txt}. "
-             f"Energy: {mach['energy']}.")
+    L.append(f"Machine load (1-min load average at each model's start): {la_txt}. Energy: {mach['energy']}.")
     L.append("")
 
     # latency
     L.append("## Latency at batch 1: median (p90), ms")
     L.append("")
-    L.append("| model | " + " | ".join(LABELS[n] for n in names)
-             + " | autoinfer chose | vs ORT | regret |")
+    L.append("| model | " + " | ".join(LABELS[n] for n in names) + " | autoinfer chose | vs ORT | regret |")
     L.append("|---|" + "---|" * (len(names) + 3))
     for m in results["models"]:
         ps = m.get("peers", {})
@@ -106,13 +107,17 @@ def markdown(results: dict[str, Any]) -> str:
                 c = f"**{c}**"
             cells.append(c)
         a = m.get("autoinfer", {})
-        L.append(f"| {m['model']} | " + " | ".join(cells) + f" | {a.get('running', '-')} | "
-                 f"{_f(m.get('vs_ort'), '{:.3f}x')} | {_f(m.get('regret'), '{:.3f}x')} |")
+        L.append(
+            f"| {m['model']} | " + " | ".join(cells) + f" | {a.get('running', '-')} | "
+            f"{_f(m.get('vs_ort'), '{:.3f}x')} | {_f(m.get('regret'), '{:.3f}x')} |"
+        )
     g = results.get("geomean_speedup_vs_ort")
     L.append("")
-    L.append(f"Bold: the fastest correct peer other than autoinfer. Geometric-mean speedup of "
-             f"autoinfer over plain ONNX Runtime: **{_f(g, '{:.3f}x')}**. "
-             "'unsupported'/'failed'/'wrong' peers are listed with their reasons below.")
+    L.append(
+        f"Bold: the fastest correct peer other than autoinfer. Geometric-mean speedup of "
+        f"autoinfer over plain ONNX Runtime: **{_f(g, '{:.3f}x')}**. "
+        "'unsupported'/'failed'/'wrong' peers are listed with their reasons below."
+    )
     L.append("")
 
     # throughput
@@ -135,34 +140,39 @@ def markdown(results: dict[str, Any]) -> str:
                 cells.append(f"{1e3 / p['latency_ms']['median']:.1f}")
             else:
                 cells.append("-")
-        how = "best batch of " + "/".join(str(b) for b in _batches(ps)) if dyn else \
-            "batch 1, sequential"
+        how = "best batch of " + "/".join(str(b) for b in _batches(ps)) if dyn else "batch 1, sequential"
         L.append(f"| {m['model']} | {how} | " + " | ".join(cells) + " |")
     L.append("")
 
     # load
     L.append("## Load time, s (fresh process)")
     L.append("")
-    L.append("| model | " + " | ".join(LABELS[n] for n in names if n != "autoinfer")
-             + " | ncnn convert | autoinfer cold first result (plain ORT) | autoinfer "
-               "selection (predicted vs ORT) | autoinfer warm Session() | "
-               "warm in-process (own load) |")
+    L.append(
+        "| model | "
+        + " | ".join(LABELS[n] for n in names if n != "autoinfer")
+        + " | ncnn convert | autoinfer cold first result (plain ORT) | autoinfer "
+        "selection (predicted vs ORT) | autoinfer warm Session() | "
+        "warm in-process (own load) |"
+    )
     L.append("|---|" + "---|" * (len(names) - 1 + 5))
     for m in results["models"]:
         ps = m.get("peers", {})
         if not ps:
             continue
         a = m.get("autoinfer", {})
-        cells = [_f(ps.get(n, {}).get("fresh_process", {}).get("load_s"), "{:.3f}")
-                 for n in names if n != "autoinfer"]
+        cells = [
+            _f(ps.get(n, {}).get("fresh_process", {}).get("load_s"), "{:.3f}")
+            for n in names
+            if n != "autoinfer"
+        ]
         cells.append(_f(ps.get("ncnn", {}).get("convert_and_load_s"), "{:.1f}"))
-        cells.append(f"{_f(a.get('first_result_s'), '{:.3f}')} "
-                     f"({_f(a.get('ort_first_result_s'), '{:.3f}')})")
-        cells.append(f"{_f(a.get('cold_select_s'), '{:.1f}')} "
-                     f"({_f(a.get('predicted_vs_ort'), '{:.3f}x')})")
+        cells.append(f"{_f(a.get('first_result_s'), '{:.3f}')} ({_f(a.get('ort_first_result_s'), '{:.3f}')})")
+        cells.append(f"{_f(a.get('cold_select_s'), '{:.1f}')} ({_f(a.get('predicted_vs_ort'), '{:.3f}x')})")
         cells.append(_f(a.get("warm_session_fresh_s"), "{:.3f}"))
-        cells.append(f"{_f(a.get('warm_session_in_process_s'), '{:.3f}')} "
-                     f"({_f(a.get('own_load_in_process_s'), '{:.3f}')})")
+        cells.append(
+            f"{_f(a.get('warm_session_in_process_s'), '{:.3f}')} "
+            f"({_f(a.get('own_load_in_process_s'), '{:.3f}')})"
+        )
         L.append(f"| {m['model']} | " + " | ".join(cells) + " |")
     L.append("")
 
@@ -178,13 +188,15 @@ def markdown(results: dict[str, Any]) -> str:
         cells = []
         for n in names:
             fp = ps.get(n, {}).get("fresh_process", {})
-            cells.append(f"{fp['peak_mb']:.0f} ({fp['model_mb']:.0f})" if "peak_mb" in fp
-                         else "-")
+            cells.append(f"{fp['peak_mb']:.0f} ({fp['model_mb']:.0f})" if "peak_mb" in fp else "-")
         L.append(f"| {m['model']} | " + " | ".join(cells) + " |")
     L.append("")
-    energy = [(m["model"], n, p["fresh_process"]["energy_j_per_inference"])
-              for m in results["models"] for n, p in m.get("peers", {}).items()
-              if p.get("fresh_process", {}).get("energy_j_per_inference")]
+    energy = [
+        (m["model"], n, p["fresh_process"]["energy_j_per_inference"])
+        for m in results["models"]
+        for n, p in m.get("peers", {}).items()
+        if p.get("fresh_process", {}).get("energy_j_per_inference")
+    ]
     L.append("## Energy")
     L.append("")
     if energy:
@@ -201,9 +213,11 @@ def markdown(results: dict[str, Any]) -> str:
     L.append("")
     ov = results.get("overhead") or {}
     if ov:
-        L.append("| model | chosen | Session.run | runner.run | runtime's own call | overhead "
-                 "(session - raw) | paired IQR | isolated: session layer + runner layer on tiny | "
-                 "target uses |")
+        L.append(
+            "| model | chosen | Session.run | runner.run | runtime's own call | overhead "
+            "(session - raw) | paired IQR | isolated: session layer + runner layer on tiny | "
+            "target uses |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|")
         for name, o in ov.items():
             if not o:
@@ -213,20 +227,23 @@ def markdown(results: dict[str, Any]) -> str:
             dd = o[key]
             iso = o["isolated_session_layer"]["median"]
             rl = o.get("runner_layer_on_tiny", {}).get("median")
-            L.append(f"| {name} | {o['backend']} | {d['session']:.1f} us | {d['runner']:.1f} us | "
-                     f"{_f(d.get('raw'), '{:.1f} us')} | {dd['median']:.2f} us | "
-                     f"{dd['p75'] - dd['p25']:.1f} us | {iso:.2f} + {_f(rl, '{:.2f}')} us | "
-                     f"{o['overhead_us']:.2f} us ({o['overhead_from']}) |")
+            L.append(
+                f"| {name} | {o['backend']} | {d['session']:.1f} us | {d['runner']:.1f} us | "
+                f"{_f(d.get('raw'), '{:.1f} us')} | {dd['median']:.2f} us | "
+                f"{dd['p75'] - dd['p25']:.1f} us | {iso:.2f} + {_f(rl, '{:.2f}')} us | "
+                f"{o['overhead_us']:.2f} us ({o['overhead_from']}) |"
+            )
         L.append("")
-        L.append("The runtime's own call: " + "; ".join(
-            f"{k}: {o['raw']}" for k, o in ov.items() if o) + ".")
+        L.append("The runtime's own call: " + "; ".join(f"{k}: {o['raw']}" for k, o in ov.items() if o) + ".")
         L.append("")
     for m in results["models"]:
         if "gflops" in m:
             pk = results["machine"]["peak"]
-            L.append(f"Compute-bound check, {m['model']} ({m['flops'] / 1e9:.2f} GFLOP per "
-                     f"inference): achieved GFLOP/s against an fp32 peak of "
-                     f"{pk['gflops']:.0f} GFLOP/s ({pk['assumption']}):")
+            L.append(
+                f"Compute-bound check, {m['model']} ({m['flops'] / 1e9:.2f} GFLOP per "
+                f"inference): achieved GFLOP/s against an fp32 peak of "
+                f"{pk['gflops']:.0f} GFLOP/s ({pk['assumption']}):"
+            )
             L.append("")
             L.append("| peer | GFLOP/s | % of peak |")
             L.append("|---|---|---|")
@@ -246,23 +263,33 @@ def markdown(results: dict[str, Any]) -> str:
     # noise and reasons
     L.append("## Noise")
     L.append("")
-    L.append("| model | rounds | autoinfer / ORT per round: median [p25, p75] | "
-             "latency MAD / median per peer | load average start -> end |")
+    L.append(
+        "| model | rounds | autoinfer / ORT per round: median [p25, p75] | "
+        "latency MAD / median per peer | load average start -> end |"
+    )
     L.append("|---|---|---|---|---|")
     for m in results["models"]:
         ps = m.get("peers", {})
         r = ps.get("autoinfer", {}).get("ratio_to_ort_rounds", {})
-        mads = ", ".join(f"{n} {100 * p['latency_ms']['mad'] / p['latency_ms']['median']:.0f}%"
-                         for n, p in ps.items() if "latency_ms" in p)
+        mads = ", ".join(
+            f"{n} {100 * p['latency_ms']['mad'] / p['latency_ms']['median']:.0f}%"
+            for n, p in ps.items()
+            if "latency_ms" in p
+        )
         la0, la1 = m.get("loadavg_start"), m.get("loadavg_end")
-        L.append(f"| {m['model']} | {m.get('latency_rounds', '-')} | "
-                 + (f"{r['median']:.3f} [{r['p25']:.3f}, {r['p75']:.3f}]" if "p25" in r else "-")
-                 + f" | {mads} | {_f(la0[0] if la0 else None, '{:.1f}')} -> "
-                   f"{_f(la1[0] if la1 else None, '{:.1f}')} |")
+        L.append(
+            f"| {m['model']} | {m.get('latency_rounds', '-')} | "
+            + (f"{r['median']:.3f} [{r['p25']:.3f}, {r['p75']:.3f}]" if "p25" in r else "-")
+            + f" | {mads} | {_f(la0[0] if la0 else None, '{:.1f}')} -> "
+            f"{_f(la1[0] if la1 else None, '{:.1f}')} |"
+        )
     L.append("")
-    reasons = [(m["model"], n, p["status"], p.get("reason", ""))
-               for m in results["models"] for n, p in m.get("peers", {}).items()
-               if p.get("status") in ("unsupported", "failed", "wrong")]
+    reasons = [
+        (m["model"], n, p["status"], p.get("reason", ""))
+        for m in results["models"]
+        for n, p in m.get("peers", {}).items()
+        if p.get("status") in ("unsupported", "failed", "wrong")
+    ]
     if reasons:
         L.append("## Peers that did not run correctly")
         L.append("")
@@ -311,9 +338,15 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
                 med = p["latency_ms"]["median"]
                 xs.append(i + (j - (len(names) - 1) / 2) * width)
                 ys.append(ort / med if relative and ort else med)
-            ax.bar(xs, ys, width, label=LABELS[n], color=colors(j),
-                   edgecolor="black" if n == "autoinfer" else None,
-                   linewidth=1.2 if n == "autoinfer" else 0)
+            ax.bar(
+                xs,
+                ys,
+                width,
+                label=LABELS[n],
+                color=colors(j),
+                edgecolor="black" if n == "autoinfer" else None,
+                linewidth=1.2 if n == "autoinfer" else 0,
+            )
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([m["model"] for m in rows], rotation=20, ha="right")
         if relative:
@@ -323,8 +356,9 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
             ax.set_yscale("log")
             ax.set_ylabel("median latency, ms (log)")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_title(f"Latency at batch 1 on {results['machine']['slug']} "
-                      "(missing bar: unsupported, failed or wrong)")
+    axes[0].set_title(
+        f"Latency at batch 1 on {results['machine']['slug']} (missing bar: unsupported, failed or wrong)"
+    )
     axes[0].legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -334,33 +368,54 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
 
 def readme_section(results: dict[str, Any], link: str) -> str:
     mach = results["machine"]
-    L = [f"Measured by `make bench` on {mach['cpu']} ({mach['usable_cores']} usable cores), "
-         f"{results['started'][:10]}. Median latency at batch 1 in ms; every runtime's outputs "
-         "are checked against plain ONNX Runtime's, and all are timed in interleaved rounds "
-         "in one process.", "",
-         "| model | plain ONNX Runtime | fastest other runtime | autoinfer | autoinfer chose | "
-         "speedup vs ORT |", "|---|---|---|---|---|---|"]
+    L = [
+        f"Measured by `make bench` on {mach['cpu']} ({mach['usable_cores']} usable cores), "
+        f"{results['started'][:10]}. Median latency at batch 1 in ms; every runtime's outputs "
+        "are checked against plain ONNX Runtime's, and all are timed in interleaved rounds "
+        "in one process.",
+        "",
+        "| model | plain ONNX Runtime | fastest other runtime | autoinfer | autoinfer chose | "
+        "speedup vs ORT |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in results["models"]:
         ps = m.get("peers", {})
-        lat = {n: p["latency_ms"]["median"] for n, p in ps.items()
-               if p.get("status") == "ok" and "latency_ms" in p}
+        lat = {
+            n: p["latency_ms"]["median"]
+            for n, p in ps.items()
+            if p.get("status") == "ok" and "latency_ms" in p
+        }
         f = m.get("fastest_peer")
-        L.append(f"| {m['model']} | {_ms(lat.get('ort'))} | "
-                 + (f"{_ms(lat[f])} ({LABELS[f]})" if f in lat else "-")
-                 + f" | {_ms(lat.get('autoinfer'))} | {m.get('autoinfer', {}).get('running', '-')} "
-                   f"| {_f(1 / m['vs_ort'] if m.get('vs_ort') else None, '{:.2f}x')} |")
+        L.append(
+            f"| {m['model']} | {_ms(lat.get('ort'))} | "
+            + (f"{_ms(lat[f])} ({LABELS[f]})" if f in lat else "-")
+            + f" | {_ms(lat.get('autoinfer'))} | {m.get('autoinfer', {}).get('running', '-')} "
+            f"| {_f(1 / m['vs_ort'] if m.get('vs_ort') else None, '{:.2f}x')} |"
+        )
     g = results.get("geomean_speedup_vs_ort")
     t = results.get("targets", [])
     passed = sum(1 for x in t if x["status"] == "PASS")
-    wrong = sorted({p.get("label", n) for m in results.get("models", [])
-                    for n, p in (m.get("peers") or {}).items() if p.get("status") == "wrong"})
-    L += ["", f"Geometric-mean speedup over plain ONNX Runtime: {_f(g, '{:.2f}x')}. "
-              f"Targets: {passed} of {len(t)} pass. Throughput, load time, memory, overhead "
-              f"and the noise of the run: [{link}]({link})."]
+    wrong = sorted(
+        {
+            p.get("label", n)
+            for m in results.get("models", [])
+            for n, p in (m.get("peers") or {}).items()
+            if p.get("status") == "wrong"
+        }
+    )
+    L += [
+        "",
+        f"Geometric-mean speedup over plain ONNX Runtime: {_f(g, '{:.2f}x')}. "
+        f"Targets: {passed} of {len(t)} pass. Throughput, load time, memory, overhead "
+        f"and the noise of the run: [{link}]({link}).",
+    ]
     if wrong:
-        L += ["", "Left out as wrong where their outputs missed plain ONNX Runtime's beyond "
-                  "fp32 tolerance: " + ", ".join(wrong) + " (the reasons are in the linked "
-                  "results)."]
+        L += [
+            "",
+            "Left out as wrong where their outputs missed plain ONNX Runtime's beyond "
+            "fp32 tolerance: " + ", ".join(wrong) + " (the reasons are in the linked "
+            "results).",
+        ]
     png = Path(link).with_suffix(".png")
     if (Path(__file__).resolve().parent.parent / png).is_file():
         L += ["", f"![latency per model and runtime]({png.as_posix()})"]
@@ -373,11 +428,15 @@ def update_readme(readme: Path, results: dict[str, Any]) -> str:
         return f"note: {readme} does not exist; nothing rewritten"
     text = readme.read_text(encoding="utf-8")
     if START not in text or END not in text or text.index(START) > text.index(END):
-        return (f"note: {readme.name} has no '{START}' ... '{END}' markers; the README was "
-                "not touched")
+        return f"note: {readme.name} has no '{START}' ... '{END}' markers; the README was not touched"
     link = f"benchmarks/results/{results['machine']['slug']}.md"
     body = readme_section(results, link)
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END),
-                 lambda _: f"{START}\n{body}\n{END}", text, count=1, flags=re.S)
+    new = re.sub(
+        re.escape(START) + r".*?" + re.escape(END),
+        lambda _: f"{START}\n{body}\n{END}",
+        text,
+        count=1,
+        flags=re.S,
+    )
     readme.write_text(new, encoding="utf-8")
     return f"rewrote the benchmark section of {readme}"

@@ -20,6 +20,7 @@ the measured ratio to plain ONNX Runtime.
 
 Writes benchmarks/results/<machine>.{json,md,png} and prints PASS/FAIL per target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,18 +34,18 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
 
-import numpy as np  # noqa: E402
-
 import machine  # noqa: E402
 import measure  # noqa: E402
 import models  # noqa: E402
+import numpy as np  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
 
@@ -52,16 +53,16 @@ RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
 
 # Targets: what autoinfer promises its users.
-REGRET_MAX = 1.05          # latency <= 1.05x the fastest correct peer (per-round median)
-VS_ORT_MAX = 1.02          # latency <= 1.02x plain ONNX Runtime (per-round median)
-GEOMEAN_MIN = 1.10         # geometric-mean speedup over plain ONNX Runtime
-OVERHEAD_MAX_US = 5.0      # Session.run over the chosen runtime's own call
-WARM_SLACK_S = 0.030       # warm Session() <= the winner runtime's own load + 30 ms
-COLD_SLACK_S = 0.050       # cold Session() + first run <= plain ORT's load + first run + 50 ms
+REGRET_MAX = 1.05  # latency <= 1.05x the fastest correct peer (per-round median)
+VS_ORT_MAX = 1.02  # latency <= 1.02x plain ONNX Runtime (per-round median)
+GEOMEAN_MIN = 1.10  # geometric-mean speedup over plain ONNX Runtime
+OVERHEAD_MAX_US = 5.0  # Session.run over the chosen runtime's own call
+WARM_SLACK_S = 0.030  # warm Session() <= the winner runtime's own load + 30 ms
+COLD_SLACK_S = 0.050  # cold Session() + first run <= plain ORT's load + first run + 50 ms
 PREDICTION_GAP_MAX = 0.10  # the selection's predicted ratio to ORT vs the measured one
-COLD_MAX_S = 10.0          # the background selection of MobileNetV2 ends within this
+COLD_MAX_S = 10.0  # the background selection of MobileNetV2 ends within this
 
-SLOW_S = 0.15              # a model slower than this per call gets fewer rounds
+SLOW_S = 0.15  # a model slower than this per call gets fewer rounds
 
 
 class Plan:
@@ -71,12 +72,12 @@ class Plan:
         self.quick = quick
         self.rounds = 4 if quick else 10
         self.rounds_slow = 3 if quick else 6
-        self.latency_budget_s = 6.0 if quick else 20.0   # per model, all peers together
+        self.latency_budget_s = 6.0 if quick else 20.0  # per model, all peers together
         self.max_reps = 20 if quick else 40
         self.batches = (1, 8) if quick else (1, 4, 16)
         self.tp_rounds = 2 if quick else 3
-        self.tp_budget_s = 3.0 if quick else 6.0          # per batch, all peers together
-        self.load_rounds = 1 if quick else 2              # fresh processes for load time
+        self.tp_budget_s = 3.0 if quick else 6.0  # per batch, all peers together
+        self.load_rounds = 1 if quick else 2  # fresh processes for load time
         self.overhead_rounds = 15 if quick else 40
         self.warm_reps = 3 if quick else 5
 
@@ -87,6 +88,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------ one model
 
+
 class ModelBench:
     def __init__(self, spec: models.Spec, plan: Plan, work: Path, threads: int) -> None:
         self.spec = spec
@@ -95,18 +97,20 @@ class ModelBench:
         self.work.mkdir(parents=True, exist_ok=True)
         self.threads = threads
         self.loaded: dict[str, peers.Loaded] = {}
-        self.res: dict[str, Any] = {"model": spec.name, "note": spec.note, "peers": {},
-                                    "autoinfer": {}}
+        self.res: dict[str, Any] = {"model": spec.name, "note": spec.note, "peers": {}, "autoinfer": {}}
 
     # -- helpers
     def ctx(self) -> peers.Context:
         shapes = {k: tuple(v.shape) for k, v in self.feeds.items()}
-        return peers.Context(input_shapes=shapes, autoinfer_cache=self.cache,
-                             ncnn_artifacts=self.work / "ncnn", threads=self.threads)
+        return peers.Context(
+            input_shapes=shapes,
+            autoinfer_cache=self.cache,
+            ncnn_artifacts=self.work / "ncnn",
+            threads=self.threads,
+        )
 
     def peer(self, name: str) -> dict[str, Any]:
-        return self.res["peers"].setdefault(name, {"label": peers.LABELS[name],
-                                                   "status": "not run"})
+        return self.res["peers"].setdefault(name, {"label": peers.LABELS[name], "status": "not run"})
 
     def run(self) -> dict[str, Any]:
         spec = self.spec
@@ -118,8 +122,7 @@ class ModelBench:
         from autoinfer.model import load_facts
 
         facts = load_facts(self.path)
-        self.res.update(flops=facts.flops, params=facts.params,
-                        size_mb=self.path.stat().st_size / 2**20)
+        self.res.update(flops=facts.flops, params=facts.params, size_mb=self.path.stat().st_size / 2**20)
         self.feeds = models.feeds(spec, self.path)
         self.res["input_shapes"] = {k: list(v.shape) for k, v in self.feeds.items()}
         self.feeds_file = self.work / "feeds.npz"
@@ -202,21 +205,32 @@ class ModelBench:
             if choice is None:
                 raise RuntimeError("the background selection did not end within 600 s")
         except Exception as exc:  # noqa: BLE001
-            p.update(status="failed", reason=f"{type(exc).__name__}: {_short(exc)}",
-                     traceback=traceback.format_exc()[-3000:])
+            p.update(
+                status="failed",
+                reason=f"{type(exc).__name__}: {_short(exc)}",
+                traceback=traceback.format_exc()[-3000:],
+            )
             log(f"    autoinfer    FAILED: {_short(exc)}")
             return
         self.loaded["autoinfer"] = lp
         dec = sess.decision
-        a.update(cold_select_s=dec.elapsed_s, winner=dec.winner.key,
-                 running=choice.candidate.key, winner_backend=choice.backend,
-                 selection_elapsed_s=dec.elapsed_s, explain=sess.explain(),
-                 selection_median_ms=choice.latency_ms, predicted_vs_ort=choice.ratio,
-                 predicted_interval=list(choice.interval) if choice.interval else None)
+        a.update(
+            cold_select_s=dec.elapsed_s,
+            winner=dec.winner.key,
+            running=choice.candidate.key,
+            winner_backend=choice.backend,
+            selection_elapsed_s=dec.elapsed_s,
+            explain=sess.explain(),
+            selection_median_ms=choice.latency_ms,
+            predicted_vs_ort=choice.ratio,
+            predicted_interval=list(choice.interval) if choice.interval else None,
+        )
         p.update(status="loaded", load_in_process_s=a["open_s"], info={"winner": dec.winner.key})
-        log(f"    autoinfer    first result {a['first_result_s'] * 1e3:.0f} ms (plain ORT "
+        log(
+            f"    autoinfer    first result {a['first_result_s'] * 1e3:.0f} ms (plain ORT "
             f"{a['ort_first_result_s'] * 1e3:.0f} ms); selection {dec.elapsed_s:.1f} s -> "
-            f"{dec.winner.key} (predicted {choice.ratio or 1.0:.3f}x the reference)")
+            f"{dec.winner.key} (predicted {choice.ratio or 1.0:.3f}x the reference)"
+        )
 
     # -- correctness
     def check_all(self) -> None:
@@ -272,12 +286,12 @@ class ModelBench:
             self.peer(n).update(
                 latency_ms={k: (v * 1e3 if k != "n" else v) for k, v in s.items()},
                 round_medians_ms=[x * 1e3 for x in timed[n]["round_medians"]],
-                reps_per_round=reps[n])
+                reps_per_round=reps[n],
+            )
         if "ort" in names:
             base = timed["ort"]["round_medians"]
             for n in names:
-                self.peer(n)["ratio_to_ort_rounds"] = measure.ratio_spread(
-                    timed[n]["round_medians"], base)
+                self.peer(n)["ratio_to_ort_rounds"] = measure.ratio_spread(timed[n]["round_medians"], base)
         line = "  ".join(f"{n} {self.peer(n)['latency_ms']['median']:.3f}" for n in names)
         log(f"    latency ms (median): {line}")
 
@@ -300,8 +314,7 @@ class ModelBench:
                     lp.run(fb)
                     est[n] = time.perf_counter() - t0
                 except Exception as exc:  # noqa: BLE001
-                    per_batch.setdefault(n, {})[str(b)] = {"status": "failed",
-                                                          "reason": _short(exc)}
+                    per_batch.setdefault(n, {})[str(b)] = {"status": "failed", "reason": _short(exc)}
                     continue
                 if n == "autoinfer" and b != 1:
                     sess = lp.handle
@@ -315,21 +328,43 @@ class ModelBench:
                 continue
             slot = plan.tp_budget_s / (plan.tp_rounds * len(names))
             reps = {n: max(1, min(plan.max_reps, int(slot / max(est[n], 1e-6)))) for n in names}
-            timed = measure.interleaved({n: _bind(self.loaded[n].run, fb) for n in names},
-                                        plan.tp_rounds, reps)
+            timed = measure.interleaved(
+                {n: _bind(self.loaded[n].run, fb) for n in names}, plan.tp_rounds, reps
+            )
             for n in names:
                 med = statistics.median(timed[n]["samples"])
-                per_batch.setdefault(n, {})[str(b)] = {"status": "ok", "median_ms": med * 1e3,
-                                                       "items_per_s": b / med}
+                per_batch.setdefault(n, {})[str(b)] = {
+                    "status": "ok",
+                    "median_ms": med * 1e3,
+                    "items_per_s": b / med,
+                }
         for n, d in per_batch.items():
-            best = max(((int(k), v["items_per_s"]) for k, v in d.items()
-                        if isinstance(v, dict) and v.get("status") == "ok"),
-                       key=lambda kv: kv[1], default=None)
-            self.peer(n)["throughput"] = {"batches": d, "best_batch": best[0] if best else None,
-                                          "best_items_per_s": best[1] if best else None}
-        log("    throughput items/s (best batch): " + "  ".join(
-            f"{n} {self.peer(n)['throughput']['best_items_per_s']:.1f}@{self.peer(n)['throughput']['best_batch']}"
-            for n in per_batch if self.peer(n).get("throughput", {}).get("best_items_per_s")))
+            best = max(
+                (
+                    (int(k), v["items_per_s"])
+                    for k, v in d.items()
+                    if isinstance(v, dict) and v.get("status") == "ok"
+                ),
+                key=lambda kv: kv[1],
+                default=None,
+            )
+            self.peer(n)["throughput"] = {
+                "batches": d,
+                "best_batch": best[0] if best else None,
+                "best_items_per_s": best[1] if best else None,
+            }
+        log(
+            "    throughput items/s (best batch): "
+            + "  ".join(
+                "{} {:.1f}@{}".format(
+                    n,
+                    self.peer(n)["throughput"]["best_items_per_s"],
+                    self.peer(n)["throughput"]["best_batch"],
+                )
+                for n in per_batch
+                if self.peer(n).get("throughput", {}).get("best_items_per_s")
+            )
+        )
 
     # -- fresh processes: load time and peak memory
     def fresh_processes(self) -> None:
@@ -343,11 +378,16 @@ class ModelBench:
             for n in measure.rotation(names, r):
                 if r > 0 and n not in twice:
                     continue
-                job = {"peer": n, "model": str(self.path), "feeds": str(self.feeds_file),
-                       "input_shapes": {k: list(v.shape) for k, v in self.feeds.items()},
-                       "autoinfer_cache": str(self.cache),
-                       "ncnn_artifacts": str(self.work / "ncnn"), "threads": self.threads,
-                       "energy": r == 0}
+                job = {
+                    "peer": n,
+                    "model": str(self.path),
+                    "feeds": str(self.feeds_file),
+                    "input_shapes": {k: list(v.shape) for k, v in self.feeds.items()},
+                    "autoinfer_cache": str(self.cache),
+                    "ncnn_artifacts": str(self.work / "ncnn"),
+                    "threads": self.threads,
+                    "energy": r == 0,
+                }
                 if n == "autoinfer" and own and own != "autoinfer":
                     job["also_import"] = [own]
                 results[n].append(_child(job))
@@ -360,10 +400,13 @@ class ModelBench:
             p["fresh_process"] = {
                 "load_s": min(x["load_s"] for x in good),
                 "load_s_all": [x["load_s"] for x in good],
-                "first_run_s": good[0]["first_s"], "import_s": good[0]["import_s"],
-                "base_mb": good[0]["base_mb"], "peak_mb": good[0]["peak_mb"],
+                "first_run_s": good[0]["first_s"],
+                "import_s": good[0]["import_s"],
+                "base_mb": good[0]["base_mb"],
+                "peak_mb": good[0]["peak_mb"],
                 "model_mb": good[0]["peak_mb"] - good[0]["base_mb"],
-                "energy_j_per_inference": good[0].get("energy_j_per_inference")}
+                "energy_j_per_inference": good[0].get("energy_j_per_inference"),
+            }
         a = self.res["autoinfer"]
         fa = self.peer("autoinfer").get("fresh_process", {})
         fo = self.peer(own).get("fresh_process", {}) if own else {}
@@ -371,10 +414,14 @@ class ModelBench:
             a["warm_session_fresh_s"] = fa["load_s"]
         if own and "load_s" in fo:
             a["own_load_fresh_s"] = fo["load_s"]
-        log(f"    fresh process: " + "  ".join(
-            f"{n} load {self.peer(n)['fresh_process'].get('load_s', math.nan):.3f}s "
-            f"peak {self.peer(n)['fresh_process'].get('peak_mb', math.nan):.0f}MB"
-            for n in names))
+        log(
+            "    fresh process: "
+            + "  ".join(
+                f"{n} load {self.peer(n)['fresh_process'].get('load_s', math.nan):.3f}s "
+                f"peak {self.peer(n)['fresh_process'].get('peak_mb', math.nan):.0f}MB"
+                for n in names
+            )
+        )
 
     # -- warm Session() in this process, against the winner runtime's own load
     def warm_in_process(self) -> None:
@@ -401,6 +448,7 @@ class ModelBench:
 
 
 # ------------------------------------------------------------------------ autoinfer's own
+
 
 def overhead(mb: ModelBench, plan: Plan) -> dict[str, Any] | None:
     """Per-call cost of Session.run over the chosen runtime's own call, in µs."""
@@ -461,8 +509,7 @@ def overhead(mb: ModelBench, plan: Plan) -> dict[str, Any] | None:
     # (plus the runner's direct difference where its wrapper cannot be stubbed).
     direct = out["direct_session_minus_" + base]
     noise = direct["p75"] - direct["p25"]
-    iso = out["isolated_session_layer"]["median"] + \
-        out.get("runner_layer_on_tiny", {}).get("median", 0.0)
+    iso = out["isolated_session_layer"]["median"] + out.get("runner_layer_on_tiny", {}).get("median", 0.0)
     if noise < OVERHEAD_MAX_US:
         out["overhead_us"], out["overhead_from"] = direct["median"], "direct"
     else:
@@ -482,16 +529,21 @@ def runner_layer(cand: Any, plan: Plan, threads: int) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory(prefix="autoinfer-bench-tiny-") as tmp:
         try:
             runner = backends.get(cand.backend).load(
-                cand, load_facts(path), LoadContext(artifact_dir=Path(tmp), threads=threads,
-                                                    input_shapes={k: v.shape for k, v in f.items()}))
+                cand,
+                load_facts(path),
+                LoadContext(
+                    artifact_dir=Path(tmp), threads=threads, input_shapes={k: v.shape for k, v in f.items()}
+                ),
+            )
         except Exception:  # noqa: BLE001 - the candidate cannot run the tiny model
             return None
         try:
             raw, how = _raw_call(runner, f)
             if raw is None:
                 return None
-            b = measure.per_call_blocks({"runner": _bind(runner.run, f), "raw": raw},
-                                        plan.overhead_rounds, 300)
+            b = measure.per_call_blocks(
+                {"runner": _bind(runner.run, f), "raw": raw}, plan.overhead_rounds, 300
+            )
         finally:
             runner.close()
     d = measure.paired(b["runner"], b["raw"])
@@ -511,11 +563,13 @@ def _raw_call(runner: Any, feeds: Mapping[str, np.ndarray]) -> tuple[Callable[[]
         def ov_call() -> Any:
             res = req.infer(feeds)
             return [res[p] for p in ports]
+
         return ov_call, "InferRequest.infer(feed) (outputs copied)"
     return None, "not separable from autoinfer's runner for this runtime"
 
 
 # ------------------------------------------------------------------------------- helpers
+
 
 def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
     return lambda: fn(arg)
@@ -535,8 +589,13 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     env["OPENVINO_TELEMETRY_DISABLE"] = "1"
     try:
-        proc = subprocess.run([sys.executable, str(HERE / "child.py"), json.dumps(job)],
-                              capture_output=True, text=True, timeout=600, env=env)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "child.py"), json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return {"ok": False, "reason": "timed out after 600 s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -548,6 +607,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------- summary
 
+
 def summarise(results: dict[str, Any]) -> None:
     """Ratios, regret, the compute-bound figure and the targets, added to ``results``."""
     rows = results["models"]
@@ -555,16 +615,17 @@ def summarise(results: dict[str, Any]) -> None:
     speedups = []
     for m in rows:
         ps = m["peers"]
-        lat = {n: p["latency_ms"]["median"] for n, p in ps.items()
-               if p.get("status") == "ok" and "latency_ms" in p}
+        lat = {
+            n: p["latency_ms"]["median"]
+            for n, p in ps.items()
+            if p.get("status") == "ok" and "latency_ms" in p
+        }
         others = {n: v for n, v in lat.items() if n != "autoinfer"}
         m["fastest_peer"] = min(others, key=others.get) if others else None
         rounds = {n: ps[n].get("round_medians_ms", []) for n in lat}
         if "autoinfer" in lat and others:
-            m["regret_rounds"] = measure.ratio_spread(rounds["autoinfer"],
-                                                      rounds[m["fastest_peer"]])
-            m["regret"] = m["regret_rounds"].get("median") or (
-                lat["autoinfer"] / min(others.values()))
+            m["regret_rounds"] = measure.ratio_spread(rounds["autoinfer"], rounds[m["fastest_peer"]])
+            m["regret"] = m["regret_rounds"].get("median") or (lat["autoinfer"] / min(others.values()))
         if "autoinfer" in lat and "ort" in lat:
             m["vs_ort_rounds"] = measure.ratio_spread(rounds["autoinfer"], rounds["ort"])
             m["vs_ort"] = m["vs_ort_rounds"].get("median") or lat["autoinfer"] / lat["ort"]
@@ -583,59 +644,88 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def add(name: str, ok: bool | None, value: str, detail: str = "") -> None:
-        out.append({"target": name, "status": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
-                    "value": value, "detail": detail})
+        out.append(
+            {
+                "target": name,
+                "status": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
+                "value": value,
+                "detail": detail,
+            }
+        )
 
     for m in results["models"]:
         a = m["peers"].get("autoinfer", {})
         if a.get("status") != "ok":
-            add(f"{m['model']}: autoinfer runs correctly", False,
-                a.get("status", "not run"), a.get("reason", ""))
+            add(
+                f"{m['model']}: autoinfer runs correctly",
+                False,
+                a.get("status", "not run"),
+                a.get("reason", ""),
+            )
             continue
         if "regret" in m:
-            add(f"{m['model']}: latency <= {REGRET_MAX:.2f}x fastest correct peer",
-                m["regret"] <= REGRET_MAX, f"{m['regret']:.3f}x ({m['fastest_peer']})",
-                _noise_note(m["regret"], REGRET_MAX, m.get("regret_rounds", {})))
+            add(
+                f"{m['model']}: latency <= {REGRET_MAX:.2f}x fastest correct peer",
+                m["regret"] <= REGRET_MAX,
+                f"{m['regret']:.3f}x ({m['fastest_peer']})",
+                _noise_note(m["regret"], REGRET_MAX, m.get("regret_rounds", {})),
+            )
         if "vs_ort" in m:
-            add(f"{m['model']}: latency <= {VS_ORT_MAX:.2f}x plain ONNX Runtime",
-                m["vs_ort"] <= VS_ORT_MAX, f"{m['vs_ort']:.3f}x",
-                _noise_note(m["vs_ort"], VS_ORT_MAX, m.get("vs_ort_rounds", {})))
+            add(
+                f"{m['model']}: latency <= {VS_ORT_MAX:.2f}x plain ONNX Runtime",
+                m["vs_ort"] <= VS_ORT_MAX,
+                f"{m['vs_ort']:.3f}x",
+                _noise_note(m["vs_ort"], VS_ORT_MAX, m.get("vs_ort_rounds", {})),
+            )
         if "prediction_gap" in m:
-            add(f"{m['model']}: predicted ratio to ORT within {PREDICTION_GAP_MAX:.0%} of measured",
+            add(
+                f"{m['model']}: predicted ratio to ORT within {PREDICTION_GAP_MAX:.0%} of measured",
                 m["prediction_gap"] <= PREDICTION_GAP_MAX,
-                f"predicted {m['predicted_vs_ort']:.3f}x, measured {m['vs_ort']:.3f}x")
+                f"predicted {m['predicted_vs_ort']:.3f}x, measured {m['vs_ort']:.3f}x",
+            )
         ai = m.get("autoinfer", {})
         if "first_result_s" in ai and "ort_first_result_s" in ai:
             limit = ai["ort_first_result_s"] + COLD_SLACK_S
-            add(f"{m['model']}: cold Session() + first run <= plain ORT's + 50 ms",
+            add(
+                f"{m['model']}: cold Session() + first run <= plain ORT's + 50 ms",
                 ai["first_result_s"] <= limit,
                 f"{ai['first_result_s'] * 1e3:.0f} ms vs {ai['ort_first_result_s'] * 1e3:.0f} ms",
-                f"in process, empty cache; on {ai.get('started_on')}")
+                f"in process, empty cache; on {ai.get('started_on')}",
+            )
     g = results.get("geomean_speedup_vs_ort")
-    add(f"geometric-mean speedup over plain ONNX Runtime >= {GEOMEAN_MIN:.2f}x",
-        None if g is None else g >= GEOMEAN_MIN, "n/a" if g is None else f"{g:.3f}x",
-        f"over {sum(1 for m in results['models'] if 'vs_ort' in m)} models")
+    add(
+        f"geometric-mean speedup over plain ONNX Runtime >= {GEOMEAN_MIN:.2f}x",
+        None if g is None else g >= GEOMEAN_MIN,
+        "n/a" if g is None else f"{g:.3f}x",
+        f"over {sum(1 for m in results['models'] if 'vs_ort' in m)} models",
+    )
     for name, o in (results.get("overhead") or {}).items():
         if o is None:
             continue
-        add(f"Session.run overhead <= {OVERHEAD_MAX_US:g} us ({name})",
-            o["overhead_us"] <= OVERHEAD_MAX_US, f"{o['overhead_us']:.2f} us",
-            f"{o['overhead_from']} measurement; direct paired IQR {o['direct_noise_us']:.1f} us")
+        add(
+            f"Session.run overhead <= {OVERHEAD_MAX_US:g} us ({name})",
+            o["overhead_us"] <= OVERHEAD_MAX_US,
+            f"{o['overhead_us']:.2f} us",
+            f"{o['overhead_from']} measurement; direct paired IQR {o['direct_noise_us']:.1f} us",
+        )
     for m in results["models"]:
         a = m.get("autoinfer", {})
         if "warm_session_fresh_s" in a and "own_load_fresh_s" in a:
             limit = a["own_load_fresh_s"] + WARM_SLACK_S
-            add(f"{m['model']}: warm Session() <= own load of {a['own_load_peer']} + 30 ms",
+            add(
+                f"{m['model']}: warm Session() <= own load of {a['own_load_peer']} + 30 ms",
                 a["warm_session_fresh_s"] <= limit,
                 f"{a['warm_session_fresh_s'] * 1e3:.0f} ms vs {a['own_load_fresh_s'] * 1e3:.0f} ms",
                 "fresh processes, best of the runs; in-process: "
                 f"{a.get('warm_session_in_process_s', math.nan) * 1e3:.0f} ms vs "
-                f"{a.get('own_load_in_process_s', math.nan) * 1e3:.0f} ms")
+                f"{a.get('own_load_in_process_s', math.nan) * 1e3:.0f} ms",
+            )
     mb = next((m for m in results["models"] if m["model"] == "mobilenetv2"), None)
     if mb is not None and "cold_select_s" in mb.get("autoinfer", {}):
         c = mb["autoinfer"]["cold_select_s"]
-        add(f"background selection of MobileNetV2 ends within {COLD_MAX_S:g} s", c <= COLD_MAX_S,
-            f"{c:.1f} s")
+        add(
+            f"background selection of MobileNetV2 ends within {COLD_MAX_S:g} s", c <= COLD_MAX_S, f"{c:.1f} s"
+        )
     return out
 
 
@@ -643,8 +733,10 @@ def _noise_note(value: float, limit: float, rounds: Mapping[str, float]) -> str:
     """The same ratio round by round (paired): its median and interquartile range."""
     if not rounds or "p25" not in rounds:
         return ""
-    note = (f"per round: median {rounds['median']:.3f}x, IQR [{rounds['p25']:.3f}, "
-            f"{rounds['p75']:.3f}] over {rounds['n']} rounds")
+    note = (
+        f"per round: median {rounds['median']:.3f}x, IQR [{rounds['p25']:.3f}, "
+        f"{rounds['p75']:.3f}] over {rounds['n']} rounds"
+    )
     if (value > limit) and rounds["p25"] <= limit:
         note += "; within noise"
     elif value <= limit < rounds["p75"]:
@@ -654,16 +746,20 @@ def _noise_note(value: float, limit: float, rounds: Mapping[str, float]) -> str:
 
 # ---------------------------------------------------------------------------------- main
 
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", help=f"comma-separated, from: {','.join(models.FULL)}")
     ap.add_argument("--quick", action="store_true", help="4 small models, fewer repetitions")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
-    ap.add_argument("--readme", action="store_true",
-                    help="rewrite README.md's benchmark section from the results, then exit")
-    ap.add_argument("--results", type=Path, help="results JSON for --readme "
-                                                 "(default: this machine's)")
+    ap.add_argument(
+        "--readme",
+        action="store_true",
+        help="rewrite README.md's benchmark section from the results, then exit",
+    )
+    ap.add_argument("--results", type=Path, help="results JSON for --readme (default: this machine's)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = ap.parse_args(argv)
 
@@ -677,22 +773,29 @@ def main(argv: list[str] | None = None) -> int:
         log(report.update_readme(README, json.loads(src.read_text())))
         return 0
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else \
-        list(models.QUICK if args.quick else models.FULL)
+    names = (
+        [n.strip() for n in args.models.split(",") if n.strip()]
+        if args.models
+        else list(models.QUICK if args.quick else models.FULL)
+    )
     unknown = [n for n in names if n not in models.SPECS]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; expected some of {list(models.SPECS)}")
     plan = Plan(args.quick)
     threads = int(hw.cpu.usable_cores)
     results: dict[str, Any] = {
-        "machine": {**machine.describe(hw), "peak": machine.cpu_peak(hw),
-                    "energy": machine.energy_counters()},
+        "machine": {
+            **machine.describe(hw),
+            "peak": machine.cpu_peak(hw),
+            "energy": machine.energy_counters(),
+        },
         "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "quick": args.quick, "models": [], "overhead": {},
+        "quick": args.quick,
+        "models": [],
+        "overhead": {},
         "method": report.METHOD,
     }
-    log(f"machine {slug}: {hw.cpu.model_name}, {threads} usable cores; "
-        f"load average {machine.load_average()}")
+    log(f"machine {slug}: {hw.cpu.model_name}, {threads} usable cores; load average {machine.load_average()}")
     log(f"energy: {results['machine']['energy']}")
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autoinfer-bench-") as tmp:
@@ -707,13 +810,18 @@ def main(argv: list[str] | None = None) -> int:
                     results["overhead"][name] = overhead(mb, plan)
                     o = results["overhead"][name]
                     if o:
-                        log(f"    overhead {o['overhead_us']:.2f} us ({o['overhead_from']}); "
-                            f"direct per call: " + ", ".join(
-                                f"{k} {v:.1f} us" for k, v in o["direct"].items()))
+                        log(
+                            f"    overhead {o['overhead_us']:.2f} us ({o['overhead_from']}); "
+                            f"direct per call: "
+                            + ", ".join(f"{k} {v:.1f} us" for k, v in o["direct"].items())
+                        )
             except Exception as exc:  # noqa: BLE001 - one model never sinks the run
                 log(f"    FAILED: {type(exc).__name__}: {_short(exc)}")
-                res = {**mb.res, "error": f"{type(exc).__name__}: {_short(exc, 1000)}",
-                       "traceback": traceback.format_exc()[-3000:]}
+                res = {
+                    **mb.res,
+                    "error": f"{type(exc).__name__}: {_short(exc, 1000)}",
+                    "traceback": traceback.format_exc()[-3000:],
+                }
             finally:
                 mb.close()
             results["models"].append(res)
@@ -728,11 +836,12 @@ def main(argv: list[str] | None = None) -> int:
     base.with_suffix(".md").write_text(md)
     png = report.chart(results, base.with_suffix(".png"))
     log("\n" + md)
-    log(f"wrote {base.with_suffix('.json')}, {base.with_suffix('.md')}"
-        + (f", {png}" if png else ""))
+    log(f"wrote {base.with_suffix('.json')}, {base.with_suffix('.md')}" + (f", {png}" if png else ""))
     failed = [t for t in results["targets"] if t["status"] == "FAIL"]
-    log(f"{len(results['targets']) - len(failed)} of {len(results['targets'])} targets pass "
-        f"({results['wall_s'] / 60:.1f} min)")
+    log(
+        f"{len(results['targets']) - len(failed)} of {len(results['targets'])} targets pass "
+        f"({results['wall_s'] / 60:.1f} min)"
+    )
     if not (args.quick or args.models):
         log("update the README's benchmark section with: python benchmarks/run.py --readme")
     return 1 if args.strict and failed else 0

@@ -7,13 +7,14 @@ left behind in its daemon thread, which never keeps the interpreter alive.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def start(fn: Callable[[], T], name: str) -> "Future[T]":
+def start(fn: Callable[[], T], name: str) -> Future[T]:
     """Start ``fn`` in a daemon thread; its result or exception lands in the returned future."""
     future: Future[T] = Future()
 

@@ -10,18 +10,33 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .model import X86_ARCHES, CpuCluster
 from .system import SystemView, parse_cpu_list
 
 # Flags that can change which kernel a runtime picks, in Linux's spelling.
-X86_FLAGS = frozenset({
-    "sse4_2", "avx", "avx2", "fma", "f16c",
-    "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
-})
+X86_FLAGS = frozenset(
+    {
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx_vnni",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    }
+)
 ARM_FLAGS = frozenset({"asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "fphp", "asimdhp"})
 KNOWN_FLAGS = X86_FLAGS | ARM_FLAGS
 # 32-bit ARM kernels spell Advanced SIMD "neon".
@@ -36,19 +51,48 @@ _X86_VENDORS = {
 }
 # "CPU implementer" codes (Arm ARM, MIDR_EL1.Implementer).
 _ARM_IMPLEMENTERS = {
-    0x41: "arm", 0x42: "broadcom", 0x43: "cavium", 0x46: "fujitsu", 0x48: "hisilicon",
-    0x4E: "nvidia", 0x51: "qualcomm", 0x53: "samsung", 0x61: "apple", 0x6D: "microsoft",
+    0x41: "arm",
+    0x42: "broadcom",
+    0x43: "cavium",
+    0x46: "fujitsu",
+    0x48: "hisilicon",
+    0x4E: "nvidia",
+    0x51: "qualcomm",
+    0x53: "samsung",
+    0x61: "apple",
+    0x6D: "microsoft",
     0xC0: "ampere",
 }
 # Arm Ltd core part numbers (MIDR_EL1.PartNum) of cores people run inference on.
 _ARM_PARTS = {
-    0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55", 0xD07: "Cortex-A57",
-    0xD08: "Cortex-A72", 0xD09: "Cortex-A73", 0xD0A: "Cortex-A75", 0xD0B: "Cortex-A76",
-    0xD0C: "Neoverse-N1", 0xD0D: "Cortex-A77", 0xD40: "Neoverse-V1", 0xD41: "Cortex-A78",
-    0xD42: "Cortex-A78AE", 0xD44: "Cortex-X1", 0xD46: "Cortex-A510", 0xD47: "Cortex-A710",
-    0xD48: "Cortex-X2", 0xD49: "Neoverse-N2", 0xD4A: "Neoverse-E1", 0xD4B: "Cortex-A78C",
-    0xD4D: "Cortex-A715", 0xD4E: "Cortex-X3", 0xD4F: "Neoverse-V2", 0xD80: "Cortex-A520",
-    0xD81: "Cortex-A720", 0xD82: "Cortex-X4", 0xD84: "Neoverse-V3", 0xD8E: "Neoverse-N3",
+    0xD03: "Cortex-A53",
+    0xD04: "Cortex-A35",
+    0xD05: "Cortex-A55",
+    0xD07: "Cortex-A57",
+    0xD08: "Cortex-A72",
+    0xD09: "Cortex-A73",
+    0xD0A: "Cortex-A75",
+    0xD0B: "Cortex-A76",
+    0xD0C: "Neoverse-N1",
+    0xD0D: "Cortex-A77",
+    0xD40: "Neoverse-V1",
+    0xD41: "Cortex-A78",
+    0xD42: "Cortex-A78AE",
+    0xD44: "Cortex-X1",
+    0xD46: "Cortex-A510",
+    0xD47: "Cortex-A710",
+    0xD48: "Cortex-X2",
+    0xD49: "Neoverse-N2",
+    0xD4A: "Neoverse-E1",
+    0xD4B: "Cortex-A78C",
+    0xD4D: "Cortex-A715",
+    0xD4E: "Cortex-X3",
+    0xD4F: "Neoverse-V2",
+    0xD80: "Cortex-A520",
+    0xD81: "Cortex-A720",
+    0xD82: "Cortex-X4",
+    0xD84: "Neoverse-V3",
+    0xD8E: "Neoverse-N3",
 }
 
 
@@ -244,7 +288,7 @@ def _arm_parts(system: SystemView, cpu_ids: list[int]) -> dict[int, tuple[int | 
     """CPU -> (implementer, part) from /proc/cpuinfo, when every CPU has a "CPU part"."""
     info = parse_cpuinfo(system.read("proc/cpuinfo") or "")
     parts: dict[int, tuple[int | None, int]] = {}
-    for cpu, proc in zip(info.cpu_ids, info.processors):
+    for cpu, proc in zip(info.cpu_ids, info.processors, strict=True):
         part = _hex(proc.get("CPU part"))
         if part is not None:
             parts[cpu] = (_hex(proc.get("CPU implementer")), part)

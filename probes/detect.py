@@ -7,10 +7,13 @@ import os
 import platform
 import threading
 import time
-from concurrent.futures import Future, TimeoutError as FutureTimeout
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
 
-from . import bounded, cgroup, cpu as cpu_probes, devices, nvidia
+from . import bounded, cgroup, devices, nvidia
+from . import cpu as cpu_probes
 from .model import CPU, Accelerator, CpuCluster, Hardware, NvidiaGPU, ProbeNote
 from .system import SystemView, open_system
 
@@ -96,10 +99,12 @@ class _Notes:
 
     def run(self, probe: str, fn: Callable[[], tuple[T, ProbeNote]], fallback: T) -> T:
         """For probes that return ``(value, note)``."""
+
         def call() -> T:
             value, note = fn()
             self.add(note)
             return value
+
         return self.guard(probe, call, fallback)
 
 
@@ -110,7 +115,9 @@ def _detect(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
     # The query that can block goes first, in parallel with the file reads. NVML has
     # its own bound: nvmlInit can take seconds without persistence mode, so the live
     # default waits up to nvidia.TIMEOUT_S; an explicit ``timeout_s`` is kept as given.
-    nvml_future: Future[tuple[NvidiaGPU, ...]] | None = bounded.start(lambda: nvidia.query(nvml), "nvml") if (system.live or nvml is not None) else None
+    nvml_future: Future[tuple[NvidiaGPU, ...]] | None = (
+        bounded.start(lambda: nvidia.query(nvml), "nvml") if (system.live or nvml is not None) else None
+    )
 
     cpu, os_name = _probe_cpu(system, notes)
 
@@ -121,25 +128,46 @@ def _detect(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
 
     gpus: tuple[NvidiaGPU, ...] = ()
     if nvml_future is None:
-        notes.add(ProbeNote("nvml", "absent", "not consulted: recorded machine given without an NVML stand-in"))
+        notes.add(
+            ProbeNote("nvml", "absent", "not consulted: recorded machine given without an NVML stand-in")
+        )
     else:
-        wait_s = max(timeout_s, nvidia.TIMEOUT_S) if (system.live and timeout_s == DEFAULT_TIMEOUT_S) else timeout_s
+        wait_s = (
+            max(timeout_s, nvidia.TIMEOUT_S)
+            if (system.live and timeout_s == DEFAULT_TIMEOUT_S)
+            else timeout_s
+        )
         gpus = _wait(notes, "nvml", nvml_future, started, wait_s, nvidia.found_note, nvidia.failure_note, ())
     if gpus:  # the same cards seen through nvidia-drm; NVML describes them better
         accelerators = [a for a in accelerators if not (a.vendor == "nvidia" and a.source == "drm")]
 
-    return Hardware(cpu=cpu, nvidia_gpus=gpus, accelerators=tuple(accelerators), os=os_name,
-                    notes=tuple(notes.items))
+    return Hardware(
+        cpu=cpu, nvidia_gpus=gpus, accelerators=tuple(accelerators), os=os_name, notes=tuple(notes.items)
+    )
 
 
-def _wait(notes: _Notes, probe: str, future: "Future[T]", started: float, timeout_s: float,
-          ok_note: Callable[[T], ProbeNote], failure_note: Callable[[BaseException], ProbeNote], fallback: T) -> T:
+def _wait(
+    notes: _Notes,
+    probe: str,
+    future: Future[T],
+    started: float,
+    timeout_s: float,
+    ok_note: Callable[[T], ProbeNote],
+    failure_note: Callable[[BaseException], ProbeNote],
+    fallback: T,
+) -> T:
     remaining = max(0.0, timeout_s - (time.monotonic() - started))
     try:
         value = future.result(timeout=remaining)
     except FutureTimeout:
-        notes.add(ProbeNote(probe, "timeout", f"no answer within {timeout_s:g} s, left running in the background; "
-                                              "detect(refresh=True, timeout_s=...) asks again"))
+        notes.add(
+            ProbeNote(
+                probe,
+                "timeout",
+                f"no answer within {timeout_s:g} s, left running in the background; "
+                "detect(refresh=True, timeout_s=...) asks again",
+            )
+        )
         return fallback
     except Exception as exc:
         notes.add(failure_note(exc))
@@ -195,10 +223,18 @@ def _probe_cpu(system: SystemView, notes: _Notes) -> tuple[CPU, str]:
     no_clusters: tuple[tuple[CpuCluster, ...], int] = (all_cpus, 0)
     clusters, with_freq = notes.guard("cpufreq", lambda: cpu_probes.clusters(system, cpu_ids), no_clusters)
     if with_freq:
-        notes.add(ProbeNote("cpufreq", "ok", "max MHz " + ", ".join(
-            f"{c.max_freq_mhz:g} on {len(c.cpus)} CPUs" for c in clusters if c.max_freq_mhz)))
+        notes.add(
+            ProbeNote(
+                "cpufreq",
+                "ok",
+                "max MHz "
+                + ", ".join(f"{c.max_freq_mhz:g} on {len(c.cpus)} CPUs" for c in clusters if c.max_freq_mhz),
+            )
+        )
     elif not notes.has("cpufreq"):
-        notes.add(ProbeNote("cpufreq", "absent", "no cpufreq cpuinfo_max_freq (virtual machine or no driver)"))
+        notes.add(
+            ProbeNote("cpufreq", "absent", "no cpufreq cpuinfo_max_freq (virtual machine or no driver)")
+        )
     clusters = clusters or all_cpus
     freqs = [c.max_freq_mhz for c in clusters if c.max_freq_mhz]
 

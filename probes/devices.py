@@ -100,7 +100,9 @@ def accel_accelerators(system: SystemView) -> tuple[list[Accelerator], ProbeNote
 
 def devicetree_accelerators(system: SystemView) -> tuple[list[Accelerator], ProbeNote]:
     """Jetson's integrated GPU, which NVML does not see, from the SoC's compatible string."""
-    text = system.read("proc/device-tree/compatible") or system.read("sys/firmware/devicetree/base/compatible")
+    text = system.read("proc/device-tree/compatible") or system.read(
+        "sys/firmware/devicetree/base/compatible"
+    )
     if text is None:
         return [], ProbeNote("devicetree", "absent", "no device tree")
     compatible = [c.strip() for c in text.split("\x00") if c.strip() and c.strip().isprintable()][:16]
@@ -108,10 +110,16 @@ def devicetree_accelerators(system: SystemView) -> tuple[list[Accelerator], Prob
         if entry in _TEGRA_GPUS:
             soc, cc = _TEGRA_GPUS[entry]
             gpu = Accelerator(
-                kind="igpu", vendor="nvidia", name=f"NVIDIA {soc} integrated GPU", pci_id=None,
-                source="devicetree", compute_capability=cc,
+                kind="igpu",
+                vendor="nvidia",
+                name=f"NVIDIA {soc} integrated GPU",
+                pci_id=None,
+                source="devicetree",
+                compute_capability=cc,
             )
-            return [gpu], ProbeNote("devicetree", "ok", f"{entry}: {gpu.name}, compute capability {cc[0]}.{cc[1]}")
+            return [gpu], ProbeNote(
+                "devicetree", "ok", f"{entry}: {gpu.name}, compute capability {cc[0]}.{cc[1]}"
+            )
     listed = ", ".join(compatible) or "no readable compatible entry"
     return [], ProbeNote("devicetree", "ok", f"no known SoC GPU in {listed}")
 

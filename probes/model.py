@@ -161,7 +161,8 @@ class Hardware:
     def accelerators_of(self, kind: str | None = None, vendor: str | None = None) -> tuple[Accelerator, ...]:
         """Accelerators matching ``kind`` and ``vendor`` (None matches any)."""
         return tuple(
-            a for a in self.accelerators
+            a
+            for a in self.accelerators
             if (kind is None or a.kind == kind) and (vendor is None or a.vendor == vendor)
         )
 
@@ -195,13 +196,23 @@ class Hardware:
                 "soc_model": cpu.soc_model,
             },
             "nvidia_gpus": [
-                [g.name, g.memory_total_mb, list(g.compute_capability), g.driver_version, g.cuda_driver_version]
+                [
+                    g.name,
+                    g.memory_total_mb,
+                    list(g.compute_capability),
+                    g.driver_version,
+                    g.cuda_driver_version,
+                ]
                 + ([[m.name, m.memory_total_mb] for m in g.mig_instances] if g.mig_enabled else [])
                 for g in self.nvidia_gpus
             ],
             "accelerators": sorted(
-                [a.kind, a.vendor, a.pci_id or a.name,
-                 None if a.compute_capability is None else list(a.compute_capability)]
+                [
+                    a.kind,
+                    a.vendor,
+                    a.pci_id or a.name,
+                    None if a.compute_capability is None else list(a.compute_capability),
+                ]
                 for a in self.accelerators
             ),
         }
@@ -229,15 +240,14 @@ class Hardware:
             gpus = ", ".join(
                 f"{g.name} (cc {g.compute_capability[0]}.{g.compute_capability[1]}, "
                 f"{g.memory_total_mb} MiB, driver {g.driver_version}"
-                + (f", MIG: {len(g.mig_instances)} instance(s)" if g.mig_enabled else "") + ")"
+                + (f", MIG: {len(g.mig_instances)} instance(s)" if g.mig_enabled else "")
+                + ")"
                 for g in self.nvidia_gpus
             )
         else:
             gpus = "no NVIDIA GPU"
         if self.accelerators:
-            accels = ", ".join(
-                a.name for a in self.accelerators
-            )
+            accels = ", ".join(a.name for a in self.accelerators)
         else:
             accels = "no other accelerator"
         return f"{cpu_part}, {gpus}, {accels}"
@@ -256,7 +266,7 @@ class Hardware:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Hardware":
+    def from_dict(cls, data: dict[str, Any]) -> Hardware:
         """Inverse of :meth:`to_dict`. Raises ValueError on a malformed or foreign dict."""
         if not isinstance(data, dict):
             raise ValueError(f"Expected a dict from Hardware.to_dict(). Received {type(data).__name__}.")
@@ -266,29 +276,45 @@ class Hardware:
         try:
             c = data["cpu"]
             cpu = CPU(
-                vendor=c["vendor"], model_name=c["model_name"], arch=c["arch"],
-                physical_cores=c["physical_cores"], logical_cores=c["logical_cores"],
-                quota_cores=c["quota_cores"], usable_cores=c["usable_cores"],
-                flags=tuple(c["flags"]), max_freq_mhz=c["max_freq_mhz"],
+                vendor=c["vendor"],
+                model_name=c["model_name"],
+                arch=c["arch"],
+                physical_cores=c["physical_cores"],
+                logical_cores=c["logical_cores"],
+                quota_cores=c["quota_cores"],
+                usable_cores=c["usable_cores"],
+                flags=tuple(c["flags"]),
+                max_freq_mhz=c["max_freq_mhz"],
                 clusters=tuple(CpuCluster(tuple(k["cpus"]), k["max_freq_mhz"]) for k in c["clusters"]),
                 soc_model=c["soc_model"],
             )
             gpus = tuple(
                 NvidiaGPU(
-                    index=g["index"], name=g["name"], uuid=g["uuid"], memory_total_mb=g["memory_total_mb"],
-                    compute_capability=tuple(g["compute_capability"]), driver_version=g["driver_version"],
+                    index=g["index"],
+                    name=g["name"],
+                    uuid=g["uuid"],
+                    memory_total_mb=g["memory_total_mb"],
+                    compute_capability=tuple(g["compute_capability"]),
+                    driver_version=g["driver_version"],
                     cuda_driver_version=g["cuda_driver_version"],
-                    pci_bus_id=g.get("pci_bus_id"), mig_enabled=g.get("mig_enabled"),
-                    mig_instances=tuple(MigInstance(m["index"], m["uuid"], m["name"], m["memory_total_mb"])
-                                        for m in g.get("mig_instances") or ()),
+                    pci_bus_id=g.get("pci_bus_id"),
+                    mig_enabled=g.get("mig_enabled"),
+                    mig_instances=tuple(
+                        MigInstance(m["index"], m["uuid"], m["name"], m["memory_total_mb"])
+                        for m in g.get("mig_instances") or ()
+                    ),
                 )
                 for g in data["nvidia_gpus"]
             )
             accels = tuple(
                 Accelerator(
-                    kind=a["kind"], vendor=a["vendor"], name=a["name"], pci_id=a["pci_id"],
+                    kind=a["kind"],
+                    vendor=a["vendor"],
+                    name=a["name"],
+                    pci_id=a["pci_id"],
                     source=a["source"],
-                    compute_capability=None if a.get("compute_capability") is None
+                    compute_capability=None
+                    if a.get("compute_capability") is None
                     else tuple(a["compute_capability"]),
                 )
                 for a in data["accelerators"]
@@ -296,7 +322,9 @@ class Hardware:
             notes = tuple(ProbeNote(n["probe"], n["status"], n["detail"]) for n in data.get("notes", ()))
             return cls(cpu=cpu, nvidia_gpus=gpus, accelerators=accels, os=data["os"], notes=notes)
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"Expected a dict from Hardware.to_dict(). Received one without {exc}.") from None
+            raise ValueError(
+                f"Expected a dict from Hardware.to_dict(). Received one without {exc}."
+            ) from None
 
 
 def _lists(value: Any) -> Any:

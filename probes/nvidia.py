@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib
 import re
 import threading
-from concurrent.futures import Future, TimeoutError as FutureTimeout
-from typing import Any, Iterable
+from collections.abc import Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from . import bounded
 from .model import MigInstance, NvidiaGPU, ProbeNote, Status
@@ -51,8 +53,9 @@ class NvmlGpus(tuple[NvidiaGPU, ...]):
     problems: tuple[str, ...]
     denied: bool  # every problem was NVML_ERROR_NO_PERMISSION
 
-    def __new__(cls, gpus: Iterable[NvidiaGPU] = (), problems: Iterable[str] = (),
-                denied: bool = False) -> "NvmlGpus":
+    def __new__(
+        cls, gpus: Iterable[NvidiaGPU] = (), problems: Iterable[str] = (), denied: bool = False
+    ) -> NvmlGpus:
         obj = super().__new__(cls, gpus)
         obj.problems = tuple(problems)
         obj.denied = denied
@@ -67,7 +70,7 @@ def load_pynvml() -> Any:
 
 
 _live_lock = threading.Lock()
-_live: "Future[NvmlGpus] | None" = None
+_live: Future[NvmlGpus] | None = None
 
 
 def query(nvml: Any | None) -> NvmlGpus:
@@ -87,8 +90,10 @@ def query(nvml: Any | None) -> NvmlGpus:
     try:
         return future.result(timeout=TIMEOUT_S)
     except FutureTimeout:
-        raise NvmlTimeout(f"NVML gave no answer within {TIMEOUT_S:g} s "
-                          "(nvmlInit is slow without persistence mode: nvidia-smi -pm 1)") from None
+        raise NvmlTimeout(
+            f"NVML gave no answer within {TIMEOUT_S:g} s "
+            "(nvmlInit is slow without persistence mode: nvidia-smi -pm 1)"
+        ) from None
 
 
 def _query(nvml: Any) -> NvmlGpus:
@@ -142,8 +147,9 @@ def _device(nvml: Any, index: int, driver: str, cuda: str | None, problems: list
     )
 
 
-def _mig(nvml: Any, handle: Any, index: int,
-         problems: list[str]) -> tuple[bool | None, tuple[MigInstance, ...]]:
+def _mig(
+    nvml: Any, handle: Any, index: int, problems: list[str]
+) -> tuple[bool | None, tuple[MigInstance, ...]]:
     """(MIG mode now, its instances); (None, ()) where the GPU or driver has no MIG."""
     try:
         current, _pending = nvml.nvmlDeviceGetMigMode(handle)
@@ -164,9 +170,14 @@ def _mig(nvml: Any, handle: Any, index: int,
                 uuid: str | None = _text(nvml.nvmlDeviceGetUUID(mig))
             except Exception:
                 uuid = None
-            instances.append(MigInstance(
-                index=slot, uuid=uuid, name=_text(nvml.nvmlDeviceGetName(mig)),
-                memory_total_mb=int(nvml.nvmlDeviceGetMemoryInfo(mig).total) // (1 << 20)))
+            instances.append(
+                MigInstance(
+                    index=slot,
+                    uuid=uuid,
+                    name=_text(nvml.nvmlDeviceGetName(mig)),
+                    memory_total_mb=int(nvml.nvmlDeviceGetMemoryInfo(mig).total) // (1 << 20),
+                )
+            )
     except Exception as exc:
         problems.append(f"GPU {index}: MIG is on but its instances are unreadable: {_describe(exc)}")
     return True, tuple(instances)
@@ -175,8 +186,10 @@ def _mig(nvml: Any, handle: Any, index: int,
 def normal_bus_id(text: str | None) -> str | None:
     """A PCI address in one spelling: NVML's "00000000:3B:00.0" and CUDA's "0000:3b:00.0"
     both become "0000:3b:00.0". None when ``text`` is not a PCI address."""
-    m = re.fullmatch(r"\s*(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])\s*",
-                     (text or "").rstrip("\x00"))
+    m = re.fullmatch(
+        r"\s*(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])\s*",
+        (text or "").rstrip("\x00"),
+    )
     if m is None:
         return None
     domain, bus, dev, fn = m.groups()
@@ -190,8 +203,9 @@ def found_note(gpus: tuple[NvidiaGPU, ...]) -> ProbeNote:
         return ProbeNote(PROBE, bad, "no GPU readable: " + "; ".join(problems))
     if not gpus:
         return ProbeNote(PROBE, "absent", "no device: NVML is loaded but lists no GPU")
-    names = ", ".join(g.name + (f" (MIG: {len(g.mig_instances)} instance(s))" if g.mig_enabled else "")
-                      for g in gpus)
+    names = ", ".join(
+        g.name + (f" (MIG: {len(g.mig_instances)} instance(s))" if g.mig_enabled else "") for g in gpus
+    )
     detail = f"{len(gpus)} GPU(s): {names}; driver {gpus[0].driver_version}"
     if problems:
         return ProbeNote(PROBE, bad, detail + "; but " + "; ".join(problems))

@@ -65,9 +65,15 @@ class FakeNVML:
 
     NVMLError = FakeNVMLError
 
-    def __init__(self, devices: list[dict[str, Any]] | None = None, driver_version: str = "",
-                 cuda_driver_version: int | None = None, error: str | None = None,
-                 block: threading.Event | None = None, names_as_bytes: bool = False) -> None:
+    def __init__(
+        self,
+        devices: list[dict[str, Any]] | None = None,
+        driver_version: str = "",
+        cuda_driver_version: int | None = None,
+        error: str | None = None,
+        block: threading.Event | None = None,
+        names_as_bytes: bool = False,
+    ) -> None:
         self.devices = list(devices or [])
         self.driver_version = driver_version
         self.cuda_driver_version = cuda_driver_version
@@ -77,7 +83,7 @@ class FakeNVML:
         self.initialised = 0
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FakeNVML":
+    def from_dict(cls, data: dict[str, Any]) -> FakeNVML:
         """From ``{"driver_version": "580.159.04", "cuda_driver_version": 13000, "devices": [{"name": ...,
         "uuid": ..., "memory_total_bytes": ..., "compute_capability": [9, 0]}]}``,
         or ``{"error": "LIBRARY_NOT_FOUND"}`` (any key of NVML_ERRORS).
@@ -87,15 +93,19 @@ class FakeNVML:
         (that call fails); ``"mig_mode": 1`` (absent: the GPU has no MIG) with ``"mig_devices":
         [{"slot": 0, "uuid": "MIG-...", "name": ..., "memory_total_bytes": ...}]`` and
         ``"max_mig_devices"`` (default 7)."""
-        return cls(devices=data.get("devices", []), driver_version=data.get("driver_version", ""),
-                   cuda_driver_version=data.get("cuda_driver_version"), error=data.get("error"))
+        return cls(
+            devices=data.get("devices", []),
+            driver_version=data.get("driver_version", ""),
+            cuda_driver_version=data.get("cuda_driver_version"),
+            error=data.get("error"),
+        )
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike[str]) -> "FakeNVML":
+    def from_json(cls, path: str | os.PathLike[str]) -> FakeNVML:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     @classmethod
-    def failing(cls, error: str = "LIBRARY_NOT_FOUND") -> "FakeNVML":
+    def failing(cls, error: str = "LIBRARY_NOT_FOUND") -> FakeNVML:
         """NVML that fails to initialise, as on a machine without the NVIDIA driver."""
         return cls(error=error)
 
@@ -272,14 +282,20 @@ def record(directory: str | os.PathLike[str], *, timeout_s: float = DEFAULT_TIME
 
 def nvml_device_dict(gpu: NvidiaGPU) -> dict[str, Any]:
     """One GPU in the form FakeNVML.from_dict reads."""
-    out: dict[str, Any] = {"name": gpu.name, "uuid": gpu.uuid, "memory_total_bytes": gpu.memory_total_mb << 20,
-                           "compute_capability": list(gpu.compute_capability)}
+    out: dict[str, Any] = {
+        "name": gpu.name,
+        "uuid": gpu.uuid,
+        "memory_total_bytes": gpu.memory_total_mb << 20,
+        "compute_capability": list(gpu.compute_capability),
+    }
     if gpu.pci_bus_id:
         out["pci_bus_id"] = gpu.pci_bus_id
     if gpu.mig_enabled is not None:
         out["mig_mode"] = int(gpu.mig_enabled)
-        out["mig_devices"] = [{"slot": m.index, "uuid": m.uuid, "name": m.name,
-                               "memory_total_bytes": m.memory_total_mb << 20} for m in gpu.mig_instances]
+        out["mig_devices"] = [
+            {"slot": m.index, "uuid": m.uuid, "name": m.name, "memory_total_bytes": m.memory_total_mb << 20}
+            for m in gpu.mig_instances
+        ]
     return out
 
 

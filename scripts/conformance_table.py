@@ -9,6 +9,7 @@ then lists every unsupported case with the backend's reason, every load failure 
 known runtime limit (KNOWN_LOAD_FAILURES) with its reason, and every failure. A load failure
 not on that list is a failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,21 +103,29 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Tolerances loosened per backend:", ""]
         for name, (rtol, atol, why) in conf.BACKEND_TOLERANCE.items():
             lines.append(f"- {name}: rtol {rtol:g}, atol {atol:g}: {why}")
-    lines += ["", "| backend | suite | pass | unsupported | known limit | fail |",
-              "|---|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| backend | suite | pass | unsupported | known limit | fail |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for name in names:
         total: Counter = Counter()
         for suite in suites:
             c = counts[name][suite]
             total.update(c)
-            lines.append(f"| {name} | {suite} | {c['pass']} | {c['unsupported']} | "
-                         f"{c['known']} | {c['fail']} |")
-        lines.append(f"| **{name}** | **all** ({seconds[name]:.0f} s) | **{total['pass']}** | "
-                     f"**{total['unsupported']}** | **{total['known']}** | **{total['fail']}** |")
-    for title, table in (("Failures", failures),
-                         ("Load failures that are known runtime limits", known),
-                         ("Passes compared differently, and why", notes),
-                         ("Unsupported cases and reasons", unsupported)):
+            lines.append(
+                f"| {name} | {suite} | {c['pass']} | {c['unsupported']} | {c['known']} | {c['fail']} |"
+            )
+        lines.append(
+            f"| **{name}** | **all** ({seconds[name]:.0f} s) | **{total['pass']}** | "
+            f"**{total['unsupported']}** | **{total['known']}** | **{total['fail']}** |"
+        )
+    for title, table in (
+        ("Failures", failures),
+        ("Load failures that are known runtime limits", known),
+        ("Passes compared differently, and why", notes),
+        ("Unsupported cases and reasons", unsupported),
+    ):
         if not any(table.values()):
             continue
         lines += ["", f"## {title}", ""]

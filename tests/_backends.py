@@ -3,11 +3,12 @@
 ``usable_backends()`` (in conftest.py) lists those usable here; ``reference_backend()``
 is the one whose capabilities say it is the accuracy reference.
 """
+
 from __future__ import annotations
 
-from autoinfer import backends
-
 from conftest import backend_report, usable_backends
+
+from autoinfer import backends
 
 
 def reference_backend() -> str:

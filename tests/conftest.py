@@ -3,6 +3,7 @@
 The pytest header lists every registered backend and why it is or is not
 usable here, so a test that is not generated for a backend says why.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,11 +23,21 @@ def hardware() -> Any:
         return probes.detect()
     except Exception as exc:  # probes missing or broken: the backends still need facts
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        cpu = SimpleNamespace(vendor="unknown", flags=(), usable_cores=n or 1,
-                              logical_cores=n or 1, physical_cores=n or 1,
-                              has=lambda flag: False)
-        return SimpleNamespace(cpu=cpu, nvidia_gpus=(), accelerators=(),
-                               fingerprint="stand-in", summary=f"stand-in hardware ({exc})")
+        cpu = SimpleNamespace(
+            vendor="unknown",
+            flags=(),
+            usable_cores=n or 1,
+            logical_cores=n or 1,
+            physical_cores=n or 1,
+            has=lambda flag: False,
+        )
+        return SimpleNamespace(
+            cpu=cpu,
+            nvidia_gpus=(),
+            accelerators=(),
+            fingerprint="stand-in",
+            summary=f"stand-in hardware ({exc})",
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,8 +68,7 @@ def pytest_report_header(config: Any) -> list[str]:
     lines = []
     for name, (ok, detail) in backend_report().items():
         lines.append(f"  {name}: {'usable, ' if ok else 'not usable, no tests generated for it: '}{detail}")
-    return ["autoinfer backends on " + str(getattr(hardware(), "summary", "this machine")) + ":",
-            *lines]
+    return ["autoinfer backends on " + str(getattr(hardware(), "summary", "this machine")) + ":", *lines]
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +76,9 @@ def hw() -> Any:
     return hardware()
 
 
-def fp32_candidates(backend: Any, facts: Any, hw: Any,
-                    objective: str = "latency") -> tuple[list[Any], list[str]]:
+def fp32_candidates(
+    backend: Any, facts: Any, hw: Any, objective: str = "latency"
+) -> tuple[list[Any], list[str]]:
     """A backend's first fp32 candidate per device, and the reasons of its fp32 Unsupported."""
     from autoinfer.backends import Unsupported
 
@@ -84,6 +95,7 @@ def fp32_candidates(backend: Any, facts: Any, hw: Any,
 
 # -- small models every backend test can use ------------------------------------
 
+
 def small_conv_model(path: Any, activation: str = "Relu", seed: int = 11) -> Any:
     """Conv 3->4 3x3 (padded) then ``activation`` on "input" [1, 3, 8, 8] -> "output"
     [1, 4, 8, 8]: a model every runtime here runs, saved at ``path`` (returned)."""
@@ -94,10 +106,15 @@ def small_conv_model(path: Any, activation: str = "Relu", seed: int = 11) -> Any
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w")
     g = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node(activation, ["c"], ["output"])], "conv",
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node(activation, ["c"], ["output"]),
+        ],
+        "conv",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, str(path))
@@ -121,18 +138,26 @@ def multi_io_model() -> Any:
         helper.make_node("Add", ["ids", "one"], ["next_ids"]),
         helper.make_node("Greater", ["x", "zero"], ["positive"]),
     ]
-    inits = [helper.make_tensor("axes", T.INT64, [1], [1]),
-             helper.make_tensor("half", T.FLOAT, [], [0.5]),
-             helper.make_tensor("one", T.INT64, [], [1]),
-             helper.make_tensor("zero", T.FLOAT, [], [0.0])]
+    inits = [
+        helper.make_tensor("axes", T.INT64, [1], [1]),
+        helper.make_tensor("half", T.FLOAT, [], [0.5]),
+        helper.make_tensor("one", T.INT64, [], [1]),
+        helper.make_tensor("zero", T.FLOAT, [], [0.0]),
+    ]
     graph = helper.make_graph(
-        nodes, "multi_io",
-        [helper.make_tensor_value_info("x", T.FLOAT, ["N", 4]),
-         helper.make_tensor_value_info("ids", T.INT64, ["N"])],
-        [helper.make_tensor_value_info("sum", T.FLOAT, ["N"]),
-         helper.make_tensor_value_info("next_ids", T.INT64, ["N"]),
-         helper.make_tensor_value_info("positive", T.BOOL, ["N", 4])],
-        inits)
+        nodes,
+        "multi_io",
+        [
+            helper.make_tensor_value_info("x", T.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("ids", T.INT64, ["N"]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", T.FLOAT, ["N"]),
+            helper.make_tensor_value_info("next_ids", T.INT64, ["N"]),
+            helper.make_tensor_value_info("positive", T.BOOL, ["N", 4]),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -142,7 +167,6 @@ def multi_io_model() -> Any:
 def model_paths(tmp_path_factory: Any) -> dict[str, Any]:
     """ONNX files: "multi_io" (above), and zoo models "tiny", "dynamic_batch", "mobilenetv2"."""
     import onnx
-
     import zoo
 
     d = tmp_path_factory.mktemp("models")

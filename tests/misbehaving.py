@@ -7,18 +7,27 @@ hang, a memory leak, or failures at run() time. Each claims to be the fastest
 They are registered by name in the tests; the measuring subprocess imports
 this module through the parent's sys.path.
 """
+
 from __future__ import annotations
 
 import ctypes
 import sys
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from autoinfer.backends.base import (Availability, Backend, Candidate, Capabilities, Estimate,
-                                     LoadContext, Runner)
+from autoinfer.backends.base import (
+    Availability,
+    Backend,
+    Candidate,
+    Capabilities,
+    Estimate,
+    LoadContext,
+    Runner,
+)
 from autoinfer.errors import BackendError
 
 

@@ -2,15 +2,24 @@
 selection's tests: with it as the reference, the real ONNX Runtime wins the race with
 certainty, so a switch is certain. The measuring subprocess imports this module
 through the parent's sys.path."""
+
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from autoinfer.backends.base import (Availability, Backend, Candidate, Capabilities, Estimate,
-                                     LoadContext, Runner)
+from autoinfer.backends.base import (
+    Availability,
+    Backend,
+    Candidate,
+    Capabilities,
+    Estimate,
+    LoadContext,
+    Runner,
+)
 
 DELAY_S = 0.003
 
@@ -41,8 +50,7 @@ class SlowReference(Backend):
     name = "slow_reference"
     package = "onnxruntime"
     extra = None
-    capabilities = Capabilities(devices=("cpu",), precisions=("fp32",), dynamic_shapes=True,
-                                reference=True)
+    capabilities = Capabilities(devices=("cpu",), precisions=("fp32",), dynamic_shapes=True, reference=True)
     runners: list[_SlowRunner] = []
 
     def availability(self, hw: Any) -> Availability:

@@ -3,6 +3,7 @@
 Every model here is converted by the real pnnx executable and run by the real
 ncnn; outputs are compared with ONNX Runtime.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,13 +20,12 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import zoo
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 import autoinfer
-import zoo
-from autoinfer.backends import Candidate, LoadContext, Unsupported, get
-from autoinfer.backends import _pnnx
+from autoinfer.backends import Candidate, LoadContext, Unsupported, _pnnx, get
 from autoinfer.backends import ncnn as nb
 from autoinfer.errors import BackendError, InputError, UnsupportedModel
 from autoinfer.model import load_facts
@@ -34,6 +34,7 @@ NAME = "ncnn"
 
 
 # -- models ----------------------------------------------------------------------------------
+
 
 def _w(rng: np.random.Generator, name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
@@ -50,31 +51,47 @@ def _save(graph: onnx.GraphProto, path: Path, opset: int = 17) -> Path:
 def _cnn(path: Path, batch: int | str = 1) -> Path:
     """Conv + Relu + MaxPool + grouped Conv + GlobalAveragePool + Gemm: [B,3,32,32] -> [B,10]."""
     rng = np.random.default_rng(1)
-    nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=8),
-             helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
-             helper.make_node("Flatten", ["g"], ["f"]),
-             helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1)]
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
+    ]
     graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("image", T.FLOAT, [batch, 3, 32, 32])],
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("image", T.FLOAT, [batch, 3, 32, 32])],
         [helper.make_tensor_value_info("logits", T.FLOAT, [batch, 10])],
-        [_w(rng, "w1", 16, 3, 3, 3), _w(rng, "b1", 16), _w(rng, "w2", 16, 2, 3, 3),
-         _w(rng, "b2", 16), _w(rng, "wf", 10, 16), _w(rng, "bf", 10)])
+        [
+            _w(rng, "w1", 16, 3, 3, 3),
+            _w(rng, "b1", 16),
+            _w(rng, "w2", 16, 2, 3, 3),
+            _w(rng, "b2", 16),
+            _w(rng, "wf", 10, 16),
+            _w(rng, "bf", 10),
+        ],
+    )
     return _save(graph, path)
 
 
 def _mlp(path: Path) -> Path:
     rng = np.random.default_rng(2)
-    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
-             helper.make_node("Relu", ["h"], ["hr"]),
-             helper.make_node("Gemm", ["hr", "w2", "b2"], ["y"], transB=1)]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", T.FLOAT, [1, 16])],
-                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 4])],
-                              [_w(rng, "w1", 32, 16), _w(rng, "b1", 32), _w(rng, "w2", 4, 32),
-                               _w(rng, "b2", 4)])
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", T.FLOAT, [1, 4])],
+        [_w(rng, "w1", 32, 16), _w(rng, "b1", 32), _w(rng, "w2", 4, 32), _w(rng, "b2", 4)],
+    )
     return _save(graph, path)
 
 
@@ -82,29 +99,42 @@ def _two_io(path: Path) -> Path:
     """Two inputs, two outputs, declared in an order that is not alphabetical; a 4-D
     elementwise branch (whose input ncnn only accepts in its own aligned memory)."""
     rng = np.random.default_rng(3)
-    nodes = [helper.make_node("Relu", ["zeta"], ["zr"]),
-             helper.make_node("Add", ["zr", "zeta"], ["sum"]),
-             helper.make_node("Gemm", ["alpha", "w", "b"], ["proj"], transB=1)]
+    nodes = [
+        helper.make_node("Relu", ["zeta"], ["zr"]),
+        helper.make_node("Add", ["zr", "zeta"], ["sum"]),
+        helper.make_node("Gemm", ["alpha", "w", "b"], ["proj"], transB=1),
+    ]
     graph = helper.make_graph(
-        nodes, "two_io",
-        [helper.make_tensor_value_info("zeta", T.FLOAT, [1, 8, 4, 4]),
-         helper.make_tensor_value_info("alpha", T.FLOAT, [1, 16])],
-        [helper.make_tensor_value_info("sum", T.FLOAT, [1, 8, 4, 4]),
-         helper.make_tensor_value_info("proj", T.FLOAT, [1, 5])],
-        [_w(rng, "w", 5, 16), _w(rng, "b", 5)])
+        nodes,
+        "two_io",
+        [
+            helper.make_tensor_value_info("zeta", T.FLOAT, [1, 8, 4, 4]),
+            helper.make_tensor_value_info("alpha", T.FLOAT, [1, 16]),
+        ],
+        [
+            helper.make_tensor_value_info("sum", T.FLOAT, [1, 8, 4, 4]),
+            helper.make_tensor_value_info("proj", T.FLOAT, [1, 5]),
+        ],
+        [_w(rng, "w", 5, 16), _w(rng, "b", 5)],
+    )
     return _save(graph, path)
 
 
 def _attention(path: Path, ids: bool, seq: int = 8, d: int = 16, heads: int = 2) -> Path:
     """LayerNorm + multi-head self-attention + residual, from float features or int64 ids."""
     rng = np.random.default_rng(4)
-    inits = [_w(rng, "emb", 50, d, scale=1.0), _w(rng, "wq", d, d), _w(rng, "wk", d, d),
-             _w(rng, "wv", d, d), _w(rng, "wo", d, d),
-             numpy_helper.from_array(np.ones(d, np.float32), "g"),
-             numpy_helper.from_array(np.zeros(d, np.float32), "bt"),
-             numpy_helper.from_array(np.array([1, seq, heads, d // heads], np.int64), "s4"),
-             numpy_helper.from_array(np.array([1, seq, d], np.int64), "s3"),
-             numpy_helper.from_array(np.array(1.0 / np.sqrt(d // heads), np.float32), "scale")]
+    inits = [
+        _w(rng, "emb", 50, d, scale=1.0),
+        _w(rng, "wq", d, d),
+        _w(rng, "wk", d, d),
+        _w(rng, "wv", d, d),
+        _w(rng, "wo", d, d),
+        numpy_helper.from_array(np.ones(d, np.float32), "g"),
+        numpy_helper.from_array(np.zeros(d, np.float32), "bt"),
+        numpy_helper.from_array(np.array([1, seq, heads, d // heads], np.int64), "s4"),
+        numpy_helper.from_array(np.array([1, seq, d], np.int64), "s3"),
+        numpy_helper.from_array(np.array(1.0 / np.sqrt(d // heads), np.float32), "scale"),
+    ]
     if ids:
         x = helper.make_tensor_value_info("input_ids", T.INT64, [1, seq])
         nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["e"])]
@@ -114,42 +144,54 @@ def _attention(path: Path, ids: bool, seq: int = 8, d: int = 16, heads: int = 2)
         inits = inits[1:]
     nodes.append(helper.make_node("LayerNormalization", ["e", "g", "bt"], ["ln"], axis=-1))
     for n in "qkv":
-        nodes += [helper.make_node("MatMul", ["ln", "w" + n], [n]),
-                  helper.make_node("Reshape", [n, "s4"], [n + "4"]),
-                  helper.make_node("Transpose", [n + "4"], [n + "t"],
-                                   perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3])]
-    nodes += [helper.make_node("MatMul", ["qt", "kt"], ["att"]),
-              helper.make_node("Mul", ["att", "scale"], ["atts"]),
-              helper.make_node("Softmax", ["atts"], ["p"], axis=-1),
-              helper.make_node("MatMul", ["p", "vt"], ["ctx"]),
-              helper.make_node("Transpose", ["ctx"], ["ctxt"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["ctxt", "s3"], ["ctx3"]),
-              helper.make_node("MatMul", ["ctx3", "wo"], ["o"]),
-              helper.make_node("Add", ["o", "e"], ["hidden"])]
-    graph = helper.make_graph(nodes, "attention", [x],
-                              [helper.make_tensor_value_info("hidden", T.FLOAT, [1, seq, d])],
-                              inits)
+        nodes += [
+            helper.make_node("MatMul", ["ln", "w" + n], [n]),
+            helper.make_node("Reshape", [n, "s4"], [n + "4"]),
+            helper.make_node(
+                "Transpose", [n + "4"], [n + "t"], perm=[0, 2, 3, 1] if n == "k" else [0, 2, 1, 3]
+            ),
+        ]
+    nodes += [
+        helper.make_node("MatMul", ["qt", "kt"], ["att"]),
+        helper.make_node("Mul", ["att", "scale"], ["atts"]),
+        helper.make_node("Softmax", ["atts"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "vt"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ctxt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctxt", "s3"], ["ctx3"]),
+        helper.make_node("MatMul", ["ctx3", "wo"], ["o"]),
+        helper.make_node("Add", ["o", "e"], ["hidden"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "attention", [x], [helper.make_tensor_value_info("hidden", T.FLOAT, [1, seq, d])], inits
+    )
     return _save(graph, path)
 
 
 def _batch_mixing(path: Path) -> Path:
     """y = conv(x) - mean over the batch: correct at batch 1 when split, wrong at batch 2."""
     rng = np.random.default_rng(5)
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("ReduceMean", ["c", "axes"], ["m"], keepdims=1),
-             helper.make_node("Sub", ["c", "m"], ["y"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["c", "axes"], ["m"], keepdims=1),
+        helper.make_node("Sub", ["c", "m"], ["y"]),
+    ]
     graph = helper.make_graph(
-        nodes, "mix", [helper.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])],
+        nodes,
+        "mix",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])],
         [helper.make_tensor_value_info("y", T.FLOAT, ["N", 4, 8, 8])],
-        [_w(rng, "w", 4, 3, 3, 3), numpy_helper.from_array(np.array([0], np.int64), "axes")])
+        [_w(rng, "w", 4, 3, 3, 3), numpy_helper.from_array(np.array([0], np.int64), "axes")],
+    )
     return _save(graph, path, opset=18)
 
 
 def _int_output(path: Path) -> Path:
     graph = helper.make_graph(
-        [helper.make_node("ArgMax", ["x"], ["k"], axis=1, keepdims=0)], "argmax",
+        [helper.make_node("ArgMax", ["x"], ["k"], axis=1, keepdims=0)],
+        "argmax",
         [helper.make_tensor_value_info("x", T.FLOAT, [1, 10])],
-        [helper.make_tensor_value_info("k", T.INT64, [1])])
+        [helper.make_tensor_value_info("k", T.INT64, [1])],
+    )
     return _save(graph, path)
 
 
@@ -181,15 +223,15 @@ def art_root(tmp_path_factory: Any) -> Path:
     return tmp_path_factory.mktemp("artifacts")
 
 
-def _load(backend: Any, path: Path, art: Path, cand: Candidate | None = None,
-          **ctx: Any) -> Any:
+def _load(backend: Any, path: Path, art: Path, cand: Candidate | None = None, **ctx: Any) -> Any:
     ctx.setdefault("threads", 2)
     ctx.setdefault("timeout_s", 120.0)
     return backend.load(cand or Candidate.make(NAME), load_facts(path), LoadContext(art, **ctx))
 
 
-def _feeds(path: Path, batch: int | None = None, seed: int = 0,
-           shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+def _feeds(
+    path: Path, batch: int | None = None, seed: int = 0, shapes: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out = {}
     for spec in load_facts(path).inputs:
@@ -211,8 +253,9 @@ def _reference(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def _assert_close(got: list[np.ndarray], ref: list[np.ndarray], rtol: float = 1e-3,
-                  atol: float = 1e-4) -> None:
+def _assert_close(
+    got: list[np.ndarray], ref: list[np.ndarray], rtol: float = 1e-3, atol: float = 1e-4
+) -> None:
     assert len(got) == len(ref)
     for g, r in zip(got, ref, strict=True):
         assert g.shape == r.shape and g.dtype == r.dtype
@@ -221,14 +264,14 @@ def _assert_close(got: list[np.ndarray], ref: list[np.ndarray], rtol: float = 1e
 
 
 def _fake_hw(*flags: str, arm: bool = False, cores: int = 2) -> Any:
-    cpu = SimpleNamespace(has=lambda f: f in flags, flags=flags, is_arm=arm, is_x86=not arm,
-                          usable_cores=cores)
+    cpu = SimpleNamespace(
+        has=lambda f: f in flags, flags=flags, is_arm=arm, is_x86=not arm, usable_cores=cores
+    )
     return SimpleNamespace(cpu=cpu, nvidia_gpus=(), accelerators=())
 
 
 def _listing(d: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(d.rglob("*"))}
+    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(d.rglob("*"))}
 
 
 def _pnnx_calls(monkeypatch: Any) -> list[int]:
@@ -254,12 +297,14 @@ def _fake_pnnx(monkeypatch: Any, tmp_path: Path, body: str) -> Path:
 
 # -- import, availability, candidates ------------------------------------------------------------
 
+
 def test_import_does_not_import_ncnn() -> None:
-    code = ("import sys; from autoinfer.backends import get; b = get('ncnn'); v = b.versions(); "
-            "print(sorted(k for k in sys.modules if k.split('.')[0] in "
-            "('ncnn', 'pnnx', 'onnxruntime', 'torch'))); print(sorted(v))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys; from autoinfer.backends import get; b = get('ncnn'); v = b.versions(); "
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in "
+        "('ncnn', 'pnnx', 'onnxruntime', 'torch'))); print(sorted(v))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     mods, vers = out.stdout.strip().splitlines()
     assert mods == "[]"
@@ -312,16 +357,17 @@ def test_variants_and_estimate(backend: Any, models: dict[str, Path]) -> None:
     x86 = backend.estimate(base, facts, _fake_hw("f16c"), "latency")
     arm = backend.estimate(base, facts, _fake_hw("asimd", "asimdhp", arm=True), "latency")
     assert x86.cost > 0 and x86.reasons and arm.cost < x86.cost
-    fp16_arm = backend.estimate(Candidate.make(NAME, "cpu", "fp16"), facts,
-                                _fake_hw("asimd", "asimdhp", arm=True), "latency")
+    fp16_arm = backend.estimate(
+        Candidate.make(NAME, "cpu", "fp16"), facts, _fake_hw("asimd", "asimdhp", arm=True), "latency"
+    )
     assert fp16_arm.cost < arm.cost
 
 
 # -- correctness -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["cnn", "mlp", "two_io", "attention", "token_ids", "mobilenetv2"])
-def test_outputs_match_onnxruntime(backend: Any, models: dict[str, Path], art_root: Path,
-                                   name: str) -> None:
+def test_outputs_match_onnxruntime(backend: Any, models: dict[str, Path], art_root: Path, name: str) -> None:
     path = models[name]
     facts = load_facts(path)
     with _load(backend, path, art_root / name) as runner:
@@ -336,8 +382,9 @@ def test_outputs_match_onnxruntime(backend: Any, models: dict[str, Path], art_ro
             _assert_close(got, _reference(path, feeds))
 
 
-def test_dynamic_batch_runs_sample_by_sample(backend: Any, models: dict[str, Path],
-                                             art_root: Path, monkeypatch: Any) -> None:
+def test_dynamic_batch_runs_sample_by_sample(
+    backend: Any, models: dict[str, Path], art_root: Path, monkeypatch: Any
+) -> None:
     path, art = models["dynamic_batch"], art_root / "dynamic_batch"
     with _load(backend, path, art, input_shapes={"input": (1, 3, 32, 32)}) as runner:
         for batch in (1, 2, 3):
@@ -355,8 +402,7 @@ def test_dynamic_batch_runs_sample_by_sample(backend: Any, models: dict[str, Pat
     assert calls == [] and len(list(art.glob("ncnn-*"))) == 1
 
 
-def test_fixed_batch_model(backend: Any, models: dict[str, Path], art_root: Path,
-                           tmp_path: Path) -> None:
+def test_fixed_batch_model(backend: Any, models: dict[str, Path], art_root: Path, tmp_path: Path) -> None:
     path = models["cnn_batch2"]
     with _load(backend, path, art_root / "cnn_batch2") as runner:
         feeds = _feeds(path)
@@ -370,8 +416,7 @@ def test_fixed_batch_model(backend: Any, models: dict[str, Path], art_root: Path
     _assert_close(s.run(None, feeds), _reference(path, feeds))
 
 
-def test_batch_mixing_model_is_not_split(backend: Any, models: dict[str, Path],
-                                         art_root: Path) -> None:
+def test_batch_mixing_model_is_not_split(backend: Any, models: dict[str, Path], art_root: Path) -> None:
     path, art = models["mix"], art_root / "mix"
     with pytest.raises(UnsupportedModel, match="influence each other"):
         _load(backend, path, art, input_shapes={"x": (2, 3, 8, 8)})
@@ -382,8 +427,7 @@ def test_batch_mixing_model_is_not_split(backend: Any, models: dict[str, Path],
             runner.run(_feeds(path, batch=2))
 
 
-def test_dynamic_dims_need_concrete_shapes(backend: Any, models: dict[str, Path],
-                                           art_root: Path) -> None:
+def test_dynamic_dims_need_concrete_shapes(backend: Any, models: dict[str, Path], art_root: Path) -> None:
     path = models["dynamic"]
     with pytest.raises(UnsupportedModel, match="input_shapes"):
         _load(backend, path, art_root / "dynamic")
@@ -395,8 +439,7 @@ def test_dynamic_dims_need_concrete_shapes(backend: Any, models: dict[str, Path]
             runner.run(_feeds(path, shapes={"input": (1, 3, 32, 32)}))
 
 
-def test_fp16_and_variants(backend: Any, models: dict[str, Path], art_root: Path,
-                           monkeypatch: Any) -> None:
+def test_fp16_and_variants(backend: Any, models: dict[str, Path], art_root: Path, monkeypatch: Any) -> None:
     path, art = models["mobilenetv2"], art_root / "mobilenetv2_variants"
     feeds = _feeds(path)
     ref = _reference(path, feeds)
@@ -424,6 +467,7 @@ def test_fp32_turns_off_ncnn_fp16_default() -> None:
 
 # -- conversion store ---------------------------------------------------------------------------------
 
+
 def test_conversion_writes_only_into_artifact_dir(backend: Any, tmp_path: Path) -> None:
     user = tmp_path / "user dir"
     user.mkdir()
@@ -443,8 +487,9 @@ def test_conversion_writes_only_into_artifact_dir(backend: Any, tmp_path: Path) 
     assert set(manifest["versions"]) == {"ncnn", "pnnx"}
 
 
-def test_second_load_reuses_conversion(backend: Any, models: dict[str, Path], tmp_path: Path,
-                                       monkeypatch: Any) -> None:
+def test_second_load_reuses_conversion(
+    backend: Any, models: dict[str, Path], tmp_path: Path, monkeypatch: Any
+) -> None:
     path = models["cnn"]
     with _load(backend, path, tmp_path):
         pass
@@ -465,8 +510,9 @@ def test_second_load_reuses_conversion(backend: Any, models: dict[str, Path], tm
 
 
 @pytest.mark.parametrize("damage", ["bin", "manifest"])
-def test_damaged_conversion_is_redone(backend: Any, models: dict[str, Path], tmp_path: Path,
-                                      monkeypatch: Any, damage: str) -> None:
+def test_damaged_conversion_is_redone(
+    backend: Any, models: dict[str, Path], tmp_path: Path, monkeypatch: Any, damage: str
+) -> None:
     path = models["cnn"]
     with _load(backend, path, tmp_path):
         pass
@@ -494,12 +540,16 @@ def test_concurrent_conversions_of_one_model(models: dict[str, Path], tmp_path: 
         from pathlib import Path
         from autoinfer.backends import Candidate, LoadContext, get
         from autoinfer.model import load_facts
-        r = get("ncnn").load(Candidate.make("ncnn"), load_facts({str(models['mlp'])!r}),
+        r = get("ncnn").load(Candidate.make("ncnn"), load_facts({str(models["mlp"])!r}),
                              LoadContext(Path({str(tmp_path)!r}), threads=1))
         print(r.run({{"x": np.ones((1, 16), np.float32)}})[0].tolist())
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     assert outs[0][0] == outs[1][0]
@@ -508,13 +558,19 @@ def test_concurrent_conversions_of_one_model(models: dict[str, Path], tmp_path: 
 
 # -- failures --------------------------------------------------------------------------------------------
 
-def test_pnnx_failing_is_unsupported(backend: Any, models: dict[str, Path], tmp_path: Path,
-                                     monkeypatch: Any) -> None:
-    _fake_pnnx(monkeypatch, tmp_path, """\
+
+def test_pnnx_failing_is_unsupported(
+    backend: Any, models: dict[str, Path], tmp_path: Path, monkeypatch: Any
+) -> None:
+    _fake_pnnx(
+        monkeypatch,
+        tmp_path,
+        """\
         echo "loading model.onnx"
         echo "error: unexpected operator FancyOp" >&2
         exit 1
-    """)
+    """,
+    )
     art = tmp_path / "art"
     with pytest.raises(UnsupportedModel) as info:
         _load(backend, models["mlp"], art)
@@ -523,28 +579,38 @@ def test_pnnx_failing_is_unsupported(backend: Any, models: dict[str, Path], tmp_
     assert list(art.iterdir()) == []  # the failed attempt left nothing behind
 
 
-def test_pnnx_crashing_is_a_load_failure(backend: Any, models: dict[str, Path],
-                                         tmp_path: Path, monkeypatch: Any) -> None:
+def test_pnnx_crashing_is_a_load_failure(
+    backend: Any, models: dict[str, Path], tmp_path: Path, monkeypatch: Any
+) -> None:
     """A converter that dies of a signal did not refuse the model: it broke. That is a
     BackendError (a load failure), never "unsupported", so conformance runs see it."""
-    _fake_pnnx(monkeypatch, tmp_path, """\
+    _fake_pnnx(
+        monkeypatch,
+        tmp_path,
+        """\
         echo "shape_inference ..."
         kill -SEGV $$
-    """)
+    """,
+    )
     art = tmp_path / "art"
-    with pytest.raises(BackendError, match="killed by signal 11") as info:
+    with pytest.raises(BackendError, match="killed by signal 11"):
         _load(backend, models["mlp"], art)
     assert list(art.iterdir()) == []  # the failed attempt left nothing behind
 
 
-def test_pnnx_timeout_is_a_load_failure(backend: Any, models: dict[str, Path], tmp_path: Path,
-                                        monkeypatch: Any) -> None:
+def test_pnnx_timeout_is_a_load_failure(
+    backend: Any, models: dict[str, Path], tmp_path: Path, monkeypatch: Any
+) -> None:
     pid_file = tmp_path / "pid"
-    _fake_pnnx(monkeypatch, tmp_path, f"""\
+    _fake_pnnx(
+        monkeypatch,
+        tmp_path,
+        f"""\
         echo $$ > '{pid_file}'
         echo "pass_level1 ..."
         exec sleep 60
-    """)
+    """,
+    )
     t0 = time.perf_counter()
     with pytest.raises(BackendError, match="did not finish converting within 1 s"):
         _load(backend, models["mlp"], tmp_path / "art", timeout_s=1.0)
@@ -554,21 +620,24 @@ def test_pnnx_timeout_is_a_load_failure(backend: Any, models: dict[str, Path], t
         os.kill(pid, 0)
 
 
-def test_pnnx_writing_nothing_is_unsupported(backend: Any, models: dict[str, Path],
-                                             tmp_path: Path, monkeypatch: Any) -> None:
+def test_pnnx_writing_nothing_is_unsupported(
+    backend: Any, models: dict[str, Path], tmp_path: Path, monkeypatch: Any
+) -> None:
     _fake_pnnx(monkeypatch, tmp_path, "echo done\nexit 0\n")
     with pytest.raises(UnsupportedModel, match="without writing"):
         _load(backend, models["mlp"], tmp_path / "art")
 
 
 @pytest.mark.parametrize("name,words", [("transformer_small", "Tensor.to"), ("lstm", "LSTM")])
-def test_models_pnnx_cannot_convert(backend: Any, models: dict[str, Path], tmp_path: Path,
-                                    name: str, words: str) -> None:
+def test_models_pnnx_cannot_convert(
+    backend: Any, models: dict[str, Path], tmp_path: Path, name: str, words: str
+) -> None:
     with pytest.raises(UnsupportedModel, match=words):
         _load(backend, models[name], tmp_path)
 
 
 # -- the runner ---------------------------------------------------------------------------------------
+
 
 def test_runner_is_thread_safe(backend: Any, models: dict[str, Path], art_root: Path) -> None:
     path = models["cnn"]
@@ -582,8 +651,7 @@ def test_runner_is_thread_safe(backend: Any, models: dict[str, Path], art_root: 
             try:
                 barrier.wait()
                 for _ in range(10):
-                    np.testing.assert_allclose(runner.run(feeds[i])[0], expected[i], rtol=1e-5,
-                                               atol=1e-6)
+                    np.testing.assert_allclose(runner.run(feeds[i])[0], expected[i], rtol=1e-5, atol=1e-6)
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
@@ -595,8 +663,9 @@ def test_runner_is_thread_safe(backend: Any, models: dict[str, Path], art_root: 
         assert not errors, errors[0]
 
 
-def test_input_errors_come_from_the_session_and_close(backend: Any, models: dict[str, Path],
-                                                       art_root: Path, tmp_path: Path) -> None:
+def test_input_errors_come_from_the_session_and_close(
+    backend: Any, models: dict[str, Path], art_root: Path, tmp_path: Path
+) -> None:
     """Feeds are checked once, by the Session; the runner trusts its feeds."""
     path = models["cnn"]
     good = _feeds(path)["image"]
@@ -607,16 +676,18 @@ def test_input_errors_come_from_the_session_and_close(backend: Any, models: dict
         s.run(None, {"image": np.zeros((1, 3, 16, 16), np.float32)})
     with pytest.raises(InputError, match=r"missing \['image'\]; unknown \['picture'\]"):
         s.run(None, {"picture": good})
-    np.testing.assert_allclose(s.run(None, {"image": good})[0],
-                               _reference(path, {"image": good})[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        s.run(None, {"image": good})[0], _reference(path, {"image": good})[0], rtol=1e-4, atol=1e-5
+    )
     runner = _load(backend, path, art_root / "cnn")
     runner.close()
     with pytest.raises(BackendError, match="closed"):
         runner.run({"image": good})
 
 
-def test_token_ids_beyond_int32_are_an_input_error(backend: Any, models: dict[str, Path],
-                                                   art_root: Path) -> None:
+def test_token_ids_beyond_int32_are_an_input_error(
+    backend: Any, models: dict[str, Path], art_root: Path
+) -> None:
     path = models["token_ids"]
     with _load(backend, path, art_root / "token_ids") as runner:
         ids = np.zeros((1, 8), np.int64)

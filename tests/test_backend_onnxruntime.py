@@ -1,4 +1,5 @@
 """The ONNX Runtime backend against the real onnxruntime: contract, settings, errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,8 +25,7 @@ def backend() -> Any:
     return get(NAME)
 
 
-def _load(backend: Any, path: Path, tmp_path: Path, cand: Candidate | None = None,
-          **ctx: Any) -> Any:
+def _load(backend: Any, path: Path, tmp_path: Path, cand: Candidate | None = None, **ctx: Any) -> Any:
     facts = load_facts(path)
     ctx.setdefault("threads", 2)
     return backend.load(cand or Candidate.make(NAME), facts, LoadContext(tmp_path, **ctx))
@@ -33,8 +33,10 @@ def _load(backend: Any, path: Path, tmp_path: Path, cand: Candidate | None = Non
 
 def _multi_feeds(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"x": rng.standard_normal((n, 4)).astype(np.float32),
-            "ids": rng.integers(0, 1000, n).astype(np.int64)}
+    return {
+        "x": rng.standard_normal((n, 4)).astype(np.float32),
+        "ids": rng.integers(0, 1000, n).astype(np.int64),
+    }
 
 
 def _multi_expected(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -43,8 +45,10 @@ def _multi_expected(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def test_import_does_not_import_onnxruntime() -> None:
-    code = ("import sys, autoinfer.backends.onnxruntime as m; "
-            "assert 'onnxruntime' not in sys.modules, 'imported'; print('ok')")
+    code = (
+        "import sys, autoinfer.backends.onnxruntime as m; "
+        "assert 'onnxruntime' not in sys.modules, 'imported'; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
@@ -77,8 +81,7 @@ def test_provider_report_tries_each_listed_provider() -> None:
     assert ortb.provider_report() is report  # probed once per process
 
 
-def test_candidates_cpu_always_and_only_loading_providers(backend: Any, hw: Any,
-                                                          model_paths: dict) -> None:
+def test_candidates_cpu_always_and_only_loading_providers(backend: Any, hw: Any, model_paths: dict) -> None:
     facts = load_facts(model_paths["tiny"])
     cands = backend.candidates(facts, hw, "latency")
     real = [c for c in cands if isinstance(c, Candidate)]
@@ -88,8 +91,7 @@ def test_candidates_cpu_always_and_only_loading_providers(backend: Any, hw: Any,
         assert c.get("provider") in loading
 
 
-def test_variants_are_few_distinct_and_load(backend: Any, hw: Any, model_paths: dict,
-                                            tmp_path: Path) -> None:
+def test_variants_are_few_distinct_and_load(backend: Any, hw: Any, model_paths: dict, tmp_path: Path) -> None:
     facts = load_facts(model_paths["multi_io"])
     base = Candidate.make(NAME)
     for objective in ("latency", "throughput"):
@@ -111,8 +113,7 @@ def test_estimate_reference_is_one(backend: Any, hw: Any, model_paths: dict) -> 
     assert est.cost == 1.0 and est.reasons
 
 
-def test_run_outputs_order_names_dtypes_shapes(backend: Any, model_paths: dict,
-                                               tmp_path: Path) -> None:
+def test_run_outputs_order_names_dtypes_shapes(backend: Any, model_paths: dict, tmp_path: Path) -> None:
     with _load(backend, model_paths["multi_io"], tmp_path) as r:
         assert r.input_names == ("x", "ids")
         assert r.output_names == ("sum", "next_ids", "positive")
@@ -127,8 +128,8 @@ def test_run_outputs_order_names_dtypes_shapes(backend: Any, model_paths: dict,
 
 
 def test_dynamic_batch_two_sizes(backend: Any, model_paths: dict, tmp_path: Path) -> None:
-    import zoo
     import onnx
+    import zoo
 
     proto = onnx.load(str(model_paths["dynamic_batch"]))
     with _load(backend, model_paths["dynamic_batch"], tmp_path) as r:
@@ -161,23 +162,31 @@ def test_thread_safety_matches_serial(backend: Any, model_paths: dict, tmp_path:
                 np.testing.assert_array_equal(g, w)
 
 
-@pytest.mark.parametrize("feeds,match", [
-    ({"x": np.zeros((2, 4)), "ids": np.zeros(2, np.int64)},
-     r"input 'x': expected dtype float32 \(tensor\(float\)\), received float64"),
-    ({"x": np.zeros((2, 5), np.float32), "ids": np.zeros(2, np.int64)},
-     r"input 'x': dimension 1 must be 4"),
-    ({"x": np.zeros((4,), np.float32), "ids": np.zeros(1, np.int64)},
-     r"input 'x': expected rank 2"),
-    ({"x": np.zeros((2, 4), np.float32)}, r"Input Feed contains 1; missing \['ids'\]"),
-    ({"x": np.zeros((2, 4), np.float32), "ids": np.zeros(2, np.int64),
-      "nope": np.zeros(1)}, r"unknown \['nope'\]"),
-    ({"x": "text", "ids": np.zeros(2, np.int64)}, r"input 'x': expected a numpy array"),
-])
-def test_bad_feeds_are_refused_by_the_session(model_paths: dict, tmp_path: Path,
-                                              feeds: dict, match: str) -> None:
+@pytest.mark.parametrize(
+    "feeds,match",
+    [
+        (
+            {"x": np.zeros((2, 4)), "ids": np.zeros(2, np.int64)},
+            r"input 'x': expected dtype float32 \(tensor\(float\)\), received float64",
+        ),
+        (
+            {"x": np.zeros((2, 5), np.float32), "ids": np.zeros(2, np.int64)},
+            r"input 'x': dimension 1 must be 4",
+        ),
+        ({"x": np.zeros((4,), np.float32), "ids": np.zeros(1, np.int64)}, r"input 'x': expected rank 2"),
+        ({"x": np.zeros((2, 4), np.float32)}, r"Input Feed contains 1; missing \['ids'\]"),
+        (
+            {"x": np.zeros((2, 4), np.float32), "ids": np.zeros(2, np.int64), "nope": np.zeros(1)},
+            r"unknown \['nope'\]",
+        ),
+        ({"x": "text", "ids": np.zeros(2, np.int64)}, r"input 'x': expected a numpy array"),
+    ],
+)
+def test_bad_feeds_are_refused_by_the_session(
+    model_paths: dict, tmp_path: Path, feeds: dict, match: str
+) -> None:
     """Feeds are checked once, by the Session, whichever runtime runs; runners trust theirs."""
-    s = autoinfer.Session(model_paths["multi_io"], cache_dir=tmp_path, benchmark=False,
-                          backends=[NAME])
+    s = autoinfer.Session(model_paths["multi_io"], cache_dir=tmp_path, benchmark=False, backends=[NAME])
     with pytest.raises(InputError, match=match):
         s.run(None, feeds)
     good = _multi_feeds(2)
@@ -201,8 +210,7 @@ def test_unsupported_model_is_refused_with_reason(backend: Any, tmp_path: Path) 
     assert "Gradient" in info.value.reason
 
 
-def test_unknown_setting_is_an_autoinfer_error(backend: Any, model_paths: dict,
-                                               tmp_path: Path) -> None:
+def test_unknown_setting_is_an_autoinfer_error(backend: Any, model_paths: dict, tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="unknown candidate settings"):
         _load(backend, model_paths["tiny"], tmp_path, Candidate.make(NAME, bogus=1))
 
@@ -213,8 +221,9 @@ def test_threads_never_exceed_the_quota(backend: Any, model_paths: dict, tmp_pat
         assert r.session.get_session_options().intra_op_num_threads == 2
     with _load(backend, model_paths["tiny"], tmp_path, threads=3) as r:
         assert r.session.get_session_options().intra_op_num_threads == 3
-    with _load(backend, model_paths["tiny"], tmp_path, Candidate.make(NAME, intra_op_threads=1),
-               threads=2) as r:
+    with _load(
+        backend, model_paths["tiny"], tmp_path, Candidate.make(NAME, intra_op_threads=1), threads=2
+    ) as r:
         assert r.session.get_session_options().intra_op_num_threads == 1
 
 
@@ -224,8 +233,7 @@ def test_settings_reach_the_session(backend: Any, model_paths: dict, tmp_path: P
     cand = Candidate.make(NAME, graph_optimization="extended", allow_spinning=False)
     with _load(backend, model_paths["tiny"], tmp_path, cand) as r:
         so = r.session.get_session_options()
-        assert so.graph_optimization_level == \
-            onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        assert so.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
@@ -234,7 +242,8 @@ def _subnormals_survive() -> bool:
 
 
 def test_tuning_never_switches_the_callers_thread_to_flush_to_zero(
-        backend: Any, model_paths: dict, tmp_path: Path, hw: Any) -> None:
+    backend: Any, model_paths: dict, tmp_path: Path, hw: Any
+) -> None:
     """denormal_as_zero sets FTZ/DAZ on the thread that creates the session (the
     application's): it works when asked for, in a child process, and is never tried
     automatically."""
@@ -245,13 +254,12 @@ from autoinfer.backends import get, Candidate, LoadContext
 from autoinfer.model import load_facts
 b = get({NAME!r})
 before = bool(np.array([1e-310])[0] * 1.0 != 0.0)
-r = b.load(Candidate.make({NAME!r}, denormal_as_zero=True), load_facts({str(model_paths['tiny'])!r}),
+r = b.load(Candidate.make({NAME!r}, denormal_as_zero=True), load_facts({str(model_paths["tiny"])!r}),
            LoadContext(Path(tempfile.mkdtemp())))
 print(before, r.session.get_session_options().get_session_config_entry(
     "session.set_denormal_as_zero"), bool(np.array([1e-310])[0] * 1.0 != 0.0))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "1", "False"], out.stdout + out.stderr[-2000:]
     facts = load_facts(model_paths["mobilenetv2"])
     for objective in ("latency", "throughput"):
@@ -263,15 +271,21 @@ print(before, r.session.get_session_options().get_session_config_entry(
     assert _subnormals_survive()
 
 
-def test_user_session_options_and_providers_are_honoured(backend: Any, model_paths: dict,
-                                                         tmp_path: Path) -> None:
+def test_user_session_options_and_providers_are_honoured(
+    backend: Any, model_paths: dict, tmp_path: Path
+) -> None:
     import onnxruntime
 
     so = onnxruntime.SessionOptions()
     so.intra_op_num_threads = 1
     so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    with _load(backend, model_paths["tiny"], tmp_path, threads=2,
-               extra={"sess_options": so, "providers": ["CPUExecutionProvider"]}) as r:
+    with _load(
+        backend,
+        model_paths["tiny"],
+        tmp_path,
+        threads=2,
+        extra={"sess_options": so, "providers": ["CPUExecutionProvider"]},
+    ) as r:
         got = r.session.get_session_options()
         assert got.intra_op_num_threads == 1
         assert got.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -285,8 +299,7 @@ def test_diagnose_two_distributions_is_an_error(backend: Any, hw: Any, monkeypat
     assert err and "onnxruntime-gpu" in err[0].message and "pip uninstall" in err[0].fix
 
 
-def test_diagnose_listed_provider_not_loading_is_a_warning(backend: Any, hw: Any,
-                                                           monkeypatch: Any) -> None:
+def test_diagnose_listed_provider_not_loading_is_a_warning(backend: Any, hw: Any, monkeypatch: Any) -> None:
     report = (("CUDAExecutionProvider", False, "libcudnn.so.9: cannot open shared object file"),)
     monkeypatch.setattr(ortb, "provider_report", lambda: report)
     problems = backend.diagnose(hw)
@@ -300,8 +313,9 @@ def test_diagnose_listed_provider_not_loading_is_a_warning(backend: Any, hw: Any
 
 
 def load_facts_tiny() -> Any:
-    import zoo
     import tempfile
+
+    import zoo
 
     d = Path(tempfile.mkdtemp())
     return load_facts(zoo.save("tiny", d / "tiny.onnx"))
@@ -317,9 +331,11 @@ def _string_model(path: Path) -> Path:
     from onnx import helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["s"], ["o"])], "strings",
+        [helper.make_node("Identity", ["s"], ["o"])],
+        "strings",
         [helper.make_tensor_value_info("s", T.STRING, ["N"])],
-        [helper.make_tensor_value_info("o", T.STRING, ["N"])])
+        [helper.make_tensor_value_info("o", T.STRING, ["N"])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))

@@ -7,6 +7,7 @@ with ONNX Runtime). They check the wiring: availability rules, candidates,
 profiles, engine cache, buffer sizes and copies, output order and dtypes,
 error translation, threads. docs/tensorrt.md says what they cannot check.
 """
+
 from __future__ import annotations
 
 import gc
@@ -17,26 +18,27 @@ import sys
 import threading
 from pathlib import Path
 
+import fakes
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from fakes.fake_cuda import cudaError_t
+from fakes.fake_tensorrt import BuilderFlag, engine_header
 from onnx import TensorProto, helper, numpy_helper
 
-import fakes
 from autoinfer import backends as registry
 from autoinfer.backends import tensorrt as trt_backend
 from autoinfer.backends.base import Candidate, LoadContext, Unsupported
 from autoinfer.errors import BackendError, BackendUnavailable, InputError, UnsupportedModel
 from autoinfer.model import load_facts
-from fakes.fake_cuda import cudaError_t
-from fakes.fake_tensorrt import BuilderFlag, engine_header
 
 CU12 = {"tensorrt": "10.3.0", "tensorrt-cu12": "10.3.0", "cuda-python": "12.6.0"}
 RNG = np.random.default_rng(0)
 
 
 # -- models ----------------------------------------------------------------------------------------
+
 
 def _save(model: onnx.ModelProto, path: Path, opset: int = 17) -> Path:
     model.opset_import[0].version = opset
@@ -52,9 +54,13 @@ def _w(*shape: int) -> np.ndarray:
 
 def small_cnn(path: Path) -> Path:
     """image[1,3,16,16] -> Conv/Relu -> Conv(stride 2) -> GAP -> Gemm -> (logits, features)."""
-    inits = [numpy_helper.from_array(_w(8, 3, 3, 3), "w1"), numpy_helper.from_array(_w(8), "b1"),
-             numpy_helper.from_array(_w(16, 8, 3, 3), "w2"),
-             numpy_helper.from_array(_w(10, 16), "wf"), numpy_helper.from_array(_w(10), "bf")]
+    inits = [
+        numpy_helper.from_array(_w(8, 3, 3, 3), "w1"),
+        numpy_helper.from_array(_w(8), "b1"),
+        numpy_helper.from_array(_w(16, 8, 3, 3), "w2"),
+        numpy_helper.from_array(_w(10, 16), "wf"),
+        numpy_helper.from_array(_w(10), "bf"),
+    ]
     nodes = [
         helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["features"]),
@@ -64,9 +70,15 @@ def small_cnn(path: Path) -> Path:
         helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10]),
-         helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 8, 16, 16]),
+        ],
+        inits,
+    )
     return _save(helper.make_model(graph), path)
 
 
@@ -82,39 +94,56 @@ def dynamic_batch(path: Path) -> Path:
         helper.make_node("ArgMax", ["scores"], ["best"], axis=1, keepdims=0),
     ]
     graph = helper.make_graph(
-        nodes, "dyn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]),
-         helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 6]),
-         helper.make_tensor_value_info("best", TensorProto.INT64, ["N"])],
-        [numpy_helper.from_array(_w(6, 3, 3, 3), "w"), table])
+        nodes,
+        "dyn",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]),
+            helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"]),
+        ],
+        [
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 6]),
+            helper.make_tensor_value_info("best", TensorProto.INT64, ["N"]),
+        ],
+        [numpy_helper.from_array(_w(6, 3, 3, 3), "w"), table],
+    )
     return _save(helper.make_model(graph), path, opset=13)
 
 
 def with_op(path: Path, op: str) -> Path:
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node(op, ["r"], ["y"])], "op",
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node(op, ["r"], ["y"])],
+        "op",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )
     return _save(helper.make_model(graph), path)
 
 
 def nonzero(path: Path) -> Path:
     graph = helper.make_graph(
-        [helper.make_node("NonZero", ["x"], ["y"])], "nz",
+        [helper.make_node("NonZero", ["x"], ["y"])],
+        "nz",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, None])])
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, None])],
+    )
     return _save(helper.make_model(graph), path)
 
 
 def qdq(path: Path) -> Path:
-    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
     graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], "qdq",
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ],
+        "qdq",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        inits,
+    )
     return _save(helper.make_model(graph), path)
 
 
@@ -132,11 +161,14 @@ def ctx(tmp_path: Path, hw=None, **kw) -> LoadContext:
 
 
 def dyn_feeds(n: int) -> dict[str, np.ndarray]:
-    return {"x": RNG.standard_normal((n, 3, 8, 8)).astype(np.float32),
-            "idx": RNG.integers(0, 5, size=n).astype(np.int64)}
+    return {
+        "x": RNG.standard_normal((n, 3, 8, 8)).astype(np.float32),
+        "idx": RNG.integers(0, 5, size=n).astype(np.int64),
+    }
 
 
 # -- import and registry ---------------------------------------------------------------------------
+
 
 def test_import_does_not_import_tensorrt_or_cuda() -> None:
     code = (
@@ -161,6 +193,7 @@ def test_registered_under_its_package_name(backend) -> None:
 
 
 # -- availability ----------------------------------------------------------------------------------
+
 
 def test_availability_when_not_installed(backend, monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as if absent, even on a GPU machine
@@ -213,8 +246,9 @@ def test_fake_trt_availability_skips_only_the_unsupported_gpu(backend, monkeypat
 
 def test_fake_trt_availability_driver_too_old(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.H100], dists=CU12)
-    old_driver = fakes.H100.__class__(**{**fakes.H100.__dict__, "driver_version": "470.82.01",
-                                         "cuda_driver_version": "11.4"})
+    old_driver = fakes.H100.__class__(
+        **{**fakes.H100.__dict__, "driver_version": "470.82.01", "cuda_driver_version": "11.4"}
+    )
     hw = fakes.machine(old_driver)
     av = backend.availability(hw)
     assert av.installed and not av.usable
@@ -242,20 +276,23 @@ def test_availability_never_raises(backend, monkeypatch) -> None:
 
 # -- candidates, estimates, variants ---------------------------------------------------------------
 
+
 def test_fake_trt_candidates_h100(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.H100])
-    out = backend.candidates(load_facts(small_cnn(tmp_path / "m.onnx")),
-                             fakes.machine(fakes.H100), "latency")
+    out = backend.candidates(load_facts(small_cnn(tmp_path / "m.onnx")), fakes.machine(fakes.H100), "latency")
     assert [(c.device, c.precision) for c in out if isinstance(c, Candidate)] == [
-        ("cuda:0", "fp16"), ("cuda:0", "fp32")]
+        ("cuda:0", "fp16"),
+        ("cuda:0", "fp32"),
+    ]
     [int8] = [c for c in out if isinstance(c, Unsupported)]
     assert int8.precision == "int8" and "calibration" in int8.reason
 
 
 def test_fake_trt_candidates_old_gpu_has_no_fp16(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.OLD_GPU], trt_version="8.6.1")
-    out = backend.candidates(load_facts(small_cnn(tmp_path / "m.onnx")),
-                             fakes.machine(fakes.OLD_GPU), "latency")
+    out = backend.candidates(
+        load_facts(small_cnn(tmp_path / "m.onnx")), fakes.machine(fakes.OLD_GPU), "latency"
+    )
     assert [c.precision for c in out if isinstance(c, Candidate)] == ["fp32"]
     reasons = {c.precision: c.reason for c in out if isinstance(c, Unsupported)}
     assert "5.3" in reasons["fp16"] and "calibration" in reasons["int8"]
@@ -263,26 +300,26 @@ def test_fake_trt_candidates_old_gpu_has_no_fp16(backend, monkeypatch, tmp_path)
 
 def test_fake_trt_candidates_per_gpu(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.H100, fakes.OLD_GPU])
-    out = backend.candidates(load_facts(small_cnn(tmp_path / "m.onnx")),
-                             fakes.machine(fakes.H100, fakes.OLD_GPU), "throughput")
+    out = backend.candidates(
+        load_facts(small_cnn(tmp_path / "m.onnx")), fakes.machine(fakes.H100, fakes.OLD_GPU), "throughput"
+    )
     assert {c.device for c in out if isinstance(c, Candidate)} == {"cuda:0"}
     old = [c for c in out if c.device == "cuda:1"]
-    assert old and all(isinstance(c, Unsupported) and "compute capability 5.0" in c.reason
-                       for c in old)
+    assert old and all(isinstance(c, Unsupported) and "compute capability 5.0" in c.reason for c in old)
 
 
 def test_fake_trt_candidates_int8_for_quantized_models(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.T4])
-    out = backend.candidates(load_facts(qdq(tmp_path / "q.onnx")), fakes.machine(fakes.T4),
-                             "latency")
+    out = backend.candidates(load_facts(qdq(tmp_path / "q.onnx")), fakes.machine(fakes.T4), "latency")
     assert "int8" in [c.precision for c in out if isinstance(c, Candidate)]
 
 
 def test_estimate_fp16_tensor_cores_and_small_models(backend, tmp_path) -> None:
     hw = fakes.machine(fakes.H100)
     small = load_facts(small_cnn(tmp_path / "m.onnx"))
-    big = small.__class__(**{**small.__dict__, "flops": 20_000_000_000,
-                             "op_histogram": (("Conv", 50), ("Relu", 50))})
+    big = small.__class__(
+        **{**small.__dict__, "flops": 20_000_000_000, "op_histogram": (("Conv", 50), ("Relu", 50))}
+    )
     e32 = backend.estimate(Candidate.make("tensorrt", "cuda:0", "fp32"), big, hw, "latency")
     e16 = backend.estimate(Candidate.make("tensorrt", "cuda:0", "fp16"), big, hw, "latency")
     assert e16.cost < e32.cost < 0.2
@@ -311,13 +348,16 @@ def test_variants_are_few_and_valid(backend, tmp_path) -> None:
     lat = backend.variants(base, facts, hw, "latency")
     assert lat == [base.with_settings(opt_level=5), base.with_settings(tf32=True)]
     assert backend.variants(base, facts, hw, "load_time") == [base.with_settings(opt_level=1)]
-    assert all(len(backend.variants(base, facts, hw, o)) <= 3
-               for o in ("latency", "throughput", "load_time", "memory"))
+    assert all(
+        len(backend.variants(base, facts, hw, o)) <= 3
+        for o in ("latency", "throughput", "load_time", "memory")
+    )
     for v in backend.variants(base, facts, hw, "memory"):
         trt_backend._check_settings(v)
 
 
 # -- loading and running ---------------------------------------------------------------------------
+
 
 def test_fake_trt_cnn_outputs_match_onnxruntime(backend, monkeypatch, tmp_path) -> None:
     env = fakes.install(monkeypatch, [fakes.H100])
@@ -332,7 +372,7 @@ def test_fake_trt_cnn_outputs_match_onnxruntime(backend, monkeypatch, tmp_path) 
         want = reference(path, {"image": x})
         assert [g.shape for g in got] == [(1, 10), (1, 8, 16, 16)]
         assert [g.dtype for g in got] == [np.float32, np.float32]
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
         assert runner.run({"image": x})[0].tolist() == got[0].tolist()  # buffers reused cleanly
     assert BuilderFlag.TF32 not in env.last_build["flags"]  # fp32 means fp32
@@ -389,25 +429,32 @@ def test_fake_trt_dynamic_model_needs_input_shapes(backend, monkeypatch, tmp_pat
     env = fakes.install(monkeypatch, [fakes.H100])
     facts = load_facts(dynamic_batch(tmp_path / "dyn.onnx"))
     with pytest.raises(UnsupportedModel, match="needs input_shapes") as info:
-        backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), facts,
-                     ctx(tmp_path, fakes.machine(fakes.H100)))
+        backend.load(
+            Candidate.make("tensorrt", "cuda:0", "fp32"), facts, ctx(tmp_path, fakes.machine(fakes.H100))
+        )
     assert info.value.backend == "tensorrt" and env.builds == 0
     with pytest.raises(UnsupportedModel, match="fixed at 3"):
-        backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), facts,
-                     ctx(tmp_path, fakes.machine(fakes.H100),
-                         input_shapes={"x": (2, 4, 8, 8), "idx": (2,)}))
+        backend.load(
+            Candidate.make("tensorrt", "cuda:0", "fp32"),
+            facts,
+            ctx(tmp_path, fakes.machine(fakes.H100), input_shapes={"x": (2, 4, 8, 8), "idx": (2,)}),
+        )
 
 
 def test_fake_trt_runner_trusts_its_feeds_and_keeps_the_engines_own_checks(
-        backend, monkeypatch, tmp_path) -> None:
+    backend, monkeypatch, tmp_path
+) -> None:
     """The Session checks feeds (names, dtypes, ranks, fixed dimensions); the runner does not
     check them again, and keeps what the engine itself needs: a shape it was not built for
     is an InputError, and the runner stays usable after it."""
     fakes.install(monkeypatch, [fakes.H100])
     path = small_cnn(tmp_path / "cnn.onnx")
     good = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
-    with backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), load_facts(path),
-                      ctx(tmp_path, fakes.machine(fakes.H100))) as r:
+    with backend.load(
+        Candidate.make("tensorrt", "cuda:0", "fp32"),
+        load_facts(path),
+        ctx(tmp_path, fakes.machine(fakes.H100)),
+    ) as r:
         with pytest.raises(InputError, match=r"the TensorRT engine rejects shape \[2, 3, 16, 16\]"):
             r.run({"image": np.zeros((2, 3, 16, 16), np.float32)})
         for got, want in zip(r.run({"image": good}), reference(path, {"image": good}), strict=True):
@@ -416,9 +463,13 @@ def test_fake_trt_runner_trusts_its_feeds_and_keeps_the_engines_own_checks(
 
 # -- the engine cache ------------------------------------------------------------------------------
 
+
 def _load(backend, tmp_path, path, **kw):
-    return backend.load(Candidate.make("tensorrt", "cuda:0", "fp32", **kw), load_facts(path),
-                        ctx(tmp_path, fakes.machine(fakes.H100)))
+    return backend.load(
+        Candidate.make("tensorrt", "cuda:0", "fp32", **kw),
+        load_facts(path),
+        ctx(tmp_path, fakes.machine(fakes.H100)),
+    )
 
 
 def test_fake_trt_engine_is_built_once_and_cached(backend, monkeypatch, tmp_path) -> None:
@@ -434,8 +485,9 @@ def test_fake_trt_engine_is_built_once_and_cached(backend, monkeypatch, tmp_path
     second = _load(backend, tmp_path, path)
     assert not second.built and env.builds == 1 and second.engine_path == first.engine_path
     x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
-    np.testing.assert_allclose(second.run({"image": x})[0], reference(path, {"image": x})[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        second.run({"image": x})[0], reference(path, {"image": x})[0], rtol=1e-5, atol=1e-5
+    )
     second.close()
     other = _load(backend, tmp_path, path, opt_level=5)  # another candidate: another engine
     assert other.built and env.builds == 2 and other.engine_path != first.engine_path
@@ -476,19 +528,24 @@ def test_fake_trt_undeserializable_engine_is_rebuilt(backend, monkeypatch, tmp_p
 
 # -- failures --------------------------------------------------------------------------------------
 
+
 def test_fake_trt_parse_failure_is_unsupported_model(backend, monkeypatch, tmp_path) -> None:
     env = fakes.install(monkeypatch, [fakes.H100], unsupported_ops=frozenset({"Celu"}))
     facts = load_facts(with_op(tmp_path / "celu.onnx", "Celu"))
     with pytest.raises(UnsupportedModel) as info:
-        backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), facts,
-                     ctx(tmp_path, fakes.machine(fakes.H100)))
+        backend.load(
+            Candidate.make("tensorrt", "cuda:0", "fp32"), facts, ctx(tmp_path, fakes.machine(fakes.H100))
+        )
     assert "UNSUPPORTED_NODE" in info.value.reason and "Celu" in info.value.reason
     assert "node 1" in info.value.reason and env.builds == 0
 
 
 def test_fake_trt_build_failure_is_backend_error(backend, monkeypatch, tmp_path) -> None:
-    fakes.install(monkeypatch, [fakes.H100],
-                  fail_build="Error Code 10: Internal Error (Could not find any implementation)")
+    fakes.install(
+        monkeypatch,
+        [fakes.H100],
+        fail_build="Error Code 10: Internal Error (Could not find any implementation)",
+    )
     with pytest.raises(BackendError, match="Could not find any implementation"):
         _load(backend, tmp_path, small_cnn(tmp_path / "cnn.onnx"))
     assert not list((tmp_path / "artifacts").glob("*.engine"))
@@ -504,8 +561,11 @@ def test_fake_trt_build_timeout_cancels(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.H100], build_step_s=0.3)
     facts = load_facts(small_cnn(tmp_path / "cnn.onnx"))
     with pytest.raises(BackendError, match="longer than 0.2 s"):
-        backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), facts,
-                     ctx(tmp_path, fakes.machine(fakes.H100), timeout_s=0.2))
+        backend.load(
+            Candidate.make("tensorrt", "cuda:0", "fp32"),
+            facts,
+            ctx(tmp_path, fakes.machine(fakes.H100), timeout_s=0.2),
+        )
 
 
 def test_fake_trt_out_of_device_memory(backend, monkeypatch, tmp_path) -> None:
@@ -532,8 +592,9 @@ def test_fake_trt_cuda_error_names_the_error(backend, monkeypatch, tmp_path) -> 
         with pytest.raises(BackendError, match="cudaErrorIllegalAddress"):
             runner.run({"image": x})
         # the context that failed is dropped; a fresh one serves the next call
-        np.testing.assert_allclose(runner.run({"image": x})[0], reference(path, {"image": x})[0],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            runner.run({"image": x})[0], reference(path, {"image": x})[0], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_fake_trt_data_dependent_output_is_unsupported(backend, monkeypatch, tmp_path) -> None:
@@ -547,19 +608,21 @@ def test_unknown_settings_are_backend_errors(backend, tmp_path) -> None:
     facts = load_facts(small_cnn(tmp_path / "cnn.onnx"))
     for bad in ({"threads": 2}, {"opt_level": 9}, {"tf32": "yes"}):
         with pytest.raises(BackendError):
-            backend.load(Candidate.make("tensorrt", "cuda:0", "fp32", **bad), facts,
-                         ctx(tmp_path))
+            backend.load(Candidate.make("tensorrt", "cuda:0", "fp32", **bad), facts, ctx(tmp_path))
 
 
 def test_fake_trt_missing_gpu_is_unavailable(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.H100])
     with pytest.raises(BackendUnavailable):
-        backend.load(Candidate.make("tensorrt", "cuda:3", "fp32"),
-                     load_facts(small_cnn(tmp_path / "cnn.onnx")),
-                     ctx(tmp_path, fakes.machine(fakes.H100)))
+        backend.load(
+            Candidate.make("tensorrt", "cuda:3", "fp32"),
+            load_facts(small_cnn(tmp_path / "cnn.onnx")),
+            ctx(tmp_path, fakes.machine(fakes.H100)),
+        )
 
 
 # -- devices, layouts, threads, cleanup ------------------------------------------------------------
+
 
 def test_fake_trt_nvml_index_is_mapped_to_the_cuda_ordinal(backend, monkeypatch, tmp_path) -> None:
     """NVML lists the T4 first; CUDA (fastest first) lists the H100 first."""
@@ -580,8 +643,9 @@ def test_fake_trt_legacy_cuda_cudart_module(backend, monkeypatch, tmp_path) -> N
     path = small_cnn(tmp_path / "cnn.onnx")
     with _load(backend, tmp_path, path) as r:
         x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
-        np.testing.assert_allclose(r.run({"image": x})[1], reference(path, {"image": x})[1],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            r.run({"image": x})[1], reference(path, {"image": x})[1], rtol=1e-5, atol=1e-5
+        )
 
 
 def test_fake_trt_eight_threads(backend, monkeypatch, tmp_path) -> None:
@@ -597,10 +661,12 @@ def test_fake_trt_eight_threads(backend, monkeypatch, tmp_path) -> None:
         rng = np.random.default_rng(seed)
         try:
             start.wait()
-            for i in range(15):
+            for _ in range(15):
                 n = int(rng.integers(1, 17))
-                feeds = {"x": rng.standard_normal((n, 3, 8, 8)).astype(np.float32),
-                         "idx": rng.integers(0, 5, size=n).astype(np.int64)}
+                feeds = {
+                    "x": rng.standard_normal((n, 3, 8, 8)).astype(np.float32),
+                    "idx": rng.integers(0, 5, size=n).astype(np.int64),
+                }
                 got = runner.run(feeds)
                 want = sess.run(None, feeds)
                 np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
@@ -645,14 +711,15 @@ def test_fake_trt_loads_without_hardware_facts(backend, monkeypatch, tmp_path) -
     """LoadContext.hardware is optional: the device index is then CUDA's ordinal."""
     fakes.install(monkeypatch, [fakes.H100])
     path = small_cnn(tmp_path / "cnn.onnx")
-    with backend.load(Candidate.make("tensorrt", "cuda:0", "fp16"), load_facts(path),
-                      ctx(tmp_path)) as r:
+    with backend.load(Candidate.make("tensorrt", "cuda:0", "fp16"), load_facts(path), ctx(tmp_path)) as r:
         x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
-        np.testing.assert_allclose(r.run({"image": x})[0], reference(path, {"image": x})[0],
-                                   rtol=1e-2, atol=1e-2)
+        np.testing.assert_allclose(
+            r.run({"image": x})[0], reference(path, {"image": x})[0], rtol=1e-2, atol=1e-2
+        )
 
 
 # -- the fakes catch what they are there to catch --------------------------------------------------
+
 
 def test_fake_cuda_catches_a_missing_synchronize(backend, monkeypatch, tmp_path) -> None:
     """Work is queued until the stream is synchronised, as on a GPU."""
@@ -687,6 +754,7 @@ def test_fake_trt_catches_a_context_shared_between_threads(monkeypatch, tmp_path
 
 # -- real hardware, where there is some ------------------------------------------------------------
 
+
 @pytest.fixture()
 def real_gpu(backend):
     import probes
@@ -702,10 +770,11 @@ def real_gpu(backend):
 def test_real_gpu_cnn_matches_onnxruntime(backend, real_gpu, tmp_path, precision, tol) -> None:
     hw, device = real_gpu
     path = small_cnn(tmp_path / "cnn.onnx")
-    with backend.load(Candidate.make("tensorrt", device, precision), load_facts(path),
-                      ctx(tmp_path, hw)) as runner:
+    with backend.load(
+        Candidate.make("tensorrt", device, precision), load_facts(path), ctx(tmp_path, hw)
+    ) as runner:
         x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
-        for got, want in zip(runner.run({"image": x}), reference(path, {"image": x})):
+        for got, want in zip(runner.run({"image": x}), reference(path, {"image": x}), strict=True):
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
@@ -721,8 +790,10 @@ def test_real_gpu_dynamic_batch_and_threads(backend, real_gpu, tmp_path) -> None
         try:
             for _ in range(10):
                 n = int(rng.integers(1, 17))
-                feeds = {"x": rng.standard_normal((n, 3, 8, 8)).astype(np.float32),
-                         "idx": rng.integers(0, 5, size=n).astype(np.int64)}
+                feeds = {
+                    "x": rng.standard_normal((n, 3, 8, 8)).astype(np.float32),
+                    "idx": rng.integers(0, 5, size=n).astype(np.int64),
+                }
                 got, want = runner.run(feeds), reference(path, feeds)
                 np.testing.assert_allclose(got[0], want[0], rtol=1e-3, atol=1e-3)
                 assert got[1].dtype == np.int64 and got[1].shape == (n,)
@@ -739,6 +810,7 @@ def test_real_gpu_dynamic_batch_and_threads(backend, real_gpu, tmp_path) -> None
 
 
 # -- issue 11: TensorRT 10 and 11, CUDA_VISIBLE_DEVICES, MIG, timing cache ------------------------
+
 
 def _real(cands):
     return [(c.device, c.precision) for c in cands if isinstance(c, Candidate)]
@@ -762,33 +834,32 @@ def test_fake_tensorrt_11_has_no_fp16_or_int8_builder_flag(monkeypatch) -> None:
 
 def test_fake_tensorrt_11_offers_no_fp16_and_says_why(backend, monkeypatch, tmp_path) -> None:
     fakes.install(monkeypatch, [fakes.H100], trt_version="11.1.0")
-    out = backend.candidates(load_facts(small_cnn(tmp_path / "m.onnx")),
-                             fakes.machine(fakes.H100), "latency")
+    out = backend.candidates(load_facts(small_cnn(tmp_path / "m.onnx")), fakes.machine(fakes.H100), "latency")
     assert _real(out) == [("cuda:0", "fp32")]
     reason = _why(out)[("cuda:0", "fp16")]
     assert "strongly typed" in reason and "converted to fp16" in reason
     with pytest.raises(UnsupportedModel, match="strongly typed"):
-        backend.load(Candidate.make("tensorrt", "cuda:0", "fp16"),
-                     load_facts(small_cnn(tmp_path / "m.onnx")),
-                     ctx(tmp_path, fakes.machine(fakes.H100)))
+        backend.load(
+            Candidate.make("tensorrt", "cuda:0", "fp16"),
+            load_facts(small_cnn(tmp_path / "m.onnx")),
+            ctx(tmp_path, fakes.machine(fakes.H100)),
+        )
 
 
 @pytest.mark.parametrize("version", ["10.13.0", "11.1.0"])
-def test_fake_tensorrt_10_and_11_build_fp32_and_qdq_int8(backend, monkeypatch, tmp_path,
-                                                         version) -> None:
+def test_fake_tensorrt_10_and_11_build_fp32_and_qdq_int8(backend, monkeypatch, tmp_path, version) -> None:
     env = fakes.install(monkeypatch, [fakes.T4], trt_version=version)
     hw = fakes.machine(fakes.T4)
     path = small_cnn(tmp_path / "cnn.onnx")
-    with backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), load_facts(path),
-                      ctx(tmp_path, hw)) as r:
+    with backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), load_facts(path), ctx(tmp_path, hw)) as r:
         x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
-        np.testing.assert_allclose(r.run({"image": x})[0], reference(path, {"image": x})[0],
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            r.run({"image": x})[0], reference(path, {"image": x})[0], rtol=1e-4, atol=1e-4
+        )
     assert BuilderFlag.TF32 not in env.last_build["flags"]
     q = qdq(tmp_path / "q.onnx")
     assert "int8" in [p for _, p in _real(backend.candidates(load_facts(q), hw, "latency"))]
-    backend.load(Candidate.make("tensorrt", "cuda:0", "int8"), load_facts(q),
-                 ctx(tmp_path, hw)).close()
+    backend.load(Candidate.make("tensorrt", "cuda:0", "int8"), load_facts(q), ctx(tmp_path, hw)).close()
     flags = env.last_build["flags"]
     if version.startswith("11"):  # strongly typed: Q/DQ nodes carry int8, no flag exists
         assert env.last_build["strongly_typed"] and not flags & {BuilderFlag.FP16, BuilderFlag.INT8}
@@ -796,8 +867,7 @@ def test_fake_tensorrt_10_and_11_build_fp32_and_qdq_int8(backend, monkeypatch, t
         assert {BuilderFlag.FP16, BuilderFlag.INT8} <= flags and not env.last_build["strongly_typed"]
 
 
-def test_fake_cuda_visible_devices_subset_limits_tensorrt_candidates(backend, monkeypatch,
-                                                                     tmp_path) -> None:
+def test_fake_cuda_visible_devices_subset_limits_tensorrt_candidates(backend, monkeypatch, tmp_path) -> None:
     """Eight GPUs, CUDA_VISIBLE_DEVICES=2,3: two candidates, on CUDA's ordinals 0 and 1."""
     gpus = fakes.eight_gpus()
     env = fakes.install(monkeypatch, gpus, visible="2,3")
@@ -805,8 +875,9 @@ def test_fake_cuda_visible_devices_subset_limits_tensorrt_candidates(backend, mo
     facts = load_facts(small_cnn(tmp_path / "m.onnx"))
     out = backend.candidates(facts, hw, "latency")
     assert {d for d, _ in _real(out)} == {"cuda:2", "cuda:3"}
-    assert all("CUDA does not see" in why for (d, _), why in _why(out).items()
-               if d not in ("cuda:2", "cuda:3"))
+    assert all(
+        "CUDA does not see" in why for (d, _), why in _why(out).items() if d not in ("cuda:2", "cuda:3")
+    )
     assert backend.availability(hw).devices == ("cuda:2", "cuda:3")
     with backend.load(Candidate.make("tensorrt", "cuda:3", "fp32"), facts, ctx(tmp_path, hw)) as r:
         assert engine_header(r.engine_path)["device_uuid"] == gpus[3].uuid
@@ -825,8 +896,7 @@ def test_fake_cuda_visible_devices_by_uuid_selects_that_gpu(backend, monkeypatch
     assert env.cuda.set_device_calls[-1] == 0
 
 
-def test_fake_cuda_mig_instance_is_the_device_and_its_memory_counts(backend, monkeypatch,
-                                                                    tmp_path) -> None:
+def test_fake_cuda_mig_instance_is_the_device_and_its_memory_counts(backend, monkeypatch, tmp_path) -> None:
     gpu = fakes.A100_MIG
     small = fakes.mig_devices_of(gpu)[1]  # the 1g.5gb instance only
     env = fakes.install(monkeypatch, cuda_devices=[small])
@@ -835,6 +905,7 @@ def test_fake_cuda_mig_instance_is_the_device_and_its_memory_counts(backend, mon
     assert ("cuda:0", "fp32") in _real(backend.candidates(facts, hw, "latency"))
     # 8 GiB of weights fit the 40 GB card but not the 4.75 GiB instance CUDA gives this process.
     import dataclasses
+
     big = dataclasses.replace(facts, size_bytes=8 << 30)
     why = _why(backend.candidates(big, hw, "latency"))[("cuda:0", "fp32")]
     assert "MIG 1g.5gb" in why and "4.8 GiB" in why
@@ -843,8 +914,9 @@ def test_fake_cuda_mig_instance_is_the_device_and_its_memory_counts(backend, mon
     assert env.cuda.set_device_calls[-1] == 0
 
 
-def test_fake_cuda_mig_gpu_without_a_visible_instance_has_no_candidate(backend, monkeypatch,
-                                                                       tmp_path) -> None:
+def test_fake_cuda_mig_gpu_without_a_visible_instance_has_no_candidate(
+    backend, monkeypatch, tmp_path
+) -> None:
     fakes.install(monkeypatch, cuda_devices=[fakes.device_of(fakes.T4)])
     t4 = dataclasses_replace(fakes.T4, index=1)
     hw = fakes.machine(fakes.A100_MIG, t4)
@@ -855,6 +927,7 @@ def test_fake_cuda_mig_gpu_without_a_visible_instance_has_no_candidate(backend, 
 
 def dataclasses_replace(obj, **kw):
     import dataclasses
+
     return dataclasses.replace(obj, **kw)
 
 
@@ -871,8 +944,7 @@ def test_fake_cuda_truncated_uuid_is_never_a_match(backend, monkeypatch, tmp_pat
     assert not _real(out) and "CUDA does not see" in _why(out)[("cuda:0", "fp32")]
 
 
-def test_fake_cuda_gpu_without_uuid_or_bus_id_gets_no_guessed_ordinal(backend, monkeypatch,
-                                                                      tmp_path) -> None:
+def test_fake_cuda_gpu_without_uuid_or_bus_id_gets_no_guessed_ordinal(backend, monkeypatch, tmp_path) -> None:
     """ordinal_of used to fall back to NVML's index; now the GPU is left out, with the reason."""
     fakes.install(monkeypatch, cuda_devices=[fakes.device_of(fakes.T4), fakes.device_of(fakes.H100)])
     anon = dataclasses_replace(fakes.H100, index=0, uuid=None, pci_bus_id=None)
@@ -880,15 +952,15 @@ def test_fake_cuda_gpu_without_uuid_or_bus_id_gets_no_guessed_ordinal(backend, m
     out = backend.candidates(facts, fakes.machine(anon), "latency")
     assert not _real(out) and "neither a PCI bus id nor a UUID" in _why(out)[("cuda:0", "fp32")]
     with pytest.raises(BackendUnavailable, match="neither a PCI bus id"):
-        backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), facts,
-                     ctx(tmp_path, fakes.machine(anon)))
+        backend.load(Candidate.make("tensorrt", "cuda:0", "fp32"), facts, ctx(tmp_path, fakes.machine(anon)))
 
 
 def test_native_handle_falls_back_to_int_on_typeerror_with_fake_cuda(monkeypatch) -> None:
     import types
 
-    from autoinfer.backends import _cuda
     from fakes.fake_cuda import cudaStream_t
+
+    from autoinfer.backends import _cuda
 
     def unknown(obj):
         raise TypeError(f"unknown type {type(obj).__name__}")
@@ -921,6 +993,7 @@ def test_fake_tensorrt_timing_cache_is_shared_by_variants(backend, monkeypatch, 
 
 def test_pyproject_tensorrt_extra_bounds_tensorrt_and_raises_the_cuda_bindings_floor() -> None:
     import re
+
     import tomllib
 
     data = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())

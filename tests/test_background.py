@@ -2,6 +2,7 @@
 between calls, wait_for_choice/on_choice, the selection modes, close/exit/fork during a
 selection, real inputs, and the race's statistic. Real runtimes underneath; the
 "slow_reference" backend is ONNX Runtime with a delay, so that a switch is certain."""
+
 from __future__ import annotations
 
 import logging
@@ -18,16 +19,15 @@ import onnx
 import onnxruntime as ort
 import psutil
 import pytest
+import slow_reference
+import zoo
 from onnx import TensorProto, helper
 
 import autoinfer
 from autoinfer import backends as registry
-import zoo
 from autoinfer.errors import ConfigError, NoCandidateError
 from autoinfer.measure import feed_hints, median_interval, race_order, sample_feeds, verdict
 from autoinfer.model import load_facts
-
-import slow_reference
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,14 +64,19 @@ def _wait_for_worker(timeout: float = 60.0) -> list[psutil.Process]:
 
 # -- the swap under load ---------------------------------------------------------------
 def test_nonstop_calls_during_the_background_selection_see_exactly_one_switch(
-        tiny, tmp_path, slow_ref, caplog):
+    tiny, tmp_path, slow_ref, caplog
+):
     ref = ort.InferenceSession(str(tiny), providers=["CPUExecutionProvider"])
     feeds = [_x(i) for i in range(4)]
     want = [ref.run(None, f)[0] for f in feeds]
     told: list[tuple[str, str]] = []
-    s = autoinfer.Session(tiny, cache_dir=tmp_path / "c", budget_s=3,
-                          backends=["slow_reference", "onnxruntime"],
-                          on_choice=lambda c: told.append((c.backend, threading.current_thread().name)))
+    s = autoinfer.Session(
+        tiny,
+        cache_dir=tmp_path / "c",
+        budget_s=3,
+        backends=["slow_reference", "onnxruntime"],
+        on_choice=lambda c: told.append((c.backend, threading.current_thread().name)),
+    )
     assert s.choice.backend == "slow_reference" and s.choice.provisional
     assert s.selecting and s.wait_for_choice(timeout=0) is None  # waits for the first run()
     errors: list[BaseException] = []
@@ -115,8 +120,9 @@ def test_nonstop_calls_during_the_background_selection_see_exactly_one_switch(
     # the replaced runner was closed once idle, and nothing ran on it after
     assert any(r.closed for r in slow_reference.SlowReference.runners)
     s.close()
-    warm = autoinfer.Session(tiny, cache_dir=tmp_path / "c", budget_s=3,
-                             backends=["slow_reference", "onnxruntime"])
+    warm = autoinfer.Session(
+        tiny, cache_dir=tmp_path / "c", budget_s=3, backends=["slow_reference", "onnxruntime"]
+    )
     assert warm.choice.from_cache and warm.choice.backend == "onnxruntime" and not warm.selecting
 
 
@@ -130,12 +136,12 @@ def test_selection_modes(tiny, tmp_path):
     assert not off.choice.measured and not off.choice.provisional and not off.selecting
     assert off._thread is None and off.wait_for_choice(timeout=0) == off.choice
     told = []
-    blocking = autoinfer.Session(tiny, cache_dir=tmp_path / "b", budget_s=2,
-                                 selection="blocking", on_choice=told.append)
+    blocking = autoinfer.Session(
+        tiny, cache_dir=tmp_path / "b", budget_s=2, selection="blocking", on_choice=told.append
+    )
     assert blocking.choice.measured and blocking.decision.inputs == "synthetic"
     assert told == [blocking.choice]  # no selection left: told at once
-    bg = autoinfer.Session(tiny, cache_dir=tmp_path / "bg", budget_s=2, sample_inputs=_x(3),
-                           threads=1)
+    bg = autoinfer.Session(tiny, cache_dir=tmp_path / "bg", budget_s=2, sample_inputs=_x(3), threads=1)
     assert bg.choice.provisional  # selecting at once, on the sample inputs given
     c = bg.wait_for_choice(timeout=120)
     assert c is not None and c.measured and bg.decision.inputs == "sample_inputs"
@@ -180,15 +186,19 @@ def test_exit_during_selection_leaves_no_process_and_no_partial_file(tiny, tmp_p
     cache = tmp_path / "c"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", _EXITER, str(tiny), str(cache)], env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _EXITER, str(tiny), str(cache)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert time.monotonic() - t0 < 90
     pids = [int(p) for p in out.stdout.split()]
     assert pids, "the selection had not started a measuring process"
     time.sleep(0.5)
-    alive = [p for p in pids if psutil.pid_exists(p)
-             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"measuring processes outlived the interpreter: {alive}"
     assert not list((cache / "decisions").glob("*"))
     assert not list(cache.rglob(".tmp-*"))
@@ -197,8 +207,7 @@ def test_exit_during_selection_leaves_no_process_and_no_partial_file(tiny, tmp_p
 # -- fork --------------------------------------------------------------------------------
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
 def test_forked_child_does_not_inherit_the_selection(tiny, tmp_path):
-    s = autoinfer.Session(tiny, cache_dir=tmp_path / "c", budget_s=3, threads=1,
-                          sample_inputs=_x())
+    s = autoinfer.Session(tiny, cache_dir=tmp_path / "c", budget_s=3, threads=1, sample_inputs=_x())
     _wait_for_worker()
     assert s._thread is not None
     want = ort.InferenceSession(str(tiny), providers=["CPUExecutionProvider"]).run(None, _x(1))[0]
@@ -208,9 +217,13 @@ def test_forked_child_does_not_inherit_the_selection(tiny, tmp_path):
         code = 1
         try:
             got = s.run(None, _x(1))[0]
-            ok = (np.allclose(got, want, rtol=1e-5, atol=1e-6) and s._thread is None
-                  and not s.selecting and s.wait_for_choice(timeout=1) is not None
-                  and not psutil.Process().children())
+            ok = (
+                np.allclose(got, want, rtol=1e-5, atol=1e-6)
+                and s._thread is None
+                and not s.selecting
+                and s.wait_for_choice(timeout=1) is not None
+                and not psutil.Process().children()
+            )
             code = 0 if ok else 3
         finally:
             os.write(w, b"%d" % code)
@@ -233,8 +246,9 @@ def _if_model(path: Path, hinted: bool) -> Path:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
 
     def branch(name: str, nodes: list, out: str) -> onnx.GraphProto:
-        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(
-            out, TensorProto.FLOAT, None)])
+        return helper.make_graph(
+            nodes, name, [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)]
+        )
 
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
     three = helper.make_tensor("three", TensorProto.FLOAT, [], [3.0])
@@ -243,20 +257,39 @@ def _if_model(path: Path, hinted: bool) -> Path:
     then8 = branch("then8", [helper.make_node("Mul", ["x", "two"], ["y8"])], "y8")
     then16 = branch("then16", [helper.make_node("Mul", ["x", "three"], ["y16"])], "y16")
     fail = branch("fail", [helper.make_node("Reshape", ["x", "bad"], ["yf"])], "yf")
-    inner = branch("else8", [
-        helper.make_node("Equal", ["sr", "c16"], ["is16"]),
-        helper.make_node("If", ["is16"], ["yi"], then_branch=then16, else_branch=fail)], "yi")
+    inner = branch(
+        "else8",
+        [
+            helper.make_node("Equal", ["sr", "c16"], ["is16"]),
+            helper.make_node("If", ["is16"], ["yi"], then_branch=then16, else_branch=fail),
+        ],
+        "yi",
+    )
     if hinted:
-        c8 = [helper.make_node("Constant", [], ["c8"], value=helper.make_tensor(
-            "v8", TensorProto.INT64, [], [8000]))]
+        c8 = [
+            helper.make_node(
+                "Constant", [], ["c8"], value=helper.make_tensor("v8", TensorProto.INT64, [], [8000])
+            )
+        ]
     else:  # 8000 and 16000 computed: nothing for the graph reader to see
-        c8 = [helper.make_node("Constant", [], ["half"], value=helper.make_tensor(
-            "v4", TensorProto.INT64, [], [4000])), helper.make_node("Add", ["half", "half"], ["c8"]),
-            helper.make_node("Add", ["c8", "c8"], ["c16"])]
-    g = helper.make_graph(c8 + [helper.make_node("Equal", ["sr", "c8"], ["is8"]),
-                                helper.make_node("If", ["is8"], ["y"], then_branch=then8,
-                                                 else_branch=inner)],
-                          "vad_like", [x, sr], [y], [two, three, bad] + ([c16] if hinted else []))
+        c8 = [
+            helper.make_node(
+                "Constant", [], ["half"], value=helper.make_tensor("v4", TensorProto.INT64, [], [4000])
+            ),
+            helper.make_node("Add", ["half", "half"], ["c8"]),
+            helper.make_node("Add", ["c8", "c8"], ["c16"]),
+        ]
+    g = helper.make_graph(
+        c8
+        + [
+            helper.make_node("Equal", ["sr", "c8"], ["is8"]),
+            helper.make_node("If", ["is8"], ["y"], then_branch=then8, else_branch=inner),
+        ],
+        "vad_like",
+        [x, sr],
+        [y],
+        [two, three, bad] + ([c16] if hinted else []),
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.checker.check_model(m)
@@ -283,8 +316,9 @@ def test_model_valid_only_at_a_few_values_opens_runs_and_selects_on_the_users_fe
     assert "sr" not in feed_hints(p)
     with pytest.raises(NoCandidateError, match="sample_inputs"):
         autoinfer.select(p, cache_dir=tmp_path / "sel", budget_s=2)
-    dec = autoinfer.select(p, cache_dir=tmp_path / "sel", budget_s=2,
-                           sample_inputs=[_if_feed(16000), _if_feed(8000)])
+    dec = autoinfer.select(
+        p, cache_dir=tmp_path / "sel", budget_s=2, sample_inputs=[_if_feed(16000), _if_feed(8000)]
+    )
     assert dec.measured and dec.inputs == "sample_inputs"
     # blocking: the reference fails on synthetic inputs; the session still opens on it
     s = autoinfer.Session(p, cache_dir=tmp_path / "c", budget_s=2, selection="blocking")
@@ -299,10 +333,8 @@ def test_model_valid_only_at_a_few_values_opens_runs_and_selects_on_the_users_fe
 def test_gather_indices_stay_within_the_table(tmp_path):
     ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4])
-    table = helper.make_tensor("table", TensorProto.FLOAT, [50, 4],
-                               np.arange(200, dtype=np.float32).tolist())
-    g = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "emb",
-                          [ids], [y], [table])
+    table = helper.make_tensor("table", TensorProto.FLOAT, [50, 4], np.arange(200, dtype=np.float32).tolist())
+    g = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "emb", [ids], [y], [table])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(m, tmp_path / "emb.onnx")
     assert feed_hints(tmp_path / "emb.onnx") == {"ids": ("range", 50)}
@@ -361,7 +393,6 @@ def test_the_worker_loads_with_the_sessions_context(tiny, tmp_path):
     """One LoadContext construction: what the measuring worker rebuilds from its job is
     what the session uses, hardware facts and threads included."""
     import probes
-
     from autoinfer.backends.base import Candidate
     from autoinfer.cache import Cache
     from autoinfer.loader import Loader, context_from_job, context_to_job
@@ -372,15 +403,18 @@ def test_the_worker_loads_with_the_sessions_context(tiny, tmp_path):
     back = context_from_job(context_to_job(ctx))
     assert back.hardware is not None and back.hardware.fingerprint == hw.fingerprint
     assert (back.artifact_dir, back.threads, back.input_shapes, back.objective) == (
-        ctx.artifact_dir, 1, {"input": (1, 16)}, "latency")
+        ctx.artifact_dir,
+        1,
+        {"input": (1, 16)},
+        "latency",
+    )
     assert ctx.artifact_dir.is_dir() and str(ctx.artifact_dir).startswith(str(tmp_path / "c"))
 
 
 def test_dynamic_model_with_input_shapes_runs_other_shapes_and_selects_them(tmp_path):
     p = zoo.save("dynamic_batch", tmp_path / "d.onnx")
     ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-    s = autoinfer.Session(p, cache_dir=tmp_path / "c", budget_s=2,
-                          input_shapes={"input": [2, 3, 32, 32]})
+    s = autoinfer.Session(p, cache_dir=tmp_path / "c", budget_s=2, input_shapes={"input": [2, 3, 32, 32]})
     assert s.choice.provisional
     rng = np.random.default_rng(4)
     for b in (2, 5):

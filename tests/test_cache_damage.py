@@ -4,6 +4,7 @@ checksum no longer matches, and cache directories that are read-only or full.
 In each case autoinfer either rebuilds what it can or runs without a cache, with one
 warning, and the session's results stay those of ONNX Runtime.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,19 +13,19 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import small_conv_model, usable_backends
 
 import autoinfer
 from autoinfer import backends as registry
 from autoinfer import cache as cache_mod
 from autoinfer.cache import Cache, record_digest
-
-from conftest import small_conv_model, usable_backends
 
 X = np.random.default_rng(5).standard_normal((1, 3, 8, 8)).astype(np.float32)
 
@@ -36,8 +37,7 @@ def model(tmp_path_factory: Any) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(model: Path) -> np.ndarray:
-    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(
-        None, {"input": X})[0]
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": X})[0]
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +63,11 @@ def _decision_files(cache_dir: Path) -> list[Path]:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and r.name.startswith("autoinfer")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("autoinfer")
+    ]
 
 
 def _valid(path: Path) -> bool:
@@ -73,6 +76,7 @@ def _valid(path: Path) -> bool:
 
 
 # -- damaged decision files ------------------------------------------------------
+
 
 def _truncate(p: Path) -> None:
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
@@ -99,12 +103,14 @@ def _not_an_object(p: Path) -> None:
     p.write_text("[1, 2, 3]")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _garbage, _hand_edit, _other_schema,
-                                    _not_an_object],
-                         ids=["truncated", "random bytes", "hand-edited", "other schema",
-                              "JSON but not a record"])
+@pytest.mark.parametrize(
+    "damage",
+    [_truncate, _garbage, _hand_edit, _other_schema, _not_an_object],
+    ids=["truncated", "random bytes", "hand-edited", "other schema", "JSON but not a record"],
+)
 def test_a_damaged_decision_is_detected_and_rebuilt_with_one_warning(
-        model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any, damage: Any) -> None:
+    model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any, damage: Any
+) -> None:
     cache_dir = tmp_path / "cache"
     _session(model, cache_dir).close()
     (f,) = _decision_files(cache_dir)
@@ -119,8 +125,9 @@ def test_a_damaged_decision_is_detected_and_rebuilt_with_one_warning(
     assert again == f and _valid(f), "the damaged decision was not rebuilt"
 
 
-def test_a_decision_under_another_key_is_not_used(model: Path, reference: np.ndarray,
-                                                  tmp_path: Path, caplog: Any) -> None:
+def test_a_decision_under_another_key_is_not_used(
+    model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any
+) -> None:
     """A valid record copied over another key's file (a botched restore) is not trusted."""
     cache_dir = tmp_path / "cache"
     _session(model, cache_dir).close()
@@ -136,8 +143,9 @@ def test_a_decision_under_another_key_is_not_used(model: Path, reference: np.nda
     assert rec_a["key"] == a.stem and rec_b["key"] == b.stem
 
 
-def test_a_damaged_facts_record_is_rebuilt(model: Path, reference: np.ndarray,
-                                           tmp_path: Path, caplog: Any) -> None:
+def test_a_damaged_facts_record_is_rebuilt(
+    model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any
+) -> None:
     cache_dir = tmp_path / "cache"
     _session(model, cache_dir).close()
     (f,) = sorted((cache_dir / "facts").glob("*.json"))
@@ -160,11 +168,11 @@ CONVERTING = [b for b in usable_backends() if registry.get(b).capabilities.needs
 
 @pytest.mark.parametrize("backend", CONVERTING)
 def test_a_conversion_whose_checksum_no_longer_matches_is_redone(
-        backend: str, model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any) -> None:
+    backend: str, model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any
+) -> None:
     cache_dir = tmp_path / "cache"
     _session(model, cache_dir, backends=[backend]).close()
-    files = [p for p in (cache_dir / "artifacts" / backend).rglob("*")
-             if p.is_file() and p.suffix != ".json"]
+    files = [p for p in (cache_dir / "artifacts" / backend).rglob("*") if p.is_file() and p.suffix != ".json"]
     assert files, f"{backend} left no artifact in the cache"
     weights = max(files, key=lambda p: p.stat().st_size)  # the weights: the largest file
     blob = bytearray(weights.read_bytes())
@@ -179,6 +187,7 @@ def test_a_conversion_whose_checksum_no_longer_matches_is_redone(
 
 
 # -- directories that cannot be written ----------------------------------------------
+
 
 @contextlib.contextmanager
 def _immutable(d: Path) -> Iterator[None]:
@@ -209,14 +218,16 @@ def _readonly_case(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_read_only_cache_location_runs_without_cache_with_one_warning(
-        model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any) -> None:
+    model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any
+) -> None:
     caplog.set_level(logging.WARNING, logger="autoinfer")
     gen = _readonly_case(tmp_path)
     cache_dir = next(gen)
     try:
         for _ in range(2):
-            with _session(model, cache_dir, backends=None, benchmark=True, budget_s=2,
-                          selection="blocking") as s:
+            with _session(
+                model, cache_dir, backends=None, benchmark=True, budget_s=2, selection="blocking"
+            ) as s:
                 _check(s, reference)
                 assert s.choice.measured
         assert not cache_dir.exists()
@@ -227,7 +238,8 @@ def test_a_read_only_cache_location_runs_without_cache_with_one_warning(
 
 
 def test_a_populated_cache_made_read_only_is_left_untouched_with_one_warning(
-        model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any) -> None:
+    model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any
+) -> None:
     """A cache that became read-only (a read-only home, a system image): autoinfer runs
     without it, warns once, and changes nothing in it."""
     cache_dir = tmp_path / "cache"
@@ -253,9 +265,10 @@ def test_a_populated_cache_made_read_only_is_left_untouched_with_one_warning(
 
 
 def test_a_full_disk_disables_the_cache_with_one_warning_simulated_enospc(
-        model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ENOSPC on every cache write (a full disk, simulated: this machine's disk is not full)."""
+
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -272,8 +285,9 @@ def test_a_full_disk_disables_the_cache_with_one_warning_simulated_enospc(
     assert not list(cache_dir.rglob(".tmp-*"))
 
 
-def test_a_cache_path_that_is_a_file_is_left_alone(model: Path, reference: np.ndarray,
-                                                   tmp_path: Path, caplog: Any) -> None:
+def test_a_cache_path_that_is_a_file_is_left_alone(
+    model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any
+) -> None:
     """AUTOINFER_CACHE_DIR pointing at a user's file: the file is never touched."""
     f = tmp_path / "notes.txt"
     f.write_text("my notes\n")

@@ -3,6 +3,7 @@
 Exit codes: 0 success, 1 ``doctor`` found no usable runtime, 2 bad input (an autoinfer error
 or an argparse usage error), 130 interrupted.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import small_conv_model, usable_backends
 
 from autoinfer import backends
 from autoinfer.config import OBJECTIVES
-
-from conftest import small_conv_model, usable_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,19 @@ def model(tmp_path_factory: Any) -> Path:
 
 
 def cli(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUTOINFER_CACHE_DIR": str(cache),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "autoinfer.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "AUTOINFER_CACHE_DIR": str(cache),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "autoinfer.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_select_measures_and_explains_the_winner(model: Path, tmp_path: Path) -> None:
@@ -43,15 +52,13 @@ def test_select_measures_and_explains_the_winner(model: Path, tmp_path: Path) ->
     assert "ranking:" in r.stdout and r.stderr == ""
 
 
-def test_select_json_is_a_decision_and_a_second_call_hits_the_cache(model: Path,
-                                                                    tmp_path: Path) -> None:
+def test_select_json_is_a_decision_and_a_second_call_hits_the_cache(model: Path, tmp_path: Path) -> None:
     first = cli("select", str(model), "--no-benchmark", "--json", cache=tmp_path)
     assert first.returncode == 0, first.stderr
     dec = json.loads(first.stdout)
     assert dec["winner"]["backend"] in usable_backends() and dec["objective"] == "latency"
     assert dec["from_cache"] is False and len(dec["key"]) >= 16
-    again = json.loads(cli("select", str(model), "--no-benchmark", "--json",
-                           cache=tmp_path).stdout)
+    again = json.loads(cli("select", str(model), "--no-benchmark", "--json", cache=tmp_path).stdout)
     assert again["from_cache"] is True and again["winner"] == dec["winner"]
     listed = cli("cache", "list", cache=tmp_path)
     assert listed.returncode == 0 and "1 decision(s)" in listed.stdout, listed.stdout
@@ -59,16 +66,24 @@ def test_select_json_is_a_decision_and_a_second_call_hits_the_cache(model: Path,
 
 def test_select_restricted_to_one_backend(model: Path, tmp_path: Path) -> None:
     name = usable_backends()[0]
-    r = cli("select", str(model), "--no-benchmark", "--json", "--backends", name,
-            "--objective", "throughput", cache=tmp_path)
+    r = cli(
+        "select",
+        str(model),
+        "--no-benchmark",
+        "--json",
+        "--backends",
+        name,
+        "--objective",
+        "throughput",
+        cache=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     dec = json.loads(r.stdout)
     assert dec["winner"]["backend"] == name and dec["objective"] == "throughput"
 
 
 def test_bench_json_lists_measured_candidates(model: Path, tmp_path: Path) -> None:
-    r = cli("bench", str(model), "--json", "--backends", "onnxruntime", "--budget", "5",
-            cache=tmp_path)
+    r = cli("bench", str(model), "--json", "--backends", "onnxruntime", "--budget", "5", cache=tmp_path)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     measured = [row for row in out["rows"] if row["median_ms"] is not None]
@@ -114,8 +129,9 @@ def test_the_objective_choices_are_the_library_objectives() -> None:
 def test_an_unknown_backend_names_the_known_ones(model: Path, tmp_path: Path) -> None:
     r = cli("select", str(model), "--backends", "nope", cache=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == ("autoinfer: error: unknown backend 'nope'. Expected one of: "
-                                + ", ".join(backends.names()))
+    assert r.stderr.strip() == (
+        "autoinfer: error: unknown backend 'nope'. Expected one of: " + ", ".join(backends.names())
+    )
 
 
 def test_a_malformed_input_shape_is_a_clear_error(model: Path, tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """Concurrency: threads sharing one Session, processes sharing one cold cache, and a
 cache cleared by another process while sessions open."""
+
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -28,20 +28,24 @@ SHAPE = (1, 3, 16, 16)
 def _cnn(batch: Any = 1) -> onnx.ModelProto:
     """Conv 3->8 3x3, Relu, Conv 8->4 3x3 stride 2, Sigmoid: enough work to overlap."""
     rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3,
-                                     "w1"),
-             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b1"),
-             numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32) * 0.3,
-                                     "w2")]
-    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
-             helper.make_node("Sigmoid", ["c2"], ["output"])]
-    g = helper.make_graph(nodes, "cnn",
-                          [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                         [batch, 3, 16, 16])],
-                          [helper.make_tensor_value_info("output", TensorProto.FLOAT,
-                                                         [batch, 4, 8, 8])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w1"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b1"),
+        numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32) * 0.3, "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Sigmoid", ["c2"], ["output"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 4, 8, 8])],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
@@ -63,12 +67,12 @@ def dynamic_cnn(tmp_path_factory: Any) -> Path:
 
 def _feeds(n: int, batch: int = 1, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [{"input": rng.standard_normal((batch, 3, 16, 16), dtype=np.float32)}
-            for _ in range(n)]
+    return [{"input": rng.standard_normal((batch, 3, 16, 16), dtype=np.float32)} for _ in range(n)]
 
 
-def _hammer(session: Any, feeds: list[dict[str, np.ndarray]], rounds: int = 4
-            ) -> tuple[dict[int, list[np.ndarray]], list[BaseException]]:
+def _hammer(
+    session: Any, feeds: list[dict[str, np.ndarray]], rounds: int = 4
+) -> tuple[dict[int, list[np.ndarray]], list[BaseException]]:
     """8 threads, each running its own feed ``rounds`` times, all released at once."""
     results: dict[int, list[np.ndarray]] = {i: [] for i in range(len(feeds))}
     errors: list[BaseException] = []
@@ -104,13 +108,12 @@ def test_eight_threads_match_serial_calls(cnn: Path, tmp_path: Path, backend: st
         s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", budget_s=2, selection="blocking")
         assert s.choice is not None and s.choice.measured
     else:
-        s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", benchmark=False,
-                              backends=[backend])
+        s = autoinfer.Session(cnn, cache_dir=tmp_path / "cache", benchmark=False, backends=[backend])
         assert s.choice is not None and s.choice.backend == backend
     feeds = _feeds(8)
     serial = [s.run(None, f)[0] for f in feeds]
     ref = ort.InferenceSession(str(cnn), providers=["CPUExecutionProvider"])
-    for f, y in zip(feeds, serial):
+    for f, y in zip(feeds, serial, strict=True):
         np.testing.assert_allclose(y, ref.run(None, f)[0], rtol=1e-4, atol=1e-5)
     results, errors = _hammer(s, feeds)
     assert not errors, errors
@@ -124,11 +127,11 @@ def test_eight_threads_match_serial_calls(cnn: Path, tmp_path: Path, backend: st
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_threads_with_different_batch_sizes_select_once_per_bucket(
-        dynamic_cnn: Path, tmp_path: Path, backend: str) -> None:
+    dynamic_cnn: Path, tmp_path: Path, backend: str
+) -> None:
     """A dynamic model selects on first run(); 8 threads arriving at once with 8 batch
     sizes (4 buckets) must each get their own correct outputs."""
-    s = autoinfer.Session(dynamic_cnn, cache_dir=tmp_path / "cache", benchmark=False,
-                          backends=[backend])
+    s = autoinfer.Session(dynamic_cnn, cache_dir=tmp_path / "cache", benchmark=False, backends=[backend])
     assert s.choice is None
     feeds = [_feeds(1, batch=b, seed=b)[0] for b in range(1, 9)]
     results, errors = _hammer(s, feeds, rounds=2)
@@ -175,9 +178,15 @@ def _all_json_intact(cache: Path) -> None:
 
 def test_four_processes_on_a_cold_cache_measure_once(cnn: Path, tmp_path: Path) -> None:
     cache, go = tmp_path / "cache", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _OPENER, str(cnn), str(cache), str(go)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, str(cnn), str(cache), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     try:
         for p in procs:  # every process has imported everything: start them together
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -222,12 +231,17 @@ _CLEARER = textwrap.dedent("""
 
 @pytest.mark.parametrize("source", ["path", "bytes"])
 def test_sessions_open_and_run_while_another_process_clears_the_cache(
-        cnn: Path, tmp_path: Path, source: str) -> None:
+    cnn: Path, tmp_path: Path, source: str
+) -> None:
     cache, stop = tmp_path / "cache", tmp_path / "stop"
     ref = ort.InferenceSession(str(cnn), providers=["CPUExecutionProvider"])
     feeds = _feeds(2, seed=5)
-    clearer = subprocess.Popen([sys.executable, "-c", _CLEARER, str(cache), str(stop)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clearer = subprocess.Popen(
+        [sys.executable, "-c", _CLEARER, str(cache), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert clearer.stdout is not None and clearer.stdout.readline().strip() == "ready"
         src: Any = cnn if source == "path" else cnn.read_bytes()
@@ -237,19 +251,15 @@ def test_sessions_open_and_run_while_another_process_clears_the_cache(
             for backend in BACKENDS:
                 s = autoinfer.Session(src, cache_dir=cache, benchmark=False, backends=[backend])
                 for f in feeds:
-                    np.testing.assert_allclose(s.run(None, f)[0], ref.run(None, f)[0],
-                                               rtol=1e-4, atol=1e-5)
+                    np.testing.assert_allclose(s.run(None, f)[0], ref.run(None, f)[0], rtol=1e-4, atol=1e-5)
                 s.close()
                 opened += 1
         # and one measured selection
-        s = autoinfer.Session(src, cache_dir=cache, budget_s=2,
-                              backends=["onnxruntime", "openvino"])
-        np.testing.assert_allclose(s.run(None, feeds[0])[0], ref.run(None, feeds[0])[0],
-                                   rtol=1e-4, atol=1e-5)
+        s = autoinfer.Session(src, cache_dir=cache, budget_s=2, backends=["onnxruntime", "openvino"])
+        np.testing.assert_allclose(s.run(None, feeds[0])[0], ref.run(None, feeds[0])[0], rtol=1e-4, atol=1e-5)
         choice = s.wait_for_choice(timeout=120)  # the selection runs in the background
         assert choice is not None and choice.measured, s.explain()
-        np.testing.assert_allclose(s.run(None, feeds[1])[0], ref.run(None, feeds[1])[0],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(s.run(None, feeds[1])[0], ref.run(None, feeds[1])[0], rtol=1e-4, atol=1e-5)
         s.close()
     finally:
         stop.touch()

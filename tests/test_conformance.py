@@ -25,6 +25,7 @@ Outcomes:
 
 ``scripts/conformance_table.py`` runs the same cases and writes docs/conformance.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,7 @@ from onnx import numpy_helper
 from autoinfer import backends
 from autoinfer.backends import LoadContext
 from autoinfer.backends._common import usable_cores
-from autoinfer.errors import (AutoinferError, BackendError, BackendUnavailable, ModelError,
-                              UnsupportedModel)
+from autoinfer.errors import AutoinferError, BackendError, BackendUnavailable, ModelError, UnsupportedModel
 from autoinfer.model import load_facts
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
@@ -60,20 +60,24 @@ BACKEND_TOLERANCE: dict[str, tuple[float, float, str]] = {}
 # (backend, regex matched against the case id with re.fullmatch) -> reason.
 # Reviewed by hand; each entry says what the runtime cannot do. Anything not listed
 # here that fails to load is a test failure.
-_PNNX_TRACES = ("pnnx converts by running the model through its bundled ONNX Runtime and "
-                "segfaults when that run fails")
+_PNNX_TRACES = (
+    "pnnx converts by running the model through its bundled ONNX Runtime and segfaults when that run fails"
+)
 KNOWN_LOAD_FAILURES: dict[tuple[str, str], str] = {
-    ("ncnn", r"pytorch-converted/test_(AvgPool[123]d.*|BatchNorm[123]d(_3d_input)?"
-             r"(_momentum)?_eval|GLU(_dim)?|Linear|PReLU_[123]d(_multiparam)?"
-             r"|PoissonNLLLLoss_no_reduce|Softsign)"
-             r"|pytorch-operator/test_operator_(addmm|basic|mm|params|pow)"):
-        f"{_PNNX_TRACES}: ONNX Runtime has no kernel for these opset-1/6 operators "
-        "(onnxruntime refuses the same cases)",
-    ("ncnn", r"simple/test_expand_shape_model[1-4]|pytorch-converted/test_Embedding(_sparse)?"):
-        f"{_PNNX_TRACES}: it makes up the values of a shape or index input (Expand's shape, "
-        "Gather's indices), and the model rejects them",
-    ("ncnn", r"simple/test_sequence_model1"):
-        f"{_PNNX_TRACES}: it cannot trace sequence-typed values",
+    (
+        "ncnn",
+        r"pytorch-converted/test_(AvgPool[123]d.*|BatchNorm[123]d(_3d_input)?"
+        r"(_momentum)?_eval|GLU(_dim)?|Linear|PReLU_[123]d(_multiparam)?"
+        r"|PoissonNLLLLoss_no_reduce|Softsign)"
+        r"|pytorch-operator/test_operator_(addmm|basic|mm|params|pow)",
+    ): f"{_PNNX_TRACES}: ONNX Runtime has no kernel for these opset-1/6 operators "
+    "(onnxruntime refuses the same cases)",
+    (
+        "ncnn",
+        r"simple/test_expand_shape_model[1-4]|pytorch-converted/test_Embedding(_sparse)?",
+    ): f"{_PNNX_TRACES}: it makes up the values of a shape or index input (Expand's shape, "
+    "Gather's indices), and the model rejects them",
+    ("ncnn", r"simple/test_sequence_model1"): f"{_PNNX_TRACES}: it cannot trace sequence-typed values",
 }
 
 
@@ -138,16 +142,18 @@ def _read_tensor(path: Path) -> np.ndarray:
     return numpy_helper.to_array(t)
 
 
-def datasets(case: Case, input_names: list[str]) -> list[tuple[dict[str, np.ndarray],
-                                                                list[np.ndarray]]]:
+def datasets(case: Case, input_names: list[str]) -> list[tuple[dict[str, np.ndarray], list[np.ndarray]]]:
     """(feeds, expected outputs) of each data set of ``case``."""
     if case.expected is not None:
         from onnx.backend.test.runner import Runner
 
         model = onnx.load(str(case.model), load_external_data=False)
         inits = {t.name for t in model.graph.initializer}
-        feeds = {x.name: Runner.generate_dummy_data(x, seed=0, name=case.name, random=False)
-                 for x in model.graph.input if x.name not in inits}
+        feeds = {
+            x.name: Runner.generate_dummy_data(x, seed=0, name=case.name, random=False)
+            for x in model.graph.input
+            if x.name not in inits
+        }
         return [(feeds, [_read_tensor(case.expected)])]
     out = []
     for ds in sorted(case.model.parent.glob("test_data_set_*")):
@@ -164,8 +170,7 @@ def datasets(case: Case, input_names: list[str]) -> list[tuple[dict[str, np.ndar
     return out
 
 
-def compare(expected: list[np.ndarray], got: list[np.ndarray], rtol: float,
-            atol: float) -> str | None:
+def compare(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float) -> str | None:
     """Why ``got`` does not match ``expected``, or None."""
     if len(got) != len(expected):
         return f"{len(got)} outputs, expected {len(expected)}"
@@ -184,14 +189,15 @@ def compare(expected: list[np.ndarray], got: list[np.ndarray], rtol: float,
                 bad = int(np.sum(g != e))
                 return f"output {i}: {bad} of {e.size} values differ"
             continue
-        ok = np.isclose(g.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol,
-                        equal_nan=True)
+        ok = np.isclose(g.astype(np.float64), e.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True)
         if not ok.all():
             diff = np.abs(g.astype(np.float64) - e.astype(np.float64))
             j = int(np.nanargmax(np.where(ok, 0, diff)))
-            return (f"output {i}: {int((~ok).sum())} of {e.size} values differ beyond rtol={rtol} "
-                    f"atol={atol}; worst at flat index {j}: got {g.ravel()[j]!r}, expected "
-                    f"{e.ravel()[j]!r}")
+            return (
+                f"output {i}: {int((~ok).sum())} of {e.size} values differ beyond rtol={rtol} "
+                f"atol={atol}; worst at flat index {j}: got {g.ravel()[j]!r}, expected "
+                f"{e.ravel()[j]!r}"
+            )
     return None
 
 
@@ -220,8 +226,14 @@ def run_case(backend_name: str, case: Case, hw: Any) -> Outcome:
     for cand in cands:
         with tempfile.TemporaryDirectory(prefix="autoinfer-conformance-") as tmp:
             shapes = {k: tuple(v.shape) for k, v in data[0][0].items()} if data else None
-            ctx = LoadContext(Path(tmp), threads=usable_cores(hw), input_shapes=shapes,
-                              objective="latency", timeout_s=120.0, hardware=hw)
+            ctx = LoadContext(
+                Path(tmp),
+                threads=usable_cores(hw),
+                input_shapes=shapes,
+                objective="latency",
+                timeout_s=120.0,
+                hardware=hw,
+            )
             try:
                 runner = backend.load(cand, facts, ctx)
             except UnsupportedModel as exc:
@@ -229,18 +241,20 @@ def run_case(backend_name: str, case: Case, hw: Any) -> Outcome:
             except (BackendError, BackendUnavailable) as exc:
                 return done("load_failed", f"{cand}: load() failed: {exc}")
             except Exception as exc:
-                return done("fail", f"{cand}: load() raised {type(exc).__name__}, not an "
-                                    f"autoinfer error: {exc}")
+                return done(
+                    "fail", f"{cand}: load() raised {type(exc).__name__}, not an autoinfer error: {exc}"
+                )
             try:
                 for i, (feeds, expected) in enumerate(data):
                     try:
                         got = runner.run(feeds)
                     except AutoinferError as exc:
-                        return done("fail", f"{cand}: run() raised after a successful load: "
-                                            f"{exc}")
+                        return done("fail", f"{cand}: run() raised after a successful load: {exc}")
                     except Exception as exc:
-                        return done("fail", f"{cand}: run() raised {type(exc).__name__}, not "
-                                            f"an autoinfer error: {exc}")
+                        return done(
+                            "fail",
+                            f"{cand}: run() raised {type(exc).__name__}, not an autoinfer error: {exc}",
+                        )
                     why = compare(expected, got, rtol, atol)
                     if why and case.suite == "light":
                         note = ill_conditioned_softmax(backend, cand, case, feeds, ctx, rtol)
@@ -258,8 +272,9 @@ def run_case(backend_name: str, case: Case, hw: Any) -> Outcome:
 FP32_ORDER_NOISE = 1e-6
 
 
-def ill_conditioned_softmax(backend: Any, cand: Any, case: Case, feeds: dict[str, np.ndarray],
-                            ctx: LoadContext, rtol: float) -> str | None:
+def ill_conditioned_softmax(
+    backend: Any, cand: Any, case: Case, feeds: dict[str, np.ndarray], ctx: LoadContext, rtol: float
+) -> str | None:
     """The ``light`` models carry constant weights instead of trained ones, so their logits
     grow to ~1e10 and every class ties: the final Softmax then turns fp32's summation-order
     noise (a relative 1e-6, i.e. ~1e4 at that size) into a different distribution, and the
@@ -277,19 +292,26 @@ def ill_conditioned_softmax(backend: Any, cand: Any, case: Case, feeds: dict[str
     if last.op_type != "Softmax" or len(model.graph.output) != 1:
         return None
     logits_name = last.input[0]
-    model.graph.output.append(onnx.helper.make_tensor_value_info(
-        logits_name, onnx.TensorProto.FLOAT, None))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(logits_name, onnx.TensorProto.FLOAT, None))
     with tempfile.TemporaryDirectory(prefix="autoinfer-logits-") as tmp:
         path = Path(tmp) / f"{case.name}_logits.onnx"
         onnx.save(model, str(path))
-        ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-            None, feeds)[1]
+        ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[1]
         scale = float(np.max(np.abs(ref)))
         if scale * FP32_ORDER_NOISE <= 1e-3:  # the Softmax is well-conditioned here
             return None
-        runner = backend.load(cand, load_facts(path), LoadContext(
-            Path(tmp) / "art", threads=ctx.threads, input_shapes=ctx.input_shapes,
-            objective="latency", timeout_s=120.0, hardware=ctx.hardware))
+        runner = backend.load(
+            cand,
+            load_facts(path),
+            LoadContext(
+                Path(tmp) / "art",
+                threads=ctx.threads,
+                input_shapes=ctx.input_shapes,
+                objective="latency",
+                timeout_s=120.0,
+                hardware=ctx.hardware,
+            ),
+        )
         try:
             got = np.asarray(runner.run(feeds)[1], np.float64)
         finally:
@@ -297,10 +319,12 @@ def ill_conditioned_softmax(backend: Any, cand: Any, case: Case, feeds: dict[str
     err = float(np.max(np.abs(got - ref)))
     if err > rtol * scale:
         return None
-    return (f"compared at the Softmax input: the constant weights drive the logits to "
-            f"{scale:.2g}, where fp32 summation order alone (~{FP32_ORDER_NOISE:g} relative) "
-            f"moves the Softmax beyond the tolerance; logits max error {err:.3g} "
-            f"({err / scale:.1e} relative, rtol {rtol:g})")
+    return (
+        f"compared at the Softmax input: the constant weights drive the logits to "
+        f"{scale:.2g}, where fp32 summation order alone (~{FP32_ORDER_NOISE:g} relative) "
+        f"moves the Softmax beyond the tolerance; logits max error {err:.3g} "
+        f"({err / scale:.1e} relative, rtol {rtol:g})"
+    )
 
 
 CASES = discover()

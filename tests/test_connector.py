@@ -13,25 +13,26 @@ They never load anything: ranking is static, and a stub's ``load`` fails the tes
 The last test ranks the real registered backends on every recorded machine and
 checks that none offers a candidate for hardware the machine does not have.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from conftest import small_conv_model
 
 from autoinfer import backends
-from autoinfer.backends import (Availability, Backend, Candidate, Capabilities, Estimate,
-                                Unsupported)
+from autoinfer.backends import Availability, Backend, Candidate, Capabilities, Estimate, Unsupported
 from autoinfer.model import load_facts
-
-from conftest import small_conv_model
 
 MACHINES = Path(__file__).parent / "fixtures" / "machines"
 
 
 # -- the one call into the ranking ----------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Ranking:
@@ -51,8 +52,9 @@ class Ranking:
         return self.order[0] if self.order else None
 
 
-def rank(model: Any, hw: Any, backend_names: list[str] | None, objective: str,
-         precision: str, cache_dir: Path) -> Ranking:
+def rank(
+    model: Any, hw: Any, backend_names: list[str] | None, objective: str, precision: str, cache_dir: Path
+) -> Ranking:
     """Rank ``backend_names`` (None: every registered backend) for ``model`` on ``hw``
     without measuring. The only place these tests reach into the ranking."""
     from autoinfer.cache import Cache
@@ -60,16 +62,17 @@ def rank(model: Any, hw: Any, backend_names: list[str] | None, objective: str,
     from autoinfer.policy import Options, Selector
 
     settings = Settings.resolve(cache_dir=cache_dir)
-    opts = Options(objective=objective, benchmark=False, backends=backend_names,
-                   precision=precision)
-    ranked, unsupported = Selector(model, hw, opts, Cache(settings.cache_dir, enabled=False),
-                                   settings).rank()
-    return Ranking([r.candidate for r in ranked],
-                   {r.candidate.key: tuple(r.reasons) for r in ranked},
-                   {u["key"]: u["reason"] for u in unsupported})
+    opts = Options(objective=objective, benchmark=False, backends=backend_names, precision=precision)
+    ranked, unsupported = Selector(model, hw, opts, Cache(settings.cache_dir, enabled=False), settings).rank()
+    return Ranking(
+        [r.candidate for r in ranked],
+        {r.candidate.key: tuple(r.reasons) for r in ranked},
+        {u["key"]: u["reason"] for u in unsupported},
+    )
 
 
 # -- stub backends that read the hardware facts ---------------------------------------
+
 
 class _Stub(Backend):
     package = "stub"
@@ -86,8 +89,7 @@ class StubReference(_Stub):
     """A reference CPU runtime: usable everywhere, cost 1.0 by definition."""
 
     name = "stub_ref"
-    capabilities = Capabilities(devices=("cpu",), precisions=("fp32",), dynamic_shapes=True,
-                                reference=True)
+    capabilities = Capabilities(devices=("cpu",), precisions=("fp32",), dynamic_shapes=True, reference=True)
 
     def availability(self, hw: Any) -> Availability:
         return Availability(self.name, True, True, "0", ("cpu",))
@@ -103,13 +105,13 @@ class StubX86(_Stub):
     """An x86 vector runtime: needs AVX2; cheaper with AVX-512 and VNNI; bf16 on AMX."""
 
     name = "stub_x86"
-    capabilities = Capabilities(devices=("cpu",), precisions=("fp32", "bf16"),
-                                dynamic_shapes=True)
+    capabilities = Capabilities(devices=("cpu",), precisions=("fp32", "bf16"), dynamic_shapes=True)
 
     def availability(self, hw: Any) -> Availability:
         if not (hw.cpu.is_x86 and hw.cpu.has("avx2")):
-            return Availability(self.name, True, False, "0",
-                                reason=f"needs an x86-64 CPU with AVX2, this is {hw.cpu.arch}")
+            return Availability(
+                self.name, True, False, "0", reason=f"needs an x86-64 CPU with AVX2, this is {hw.cpu.arch}"
+            )
         return Availability(self.name, True, True, "0", ("cpu",))
 
     def candidates(self, model: Any, hw: Any, objective: str) -> list[Any]:
@@ -134,19 +136,20 @@ class StubArm(_Stub):
     """An ARM runtime: needs the dot-product extension; fp16 where the CPU computes it."""
 
     name = "stub_arm"
-    capabilities = Capabilities(devices=("cpu",), precisions=("fp32", "fp16"),
-                                dynamic_shapes=False)
+    capabilities = Capabilities(devices=("cpu",), precisions=("fp32", "fp16"), dynamic_shapes=False)
 
     def availability(self, hw: Any) -> Availability:
         if not hw.cpu.is_arm:
-            return Availability(self.name, True, False, "0",
-                                reason=f"needs an ARM CPU, this is {hw.cpu.arch}")
+            return Availability(
+                self.name, True, False, "0", reason=f"needs an ARM CPU, this is {hw.cpu.arch}"
+            )
         return Availability(self.name, True, True, "0", ("cpu",))
 
     def candidates(self, model: Any, hw: Any, objective: str) -> list[Any]:
         if not hw.cpu.has("dotprod"):
-            return [Unsupported(self.name, "cpu", "fp32",
-                                "needs the ARMv8.2 dot-product extension (asimddp)")]
+            return [
+                Unsupported(self.name, "cpu", "fp32", "needs the ARMv8.2 dot-product extension (asimddp)")
+            ]
         out: list[Any] = [Candidate.make(self.name)]
         if hw.cpu.has("asimdhp"):
             out.append(Candidate.make(self.name, "cpu", "fp16"))
@@ -171,13 +174,13 @@ class StubGpu(_Stub):
     with at least GPU_MIN_MB of memory; fp16 on tensor cores; slow to load (it builds)."""
 
     name = "stub_gpu"
-    capabilities = Capabilities(devices=("cuda",), precisions=("fp32", "fp16"),
-                                dynamic_shapes=False, needs_conversion=True)
+    capabilities = Capabilities(
+        devices=("cuda",), precisions=("fp32", "fp16"), dynamic_shapes=False, needs_conversion=True
+    )
 
     def availability(self, hw: Any) -> Availability:
         if not hw.nvidia_gpus:
-            return Availability(self.name, True, False, "0",
-                                reason="no NVIDIA GPU listed by NVML")
+            return Availability(self.name, True, False, "0", reason="no NVIDIA GPU listed by NVML")
         return Availability(self.name, True, True, "0", ("cuda",))
 
     @staticmethod
@@ -185,8 +188,10 @@ class StubGpu(_Stub):
         out = []
         for g in hw.nvidia_gpus:
             if g.mig_enabled:
-                out += [(f"cuda:{g.index}/mig{m.index}", m.name, m.memory_total_mb,
-                         g.has_tensor_cores) for m in g.mig_instances]
+                out += [
+                    (f"cuda:{g.index}/mig{m.index}", m.name, m.memory_total_mb, g.has_tensor_cores)
+                    for m in g.mig_instances
+                ]
             else:
                 out.append((f"cuda:{g.index}", g.name, g.memory_total_mb, g.has_tensor_cores))
         return out
@@ -195,8 +200,9 @@ class StubGpu(_Stub):
         out: list[Any] = []
         for dev, name, mb, tensor_cores in self._devices(hw):
             if mb < GPU_MIN_MB:
-                out.append(Unsupported(self.name, dev, "fp32",
-                                       f"{name} has {mb} MiB, needs {GPU_MIN_MB} MiB"))
+                out.append(
+                    Unsupported(self.name, dev, "fp32", f"{name} has {mb} MiB, needs {GPU_MIN_MB} MiB")
+                )
                 continue
             out.append(Candidate.make(self.name, dev, "fp32"))
             if tensor_cores:
@@ -217,24 +223,27 @@ class StubIntelAccel(_Stub):
     the GPU for throughput."""
 
     name = "stub_intel"
-    capabilities = Capabilities(devices=("gpu", "npu"), precisions=("fp16",),
-                                dynamic_shapes=False)
-    _COST = {("npu", "latency"): (0.5, "NPU: low latency at batch 1"),
-             ("npu", "throughput"): (0.9, "NPU: few parallel streams"),
-             ("gpu", "latency"): (0.6, "iGPU: dispatch overhead at batch 1"),
-             ("gpu", "throughput"): (0.35, "iGPU: many parallel streams")}
+    capabilities = Capabilities(devices=("gpu", "npu"), precisions=("fp16",), dynamic_shapes=False)
+    _COST = {
+        ("npu", "latency"): (0.5, "NPU: low latency at batch 1"),
+        ("npu", "throughput"): (0.9, "NPU: few parallel streams"),
+        ("gpu", "latency"): (0.6, "iGPU: dispatch overhead at batch 1"),
+        ("gpu", "throughput"): (0.35, "iGPU: many parallel streams"),
+    }
 
     def availability(self, hw: Any) -> Availability:
         accs = hw.accelerators_of(vendor="intel")
         if not accs:
-            return Availability(self.name, True, False, "0",
-                                reason="no Intel GPU or NPU found")
+            return Availability(self.name, True, False, "0", reason="no Intel GPU or NPU found")
         return Availability(self.name, True, True, "0", tuple(a.kind for a in accs))
 
     def candidates(self, model: Any, hw: Any, objective: str) -> list[Any]:
         kinds = {"igpu": "gpu", "dgpu": "gpu", "npu": "npu"}
-        return [Candidate.make(self.name, kinds[a.kind], "fp16")
-                for a in hw.accelerators_of(vendor="intel") if a.kind in kinds]
+        return [
+            Candidate.make(self.name, kinds[a.kind], "fp16")
+            for a in hw.accelerators_of(vendor="intel")
+            if a.kind in kinds
+        ]
 
     def estimate(self, candidate: Candidate, model: Any, hw: Any, objective: str) -> Estimate:
         cost, why = self._COST.get((candidate.device, objective), (2.0, "not tuned for this"))
@@ -286,80 +295,141 @@ class Row:
     stubs: list[str]
     objective: str
     precision: str
-    order: list[str]                      # expected ranking, best first; [0] is the winner
-    reasons: dict[str, str]               # candidate key -> substring of one of its reasons
+    order: list[str]  # expected ranking, best first; [0] is the winner
+    reasons: dict[str, str]  # candidate key -> substring of one of its reasons
     unsupported: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> substring
 
 
 ROWS = {
     "epyc-container-avx2": Row(
-        "amd-epyc-2core-container", ALL, "latency", "auto",
+        "amd-epyc-2core-container",
+        ALL,
+        "latency",
+        "auto",
         ["stub_x86:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_x86:cpu:fp32": "AVX2 kernels", "stub_ref:cpu:fp32": "reference"},
-        {"stub_arm": "needs an ARM CPU, this is x86_64", "stub_gpu": "no NVIDIA GPU",
-         "stub_intel": "no Intel GPU or NPU"}),
+        {
+            "stub_arm": "needs an ARM CPU, this is x86_64",
+            "stub_gpu": "no NVIDIA GPU",
+            "stub_intel": "no Intel GPU or NPU",
+        },
+    ),
     "sapphire-rapids-amx-bf16": Row(
-        "xeon-sapphire-rapids-amx", CPUS, "latency", "auto",
+        "xeon-sapphire-rapids-amx",
+        CPUS,
+        "latency",
+        "auto",
         ["stub_x86:cpu:bf16", "stub_x86:cpu:fp32", "stub_ref:cpu:fp32"],
-        {"stub_x86:cpu:bf16": "AMX tiles", "stub_x86:cpu:fp32": "VNNI dot products"}),
+        {"stub_x86:cpu:bf16": "AMX tiles", "stub_x86:cpu:fp32": "VNNI dot products"},
+    ),
     "sapphire-rapids-fp32-only": Row(
-        "xeon-sapphire-rapids-amx", CPUS, "latency", "fp32",
+        "xeon-sapphire-rapids-amx",
+        CPUS,
+        "latency",
+        "fp32",
         ["stub_x86:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_x86:cpu:fp32": "AVX-512 kernels"},
-        {"stub_x86:cpu:bf16": FP32_ONLY}),
+        {"stub_x86:cpu:bf16": FP32_ONLY},
+    ),
     "core-ultra-npu-latency": Row(
-        "intel-core-ultra-laptop-igpu-npu", ALL, "latency", "auto",
+        "intel-core-ultra-laptop-igpu-npu",
+        ALL,
+        "latency",
+        "auto",
         ["stub_intel:npu:fp16", "stub_intel:gpu:fp16", "stub_x86:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_intel:npu:fp16": "NPU: low latency", "stub_x86:cpu:fp32": "VNNI dot products"},
-        {"stub_gpu": "no NVIDIA GPU"}),
+        {"stub_gpu": "no NVIDIA GPU"},
+    ),
     "core-ultra-igpu-throughput": Row(
-        "intel-core-ultra-laptop-igpu-npu", ALL, "throughput", "auto",
+        "intel-core-ultra-laptop-igpu-npu",
+        ALL,
+        "throughput",
+        "auto",
         ["stub_intel:gpu:fp16", "stub_x86:cpu:fp32", "stub_intel:npu:fp16", "stub_ref:cpu:fp32"],
-        {"stub_intel:gpu:fp16": "iGPU: many parallel streams"}),
+        {"stub_intel:gpu:fp16": "iGPU: many parallel streams"},
+    ),
     "core-ultra-fp32-keeps-cpu": Row(
-        "intel-core-ultra-laptop-igpu-npu", ALL, "latency", "fp32",
+        "intel-core-ultra-laptop-igpu-npu",
+        ALL,
+        "latency",
+        "fp32",
         ["stub_x86:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_x86:cpu:fp32": "AVX2 kernels"},
-        {"stub_intel:npu:fp16": FP32_ONLY, "stub_intel:gpu:fp16": FP32_ONLY}),
+        {"stub_intel:npu:fp16": FP32_ONLY, "stub_intel:gpu:fp16": FP32_ONLY},
+    ),
     "raspberry-pi-fp16": Row(
-        "raspberry-pi-5", ALL, "latency", "auto",
+        "raspberry-pi-5",
+        ALL,
+        "latency",
+        "auto",
         ["stub_arm:cpu:fp16", "stub_arm:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_arm:cpu:fp16": "asimdhp", "stub_arm:cpu:fp32": "dot-product kernels"},
-        {"stub_x86": "needs an x86-64 CPU with AVX2, this is aarch64"}),
+        {"stub_x86": "needs an x86-64 CPU with AVX2, this is aarch64"},
+    ),
     "rockchip-big-little": Row(
-        "rockchip-rk3588-big-little", CPUS, "latency", "fp32",
+        "rockchip-rk3588-big-little",
+        CPUS,
+        "latency",
+        "fp32",
         ["stub_arm:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_arm:cpu:fp32": "big.LITTLE"},
-        {"stub_arm:cpu:fp16": FP32_ONLY}),
+        {"stub_arm:cpu:fp16": FP32_ONLY},
+    ),
     "jetson-no-nvml": Row(
-        "jetson-agx-orin", ALL, "latency", "fp32",
+        "jetson-agx-orin",
+        ALL,
+        "latency",
+        "fp32",
         ["stub_arm:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_arm:cpu:fp32": "NEON"},
-        {"stub_gpu": "no NVIDIA GPU listed by NVML", "stub_x86": "this is aarch64"}),
+        {"stub_gpu": "no NVIDIA GPU listed by NVML", "stub_x86": "this is aarch64"},
+    ),
     "h100-fp16": Row(
-        "x86-server-h100", ALL, "latency", "auto",
-        ["stub_gpu:cuda:0:fp16", "stub_gpu:cuda:0:fp32", "stub_x86:cpu:fp32",
-         "stub_ref:cpu:fp32"],
-        {"stub_gpu:cuda:0:fp16": "H100 80GB HBM3: tensor cores",
-         "stub_x86:cpu:fp32": "AVX-512 kernels"}),
+        "x86-server-h100",
+        ALL,
+        "latency",
+        "auto",
+        ["stub_gpu:cuda:0:fp16", "stub_gpu:cuda:0:fp32", "stub_x86:cpu:fp32", "stub_ref:cpu:fp32"],
+        {"stub_gpu:cuda:0:fp16": "H100 80GB HBM3: tensor cores", "stub_x86:cpu:fp32": "AVX-512 kernels"},
+    ),
     "h100-load-time-prefers-cpu": Row(
-        "x86-server-h100", ALL, "load_time", "fp32",
+        "x86-server-h100",
+        ALL,
+        "load_time",
+        "fp32",
         ["stub_x86:cpu:fp32", "stub_ref:cpu:fp32", "stub_gpu:cuda:0:fp32"],
         {"stub_gpu:cuda:0:fp32": "compiles an engine at load"},
-        {"stub_gpu:cuda:0:fp16": FP32_ONLY}),
+        {"stub_gpu:cuda:0:fp16": FP32_ONLY},
+    ),
     "a100-mig-instance-too-small": Row(
-        "x86-server-a100-mig", ALL, "latency", "fp32",
+        "x86-server-a100-mig",
+        ALL,
+        "latency",
+        "fp32",
         ["stub_gpu:cuda:0/mig0:fp32", "stub_x86:cpu:fp32", "stub_ref:cpu:fp32"],
         {"stub_gpu:cuda:0/mig0:fp32": "MIG 3g.20gb: fp32 on the GPU"},
-        {"stub_gpu:cuda:0/mig1:fp32": "MIG 1g.5gb has 4864 MiB, needs 8192 MiB",
-         "stub_gpu:cuda:0/mig0:fp16": FP32_ONLY}),
+        {
+            "stub_gpu:cuda:0/mig1:fp32": "MIG 1g.5gb has 4864 MiB, needs 8192 MiB",
+            "stub_gpu:cuda:0/mig0:fp16": FP32_ONLY,
+        },
+    ),
     "8x-h100-throughput": Row(
-        "x86-server-8x-h100-cuda-visible-2-3", ["stub_gpu", "stub_ref"], "throughput", "fp32",
+        "x86-server-8x-h100-cuda-visible-2-3",
+        ["stub_gpu", "stub_ref"],
+        "throughput",
+        "fp32",
         [*H100S, "stub_ref:cpu:fp32"],
-        {k: "fp32 on the GPU" for k in H100S}),
+        {k: "fp32 on the GPU" for k in H100S},
+    ),
     "epyc-container-nothing-runs": Row(
-        "amd-epyc-2core-container", ["stub_arm", "stub_gpu"], "latency", "auto",
-        [], {}, {"stub_arm": "needs an ARM CPU", "stub_gpu": "no NVIDIA GPU"}),
+        "amd-epyc-2core-container",
+        ["stub_arm", "stub_gpu"],
+        "latency",
+        "auto",
+        [],
+        {},
+        {"stub_arm": "needs an ARM CPU", "stub_gpu": "no NVIDIA GPU"},
+    ),
 }
 
 
@@ -376,14 +446,16 @@ def test_connector_auto_selection(row: Row, stubs: None, model: Any, tmp_path: P
     assert got.order == row.order, f"ranking on {row.machine}: {got}"
     assert got.winner == (row.order[0] if row.order else None)
     for key, part in row.reasons.items():
-        assert any(part in r for r in got.reasons[key]), \
+        assert any(part in r for r in got.reasons[key]), (
             f"{key}: no reason contains {part!r}: {got.reasons[key]}"
+        )
     for key, part in row.unsupported.items():
         assert key in got.unsupported, f"{key} not reported unsupported: {got.unsupported}"
         assert part in got.unsupported[key], f"{key}: {got.unsupported[key]!r}"
 
 
 # -- the real backends on every recorded machine ---------------------------------------
+
 
 def _present(hw: Any, device: str) -> bool:
     """Whether the recorded machine has the hardware a candidate's device names."""
@@ -408,18 +480,19 @@ RECORDED = sorted(p.name for p in MACHINES.iterdir() if (p / "probes-meta.json")
 
 
 @pytest.mark.parametrize("name", RECORDED)
-def test_real_backends_rank_only_hardware_the_machine_has(name: str, model: Any,
-                                                          tmp_path: Path) -> None:
+def test_real_backends_rank_only_hardware_the_machine_has(name: str, model: Any, tmp_path: Path) -> None:
     hw = machine(name)
     got = rank(model, hw, None, "latency", "auto", tmp_path)
     assert got.order, f"no real backend ranks anything on {name}: {got.unsupported}"
     for c in got.candidates:
         caps = backends.get(c.backend).capabilities
         assert _present(hw, c.device), f"{c.key} ranked on {name}, which has no such device"
-        assert c.device.split(":")[0].split(".")[0].lower() in caps.devices, \
+        assert c.device.split(":")[0].split(".")[0].lower() in caps.devices, (
             f"{c.key}: device not among {c.backend}'s declared devices {caps.devices}"
-        assert c.precision in caps.precisions, \
+        )
+        assert c.precision in caps.precisions, (
             f"{c.key}: precision not among {c.backend}'s declared precisions {caps.precisions}"
+        )
 
 
 def _cpu_computes(hw: Any, precision: str) -> bool:
@@ -435,19 +508,22 @@ def _cpu_computes(hw: Any, precision: str) -> bool:
 
 # Backends that read reduced-precision support from the live runtime rather than from
 # the hardware facts, so a replayed machine inherits this machine's CPU precisions.
-READS_LIVE_CPU_PRECISIONS = {"openvino": "OpenVINO's CPU plugin reports the live CPU's "
-                                         "OPTIMIZATION_CAPABILITIES, not the recorded one's"}
+READS_LIVE_CPU_PRECISIONS = {
+    "openvino": "OpenVINO's CPU plugin reports the live CPU's "
+    "OPTIMIZATION_CAPABILITIES, not the recorded one's"
+}
 
 
 @pytest.mark.parametrize("name", RECORDED)
 def test_real_backends_reduced_precision_only_where_the_cpu_computes_it(
-        name: str, model: Any, tmp_path: Path) -> None:
+    name: str, model: Any, tmp_path: Path
+) -> None:
     hw = machine(name)
     got = rank(model, hw, None, "latency", "auto", tmp_path)
     wrong = [c for c in got.candidates if c.device == "cpu" and not _cpu_computes(hw, c.precision)]
     live = [c for c in wrong if c.backend in READS_LIVE_CPU_PRECISIONS]
-    assert not [c for c in wrong if c not in live], \
+    assert not [c for c in wrong if c not in live], (
         f"ranked on {name}, whose CPU does not compute that precision: {wrong}"
+    )
     if live:
-        pytest.xfail("; ".join(f"{c.key} on {name}: {READS_LIVE_CPU_PRECISIONS[c.backend]}"
-                               for c in live))
+        pytest.xfail("; ".join(f"{c.key} on {name}: {READS_LIVE_CPU_PRECISIONS[c.backend]}" for c in live))

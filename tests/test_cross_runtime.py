@@ -14,6 +14,7 @@ Tolerance: rtol 1e-3 and atol 1e-3 x the largest reference magnitude. fp32
 runtimes differ by summation order only (measured: under 5e-5 of the output
 scale on ResNet-50); a real error is of the order of the output itself.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,15 +22,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _backends import reference_backend
+from conftest import fp32_candidates, usable_backends
 
 from autoinfer import backends
 from autoinfer.backends import LoadContext
 from autoinfer.backends._common import usable_cores
 from autoinfer.errors import BackendError, BackendUnavailable, UnsupportedModel
 from autoinfer.model import load_facts
-
-from _backends import reference_backend
-from conftest import fp32_candidates, usable_backends
 
 RTOL, SCALED_ATOL = 1e-3, 1e-3
 
@@ -48,8 +48,12 @@ MODELS: list[tuple[str, tuple[int, ...] | None]] = [
 
 def _is_reference(cand: Any) -> bool:
     """The reference candidate: the reference backend's CPU fp32 at its defaults."""
-    return (backends.get(cand.backend).capabilities.reference and cand.device == "cpu"
-            and cand.precision == "fp32" and not cand.settings)
+    return (
+        backends.get(cand.backend).capabilities.reference
+        and cand.device == "cpu"
+        and cand.precision == "fp32"
+        and not cand.settings
+    )
 
 
 class _Models:
@@ -64,7 +68,6 @@ class _Models:
     def path(self, name: str) -> tuple[Path, Any]:
         if name not in self._built:
             import onnx
-
             import zoo
 
             path = zoo.save(name, self.root / f"{name}.onnx", seed=0)
@@ -95,8 +98,9 @@ class _Models:
         return self._ref[key]
 
 
-def _run(backend_name: str, name: str, batches: list[int | None],
-         models: _Models) -> list[tuple[Any, dict[int | None, list[np.ndarray]]]] | str:
+def _run(
+    backend_name: str, name: str, batches: list[int | None], models: _Models
+) -> list[tuple[Any, dict[int | None, list[np.ndarray]]]] | str:
     """(candidate, outputs per batch) per fp32 candidate, or the backend's reason for
     refusing."""
     backend = backends.get(backend_name)
@@ -112,10 +116,12 @@ def _run(backend_name: str, name: str, batches: list[int | None],
         per_batch: dict[int | None, list[np.ndarray]] = {}
         for group in groups:
             feeds = models.feeds(name, group[0])
-            ctx = LoadContext(models.root / "artifacts" / backend_name / name / str(group[0]),
-                              threads=usable_cores(models.hw),
-                              input_shapes={k: tuple(v.shape) for k, v in feeds.items()},
-                              hardware=models.hw)
+            ctx = LoadContext(
+                models.root / "artifacts" / backend_name / name / str(group[0]),
+                threads=usable_cores(models.hw),
+                input_shapes={k: tuple(v.shape) for k, v in feeds.items()},
+                hardware=models.hw,
+            )
             try:
                 runner = backend.load(cand, facts, ctx)
             except UnsupportedModel as exc:
@@ -136,8 +142,9 @@ def models(tmp_path_factory: Any, hw: Any) -> _Models:
 
 @pytest.mark.parametrize("backend_name", usable_backends())
 @pytest.mark.parametrize("name,batches", MODELS, ids=[m for m, _ in MODELS])
-def test_matches_reference(backend_name: str, name: str, batches: tuple[int, ...] | None,
-                           models: _Models) -> None:
+def test_matches_reference(
+    backend_name: str, name: str, batches: tuple[int, ...] | None, models: _Models
+) -> None:
     sizes: list[int | None] = list(batches) if batches else [None]
     outs = _run(backend_name, name, sizes, models)
     if isinstance(outs, str):
@@ -146,9 +153,11 @@ def test_matches_reference(backend_name: str, name: str, batches: tuple[int, ...
     # compare it with itself. test_conformance.py checks it against the onnx data files.
     outs = [(c, p) for c, p in outs if not _is_reference(c)]
     if not outs:
-        pytest.skip(f"{backend_name}'s only fp32 candidate here is the reference, whose "
-                    "outputs are the expected values; test_conformance.py checks it against "
-                    "the onnx data files' expected outputs")
+        pytest.skip(
+            f"{backend_name}'s only fp32 candidate here is the reference, whose "
+            "outputs are the expected values; test_conformance.py checks it against "
+            "the onnx data files' expected outputs"
+        )
     path, _ = models.path(name)
     specs = load_facts(path).outputs
     for cand, per_batch in outs:
@@ -161,6 +170,9 @@ def test_matches_reference(backend_name: str, name: str, batches: tuple[int, ...
                 assert np.isfinite(r).all() and np.ptp(r) > 0, "reference output is degenerate"
                 scale = float(np.abs(r).max())
                 np.testing.assert_allclose(
-                    g, r, rtol=RTOL, atol=SCALED_ATOL * scale,
-                    err_msg=f"{cand} output {spec.name!r} of {name} (batch {b}) differs "
-                            "from the reference")
+                    g,
+                    r,
+                    rtol=RTOL,
+                    atol=SCALED_ATOL * scale,
+                    err_msg=f"{cand} output {spec.name!r} of {name} (batch {b}) differs from the reference",
+                )

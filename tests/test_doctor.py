@@ -1,4 +1,5 @@
 """`autoinfer doctor`: the report (doctor.py) and its two renderings (cli.py), as a user runs them."""
+
 from __future__ import annotations
 
 import json
@@ -9,21 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import usable_backends
 
 from autoinfer import backends, doctor
 from autoinfer.backends.onnxruntime import OnnxRuntimeBackend
-
-from conftest import usable_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_doctor(*args: str, cache: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "AUTOINFER_CACHE_DIR": str(cache), **env,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "autoinfer.cli", "doctor", *args],
-                          capture_output=True, text=True, timeout=300, env=full,
-                          stdin=subprocess.DEVNULL)
+    full = {
+        **os.environ,
+        "AUTOINFER_CACHE_DIR": str(cache),
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "autoinfer.cli", "doctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=full,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_doctor_text_lists_every_runtime_and_says_ok(tmp_path: Path) -> None:
@@ -59,9 +68,9 @@ def test_doctor_warns_about_a_thread_variable_above_the_quota(tmp_path: Path) ->
     assert "ORT_NUM_THREADS='many' is not a number" in messages, messages
 
 
-def test_doctor_reads_the_thread_variables_backends_declare(hw: Any,
-                                                            monkeypatch: Any) -> None:
+def test_doctor_reads_the_thread_variables_backends_declare(hw: Any, monkeypatch: Any) -> None:
     """doctor.py names no runtime's variable: a backend's ``thread_env_vars`` are read."""
+
     class FakeThreadsBackend(OnnxRuntimeBackend):
         thread_env_vars = ("FAKE_RUNTIME_THREADS",)
 
@@ -75,8 +84,8 @@ def test_doctor_reads_the_thread_variables_backends_declare(hw: Any,
     finally:
         backends.unregister("fake_threads")
     assert [p["fix"] for p in problems if "FAKE_RUNTIME_THREADS" in p["message"]] == [
-        f"export FAKE_RUNTIME_THREADS={hw.cpu.usable_cores} (or unset it; autoinfer sizes "
-        "threads itself)"]
+        f"export FAKE_RUNTIME_THREADS={hw.cpu.usable_cores} (or unset it; autoinfer sizes threads itself)"
+    ]
 
 
 def test_a_broken_backend_is_reported_not_raised(hw: Any, tmp_path: Path) -> None:

@@ -6,15 +6,16 @@ absent, and the provider report is replaced, so every test here runs with fakes
 as a CUDA ``device_id``, that CUDA_VISIBLE_DEVICES and MIG are honoured, and
 that the TensorRT provider falls back to CUDA before the CPU.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import sys
 from pathlib import Path
 
+import fakes
 import pytest
 
-import fakes
 from autoinfer.backends import _cuda
 from autoinfer.backends import onnxruntime as ortb
 from autoinfer.backends.base import Candidate, LoadContext, Unsupported
@@ -37,18 +38,23 @@ def _no_cuda_bindings(monkeypatch):
 
 
 def _gpu_candidates(out):
-    return sorted((c.get("provider"), c.device, c.get("device_id")) for c in out
-                  if isinstance(c, Candidate) and c.device.startswith("cuda"))
+    return sorted(
+        (c.get("provider"), c.device, c.get("device_id"))
+        for c in out
+        if isinstance(c, Candidate) and c.device.startswith("cuda")
+    )
 
 
 def _facts(tmp_path):
-    from autoinfer.model import load_facts
     from test_backend_tensorrt import small_cnn
+
+    from autoinfer.model import load_facts
 
     return load_facts(small_cnn(tmp_path / "m.onnx"))
 
 
 # -- the mapping --------------------------------------------------------------------------
+
 
 def test_place_prefers_the_bus_id_and_never_matches_a_truncated_uuid_with_fake_cuda():
     gpus = fakes.eight_gpus()[:2]
@@ -60,14 +66,17 @@ def test_place_prefers_the_bus_id_and_never_matches_a_truncated_uuid_with_fake_c
     assert not placed and "CUDA does not see" in why[0]
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, {i: i for i in range(8)}),
-    ({"CUDA_VISIBLE_DEVICES": "2,3"}, {2: 0, 3: 1}),
-    ({"CUDA_VISIBLE_DEVICES": "3,2"}, {3: 0, 2: 1}),
-    ({"CUDA_VISIBLE_DEVICES": "1,9,2"}, {1: 0}),  # CUDA stops at the first invalid entry
-    ({"CUDA_VISIBLE_DEVICES": "GPU-00000006"}, {6: 0}),
-    ({"CUDA_VISIBLE_DEVICES": ""}, {}),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, {i: i for i in range(8)}),
+        ({"CUDA_VISIBLE_DEVICES": "2,3"}, {2: 0, 3: 1}),
+        ({"CUDA_VISIBLE_DEVICES": "3,2"}, {3: 0, 2: 1}),
+        ({"CUDA_VISIBLE_DEVICES": "1,9,2"}, {1: 0}),  # CUDA stops at the first invalid entry
+        ({"CUDA_VISIBLE_DEVICES": "GPU-00000006"}, {6: 0}),
+        ({"CUDA_VISIBLE_DEVICES": ""}, {}),
+    ],
+)
 def test_visible_devices_from_the_environment_with_fake_gpus(env, expected):
     gpus = fakes.eight_gpus()
     devices, why = _cuda.visible_from_env(gpus, env)
@@ -95,9 +104,11 @@ def test_mig_instance_named_in_the_environment_with_fake_gpus():
 
 # -- ONNX Runtime's candidates ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("with_bindings", [True, False])
-def test_ort_gpu_candidates_on_the_recorded_8_gpu_host_with_fake_cuda(monkeypatch, tmp_path,
-                                                                      gpu_providers, with_bindings):
+def test_ort_gpu_candidates_on_the_recorded_8_gpu_host_with_fake_cuda(
+    monkeypatch, tmp_path, gpu_providers, with_bindings
+):
     """Recorded with CUDA_VISIBLE_DEVICES=2,3: 2 GPU candidates per provider, device_id 0 and 1."""
     root = MACHINES / "x86-server-8x-h100-cuda-visible-2-3"
     hw = replay(root)
@@ -115,8 +126,7 @@ def test_ort_gpu_candidates_on_the_recorded_8_gpu_host_with_fake_cuda(monkeypatc
     assert len(hidden) == 2 * 6 and all("CUDA does not see" in c.reason for c in hidden)
 
 
-def test_ort_gpu_candidates_on_the_recorded_mig_host_with_fake_cuda(monkeypatch, tmp_path,
-                                                                    gpu_providers):
+def test_ort_gpu_candidates_on_the_recorded_mig_host_with_fake_cuda(monkeypatch, tmp_path, gpu_providers):
     root = MACHINES / "x86-server-a100-mig"
     hw = replay(root)
     env, devices = fakes.cuda_from_fixture(root)
@@ -132,15 +142,12 @@ def test_ort_without_nvml_still_offers_cuda_0_with_fake_providers(tmp_path, gpu_
     assert ("CUDAExecutionProvider", "cuda:0", 0) in _gpu_candidates(out)
 
 
-def test_ort_tensorrt_provider_falls_back_to_cuda_then_cpu_with_fake_providers(tmp_path,
-                                                                             gpu_providers):
-    cand = Candidate.make("onnxruntime", "cuda:3", "fp16", provider="TensorrtExecutionProvider",
-                          device_id=1)
+def test_ort_tensorrt_provider_falls_back_to_cuda_then_cpu_with_fake_providers(tmp_path, gpu_providers):
+    cand = Candidate.make("onnxruntime", "cuda:3", "fp16", provider="TensorrtExecutionProvider", device_id=1)
     names, opts = ortb.OnnxRuntimeBackend._providers(cand, LoadContext(artifact_dir=tmp_path / "a"))
     assert names == GPU_EPS
     assert opts[0]["device_id"] == 1 and opts[1] == {"device_id": 1} and opts[2] == {}
-    cuda = Candidate.make("onnxruntime", "cuda:3", "fp32", provider="CUDAExecutionProvider",
-                          device_id=1)
+    cuda = Candidate.make("onnxruntime", "cuda:3", "fp32", provider="CUDAExecutionProvider", device_id=1)
     names, _ = ortb.OnnxRuntimeBackend._providers(cuda, LoadContext(artifact_dir=tmp_path / "b"))
     assert names == ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -148,7 +155,7 @@ def test_ort_tensorrt_provider_falls_back_to_cuda_then_cpu_with_fake_providers(t
 # -- scripts/gpu_check.sh ------------------------------------------------------------------------
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "gpu_check.sh"
-FAKE_PYNVML = '''
+FAKE_PYNVML = """
 import sys
 sys.path.insert(0, {tests!r})
 from probes.testing import FakeNVML, FakeNVMLError
@@ -158,15 +165,15 @@ _f = FakeNVML(devices=[{{"name": "NVIDIA H200", "uuid": "GPU-11111111-2222-4333-
     "mig_mode": 0}}], driver_version="580.65.06", cuda_driver_version=13000)
 def __getattr__(name):
     return getattr(_f, name)
-'''
-FAKE_RUNTIME = '''
+"""
+FAKE_RUNTIME = """
 import sys
 sys.path.insert(0, {tests!r})
 from fakes.fake_cuda import FakeCuda, FakeDevice
 _c = FakeCuda([FakeDevice("NVIDIA H200", "GPU-11111111-2222-4333-8444-555566667777", (9, 0), 1 << 30,
                           pci_bus_id="0000:1b:00.0")])
 globals().update({{k: v for k, v in vars(_c.module()).items() if not k.startswith("__")}})
-'''
+"""
 
 
 def _script(tmp_path, extra_path: str = "", **env):
@@ -175,13 +182,15 @@ def _script(tmp_path, extra_path: str = "", **env):
 
     full = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_MEMSET_MB": "8", **env}
     full["PYTHONPATH"] = extra_path
-    return subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True,
-                          text=True, env=full, timeout=400)
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True, text=True, env=full, timeout=400
+    )
 
 
 def test_gpu_check_script_without_a_gpu_says_so_and_exits_2(tmp_path):
     try:
         import pynvml
+
         pynvml.nvmlInit()
         pynvml.nvmlShutdown()
         pytest.skip("this machine has a working NVML: the no-GPU path cannot be shown here")
@@ -218,4 +227,5 @@ def test_gpu_check_script_dry_run_with_fake_nvml_and_fake_cuda(tmp_path):
 
 def json_of(path):
     import json
+
     return json.loads(path.read_text())

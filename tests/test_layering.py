@@ -7,6 +7,7 @@ tensorrt), its environment variables (ORT_*, OV_*, OPENVINO_*, TRT_*, NCNN_*) or
 domain (org.openvinotoolkit). What a runtime needs is declared by its backend and read through
 the registry (``Backend.thread_env_vars``, ``Backend.domains``, ``Backend.child_env``).
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,14 +20,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PACKAGES = ("onnxruntime", "openvino", "openvino_telemetry", "ncnn", "pnnx", "tensorrt")
-RUNTIME_NAME = re.compile(r"(?i)\b(onnxruntime|openvino|ncnn|pnnx|tensorrt)\b|org\.openvinotoolkit"
-                          r"|\b(ORT|OV|OPENVINO|TRT|NCNN)_[A-Z]")
+RUNTIME_NAME = re.compile(
+    r"(?i)\b(onnxruntime|openvino|ncnn|pnnx|tensorrt)\b|org\.openvinotoolkit"
+    r"|\b(ORT|OV|OPENVINO|TRT|NCNN)_[A-Z]"
+)
 
 
 def _modules() -> list[str]:
     found = [*ROOT.glob("autoinfer/**/*.py"), *ROOT.glob("probes/**/*.py")]
-    return sorted(str(p.relative_to(ROOT)) for p in found
-                  if "backends" not in p.relative_to(ROOT).parts)
+    return sorted(str(p.relative_to(ROOT)) for p in found if "backends" not in p.relative_to(ROOT).parts)
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -34,8 +36,12 @@ def _docstrings(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 out.add(id(body[0].value))
     return out
 
@@ -47,13 +53,16 @@ def runtime_names(source: str) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [f"import {a.name}" for a in node.names
-                      if a.name.split(".")[0] in RUNTIME_PACKAGES]
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] in RUNTIME_PACKAGES]
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0 and (node.module or "").split(".")[0] in RUNTIME_PACKAGES:
                 found.append(f"import {node.module}")
-        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
-              and id(node) not in docs and RUNTIME_NAME.search(node.value)):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docs
+            and RUNTIME_NAME.search(node.value)
+        ):
             found.append(f"string {node.value[:60]!r}")
     return found
 
@@ -69,15 +78,27 @@ domain = "org.openvinotoolkit"
 msg = f"TensorRT failed on {x}"
 fine = ["OMP_NUM_THREADS", "cpu", "ORTHOGONAL_X"]
 '''
-    assert sorted(runtime_names(source)) == sorted([
-        "import onnxruntime", "import openvino.runtime", "string 'OV_CPU_THREADS_NUM'",
-        "string 'ORT_NUM_THREADS'", "string 'org.openvinotoolkit'", "string 'TensorRT failed on '"])
+    assert sorted(runtime_names(source)) == sorted(
+        [
+            "import onnxruntime",
+            "import openvino.runtime",
+            "string 'OV_CPU_THREADS_NUM'",
+            "string 'ORT_NUM_THREADS'",
+            "string 'org.openvinotoolkit'",
+            "string 'TensorRT failed on '",
+        ]
+    )
 
 
 def test_the_scan_covers_the_modules_it_should() -> None:
     modules = _modules()
-    for expected in ("autoinfer/cli.py", "autoinfer/doctor.py", "autoinfer/model.py",
-                     "probes/detect.py", "probes/devices.py"):
+    for expected in (
+        "autoinfer/cli.py",
+        "autoinfer/doctor.py",
+        "autoinfer/model.py",
+        "probes/detect.py",
+        "probes/devices.py",
+    ):
         assert expected in modules
     assert not any(m.startswith("autoinfer/backends/") for m in modules)
 
@@ -89,27 +110,29 @@ def test_no_runtime_is_named_outside_the_backends(module: str) -> None:
 
 
 def _fresh(code: str) -> str:
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout.strip()
 
 
-_RUNTIMES_LOADED = ("sorted(k for k in sys.modules if k.split('.')[0] in "
-                    f"{RUNTIME_PACKAGES!r})")
+_RUNTIMES_LOADED = f"sorted(k for k in sys.modules if k.split('.')[0] in {RUNTIME_PACKAGES!r})"
 
 
 def test_probes_detect_imports_no_runtime_in_a_fresh_process() -> None:
-    out = _fresh("import sys, probes\nhw = probes.detect()\nassert hw.cpu.usable_cores >= 1\n"
-                 f"print({_RUNTIMES_LOADED})")
+    out = _fresh(
+        "import sys, probes\nhw = probes.detect()\nassert hw.cpu.usable_cores >= 1\n"
+        f"print({_RUNTIMES_LOADED})"
+    )
     assert out == "[]", out
 
 
 def test_the_registry_hooks_import_no_runtime_in_a_fresh_process() -> None:
-    out = _fresh("import sys, os\nfrom autoinfer import backends\n"
-                 "backends.child_environment(os.environ); backends.thread_env_vars()\n"
-                 "backends.known_domains()\n"
-                 f"print({_RUNTIMES_LOADED})")
+    out = _fresh(
+        "import sys, os\nfrom autoinfer import backends\n"
+        "backends.child_environment(os.environ); backends.thread_env_vars()\n"
+        "backends.known_domains()\n"
+        f"print({_RUNTIMES_LOADED})"
+    )
     assert out == "[]", out
 
 
@@ -124,11 +147,14 @@ def test_model_facts_accept_a_domain_a_backend_declares(tmp_path: Path) -> None:
     from autoinfer.model import load_facts
 
     graph = helper.make_graph(
-        [helper.make_node("Magic", ["x"], ["y"], domain="com.example.fake")], "g",
+        [helper.make_node("Magic", ["x"], ["y"], domain="com.example.fake")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("com.example.fake", 1)])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example.fake", 1)]
+    )
     model.ir_version = 8
     path = tmp_path / "custom.onnx"
     onnx.save(model, str(path))

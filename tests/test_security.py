@@ -2,6 +2,7 @@
 
 No network connection is tested in test_network.py, per entry point, in fresh processes.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,18 +16,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import small_conv_model, usable_backends
 
 import autoinfer
-
-from conftest import small_conv_model, usable_backends
 
 X = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: Any) -> Path:
-    return small_conv_model(tmp_path_factory.mktemp("security") / "conv.onnx", "Sigmoid",
-                            seed=4)
+    return small_conv_model(tmp_path_factory.mktemp("security") / "conv.onnx", "Sigmoid", seed=4)
 
 
 def _mode(p: Path) -> int:
@@ -37,8 +36,9 @@ def test_the_cache_is_private_to_the_user(model: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "deep" / "cache"
     old = os.umask(0o022)  # the usual umask: would make 0755 directories
     try:
-        with autoinfer.Session(str(model), cache_dir=str(cache_dir), benchmark=True,
-                               budget_s=2, selection="blocking") as s:
+        with autoinfer.Session(
+            str(model), cache_dir=str(cache_dir), benchmark=True, budget_s=2, selection="blocking"
+        ) as s:
             s.run(None, {"input": X})
     finally:
         os.umask(old)
@@ -52,12 +52,10 @@ def test_the_cache_is_private_to_the_user(model: Path, tmp_path: Path) -> None:
     loose = {str(p.relative_to(cache_dir)): oct(_mode(p)) for p in mine if _mode(p) != 0o700}
     assert not loose, f"cache directories readable by others: {loose}"
     files = [p for p in cache_dir.glob("*/*.json")]
-    assert files and all(_mode(p) & 0o077 == 0 for p in files), \
-        {str(p): oct(_mode(p)) for p in files}
+    assert files and all(_mode(p) & 0o077 == 0 for p in files), {str(p): oct(_mode(p)) for p in files}
 
 
-def test_an_existing_cache_directory_open_to_others_is_made_private(model: Path,
-                                                                    tmp_path: Path) -> None:
+def test_an_existing_cache_directory_open_to_others_is_made_private(model: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir(mode=0o777)
     cache_dir.chmod(0o777)
@@ -77,10 +75,12 @@ class _Plant:
 
 
 def test_pickles_and_scripts_planted_in_the_cache_are_never_loaded_or_run(
-        model: Path, tmp_path: Path) -> None:
+    model: Path, tmp_path: Path
+) -> None:
     cache_dir = tmp_path / "cache"
-    with autoinfer.Session(str(model), cache_dir=str(cache_dir), backends=["onnxruntime"],
-                           benchmark=False) as s:
+    with autoinfer.Session(
+        str(model), cache_dir=str(cache_dir), backends=["onnxruntime"], benchmark=False
+    ) as s:
         want = s.run(None, {"input": X})[0]
     marker = tmp_path / "PWNED"
     payload = pickle.dumps(_Plant(marker))
@@ -107,17 +107,16 @@ def test_pickles_and_scripts_planted_in_the_cache_are_never_loaded_or_run(
                 if str(prog).startswith({str(cache_dir)!r}):  # a program from the cache
                     seen.append((e, prog))
         sys.addaudithook(hook)
-        x = np.load({str(tmp_path / 'x.npy')!r})
+        x = np.load({str(tmp_path / "x.npy")!r})
         for objective in ('latency', 'memory'):
             with autoinfer.Session({str(model)!r}, cache_dir={str(cache_dir)!r}, benchmark=True,
                                    budget_s=2, objective=objective, selection="blocking") as s:
                 y = s.run(None, {{'input': x}})[0]
-        np.save({str(tmp_path / 'y.npy')!r}, y)
+        np.save({str(tmp_path / "y.npy")!r}, y)
         print('events', seen)
     """)
     np.save(tmp_path / "x.npy", X)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "events []" in r.stdout, r.stdout
     assert not marker.exists(), "something from the cache was unpickled or executed"

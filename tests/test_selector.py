@@ -1,26 +1,25 @@
 """The selector: ranking, measured choice with the accuracy check, misbehaving
 candidates survived, and the decision cache. Real ONNX Runtime, OpenVINO and
 ncnn underneath; the misbehaving backends are ONNX Runtime with one fault each."""
+
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
+import misbehaving
 import pytest
+import zoo
 
 import autoinfer
 from autoinfer import backends as registry
-import zoo
 from autoinfer.cache import Cache
 from autoinfer.config import Settings
 from autoinfer.errors import ConfigError, NoCandidateError
-from autoinfer.model import load_facts
 from autoinfer.measure import compare
+from autoinfer.model import load_facts
 from autoinfer.policy import Decision, Options, decide, shape_bucket
-
-import misbehaving
 
 
 @pytest.fixture()
@@ -80,12 +79,14 @@ def test_wrong_outputs_candidate_is_rejected_with_numbers(model, tmp_path, fakes
     assert dec.winner.backend == "onnxruntime"
 
 
-@pytest.mark.parametrize("fake, expect", [("crashes", "crashed"), ("hangs", "did not finish"),
-                                          ("leaks", "MB (killed)")])
+@pytest.mark.parametrize(
+    "fake, expect", [("crashes", "crashed"), ("hangs", "did not finish"), ("leaks", "MB (killed)")]
+)
 def test_crashing_hanging_leaking_candidates_are_survived(model, tmp_path, fakes, fake, expect):
     t0 = time.monotonic()
-    dec = _decide(model, tmp_path / "c", backends=["onnxruntime", fake],
-                  candidate_timeout_s=4.0, memory_limit_mb=1500)
+    dec = _decide(
+        model, tmp_path / "c", backends=["onnxruntime", fake], candidate_timeout_s=4.0, memory_limit_mb=1500
+    )
     bad = next(r for r in dec.ranking if r.candidate.backend == fake)
     assert bad.status == "failed" and expect in bad.reason, bad.reason
     assert dec.winner.backend == "onnxruntime"
@@ -158,8 +159,13 @@ def test_shape_bucket_rounds_dynamic_dims_to_powers_of_two(model):
 
 
 def test_public_select_function(model, tmp_path):
-    dec = autoinfer.select(model, backends=["onnxruntime"], cache_dir=tmp_path / "c",
-                           input_shapes={"input": [2, 3, 32, 32]}, budget_s=3)
+    dec = autoinfer.select(
+        model,
+        backends=["onnxruntime"],
+        cache_dir=tmp_path / "c",
+        input_shapes={"input": [2, 3, 32, 32]},
+        budget_s=3,
+    )
     assert dec.winner.backend == "onnxruntime" and dec.measured
 
 

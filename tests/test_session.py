@@ -1,23 +1,23 @@
 """autoinfer.Session side by side with onnxruntime.InferenceSession on the same models."""
+
 from __future__ import annotations
 
 import logging
 import threading
 from pathlib import Path
 
+import misbehaving
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import zoo
 from onnx import TensorProto, helper
 
 import autoinfer
 from autoinfer import backends as registry
-import zoo
 from autoinfer.errors import AutoinferError, ConfigError, InputError
 from autoinfer.policy import shape_bucket
-
-import misbehaving
 
 
 def _two_io_model(path: Path) -> Path:
@@ -27,11 +27,24 @@ def _two_io_model(path: Path) -> Path:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
     z = helper.make_tensor_value_info("z", TensorProto.INT64, [2, 3])
     w = helper.make_tensor("w", TensorProto.FLOAT, [2, 3], [0.5, -1, 2, 3, 0.25, -4])
-    g = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["t"]),
-                           helper.make_node("Relu", ["t"], ["y"]),
-                           helper.make_node("Add", ["k", "k"], ["z"])], "two_io", [x, k], [y, z], [w])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests",
-                          doc_string="doc", model_version=7)
+    g = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "w"], ["t"]),
+            helper.make_node("Relu", ["t"], ["y"]),
+            helper.make_node("Add", ["k", "k"], ["z"]),
+        ],
+        "two_io",
+        [x, k],
+        [y, z],
+        [w],
+    )
+    m = helper.make_model(
+        g,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="tests",
+        doc_string="doc",
+        model_version=7,
+    )
     helper.set_model_props(m, {"author": "autoinfer"})
     onnx.save(m, path)
     return path
@@ -48,19 +61,18 @@ def test_session_matches_inference_session_surface(tmp_path, cache_dir):
     s = autoinfer.Session(p, cache_dir=cache_dir, budget_s=3)
     assert s.choice.provisional and not s.choice.measured  # the safe choice, at once
     assert s.get_providers() == ["CPUExecutionProvider"]
-    for a, b in zip(s.get_inputs(), ref.get_inputs()):
+    for a, b in zip(s.get_inputs(), ref.get_inputs(), strict=True):
         assert (a.name, a.shape, a.type) == (b.name, b.shape, b.type)
-    for a, b in zip(s.get_outputs(), ref.get_outputs()):
+    for a, b in zip(s.get_outputs(), ref.get_outputs(), strict=True):
         assert (a.name, a.shape, a.type) == (b.name, b.shape, b.type)
     ma, mb = s.get_modelmeta(), ref.get_modelmeta()
-    for f in ("producer_name", "graph_name", "domain", "description", "version",
-              "custom_metadata_map"):
+    for f in ("producer_name", "graph_name", "domain", "description", "version", "custom_metadata_map"):
         assert getattr(ma, f) == getattr(mb, f), f
     feed = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "k": np.ones((2, 3), np.int64)}
     for names in (None, ["z"], ["z", "y"]):
         got, want = s.run(names, feed), ref.run(names, feed)
         assert len(got) == len(want)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype and g.shape == w.shape
             np.testing.assert_allclose(g, w, rtol=1e-6)
     choice = s.wait_for_choice(timeout=120)
@@ -68,7 +80,7 @@ def test_session_matches_inference_session_surface(tmp_path, cache_dir):
     assert choice.measured and not choice.provisional and s.choice == choice
     assert s.choice.backend in s.explain() and "first run()" in s.explain()
     for names in (None, ["z", "y"]):  # and the same answers on what runs after the choice
-        for g, w in zip(s.run(names, feed), ref.run(names, feed)):
+        for g, w in zip(s.run(names, feed), ref.run(names, feed), strict=True):
             assert g.dtype == w.dtype and g.shape == w.shape
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
@@ -145,8 +157,7 @@ def test_dynamic_model_runs_at_once_and_selects_per_bucket_in_the_background(tmp
     assert set(s._by_bucket) == {"input=1x3x32x32", "input=2x3x32x32", "input=4x3x32x32"}
     for x in xs:
         np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
-        assert s.choice.measured and s.decision.bucket == shape_bucket(s.facts, {
-            "input": x["input"].shape})
+        assert s.choice.measured and s.decision.bucket == shape_bucket(s.facts, {"input": x["input"].shape})
     s.close()
 
 
@@ -200,8 +211,9 @@ def flaky():
 
 def test_winner_failing_at_run_falls_back_with_one_warning(tmp_path, cache_dir, flaky, caplog):
     p = zoo.save("tiny", tmp_path / "tiny.onnx")
-    s = autoinfer.Session(p, cache_dir=cache_dir, backends=["fails_in_process", "onnxruntime"],
-                          benchmark=False)
+    s = autoinfer.Session(
+        p, cache_dir=cache_dir, backends=["fails_in_process", "onnxruntime"], benchmark=False
+    )
     assert s.choice.backend == "fails_in_process"
     x = {"input": np.ones((1, 16), np.float32)}
     ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, x)[0]
@@ -217,8 +229,9 @@ def test_winner_failing_at_run_falls_back_with_one_warning(tmp_path, cache_dir, 
 def test_winner_failing_to_load_falls_back(tmp_path, cache_dir, flaky, caplog):
     p = zoo.save("tiny", tmp_path / "tiny.onnx")
     with caplog.at_level(logging.WARNING, logger="autoinfer"):
-        s = autoinfer.Session(p, cache_dir=cache_dir, backends=["fails_to_load", "onnxruntime"],
-                              benchmark=False)
+        s = autoinfer.Session(
+            p, cache_dir=cache_dir, backends=["fails_to_load", "onnxruntime"], benchmark=False
+        )
     assert s.choice.backend == "onnxruntime"
     assert any("failed to load" in r.getMessage() for r in caplog.records)
     with pytest.raises(autoinfer.NoCandidateError, match="out of device memory"):

@@ -1,5 +1,6 @@
 """The shared low layer: optional imports (``autoinfer._lazy``), bounded child processes
 (``autoinfer._proc``), the thread count (``autoinfer._hw``), canonical JSON and objectives."""
+
 from __future__ import annotations
 
 import os
@@ -7,9 +8,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 
@@ -33,7 +34,8 @@ def test_a_missing_module_is_backend_unavailable_with_the_extra_to_install() -> 
 
 
 def test_a_module_that_fails_on_import_asks_for_a_reinstall(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "autoinfer_broken_mod.py").write_text("raise OSError('libfoo.so: not found')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(BackendUnavailable, match=r"fails on import \(OSError: libfoo") as info:
@@ -42,9 +44,11 @@ def test_a_module_that_fails_on_import_asks_for_a_reinstall(
 
 
 def test_the_guard_runs_once_around_the_first_import_and_from_one_thread(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "autoinfer_lazy_probe.py").write_text(
-        "import os\nSEEN = os.environ.get('AUTOINFER_LAZY_PROBE')\n")
+        "import os\nSEEN = os.environ.get('AUTOINFER_LAZY_PROBE')\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     calls: list[str] = []
 
@@ -60,8 +64,12 @@ def test_the_guard_runs_once_around_the_first_import_and_from_one_thread(
 
     monkeypatch.delenv("AUTOINFER_LAZY_PROBE", raising=False)
     got: list[object] = []
-    threads = [threading.Thread(target=lambda: got.append(
-        _lazy.import_optional("autoinfer_lazy_probe", guard=guard))) for _ in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda: got.append(_lazy.import_optional("autoinfer_lazy_probe", guard=guard))
+        )
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -94,15 +102,22 @@ def _alive(pid: int) -> bool:
 
 
 def test_output_status_and_environment(tmp_path: Path) -> None:
-    res = _proc.run_bounded([sys.executable, "-c",
-                             "import os, sys; print(os.environ['AUTOINFER_PROC_X']); "
-                             "print('err', file=sys.stderr); sys.exit(3)"],
-                            timeout_s=60, env={**os.environ, "AUTOINFER_PROC_X": "seen"})
+    res = _proc.run_bounded(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; print(os.environ['AUTOINFER_PROC_X']); "
+            "print('err', file=sys.stderr); sys.exit(3)",
+        ],
+        timeout_s=60,
+        env={**os.environ, "AUTOINFER_PROC_X": "seen"},
+    )
     assert res.returncode == 3 and not res.ok and not res.timed_out
     assert res.output.split() == ["seen", "err"] and res.describe() == "exited with status 3"
     log = tmp_path / "child.log"
-    res = _proc.run_bounded([sys.executable, "-c", "import os; print(os.getcwd())"],
-                            timeout_s=60, cwd=tmp_path, log_path=log)
+    res = _proc.run_bounded(
+        [sys.executable, "-c", "import os; print(os.getcwd())"], timeout_s=60, cwd=tmp_path, log_path=log
+    )
     assert res.ok and log.read_text().strip() == str(tmp_path) == res.output.strip()
 
 
@@ -111,8 +126,9 @@ def test_the_default_environment_carries_every_runtimes_opt_outs() -> None:
 
     wanted = {k: v for k, v in child_environment({}).items()}
     assert wanted, "no backend declares a child environment"
-    res = _proc.run_bounded([sys.executable, "-c", "import os, json; "
-                             "print(json.dumps(dict(os.environ)))"], timeout_s=60)
+    res = _proc.run_bounded(
+        [sys.executable, "-c", "import os, json; print(json.dumps(dict(os.environ)))"], timeout_s=60
+    )
     import json
 
     env = json.loads(res.output)
@@ -121,10 +137,12 @@ def test_the_default_environment_carries_every_runtimes_opt_outs() -> None:
 
 def test_a_time_out_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild.pid"
-    code = ("import subprocess, sys, time\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-            f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
-            "print('started', flush=True)\ntime.sleep(120)\n")
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "print('started', flush=True)\ntime.sleep(120)\n"
+    )
     t0 = time.monotonic()
     res = _proc.run_bounded([sys.executable, "-c", code], timeout_s=3)
     assert res.timed_out and not res.ok and res.returncode == -signal.SIGKILL
@@ -136,8 +154,7 @@ def test_a_time_out_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert not _alive(grandchild), "the grandchild outlived the time-out"
 
 
-def test_an_interrupted_wait_kills_the_child(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_an_interrupted_wait_kills_the_child(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     started: list[int] = []
     real_popen = _proc.subprocess.Popen
 
@@ -158,8 +175,7 @@ def test_a_memory_limit_stops_a_greedy_child() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("the memory limit is RLIMIT_AS, Linux only")
     code = "import time; time.sleep(0.5); b = bytearray(2 << 30); print('allocated')"
-    res = _proc.run_bounded([sys.executable, "-c", code], timeout_s=60,
-                            memory_limit_bytes=1 << 30)
+    res = _proc.run_bounded([sys.executable, "-c", code], timeout_s=60, memory_limit_bytes=1 << 30)
     assert not res.ok and "MemoryError" in res.output and "allocated" not in res.output
 
 
@@ -169,14 +185,17 @@ def test_a_command_that_cannot_start_is_an_os_error(tmp_path: Path) -> None:
 
 
 # -- thread count, canonical JSON, objectives ------------------------------------------------
-@pytest.mark.parametrize("hw,default,want", [
-    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=6)), 1, 6),
-    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=0)), 1, 1),
-    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=None)), 4, 4),
-    (SimpleNamespace(cpu=SimpleNamespace(usable_cores=True)), 3, 3),
-    (SimpleNamespace(), 2, 2),
-    (None, 0, 1),
-])
+@pytest.mark.parametrize(
+    "hw,default,want",
+    [
+        (SimpleNamespace(cpu=SimpleNamespace(usable_cores=6)), 1, 6),
+        (SimpleNamespace(cpu=SimpleNamespace(usable_cores=0)), 1, 1),
+        (SimpleNamespace(cpu=SimpleNamespace(usable_cores=None)), 4, 4),
+        (SimpleNamespace(cpu=SimpleNamespace(usable_cores=True)), 3, 3),
+        (SimpleNamespace(), 2, 2),
+        (None, 0, 1),
+    ],
+)
 def test_threads_for(hw: object, default: int, want: int) -> None:
     assert _hw.threads_for(hw, default) == want
 
@@ -200,10 +219,13 @@ def test_the_doctor_shows_each_runtimes_pip_extra_and_what_it_can_drive(tmp_path
         b = backends.get(name)
         r = by_name[name]
         assert r["pip_extra"] == b.pip_extra
-        assert r["install"] == (f"pip install 'autoinfer[{b.pip_extra}]'" if b.pip_extra
-                                else f"pip install {b.package}")
-        assert r["supports"] == {"devices": list(b.capabilities.devices),
-                                 "precisions": list(b.capabilities.precisions)}
+        assert r["install"] == (
+            f"pip install 'autoinfer[{b.pip_extra}]'" if b.pip_extra else f"pip install {b.package}"
+        )
+        assert r["supports"] == {
+            "devices": list(b.capabilities.devices),
+            "precisions": list(b.capabilities.precisions),
+        }
         assert "fp32" in r["supports"]["precisions"]
         # a device in use here is one the backend declares it can drive
         assert {d.split(":")[0] for d in r["devices"]} <= set(b.capabilities.devices), r

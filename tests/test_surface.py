@@ -7,19 +7,21 @@ runtime and the way out. The list of names comes from the installed ONNX
 Runtime: a name a future release adds fails ``test_every_public_name_is_covered``
 until it is given a behaviour here and in autoinfer/backends/onnxruntime_api.py.
 """
+
 from __future__ import annotations
 
 import inspect
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import zoo
 
 import autoinfer
-import zoo
 from autoinfer.backends.onnxruntime_api import ORT_ONLY, PENDING
 from autoinfer.errors import UnsupportedOnRuntime
 
@@ -48,11 +50,23 @@ def norm(x: Any) -> Any:
     if all(hasattr(x, a) for a in ("name", "shape", "type")):  # NodeArg
         return ("NodeArg", x.name, list(x.shape) if x.shape is not None else None, x.type)
     if hasattr(x, "custom_metadata_map"):  # ModelMetadata
-        return ("meta", x.producer_name, x.graph_name, x.domain, x.description, x.version,
-                dict(x.custom_metadata_map))
+        return (
+            "meta",
+            x.producer_name,
+            x.graph_name,
+            x.domain,
+            x.description,
+            x.version,
+            dict(x.custom_metadata_map),
+        )
     if hasattr(x, "intra_op_num_threads"):  # SessionOptions
-        return ("options", x.intra_op_num_threads, x.inter_op_num_threads,
-                str(x.graph_optimization_level), x.enable_profiling)
+        return (
+            "options",
+            x.intra_op_num_threads,
+            x.inter_op_num_threads,
+            str(x.graph_optimization_level),
+            x.enable_profiling,
+        )
     return ("object", type(x).__name__)  # pybind objects (memory infos, EP devices, bindings)
 
 
@@ -91,8 +105,9 @@ def _ortvaluevector(s: Any) -> Any:
 
 # name -> how to call it on a session (an autoinfer Session or an InferenceSession)
 CALLS: dict[str, Callable[[Any], Any]] = {
-    "create_ortvalue_from_shape_and_type":
-        lambda s: s.create_ortvalue_from_shape_and_type([1, 16], np.float32, "cpu", 0).shape(),
+    "create_ortvalue_from_shape_and_type": lambda s: s.create_ortvalue_from_shape_and_type(
+        [1, 16], np.float32, "cpu", 0
+    ).shape(),
     "disable_fallback": lambda s: s.disable_fallback(),
     "enable_fallback": lambda s: s.enable_fallback(),
     "end_profiling": lambda s: s.end_profiling(),
@@ -114,8 +129,9 @@ CALLS: dict[str, Callable[[Any], Any]] = {
     "run": lambda s: s.run(None, {"input": X}),
     "run_async": _run_async,
     "run_with_iobinding": _iobinding,
-    "run_with_ort_values":
-        lambda s: s.run_with_ort_values(["output"], {"input": ort.OrtValue.ortvalue_from_numpy(X)}),
+    "run_with_ort_values": lambda s: s.run_with_ort_values(
+        ["output"], {"input": ort.OrtValue.ortvalue_from_numpy(X)}
+    ),
     "run_with_ortvaluevector": _ortvaluevector,
     "set_ep_dynamic_options": lambda s: s.set_ep_dynamic_options({"no.such.option": "1"}),
     "set_providers": lambda s: (s.set_providers(["CPUExecutionProvider"]), s.get_providers()),
@@ -132,17 +148,17 @@ def test_every_public_name_is_covered() -> None:
     missing = [n for n in PUBLIC if not hasattr(autoinfer.Session, n)]
     assert not missing, f"autoinfer.Session lacks InferenceSession's {missing}"
     untested = [n for n in PUBLIC if n not in CALLS]
-    assert not untested, (f"this ONNX Runtime ({ort.__version__}) has public names with no "
-                          f"behaviour decided in autoinfer/backends/onnxruntime_api.py and here: {untested}")
+    assert not untested, (
+        f"this ONNX Runtime ({ort.__version__}) has public names with no "
+        f"behaviour decided in autoinfer/backends/onnxruntime_api.py and here: {untested}"
+    )
 
 
 @pytest.mark.parametrize("name", PUBLIC)
-def test_on_onnxruntime_each_name_is_the_live_sessions(name: str, model: Path,
-                                                       tmp_path: Path) -> None:
+def test_on_onnxruntime_each_name_is_the_live_sessions(name: str, model: Path, tmp_path: Path) -> None:
     if name not in CALLS:
         pytest.fail(f"no behaviour decided for InferenceSession.{name}")
-    ours = autoinfer.Session(model, backends=["onnxruntime"], cache_dir=tmp_path,
-                             **no_selection())
+    ours = autoinfer.Session(model, backends=["onnxruntime"], cache_dir=tmp_path, **no_selection())
     live = ours._current_runner().session
     assert isinstance(live, ort.InferenceSession)
     # the live session's answer first (some calls change state, e.g. set_providers)
@@ -152,23 +168,32 @@ def test_on_onnxruntime_each_name_is_the_live_sessions(name: str, model: Path,
     ours.close()
 
 
-def test_on_onnxruntime_answers_equal_a_plain_inference_session(model: Path,
-                                                                tmp_path: Path) -> None:
-    ours = autoinfer.Session(model, backends=["onnxruntime"], cache_dir=tmp_path,
-                             **no_selection())
+def test_on_onnxruntime_answers_equal_a_plain_inference_session(model: Path, tmp_path: Path) -> None:
+    ours = autoinfer.Session(model, backends=["onnxruntime"], cache_dir=tmp_path, **no_selection())
     plain = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    for name in ("get_inputs", "get_outputs", "get_modelmeta", "get_providers",
-                 "get_provider_options", "get_overridable_initializers", "run",
-                 "run_with_ort_values", "end_profiling", "get_tuning_results"):
-        assert outcome(lambda: CALLS[name](ours)) == outcome(lambda: CALLS[name](plain)), name
+    for name in (
+        "get_inputs",
+        "get_outputs",
+        "get_modelmeta",
+        "get_providers",
+        "get_provider_options",
+        "get_overridable_initializers",
+        "run",
+        "run_with_ort_values",
+        "end_profiling",
+        "get_tuning_results",
+    ):
+        assert outcome(lambda: CALLS[name](ours)) == outcome(lambda: CALLS[name](plain)), name  # noqa: B023
 
 
 @pytest.fixture(scope="module")
 def on_openvino(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    pytest.importorskip("openvino", reason="the other-runtime half needs OpenVINO: "
-                                           'pip install "autoinfer[openvino]"')
-    s = autoinfer.Session(model, backends=["openvino"], cache_dir=tmp_path_factory.mktemp("c"),
-                          threads=1, **no_selection())
+    pytest.importorskip(
+        "openvino", reason='the other-runtime half needs OpenVINO: pip install "autoinfer[openvino]"'
+    )
+    s = autoinfer.Session(
+        model, backends=["openvino"], cache_dir=tmp_path_factory.mktemp("c"), threads=1, **no_selection()
+    )
     assert s.choice.backend == "openvino"
     yield s
     s.close()
@@ -215,8 +240,7 @@ def test_on_openvino_each_name_is_provided_or_a_clear_error(name: str, on_openvi
 def test_run_async_reports_an_error_as_onnxruntime_does(on_openvino: Any) -> None:
     done = threading.Event()
     got: list[Any] = []
-    on_openvino.run_async(None, {"input": X[:, :3]}, lambda o, u, e: (got.extend([o, u, e]),
-                                                                       done.set()), 7)
+    on_openvino.run_async(None, {"input": X[:, :3]}, lambda o, u, e: (got.extend([o, u, e]), done.set()), 7)
     assert done.wait(30)
     assert got[0] is None and got[1] == 7 and "input" in got[2]
 
@@ -228,16 +252,16 @@ def test_disable_fallback_switches_autoinfers_fallback(on_openvino: Any) -> None
     assert on_openvino._fallback is True
 
 
-def test_get_providers_answers_right_after_construction_of_a_dynamic_model(
-        tmp_path: Path) -> None:
+def test_get_providers_answers_right_after_construction_of_a_dynamic_model(tmp_path: Path) -> None:
     """Applications read ``get_providers()[0]`` before their first run."""
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
-    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                                            [x], [y]),
-                          opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     m.ir_version = 8
     p = tmp_path / "dyn.onnx"
     p.write_bytes(m.SerializeToString())

@@ -1,4 +1,5 @@
 """The model zoo: published sizes, valid graphs, and outputs worth comparing across runtimes."""
+
 from __future__ import annotations
 
 import functools
@@ -10,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 import zoo
 
 ort = pytest.importorskip("onnxruntime")
@@ -35,8 +35,18 @@ def assert_meaningful(out: np.ndarray) -> None:
 
 
 def test_names_cover_the_zoo():
-    expected = {"tiny", "mobilenetv2", "resnet50", "efficientnet_b0", "bert_base", "transformer_small", "lstm",
-                "gru", "dynamic", "dynamic_batch"} | {f"light_{a}" for a in zoo.LIGHT_ARCHS}
+    expected = {
+        "tiny",
+        "mobilenetv2",
+        "resnet50",
+        "efficientnet_b0",
+        "bert_base",
+        "transformer_small",
+        "lstm",
+        "gru",
+        "dynamic",
+        "dynamic_batch",
+    } | {f"light_{a}" for a in zoo.LIGHT_ARCHS}
     assert set(zoo.NAMES) == expected
     assert len(zoo.NAMES) == len(set(zoo.NAMES))
 
@@ -47,14 +57,21 @@ def test_unknown_name_lists_the_known_ones():
 
 
 # Published parameter counts (torchvision).
-@pytest.mark.parametrize("name, published", [("mobilenetv2", 3.5e6), ("resnet50", 25.6e6), ("efficientnet_b0", 5.3e6)])
+@pytest.mark.parametrize(
+    "name, published", [("mobilenetv2", 3.5e6), ("resnet50", 25.6e6), ("efficientnet_b0", 5.3e6)]
+)
 def test_parameter_count_matches_the_published_one(name, published):
     assert zoo.count_params(build(name)) == pytest.approx(published, rel=0.03)
 
 
-@pytest.mark.parametrize("name, exact", [
-    ("mobilenetv2", 3_504_872), ("resnet50", 25_557_032), ("efficientnet_b0", 5_288_548),
-])
+@pytest.mark.parametrize(
+    "name, exact",
+    [
+        ("mobilenetv2", 3_504_872),
+        ("resnet50", 25_557_032),
+        ("efficientnet_b0", 5_288_548),
+    ],
+)
 def test_unfolded_batchnorm_gives_torchvision_exact_count(name, exact):
     model = build(name, fold_bn=False)
     assert zoo.count_params(model) == exact
@@ -73,8 +90,17 @@ def test_bert_base_size_and_structure():
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 128, 768]
 
 
-RUN_CHECKED = ["tiny", "mobilenetv2", "resnet50", "efficientnet_b0", "transformer_small", "lstm", "gru", "dynamic",
-               "dynamic_batch"]
+RUN_CHECKED = [
+    "tiny",
+    "mobilenetv2",
+    "resnet50",
+    "efficientnet_b0",
+    "transformer_small",
+    "lstm",
+    "gru",
+    "dynamic",
+    "dynamic_batch",
+]
 
 
 @pytest.mark.parametrize("name", RUN_CHECKED)
@@ -99,8 +125,11 @@ def test_image_models_take_224_images_and_give_1000_classes():
         assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 1000]
     ops = {n.op_type for n in build("mobilenetv2").graph.node}
     assert "Clip" in ops
-    depthwise = [n for n in build("mobilenetv2").graph.node if n.op_type == "Conv"
-                 and next(a.i for a in n.attribute if a.name == "group") > 1]
+    depthwise = [
+        n
+        for n in build("mobilenetv2").graph.node
+        if n.op_type == "Conv" and next(a.i for a in n.attribute if a.name == "group") > 1
+    ]
     assert len(depthwise) == 17
     assert {"Sigmoid", "GlobalAveragePool", "Mul"} <= {n.op_type for n in build("efficientnet_b0").graph.node}
 
@@ -113,16 +142,20 @@ def test_recurrent_models_use_the_onnx_ops():
 def test_folding_batchnorm_keeps_the_function():
     folded, unfolded = build("mobilenetv2"), build("mobilenetv2", fold_bn=False)
     feeds = zoo.sample_inputs(folded)
-    np.testing.assert_allclose(session(folded).run(None, feeds)[0], session(unfolded).run(None, feeds)[0],
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        session(folded).run(None, feeds)[0], session(unfolded).run(None, feeds)[0], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_same_seed_same_model_other_seed_other_weights():
-    assert zoo.build("transformer_small", seed=3).SerializeToString() == \
+    assert (
         zoo.build("transformer_small", seed=3).SerializeToString()
+        == zoo.build("transformer_small", seed=3).SerializeToString()
+    )
     a, b = zoo.build("tiny", seed=0), zoo.build("tiny", seed=1)
-    assert not np.array_equal(onnx.numpy_helper.to_array(a.graph.initializer[0]),
-                              onnx.numpy_helper.to_array(b.graph.initializer[0]))
+    assert not np.array_equal(
+        onnx.numpy_helper.to_array(a.graph.initializer[0]), onnx.numpy_helper.to_array(b.graph.initializer[0])
+    )
 
 
 def test_builder_kwargs_reach_the_builder():
@@ -147,7 +180,9 @@ def test_dynamic_model_runs_at_several_batches_and_sizes():
     assert out.shape == (3, 10)
     assert_meaningful(out)
     # Each item of a batch is computed on its own.
-    np.testing.assert_allclose(sess.run(None, {"input": big["input"][1:2]})[0], out[1:2], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        sess.run(None, {"input": big["input"][1:2]})[0], out[1:2], rtol=1e-4, atol=1e-5
+    )
     assert sess.run(None, {"input": np.zeros((1, 3, 8, 8), np.float32)})[0].shape == (1, 10)
 
 
@@ -222,8 +257,10 @@ def test_materialize_keeps_the_graph_and_replaces_only_the_constant_weights():
     # Initializers the file already had with real values are kept as they are.
     shipped = {t.name: onnx.numpy_helper.to_array(t) for t in original.graph.initializer}
     np.testing.assert_array_equal(inits["gpu_0/res_conv1_bn_s_0"], shipped["gpu_0/res_conv1_bn_s_0"])
-    assert zoo.materialize_light(zoo.light_path("resnet50"), seed=0).SerializeToString() == \
-        model.SerializeToString()
+    assert (
+        zoo.materialize_light(zoo.light_path("resnet50"), seed=0).SerializeToString()
+        == model.SerializeToString()
+    )
 
 
 def _check_light(arch: str) -> None:
@@ -235,7 +272,9 @@ def _check_light(arch: str) -> None:
     sess = session(model)
     out_a, out_b = sess.run(None, feeds_a)[0], sess.run(None, feeds_b)[0]
     assert_meaningful(out_a)
-    assert np.abs(out_a - out_b).mean() > 0.02 * np.abs(out_a - out_a.mean()).mean(), "output ignores the input"
+    assert np.abs(out_a - out_b).mean() > 0.02 * np.abs(out_a - out_a.mean()).mean(), (
+        "output ignores the input"
+    )
     out_original = session(original).run(None, {name: feeds_a[name]})[0]
     assert out_original.shape == out_a.shape
     assert not np.allclose(out_a, out_original, rtol=1e-3, atol=1e-6)
@@ -263,8 +302,21 @@ def test_save_creates_parent_folders(tmp_path):
 
 def test_cli_writes_a_loadable_model(tmp_path):
     out = tmp_path / "models" / "lstm.onnx"
-    result = subprocess.run([sys.executable, str(Path(__file__).with_name("zoo.py")), "lstm", str(out), "--seed", "4",
-                             "--set", "hidden=32"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("zoo.py")),
+            "lstm",
+            str(out),
+            "--seed",
+            "4",
+            "--set",
+            "hidden=32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     model = onnx.load(str(out))
     onnx.checker.check_model(model)

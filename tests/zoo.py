@@ -25,22 +25,33 @@ replaced by seeded random ones (see :func:`materialize_light`).
 
 This module imports numpy and onnx only; no inference runtime.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = [
-    "NAMES", "LIGHT_ARCHS", "DEFAULT_BATCH", "DEFAULT_DIM", "build", "save", "sample_inputs",
-    "count_params", "materialize_light", "light_path", "main",
+    "NAMES",
+    "LIGHT_ARCHS",
+    "DEFAULT_BATCH",
+    "DEFAULT_DIM",
+    "build",
+    "save",
+    "sample_inputs",
+    "count_params",
+    "materialize_light",
+    "light_path",
+    "main",
 ]
 
 OPSET = 17
@@ -53,8 +64,15 @@ DEFAULT_DIM = 64
 
 #: The networks the onnx wheel ships under ``onnx/backend/test/data/light``.
 LIGHT_ARCHS = (
-    "bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50",
-    "shufflenet", "squeezenet", "vgg19", "zfnet512",
+    "bvlc_alexnet",
+    "densenet121",
+    "inception_v1",
+    "inception_v2",
+    "resnet50",
+    "shufflenet",
+    "squeezenet",
+    "vgg19",
+    "zfnet512",
 )
 
 _FLOAT = TensorProto.FLOAT
@@ -112,12 +130,15 @@ class _Graph:
     def normal(self, base: str, shape: Sequence[int], std: float, mean: float = 0.0) -> str:
         return self.init(base, _normal(self.rng, shape, std, mean))
 
-    def op(self, op_type: str, inputs: Sequence[str], base: str | None = None,
-           n_out: int = 1, **attrs: Any) -> Any:
+    def op(
+        self, op_type: str, inputs: Sequence[str], base: str | None = None, n_out: int = 1, **attrs: Any
+    ) -> Any:
         """Add a node; returns its output name (a list of names when ``n_out > 1``)."""
         base = base or op_type.lower()
         outs = [self.name(base if n_out == 1 else f"{base}_out{i}") for i in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.name(f"{base}/{op_type}"), **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), outs, name=self.name(f"{base}/{op_type}"), **attrs)
+        )
         return outs[0] if n_out == 1 else outs
 
     def rename(self, tensor: str, new: str) -> str:
@@ -130,11 +151,22 @@ class _Graph:
                         field[i] = new
         return new
 
-    def model(self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
-              doc: str, seed: int, kwargs: dict[str, Any]) -> onnx.ModelProto:
+    def model(
+        self,
+        name: str,
+        inputs: list[onnx.ValueInfoProto],
+        outputs: list[onnx.ValueInfoProto],
+        doc: str,
+        seed: int,
+        kwargs: dict[str, Any],
+    ) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="autoinfer.zoo", doc_string=doc)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="autoinfer.zoo",
+            doc_string=doc,
+        )
         model.ir_version = IR_VERSION
         _stamp(model, name, seed, kwargs)
         return model
@@ -165,15 +197,29 @@ def _conv_weight(rng: np.random.Generator, cout: int, cin: int, k: int, rectifie
     gain before a rectifier is raised from 2 to 2.9.
     """
     centered = cin > 1
-    std = math.sqrt((2.9 if centered else 2.0) / (cin * k * k)) if rectified else math.sqrt(1.0 / (cin * k * k))
+    std = (
+        math.sqrt((2.9 if centered else 2.0) / (cin * k * k)) if rectified else math.sqrt(1.0 / (cin * k * k))
+    )
     w = rng.standard_normal((cout, cin, k, k), dtype=np.float32) * np.float32(std)
     if centered:
         w -= w.mean(axis=(1, 2, 3), keepdims=True)
     return w
 
 
-def _conv_bn(g: _Graph, x: str, cin: int, cout: int, k: int, *, stride: int = 1, group: int = 1,
-             act: str | None = None, gain: float = 1.0, fold_bn: bool = True, name: str) -> str:
+def _conv_bn(
+    g: _Graph,
+    x: str,
+    cin: int,
+    cout: int,
+    k: int,
+    *,
+    stride: int = 1,
+    group: int = 1,
+    act: str | None = None,
+    gain: float = 1.0,
+    fold_bn: bool = True,
+    name: str,
+) -> str:
     """Conv (no bias) + BatchNorm + activation, the unit of torchvision's CNNs.
 
     The conv weight is He-scaled for the activation that follows; the BatchNorm
@@ -197,10 +243,18 @@ def _conv_bn(g: _Graph, x: str, cin: int, cout: int, k: int, *, stride: int = 1,
         y = g.op("Conv", [x, wf, bf], name, **attrs)
     else:
         y = g.op("Conv", [x, g.init(f"{name}.weight", w)], name, **attrs)
-        y = g.op("BatchNormalization", [y, g.init(f"{name}.bn.weight", gamma), g.init(f"{name}.bn.bias", beta),
-                                        g.init(f"{name}.bn.running_mean", mean),
-                                        g.init(f"{name}.bn.running_var", var)],
-                 f"{name}.bn", epsilon=_BN_EPS)
+        y = g.op(
+            "BatchNormalization",
+            [
+                y,
+                g.init(f"{name}.bn.weight", gamma),
+                g.init(f"{name}.bn.bias", beta),
+                g.init(f"{name}.bn.running_mean", mean),
+                g.init(f"{name}.bn.running_var", var),
+            ],
+            f"{name}.bn",
+            epsilon=_BN_EPS,
+        )
     return _act(g, y, act, name)
 
 
@@ -216,8 +270,9 @@ def _act(g: _Graph, x: str, act: str | None, name: str) -> str:
     raise ValueError(f"unknown activation {act!r}")
 
 
-def _conv(g: _Graph, x: str, cin: int, cout: int, k: int, *, std: float, name: str,
-          bias_mean: float = 0.0) -> str:
+def _conv(
+    g: _Graph, x: str, cin: int, cout: int, k: int, *, std: float, name: str, bias_mean: float = 0.0
+) -> str:
     """A plain Conv with bias (no BatchNorm), as in squeeze-excitation blocks."""
     w = g.normal(f"{name}.weight", (cout, cin, k, k), std)
     b = g.normal(f"{name}.bias", (cout,), 0.05, bias_mean)
@@ -234,11 +289,27 @@ def _classifier(g: _Graph, x: str, cin: int, classes: int, name: str = "fc", gai
     return g.op("Gemm", [x, w, b], name, transB=1)
 
 
-def _image_model(g: _Graph, name: str, x_in: str, y: str, batch: int, size: int, classes: int,
-                 doc: str, seed: int, kwargs: dict[str, Any]) -> onnx.ModelProto:
+def _image_model(
+    g: _Graph,
+    name: str,
+    x_in: str,
+    y: str,
+    batch: int,
+    size: int,
+    classes: int,
+    doc: str,
+    seed: int,
+    kwargs: dict[str, Any],
+) -> onnx.ModelProto:
     g.rename(y, "output")
-    return g.model(name, [_value_info(x_in, _FLOAT, [batch, 3, size, size])],
-                   [_value_info("output", _FLOAT, [batch, classes])], doc, seed, kwargs)
+    return g.model(
+        name,
+        [_value_info(x_in, _FLOAT, [batch, 3, size, size])],
+        [_value_info("output", _FLOAT, [batch, classes])],
+        doc,
+        seed,
+        kwargs,
+    )
 
 
 # --------------------------------------------------------------------------- builders
@@ -251,18 +322,30 @@ def _tiny(*, seed: int = 0, features: int = 16) -> onnx.ModelProto:
     b = g.normal("fc.bias", (features,), 0.1)
     y = g.op("Relu", [g.op("Add", [g.op("MatMul", ["input", w], "fc.matmul"), b], "fc.add")], "relu")
     g.rename(y, "output")
-    return g.model("tiny", [_value_info("input", _FLOAT, [1, features])],
-                   [_value_info("output", _FLOAT, [1, features])],
-                   "Tiny MLP (MatMul+Add+Relu).", seed, {"features": features})
+    return g.model(
+        "tiny",
+        [_value_info("input", _FLOAT, [1, features])],
+        [_value_info("output", _FLOAT, [1, features])],
+        "Tiny MLP (MatMul+Add+Relu).",
+        seed,
+        {"features": features},
+    )
 
 
 _MBV2_SETTINGS = [  # expand ratio t, channels c, repeats n, first stride s (torchvision)
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
 ]
 
 
-def _mobilenetv2(*, seed: int = 0, batch: int = 1, size: int = 224, classes: int = 1000,
-                 fold_bn: bool = True) -> onnx.ModelProto:
+def _mobilenetv2(
+    *, seed: int = 0, batch: int = 1, size: int = 224, classes: int = 1000, fold_bn: bool = True
+) -> onnx.ModelProto:
     """MobileNetV2 1.0 (Sandler et al. 2018; torchvision layout, 3.5M parameters)."""
     g = _Graph(seed)
     x = _conv_bn(g, "input", 3, 32, 3, stride=2, act="relu6", fold_bn=fold_bn, name="features.0")
@@ -275,26 +358,50 @@ def _mobilenetv2(*, seed: int = 0, batch: int = 1, size: int = 224, classes: int
             y = x
             if t != 1:
                 y = _conv_bn(g, y, cin, hidden, 1, act="relu6", fold_bn=fold_bn, name=f"{p}.expand")
-            y = _conv_bn(g, y, hidden, hidden, 3, stride=stride, group=hidden, act="relu6", fold_bn=fold_bn,
-                         name=f"{p}.dw")
-            y = _conv_bn(g, y, hidden, c, 1, gain=0.5 if residual else 1.0, fold_bn=fold_bn, name=f"{p}.project")
+            y = _conv_bn(
+                g,
+                y,
+                hidden,
+                hidden,
+                3,
+                stride=stride,
+                group=hidden,
+                act="relu6",
+                fold_bn=fold_bn,
+                name=f"{p}.dw",
+            )
+            y = _conv_bn(
+                g, y, hidden, c, 1, gain=0.5 if residual else 1.0, fold_bn=fold_bn, name=f"{p}.project"
+            )
             x = g.op("Add", [x, y], f"{p}.add") if residual else y
             cin, idx = c, idx + 1
     x = _conv_bn(g, x, cin, 1280, 1, act="relu6", fold_bn=fold_bn, name=f"features.{idx}")
     y = _classifier(g, x, 1280, classes, "classifier")
-    return _image_model(g, "mobilenetv2", "input", y, batch, size, classes,
-                        "MobileNetV2 1.0, seeded random weights.", seed,
-                        dict(batch=batch, size=size, classes=classes, fold_bn=fold_bn))
+    return _image_model(
+        g,
+        "mobilenetv2",
+        "input",
+        y,
+        batch,
+        size,
+        classes,
+        "MobileNetV2 1.0, seeded random weights.",
+        seed,
+        dict(batch=batch, size=size, classes=classes, fold_bn=fold_bn),
+    )
 
 
-def _resnet50(*, seed: int = 0, batch: int = 1, size: int = 224, classes: int = 1000,
-              fold_bn: bool = True) -> onnx.ModelProto:
+def _resnet50(
+    *, seed: int = 0, batch: int = 1, size: int = 224, classes: int = 1000, fold_bn: bool = True
+) -> onnx.ModelProto:
     """ResNet-50 v1.5 (stride on the 3x3 conv; torchvision layout, 25.6M parameters)."""
     g = _Graph(seed)
     x = _conv_bn(g, "input", 3, 64, 7, stride=2, act="relu", fold_bn=fold_bn, name="conv1")
     x = g.op("MaxPool", [x], "maxpool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     cin = 64
-    for stage, (width, blocks, first_stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], 1):
+    for stage, (width, blocks, first_stride) in enumerate(
+        [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], 1
+    ):
         for i in range(blocks):
             stride, p, cout = (first_stride if i == 0 else 1), f"layer{stage}.{i}", width * 4
             projection = stride != 1 or cin != cout
@@ -302,27 +409,45 @@ def _resnet50(*, seed: int = 0, batch: int = 1, size: int = 224, classes: int = 
             y = _conv_bn(g, y, width, width, 3, stride=stride, act="relu", fold_bn=fold_bn, name=f"{p}.conv2")
             # Residual branches are damped (as zero-init-residual does, but not to zero)
             # so that the sum of 16 blocks does not grow the activations out of range.
-            y = _conv_bn(g, y, width, cout, 1, gain=1.0 if projection else 0.35, fold_bn=fold_bn,
-                         name=f"{p}.conv3")
+            y = _conv_bn(
+                g, y, width, cout, 1, gain=1.0 if projection else 0.35, fold_bn=fold_bn, name=f"{p}.conv3"
+            )
             shortcut = x
             if projection:
-                shortcut = _conv_bn(g, x, cin, cout, 1, stride=stride, fold_bn=fold_bn, name=f"{p}.downsample")
+                shortcut = _conv_bn(
+                    g, x, cin, cout, 1, stride=stride, fold_bn=fold_bn, name=f"{p}.downsample"
+                )
             x = g.op("Relu", [g.op("Add", [shortcut, y], f"{p}.add")], f"{p}.relu")
             cin = cout
     y = _classifier(g, x, 2048, classes, "fc", gain=6.0)
-    return _image_model(g, "resnet50", "input", y, batch, size, classes,
-                        "ResNet-50 v1.5, seeded random weights.", seed,
-                        dict(batch=batch, size=size, classes=classes, fold_bn=fold_bn))
+    return _image_model(
+        g,
+        "resnet50",
+        "input",
+        y,
+        batch,
+        size,
+        classes,
+        "ResNet-50 v1.5, seeded random weights.",
+        seed,
+        dict(batch=batch, size=size, classes=classes, fold_bn=fold_bn),
+    )
 
 
 _EFFNET_B0 = [  # expand ratio, kernel, first stride, in channels, out channels, repeats (torchvision)
-    (1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
-    (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1),
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
 ]
 
 
-def _efficientnet_b0(*, seed: int = 0, batch: int = 1, size: int = 224, classes: int = 1000,
-                     fold_bn: bool = True) -> onnx.ModelProto:
+def _efficientnet_b0(
+    *, seed: int = 0, batch: int = 1, size: int = 224, classes: int = 1000, fold_bn: bool = True
+) -> onnx.ModelProto:
     """EfficientNet-B0 (Tan & Le 2019; torchvision layout, 5.3M parameters).
 
     MBConv blocks with SiLU written as x * Sigmoid(x) and squeeze-excitation
@@ -333,30 +458,60 @@ def _efficientnet_b0(*, seed: int = 0, batch: int = 1, size: int = 224, classes:
     idx = 1
     for expand, k, first_stride, block_in, cout, repeats in _EFFNET_B0:
         for i in range(repeats):
-            cin, stride, p = (block_in if i == 0 else cout), (first_stride if i == 0 else 1), f"features.{idx}.{i}"
+            cin, stride, p = (
+                (block_in if i == 0 else cout),
+                (first_stride if i == 0 else 1),
+                f"features.{idx}.{i}",
+            )
             hidden, squeeze = cin * expand, max(1, cin // 4)
             residual = stride == 1 and cin == cout
             y = x
             if expand != 1:
                 y = _conv_bn(g, y, cin, hidden, 1, act="silu", fold_bn=fold_bn, name=f"{p}.expand")
-            y = _conv_bn(g, y, hidden, hidden, k, stride=stride, group=hidden, act="silu", fold_bn=fold_bn,
-                         name=f"{p}.dw")
+            y = _conv_bn(
+                g,
+                y,
+                hidden,
+                hidden,
+                k,
+                stride=stride,
+                group=hidden,
+                act="silu",
+                fold_bn=fold_bn,
+                name=f"{p}.dw",
+            )
             s = g.op("GlobalAveragePool", [y], f"{p}.se.avgpool")
-            s = _act(g, _conv(g, s, hidden, squeeze, 1, std=math.sqrt(2.0 / hidden), name=f"{p}.se.fc1"),
-                     "silu", f"{p}.se.fc1")
+            s = _act(
+                g,
+                _conv(g, s, hidden, squeeze, 1, std=math.sqrt(2.0 / hidden), name=f"{p}.se.fc1"),
+                "silu",
+                f"{p}.se.fc1",
+            )
             # Bias the gate open (sigmoid near 0.9) so stacked SE blocks do not shrink the signal.
-            s = _conv(g, s, squeeze, hidden, 1, std=math.sqrt(1.0 / squeeze), bias_mean=2.0, name=f"{p}.se.fc2")
+            s = _conv(
+                g, s, squeeze, hidden, 1, std=math.sqrt(1.0 / squeeze), bias_mean=2.0, name=f"{p}.se.fc2"
+            )
             y = g.op("Mul", [y, g.op("Sigmoid", [s], f"{p}.se.sigmoid")], f"{p}.se.scale")
             # SiLU passes less energy than ReLU; the linear projection makes up for it.
-            y = _conv_bn(g, y, hidden, cout, 1, gain=0.5 if residual else 1.1, fold_bn=fold_bn,
-                         name=f"{p}.project")
+            y = _conv_bn(
+                g, y, hidden, cout, 1, gain=0.5 if residual else 1.1, fold_bn=fold_bn, name=f"{p}.project"
+            )
             x = g.op("Add", [x, y], f"{p}.add") if residual else y
         idx += 1
     x = _conv_bn(g, x, 320, 1280, 1, act="silu", fold_bn=fold_bn, name=f"features.{idx}")
     y = _classifier(g, x, 1280, classes, "classifier")
-    return _image_model(g, "efficientnet_b0", "input", y, batch, size, classes,
-                        "EfficientNet-B0, seeded random weights.", seed,
-                        dict(batch=batch, size=size, classes=classes, fold_bn=fold_bn))
+    return _image_model(
+        g,
+        "efficientnet_b0",
+        "input",
+        y,
+        batch,
+        size,
+        classes,
+        "EfficientNet-B0, seeded random weights.",
+        seed,
+        dict(batch=batch, size=size, classes=classes, fold_bn=fold_bn),
+    )
 
 
 def _layer_norm(g: _Graph, x: str, hidden: int, name: str) -> str:
@@ -371,9 +526,20 @@ def _linear(g: _Graph, x: str, cin: int, cout: int, name: str, gain: float = 1.0
     return g.op("Add", [g.op("MatMul", [x, w], f"{name}.matmul"), b], f"{name}.add")
 
 
-def _bert(*, seed: int = 0, layers: int = 12, seq_len: int = 128, hidden: int = 768, heads: int = 12,
-          vocab: int = 30522, intermediate: int | None = None, max_position: int = 512, batch: int = 1,
-          attention_mask: bool = True, _name: str = "bert_base") -> onnx.ModelProto:
+def _bert(
+    *,
+    seed: int = 0,
+    layers: int = 12,
+    seq_len: int = 128,
+    hidden: int = 768,
+    heads: int = 12,
+    vocab: int = 30522,
+    intermediate: int | None = None,
+    max_position: int = 512,
+    batch: int = 1,
+    attention_mask: bool = True,
+    _name: str = "bert_base",
+) -> onnx.ModelProto:
     """A BERT encoder (Devlin et al. 2019) as Hugging Face exports it, without the pooler.
 
     Inputs ``input_ids`` int64 [batch, seq_len] and (with ``attention_mask``)
@@ -388,19 +554,41 @@ def _bert(*, seed: int = 0, layers: int = 12, seq_len: int = 128, hidden: int = 
         raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
     if seq_len > max_position:
         raise ValueError(f"seq_len ({seq_len}) exceeds max_position ({max_position})")
-    kwargs = dict(layers=layers, seq_len=seq_len, hidden=hidden, heads=heads, vocab=vocab,
-                  intermediate=intermediate, max_position=max_position, batch=batch, attention_mask=attention_mask)
+    kwargs = dict(
+        layers=layers,
+        seq_len=seq_len,
+        hidden=hidden,
+        heads=heads,
+        vocab=vocab,
+        intermediate=intermediate,
+        max_position=max_position,
+        batch=batch,
+        attention_mask=attention_mask,
+    )
     inter = intermediate or 4 * hidden
     head_dim = hidden // heads
     g = _Graph(seed)
-    words = g.op("Gather", [g.normal("embeddings.word_embeddings.weight", (vocab, hidden), 0.02), "input_ids"],
-                 "embeddings.word")
-    positions = g.op("Gather", [g.normal("embeddings.position_embeddings.weight", (max_position, hidden), 0.02),
-                                g.init("embeddings.position_ids", np.arange(seq_len, dtype=np.int64)[None])],
-                     "embeddings.position")
-    types = g.op("Gather", [g.normal("embeddings.token_type_embeddings.weight", (2, hidden), 0.02),
-                            g.init("embeddings.token_type_ids", np.zeros((1, seq_len), np.int64))],
-                 "embeddings.token_type")
+    words = g.op(
+        "Gather",
+        [g.normal("embeddings.word_embeddings.weight", (vocab, hidden), 0.02), "input_ids"],
+        "embeddings.word",
+    )
+    positions = g.op(
+        "Gather",
+        [
+            g.normal("embeddings.position_embeddings.weight", (max_position, hidden), 0.02),
+            g.init("embeddings.position_ids", np.arange(seq_len, dtype=np.int64)[None]),
+        ],
+        "embeddings.position",
+    )
+    types = g.op(
+        "Gather",
+        [
+            g.normal("embeddings.token_type_embeddings.weight", (2, hidden), 0.02),
+            g.init("embeddings.token_type_ids", np.zeros((1, seq_len), np.int64)),
+        ],
+        "embeddings.token_type",
+    )
     x = g.op("Add", [g.op("Add", [words, positions], "embeddings.add"), types], "embeddings.add")
     x = _layer_norm(g, x, hidden, "embeddings.LayerNorm")
 
@@ -415,8 +603,14 @@ def _bert(*, seed: int = 0, layers: int = 12, seq_len: int = 128, hidden: int = 
     merge_heads = g.const([0, 0, hidden], np.int64)
     for i in range(layers):
         p = f"encoder.layer.{i}"
-        q, k, v = (g.op("Reshape", [_linear(g, x, hidden, hidden, f"{p}.attention.{n}"), split_heads], f"{p}.{n}.split")
-                   for n in ("query", "key", "value"))
+        q, k, v = (
+            g.op(
+                "Reshape",
+                [_linear(g, x, hidden, hidden, f"{p}.attention.{n}"), split_heads],
+                f"{p}.{n}.split",
+            )
+            for n in ("query", "key", "value")
+        )
         q = g.op("Transpose", [q], f"{p}.query.t", perm=[0, 2, 1, 3])
         k = g.op("Transpose", [k], f"{p}.key.t", perm=[0, 2, 3, 1])
         v = g.op("Transpose", [v], f"{p}.value.t", perm=[0, 2, 1, 3])
@@ -430,8 +624,14 @@ def _bert(*, seed: int = 0, layers: int = 12, seq_len: int = 128, hidden: int = 
         x = _layer_norm(g, g.op("Add", [o, x], f"{p}.attention.residual"), hidden, f"{p}.attention.LayerNorm")
         h = _linear(g, x, hidden, inter, f"{p}.intermediate")
         erf = g.op("Erf", [g.op("Div", [h, g.const(math.sqrt(2.0))], f"{p}.gelu.div")], f"{p}.gelu.erf")
-        h = g.op("Mul", [g.op("Mul", [h, g.op("Add", [erf, g.const(1.0)], f"{p}.gelu.add")], f"{p}.gelu.mul"),
-                         g.const(0.5)], f"{p}.gelu")
+        h = g.op(
+            "Mul",
+            [
+                g.op("Mul", [h, g.op("Add", [erf, g.const(1.0)], f"{p}.gelu.add")], f"{p}.gelu.mul"),
+                g.const(0.5),
+            ],
+            f"{p}.gelu",
+        )
         o = _linear(g, h, inter, hidden, f"{p}.output", gain=math.sqrt(2.0))
         x = _layer_norm(g, g.op("Add", [o, x], f"{p}.output.residual"), hidden, f"{p}.output.LayerNorm")
 
@@ -439,22 +639,48 @@ def _bert(*, seed: int = 0, layers: int = 12, seq_len: int = 128, hidden: int = 
     inputs = [_value_info("input_ids", _INT64, [batch, seq_len])]
     if attention_mask:
         inputs.append(_value_info("attention_mask", _INT64, [batch, seq_len]))
-    return g.model(_name, inputs, [_value_info("last_hidden_state", _FLOAT, [batch, seq_len, hidden])],
-                   f"BERT encoder ({layers} layers, hidden {hidden}, {heads} heads), seeded random weights.",
-                   seed, kwargs)
+    return g.model(
+        _name,
+        inputs,
+        [_value_info("last_hidden_state", _FLOAT, [batch, seq_len, hidden])],
+        f"BERT encoder ({layers} layers, hidden {hidden}, {heads} heads), seeded random weights.",
+        seed,
+        kwargs,
+    )
 
 
-def _transformer_small(*, seed: int = 0, layers: int = 2, seq_len: int = 32, hidden: int = 128, heads: int = 4,
-                       vocab: int = 1000, intermediate: int | None = None, max_position: int = 64,
-                       batch: int = 1, attention_mask: bool = True) -> onnx.ModelProto:
+def _transformer_small(
+    *,
+    seed: int = 0,
+    layers: int = 2,
+    seq_len: int = 32,
+    hidden: int = 128,
+    heads: int = 4,
+    vocab: int = 1000,
+    intermediate: int | None = None,
+    max_position: int = 64,
+    batch: int = 1,
+    attention_mask: bool = True,
+) -> onnx.ModelProto:
     """The BERT builder at a small size (2 layers, hidden 128, 4 heads, seq 32, vocab 1000)."""
-    return _bert(seed=seed, layers=layers, seq_len=seq_len, hidden=hidden, heads=heads, vocab=vocab,
-                 intermediate=intermediate, max_position=max(max_position, seq_len), batch=batch,
-                 attention_mask=attention_mask, _name="transformer_small")
+    return _bert(
+        seed=seed,
+        layers=layers,
+        seq_len=seq_len,
+        hidden=hidden,
+        heads=heads,
+        vocab=vocab,
+        intermediate=intermediate,
+        max_position=max(max_position, seq_len),
+        batch=batch,
+        attention_mask=attention_mask,
+        _name="transformer_small",
+    )
 
 
-def _recurrent(op_type: str, *, seed: int, seq_len: int, batch: int, input_size: int, hidden: int,
-               classes: int) -> onnx.ModelProto:
+def _recurrent(
+    op_type: str, *, seed: int, seq_len: int, batch: int, input_size: int, hidden: int, classes: int
+) -> onnx.ModelProto:
     gates = {"LSTM": 4, "GRU": 3}[op_type]
     g = _Graph(seed)
     bound = 1.0 / math.sqrt(hidden)  # PyTorch's default uniform(-1/sqrt(H), 1/sqrt(H))
@@ -475,25 +701,45 @@ def _recurrent(op_type: str, *, seed: int, seq_len: int, batch: int, input_size:
     y = g.op("Gemm", [h_last, wf, bf], "head", transB=1)
     g.rename(y, "output")
     name = op_type.lower()
-    return g.model(name, [_value_info("input", _FLOAT, [seq_len, batch, input_size])],
-                   [_value_info("output", _FLOAT, [batch, classes])],
-                   f"One-layer {op_type} over a [seq, batch, features] sequence, then a linear head on the "
-                   "last hidden state.", seed,
-                   dict(seq_len=seq_len, batch=batch, input_size=input_size, hidden=hidden, classes=classes))
+    return g.model(
+        name,
+        [_value_info("input", _FLOAT, [seq_len, batch, input_size])],
+        [_value_info("output", _FLOAT, [batch, classes])],
+        f"One-layer {op_type} over a [seq, batch, features] sequence, then a linear head on the "
+        "last hidden state.",
+        seed,
+        dict(seq_len=seq_len, batch=batch, input_size=input_size, hidden=hidden, classes=classes),
+    )
 
 
-def _lstm(*, seed: int = 0, seq_len: int = 32, batch: int = 1, input_size: int = 64, hidden: int = 128,
-          classes: int = 10) -> onnx.ModelProto:
+def _lstm(
+    *,
+    seed: int = 0,
+    seq_len: int = 32,
+    batch: int = 1,
+    input_size: int = 64,
+    hidden: int = 128,
+    classes: int = 10,
+) -> onnx.ModelProto:
     """ONNX LSTM op: input [seq_len, batch, input_size] -> last hidden state -> Gemm -> [batch, classes]."""
-    return _recurrent("LSTM", seed=seed, seq_len=seq_len, batch=batch, input_size=input_size, hidden=hidden,
-                      classes=classes)
+    return _recurrent(
+        "LSTM", seed=seed, seq_len=seq_len, batch=batch, input_size=input_size, hidden=hidden, classes=classes
+    )
 
 
-def _gru(*, seed: int = 0, seq_len: int = 32, batch: int = 1, input_size: int = 64, hidden: int = 128,
-         classes: int = 10) -> onnx.ModelProto:
+def _gru(
+    *,
+    seed: int = 0,
+    seq_len: int = 32,
+    batch: int = 1,
+    input_size: int = 64,
+    hidden: int = 128,
+    classes: int = 10,
+) -> onnx.ModelProto:
     """ONNX GRU op (linear_before_reset=1): like ``lstm`` with a GRU cell."""
-    return _recurrent("GRU", seed=seed, seq_len=seq_len, batch=batch, input_size=input_size, hidden=hidden,
-                      classes=classes)
+    return _recurrent(
+        "GRU", seed=seed, seq_len=seq_len, batch=batch, input_size=input_size, hidden=hidden, classes=classes
+    )
 
 
 def _small_cnn(g: _Graph, x: str, widths: Iterable[tuple[int, int]], name_prefix: str = "conv") -> str:
@@ -501,8 +747,20 @@ def _small_cnn(g: _Graph, x: str, widths: Iterable[tuple[int, int]], name_prefix
     for i, (cout, stride) in enumerate(widths):
         w = g.init(f"{name_prefix}{i}.weight", _conv_weight(g.rng, cout, cin, 3, rectified=True))
         b = g.normal(f"{name_prefix}{i}.bias", (cout,), 0.05)
-        x = g.op("Relu", [g.op("Conv", [x, w, b], f"{name_prefix}{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                               strides=[stride, stride])], f"{name_prefix}{i}.relu")
+        x = g.op(
+            "Relu",
+            [
+                g.op(
+                    "Conv",
+                    [x, w, b],
+                    f"{name_prefix}{i}",
+                    kernel_shape=[3, 3],
+                    pads=[1, 1, 1, 1],
+                    strides=[stride, stride],
+                )
+            ],
+            f"{name_prefix}{i}.relu",
+        )
         cin = cout
     return x
 
@@ -517,9 +775,14 @@ def _dynamic(*, seed: int = 0, classes: int = 10) -> onnx.ModelProto:
     x = _small_cnn(g, "input", [(16, 2), (32, 2), (64, 1)])
     y = _classifier(g, x, 64, classes, "fc", gain=4.0)
     g.rename(y, "output")
-    return g.model("dynamic", [_value_info("input", _FLOAT, ["N", 3, "H", "W"])],
-                   [_value_info("output", _FLOAT, ["N", classes])],
-                   "Small CNN with dynamic batch and spatial dims.", seed, {"classes": classes})
+    return g.model(
+        "dynamic",
+        [_value_info("input", _FLOAT, ["N", 3, "H", "W"])],
+        [_value_info("output", _FLOAT, ["N", classes])],
+        "Small CNN with dynamic batch and spatial dims.",
+        seed,
+        {"classes": classes},
+    )
 
 
 def _dynamic_batch(*, seed: int = 0, classes: int = 10) -> onnx.ModelProto:
@@ -528,16 +791,32 @@ def _dynamic_batch(*, seed: int = 0, classes: int = 10) -> onnx.ModelProto:
     x = _small_cnn(g, "input", [(16, 1)])
     x = g.op("MaxPool", [x], "pool0", kernel_shape=[2, 2], strides=[2, 2])
     w = g.init("conv1.weight", _conv_weight(g.rng, 32, 16, 3, rectified=True))
-    x = g.op("Relu", [g.op("Conv", [x, w, g.normal("conv1.bias", (32,), 0.05)], "conv1", kernel_shape=[3, 3],
-                           pads=[1, 1, 1, 1])], "conv1.relu")
+    x = g.op(
+        "Relu",
+        [
+            g.op(
+                "Conv",
+                [x, w, g.normal("conv1.bias", (32,), 0.05)],
+                "conv1",
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+            )
+        ],
+        "conv1.relu",
+    )
     x = g.op("MaxPool", [x], "pool1", kernel_shape=[2, 2], strides=[2, 2])
     x = g.op("Flatten", [x], "flatten", axis=1)  # [batch, 32 * 8 * 8]
     fc = g.normal("fc.weight", (classes, 32 * 8 * 8), math.sqrt(1.0 / (32 * 8 * 8)))
     y = g.op("Gemm", [x, fc, g.normal("fc.bias", (classes,), 0.01)], "fc", transB=1)
     g.rename(y, "output")
-    return g.model("dynamic_batch", [_value_info("input", _FLOAT, ["batch", 3, 32, 32])],
-                   [_value_info("output", _FLOAT, ["batch", classes])],
-                   "Small CNN with a dynamic batch dimension.", seed, {"classes": classes})
+    return g.model(
+        "dynamic_batch",
+        [_value_info("input", _FLOAT, ["batch", 3, 32, 32])],
+        [_value_info("output", _FLOAT, ["batch", classes])],
+        "Small CNN with a dynamic batch dimension.",
+        seed,
+        {"classes": classes},
+    )
 
 
 # --------------------------------------------------------------------------- light_* models
@@ -603,7 +882,9 @@ def materialize_light(model: onnx.ModelProto | str | Path, seed: int = 0) -> onn
     for node in graph.node:
         if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
             value = next((a.t for a in node.attribute if a.name == "value"), None)
-            dtype = np.dtype(np.float32) if value is None else helper.tensor_dtype_to_np_dtype(value.data_type)
+            dtype = (
+                np.dtype(np.float32) if value is None else helper.tensor_dtype_to_np_dtype(value.data_type)
+            )
             if np.issubdtype(dtype, np.floating):
                 shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]))
                 array = _light_weight(rng, node.output[0], shape, consumers, producers)
@@ -630,12 +911,15 @@ def materialize_light(model: onnx.ModelProto | str | Path, seed: int = 0) -> onn
     del graph.input[:]
     graph.input.extend(real_inputs)
     out.ir_version = max(out.ir_version, 4)
-    helper.set_model_props(out, {**{p.key: p.value for p in out.metadata_props},
-                                 "autoinfer.zoo.materialized_seed": str(seed)})
+    helper.set_model_props(
+        out, {**{p.key: p.value for p in out.metadata_props}, "autoinfer.zoo.materialized_seed": str(seed)}
+    )
     return out
 
 
-def _final_use(name: str, consumers: dict[str, list[tuple[onnx.NodeProto, int]]]) -> tuple[onnx.NodeProto | None, int]:
+def _final_use(
+    name: str, consumers: dict[str, list[tuple[onnx.NodeProto, int]]]
+) -> tuple[onnx.NodeProto | None, int]:
     """The first op that uses tensor ``name`` as itself, looking through reshapes and casts."""
     seen = set()
     while name not in seen:
@@ -659,9 +943,13 @@ def _feeds_residual_sum(node: onnx.NodeProto, consumers: dict[str, list[tuple[on
     return 0
 
 
-def _light_weight(rng: np.random.Generator, name: str, shape: tuple[int, ...],
-                  consumers: dict[str, list[tuple[onnx.NodeProto, int]]],
-                  producers: dict[str, onnx.NodeProto]) -> np.ndarray:
+def _light_weight(
+    rng: np.random.Generator,
+    name: str,
+    shape: tuple[int, ...],
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]],
+    producers: dict[str, onnx.NodeProto],
+) -> np.ndarray:
     node, idx = _final_use(name, consumers)
     op = node.op_type if node is not None else ""
     ndim, size = len(shape), int(np.prod(shape, dtype=np.int64))
@@ -717,8 +1005,23 @@ def _rectified_input(node: onnx.NodeProto | None, producers: dict[str, onnx.Node
 
 
 # Ops between a ReLU and the next weight layer that keep the input rectified.
-_SHAPE_ONLY = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat", "Reshape", "Flatten",
-               "Dropout", "LRN", "Identity", "Transpose", "Squeeze", "Unsqueeze", "Split", "Slice"}
+_SHAPE_ONLY = {
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Concat",
+    "Reshape",
+    "Flatten",
+    "Dropout",
+    "LRN",
+    "Identity",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Split",
+    "Slice",
+}
 
 
 def _light_builder(arch: str) -> Callable[..., onnx.ModelProto]:
@@ -727,7 +1030,9 @@ def _light_builder(arch: str) -> Callable[..., onnx.ModelProto]:
         _stamp(model, f"light_{arch}", seed, {})
         return model
 
-    build_light.__doc__ = f"light_{arch} from the onnx wheel with seeded random weights (see materialize_light)."
+    build_light.__doc__ = (
+        f"light_{arch} from the onnx wheel with seeded random weights (see materialize_light)."
+    )
     return build_light
 
 
@@ -781,18 +1086,28 @@ def count_params(model: onnx.ModelProto) -> int:
     Left out, as in PyTorch's count: BatchNormalization running means and
     variances (buffers) and scalar constants (Clip bounds, 1/sqrt(d) and the like).
     """
-    buffers = {n.input[i] for n in model.graph.node if n.op_type == "BatchNormalization" for i in (3, 4)
-               if i < len(n.input)}
+    buffers = {
+        n.input[i]
+        for n in model.graph.node
+        if n.op_type == "BatchNormalization"
+        for i in (3, 4)
+        if i < len(n.input)
+    }
     total = 0
     for t in model.graph.initializer:
-        if t.name in buffers or not t.dims or not np.issubdtype(helper.tensor_dtype_to_np_dtype(t.data_type), np.floating):
+        if (
+            t.name in buffers
+            or not t.dims
+            or not np.issubdtype(helper.tensor_dtype_to_np_dtype(t.data_type), np.floating)
+        ):
             continue
         total += int(np.prod(t.dims, dtype=np.int64))
     return total
 
 
-def sample_inputs(model: onnx.ModelProto, *, seed: int = 0,
-                  shapes: dict[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+def sample_inputs(
+    model: onnx.ModelProto, *, seed: int = 0, shapes: dict[str, Sequence[int]] | None = None
+) -> dict[str, np.ndarray]:
     """Random feeds for every graph input of ``model`` that is not an initializer.
 
     Floats are standard normal. An integer input used as the indices of a
@@ -812,8 +1127,10 @@ def sample_inputs(model: onnx.ModelProto, *, seed: int = 0,
     inputs = [vi for vi in graph.input if vi.name not in init_names]
     unknown = set(shapes) - {vi.name for vi in inputs}
     if unknown:
-        raise ValueError(f"shapes names no input of the model: {sorted(unknown)}. "
-                         f"Expected some of {[vi.name for vi in inputs]}")
+        raise ValueError(
+            f"shapes names no input of the model: {sorted(unknown)}. "
+            f"Expected some of {[vi.name for vi in inputs]}"
+        )
 
     init_shapes = {t.name: tuple(t.dims) for t in graph.initializer}
     index_rows: dict[str, int] = {}
@@ -830,7 +1147,7 @@ def sample_inputs(model: onnx.ModelProto, *, seed: int = 0,
         given = tuple(int(d) for d in shapes[vi.name])
         if len(given) != len(dims):
             raise ValueError(f"shapes[{vi.name!r}]: expected rank {len(dims)}, received {given}")
-        for d, size in zip(dims, given):
+        for d, size in zip(dims, given, strict=True):
             if d.HasField("dim_value") and d.dim_value != size:
                 raise ValueError(f"shapes[{vi.name!r}]: expected {_shape_str(dims)}, received {given}")
             if d.HasField("dim_param"):
@@ -868,7 +1185,11 @@ def _resolve_dim(d: onnx.TensorShapeProto.Dimension, index: int, symbols: dict[s
 
 
 def _shape_str(dims: Iterable[onnx.TensorShapeProto.Dimension]) -> str:
-    return "(" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims) + ")"
+    return (
+        "("
+        + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+        + ")"
+    )
 
 
 # --------------------------------------------------------------------------- CLI
@@ -887,13 +1208,19 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/zoo.py",
-                                     description="Write a zoo model (seeded random weights) to an ONNX file.")
+    parser = argparse.ArgumentParser(
+        prog="python tests/zoo.py", description="Write a zoo model (seeded random weights) to an ONNX file."
+    )
     parser.add_argument("name", nargs="?", help="model name (see --list)")
     parser.add_argument("out", nargs="?", help="output .onnx path")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="builder argument, for example --set layers=4 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument, for example --set layers=4 (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="list the model names and exit")
     args = parser.parse_args(argv)
     if args.list:

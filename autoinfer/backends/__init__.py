@@ -4,16 +4,29 @@ Each backend lives in its own module and is imported only when asked for, so
 ``import autoinfer`` stays fast and imports no runtime. Names are the
 runtimes' package names, the names users pass to ``Session(backends=[...])``.
 """
+
 from __future__ import annotations
 
 import importlib
 import logging
 import threading
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError
-from .base import (OBJECTIVES, Availability, Backend, Capabilities, Candidate, Estimate, Hints,
-                   LoadContext, Problem, Runner, Unsupported)
+from .base import (
+    OBJECTIVES,
+    Availability,
+    Backend,
+    Candidate,
+    Capabilities,
+    Estimate,
+    Hints,
+    LoadContext,
+    Problem,
+    Runner,
+    Unsupported,
+)
 
 # name -> "module:Class", in the order the doctor lists them
 _REGISTRY: dict[str, str] = {
@@ -26,10 +39,27 @@ _instances: dict[str, Backend] = {}
 _lock = threading.Lock()
 log = logging.getLogger("autoinfer.backends")
 
-__all__ = ["OBJECTIVES", "Availability", "Backend", "Candidate", "Capabilities", "Estimate",
-           "Hints", "LoadContext", "Problem", "Runner", "Unsupported", "names", "get", "select",
-           "register", "child_environment", "thread_env_vars", "known_domains",
-           "claim_app_options"]
+__all__ = [
+    "OBJECTIVES",
+    "Availability",
+    "Backend",
+    "Candidate",
+    "Capabilities",
+    "Estimate",
+    "Hints",
+    "LoadContext",
+    "Problem",
+    "Runner",
+    "Unsupported",
+    "names",
+    "get",
+    "select",
+    "register",
+    "child_environment",
+    "thread_env_vars",
+    "known_domains",
+    "claim_app_options",
+]
 
 
 def names() -> tuple[str, ...]:
@@ -69,8 +99,7 @@ def get(name: str) -> Backend:
         return inst
 
 
-def select(include: Iterable[str] | None = None,
-           exclude: Iterable[str] | None = None) -> list[Backend]:
+def select(include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Backend]:
     """Backends named by ``include`` (default all) minus ``exclude``, validated."""
     inc = list(include) if include is not None else list(_REGISTRY)
     exc = set(exclude or ())
@@ -114,9 +143,12 @@ def known_domains() -> frozenset[str]:
     return frozenset(d for backend in _each() for d in backend.domains)
 
 
-def claim_app_options(sess_options: Any = None, providers: Sequence[Any] | None = None,
-                      provider_options: Sequence[Mapping[Any, Any]] | None = None,
-                      **kwargs: Any) -> Hints | None:
+def claim_app_options(
+    sess_options: Any = None,
+    providers: Sequence[Any] | None = None,
+    provider_options: Sequence[Mapping[Any, Any]] | None = None,
+    **kwargs: Any,
+) -> Hints | None:
     """What a runtime's own session arguments mean to autoinfer: the first registered
     backend that claims them (:meth:`Backend.claim_app_options`); None when none does."""
     for backend in _each():

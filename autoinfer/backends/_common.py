@@ -4,6 +4,7 @@ Feeds are checked once, by the Session; runners trust theirs.
 
 Nothing here imports a runtime.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,6 +15,7 @@ from typing import Any
 from .._hw import threads_for
 
 # -- hardware -----------------------------------------------------------------
+
 
 def cpu_has(hw: Any, flag: str) -> bool:
     """Whether the probed CPU has ``flag``; False when the hardware facts are missing."""
@@ -30,6 +32,7 @@ usable_cores = threads_for
 
 
 # -- packages -------------------------------------------------------------------
+
 
 def _canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
@@ -74,7 +77,7 @@ def _provides(dist_info: str, module: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def distributions_of(module: str) -> list[str]:
     """Installed pip distributions that provide top-level ``module``, sorted.
 
@@ -83,8 +86,7 @@ def distributions_of(module: str) -> list[str]:
     Only distributions whose name mentions the module are inspected.
     """
     key = _canonical(module)
-    return sorted(name for name, _v, path in _dist_index()
-                  if key in name and _provides(path, module))
+    return sorted(name for name, _v, path in _dist_index() if key in name and _provides(path, module))
 
 
 def dist_version(dist: str) -> str | None:

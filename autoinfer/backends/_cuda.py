@@ -14,13 +14,15 @@ exposed as NumPy views.
 Nothing here is imported by ``import autoinfer``; the runtime module is
 imported when :func:`load` is called.
 """
+
 from __future__ import annotations
 
 import ctypes
 import importlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,9 +53,9 @@ class CudaError(RuntimeError):
         return self.name == OUT_OF_MEMORY
 
 
-def visible_from_env(gpus: Sequence["NvidiaGPU"],
-                     env: "os._Environ[str] | dict[str, str] | None" = None
-                     ) -> tuple[list[CudaDevice] | None, str]:
+def visible_from_env(
+    gpus: Sequence[NvidiaGPU], env: os._Environ[str] | dict[str, str] | None = None
+) -> tuple[list[CudaDevice] | None, str]:
     """CUDA's devices worked out from NVML's GPUs and the environment, without CUDA.
 
     CUDA_VISIBLE_DEVICES lists ordinals (in CUDA_DEVICE_ORDER: fastest first by
@@ -64,30 +66,44 @@ def visible_from_env(gpus: Sequence["NvidiaGPU"],
     """
     env = os.environ if env is None else env
     whole = [g for g in gpus if not g.mig_enabled]
-    pci_order = (env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST").strip().upper() == "PCI_BUS_ID"
-                 or len({(g.name, tuple(g.compute_capability)) for g in whole}) <= 1)
+    pci_order = (
+        env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST").strip().upper() == "PCI_BUS_ID"
+        or len({(g.name, tuple(g.compute_capability)) for g in whole}) <= 1
+    )
     order = sorted(whole, key=lambda g: (normal_bus_id(g.pci_bus_id) or "", g.index))
     units: list[tuple[str, str | None, str | None]] = (  # (uuid as listed, bare uuid, bus id)
         [(g.uuid or "", bare_uuid(g.uuid), normal_bus_id(g.pci_bus_id)) for g in whole]
-        + [(m.uuid or "", bare_uuid(m.uuid), normal_bus_id(g.pci_bus_id))
-           for g in gpus if g.mig_enabled for m in g.mig_instances])
+        + [
+            (m.uuid or "", bare_uuid(m.uuid), normal_bus_id(g.pci_bus_id))
+            for g in gpus
+            if g.mig_enabled
+            for m in g.mig_instances
+        ]
+    )
     listed = env.get("CUDA_VISIBLE_DEVICES")
     if listed is None:
         if any(g.mig_enabled for g in gpus):
-            return None, ("a GPU is in MIG mode; which instance CUDA shows cannot be told without "
-                          "cuda-bindings (pip install cuda-python) or CUDA_VISIBLE_DEVICES=MIG-<uuid>")
+            return None, (
+                "a GPU is in MIG mode; which instance CUDA shows cannot be told without "
+                "cuda-bindings (pip install cuda-python) or CUDA_VISIBLE_DEVICES=MIG-<uuid>"
+            )
         if not pci_order:
-            return None, ("CUDA orders unlike GPUs fastest-first, which NVML cannot tell; set "
-                          "CUDA_DEVICE_ORDER=PCI_BUS_ID or install cuda-bindings")
-        return [CudaDevice(i, normal_bus_id(g.pci_bus_id), bare_uuid(g.uuid))
-                for i, g in enumerate(order)], ""
+            return None, (
+                "CUDA orders unlike GPUs fastest-first, which NVML cannot tell; set "
+                "CUDA_DEVICE_ORDER=PCI_BUS_ID or install cuda-bindings"
+            )
+        return [
+            CudaDevice(i, normal_bus_id(g.pci_bus_id), bare_uuid(g.uuid)) for i, g in enumerate(order)
+        ], ""
     out: list[CudaDevice] = []
     for entry in (e.strip() for e in listed.split(",")):
         if entry.lstrip("-").isdigit():
             if not pci_order:
-                return None, ("CUDA_VISIBLE_DEVICES lists ordinals of unlike GPUs in CUDA's "
-                              "fastest-first order, which NVML cannot tell; list UUIDs, set "
-                              "CUDA_DEVICE_ORDER=PCI_BUS_ID or install cuda-bindings")
+                return None, (
+                    "CUDA_VISIBLE_DEVICES lists ordinals of unlike GPUs in CUDA's "
+                    "fastest-first order, which NVML cannot tell; list UUIDs, set "
+                    "CUDA_DEVICE_ORDER=PCI_BUS_ID or install cuda-bindings"
+                )
             if not 0 <= int(entry) < len(order):
                 break
             g = order[int(entry)]
@@ -103,9 +119,9 @@ def visible_from_env(gpus: Sequence["NvidiaGPU"],
     return out, ""
 
 
-def placements(gpus: Sequence["NvidiaGPU"],
-               env: "os._Environ[str] | dict[str, str] | None" = None
-               ) -> tuple[dict[int, Placement], dict[int, str]]:
+def placements(
+    gpus: Sequence[NvidiaGPU], env: os._Environ[str] | dict[str, str] | None = None
+) -> tuple[dict[int, Placement], dict[int, str]]:
     """:func:`place` against CUDA's own device list when cuda-bindings is installed, else
     against :func:`visible_from_env`; every GPU left out has its reason."""
     try:
@@ -123,7 +139,7 @@ def placements(gpus: Sequence["NvidiaGPU"],
     return place(gpus, devices)
 
 
-def load() -> "Cudart":
+def load() -> Cudart:
     """The CUDA runtime bindings; ImportError when cuda-python is not installed."""
     try:
         rt = importlib.import_module("cuda.bindings.runtime")
@@ -172,9 +188,9 @@ class CudaDevice:
 class Placement:
     """Where an NVML GPU is for CUDA: its ordinal and, in MIG mode, the instance."""
 
-    gpu: "NvidiaGPU"
+    gpu: NvidiaGPU
     ordinal: int
-    mig: "MigInstance | None" = None
+    mig: MigInstance | None = None
 
     @property
     def memory_mb(self) -> int:
@@ -186,8 +202,9 @@ class Placement:
         return f"{self.gpu.name} MIG {self.mig.name}" if self.mig is not None else self.gpu.name
 
 
-def place(gpus: Sequence["NvidiaGPU"],
-          devices: Sequence[CudaDevice]) -> tuple[dict[int, Placement], dict[int, str]]:
+def place(
+    gpus: Sequence[NvidiaGPU], devices: Sequence[CudaDevice]
+) -> tuple[dict[int, Placement], dict[int, str]]:
     """Match NVML's GPUs to CUDA's devices: ({NVML index: placement}, {NVML index: why none}).
 
     The PCI bus id decides; the UUID is the second key (a truncated UUID reads as
@@ -202,29 +219,35 @@ def place(gpus: Sequence["NvidiaGPU"],
     for gpu in gpus:
         bus, uuid = normal_bus_id(gpu.pci_bus_id), bare_uuid(gpu.uuid)
         if gpu.mig_enabled:
-            hit = next(((m, by_uuid[u]) for m in gpu.mig_instances
-                        if (u := bare_uuid(m.uuid)) and u in by_uuid), None)
-            if hit is None and len(gpu.mig_instances) == 1 and bus in by_bus \
-                    and by_bus[bus].uuid is None:
+            hit = next(
+                ((m, by_uuid[u]) for m in gpu.mig_instances if (u := bare_uuid(m.uuid)) and u in by_uuid),
+                None,
+            )
+            if hit is None and len(gpu.mig_instances) == 1 and bus in by_bus and by_bus[bus].uuid is None:
                 hit = (gpu.mig_instances[0], by_bus[bus])
             if hit is not None:
                 placed[gpu.index] = Placement(gpu, hit[1].ordinal, hit[0])
             elif not gpu.mig_instances:
                 why[gpu.index] = f"{gpu.name} is in MIG mode and has no MIG instance to run on"
             else:
-                why[gpu.index] = (f"{gpu.name} is in MIG mode and CUDA sees none of its "
-                                  f"{len(gpu.mig_instances)} instance(s) (choose one with "
-                                  "CUDA_VISIBLE_DEVICES=MIG-<uuid>)")
+                why[gpu.index] = (
+                    f"{gpu.name} is in MIG mode and CUDA sees none of its "
+                    f"{len(gpu.mig_instances)} instance(s) (choose one with "
+                    "CUDA_VISIBLE_DEVICES=MIG-<uuid>)"
+                )
             continue
         device = (by_bus.get(bus) if bus else None) or (by_uuid.get(uuid) if uuid else None)
         if device is not None:
             placed[gpu.index] = Placement(gpu, device.ordinal)
         elif not bus and not uuid:
-            why[gpu.index] = (f"NVML gave neither a PCI bus id nor a UUID for {gpu.name}, so "
-                              "its CUDA device cannot be told")
+            why[gpu.index] = (
+                f"NVML gave neither a PCI bus id nor a UUID for {gpu.name}, so its CUDA device cannot be told"
+            )
         else:
-            why[gpu.index] = (f"CUDA does not see {gpu.name} (NVML index {gpu.index}); "
-                              "CUDA_VISIBLE_DEVICES hides it, or it is not usable by CUDA")
+            why[gpu.index] = (
+                f"CUDA does not see {gpu.name} (NVML index {gpu.index}); "
+                "CUDA_VISIBLE_DEVICES hides it, or it is not usable by CUDA"
+            )
     return placed, why
 
 
@@ -314,10 +337,12 @@ class Cudart:
 
     def devices(self) -> list[CudaDevice]:
         """Every device CUDA sees in this process, in CUDA's order."""
-        return [CudaDevice(o, self.device_bus_id(o), bare_uuid(self.device_uuid(o)))
-                for o in range(self.device_count())]
+        return [
+            CudaDevice(o, self.device_bus_id(o), bare_uuid(self.device_uuid(o)))
+            for o in range(self.device_count())
+        ]
 
-    def place(self, gpu: "NvidiaGPU") -> Placement:
+    def place(self, gpu: NvidiaGPU) -> Placement:
         """Where CUDA has the GPU NVML describes; ValueError, saying why, when CUDA has it nowhere.
 
         CUDA numbers devices fastest-first and after CUDA_VISIBLE_DEVICES; NVML in
@@ -361,12 +386,10 @@ class Cudart:
         return _native_handle(stream)
 
     def copy_to_device(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
-        self._check("cudaMemcpyAsync",
-                    self.rt.cudaMemcpyAsync(dst, src, nbytes, self._h2d, stream))
+        self._check("cudaMemcpyAsync", self.rt.cudaMemcpyAsync(dst, src, nbytes, self._h2d, stream))
 
     def copy_to_host(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
-        self._check("cudaMemcpyAsync",
-                    self.rt.cudaMemcpyAsync(dst, src, nbytes, self._d2h, stream))
+        self._check("cudaMemcpyAsync", self.rt.cudaMemcpyAsync(dst, src, nbytes, self._d2h, stream))
 
     def synchronize(self, stream: Any) -> None:
         self._check("cudaStreamSynchronize", self.rt.cudaStreamSynchronize(stream))

@@ -20,6 +20,7 @@ side files (TorchScript-free ``.pnnx.*`` graphs, Python scripts, a simplified
 ONNX) next to its input, so the model is linked into the temporary directory
 first and the user's model directory is never written to.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,9 +35,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .._proc import run_bounded
 
@@ -73,6 +75,7 @@ class ConversionError(Exception):
 
 # -- the executable ---------------------------------------------------------------
 
+
 def pnnx_executable() -> Path | None:
     """The pnnx executable of the installed ``pnnx`` wheel, or None.
 
@@ -102,6 +105,7 @@ def is_executable(p: Path) -> bool:
 
 # -- conversion request -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Request:
     """One conversion: the model, its concrete input shapes and dtypes, the tools' versions."""
@@ -110,19 +114,24 @@ class Request:
     model_sha256: str
     external_data: tuple[Path, ...]
     inputs: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, dtype, shape)
-    outputs: tuple[tuple[str, str], ...]                   # (name, dtype)
+    outputs: tuple[tuple[str, str], ...]  # (name, dtype)
     versions: Mapping[str, str]
 
     def key(self) -> str:
-        material = {"format": FORMAT, "model": self.model_sha256,
-                    "inputs": [[n, d, list(s)] for n, d, s in self.inputs],
-                    "versions": dict(sorted(self.versions.items())), "fp16_weights": False}
+        material = {
+            "format": FORMAT,
+            "model": self.model_sha256,
+            "inputs": [[n, d, list(s)] for n, d, s in self.inputs],
+            "versions": dict(sorted(self.versions.items())),
+            "fp16_weights": False,
+        }
         raw = json.dumps(material, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def inputshape_arg(self) -> str:
-        return ",".join("[" + ",".join(str(d) for d in shape) + "]" + PNNX_TYPES[dtype]
-                        for _, dtype, shape in self.inputs)
+        return ",".join(
+            "[" + ",".join(str(d) for d in shape) + "]" + PNNX_TYPES[dtype] for _, dtype, shape in self.inputs
+        )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -138,6 +147,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 # -- reading what pnnx wrote -----------------------------------------------------------
 
+
 def red_flags(log_text: str) -> list[str]:
     """Operators pnnx said it left unconverted ('todo OP', 'ignore OP ...'), in order."""
     seen: dict[str, None] = {}
@@ -150,16 +160,21 @@ def red_flags(log_text: str) -> list[str]:
 
 def tail(text: str, lines: int = 8, limit: int = 800) -> str:
     """The last informative lines of pnnx's output (its banner tables left out)."""
-    keep = [ln.rstrip() for ln in text.splitlines()
-            if ln.strip() and not ln.lstrip().startswith(("│", "┌", "└", "├", "#"))]
+    keep = [
+        ln.rstrip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.lstrip().startswith(("│", "┌", "└", "├", "#"))
+    ]
     out = " | ".join(keep[-lines:])
     return out[-limit:]
 
 
 _IN_RE = re.compile(r'ex\.input\("(in\d+)",\s*ncnn\.Mat\((\w+)\.numpy\(\),\s*batch_index=(\d+)\)')
-_OUT_RE = re.compile(r'_,\s*(out\d+)\s*=\s*ex\.extract\("(out\d+)"\)\s*\n\s*out\.append\('
-                     r'torch\.from_numpy\(\w+\.numpy\(batch_index=(\d+)\)')
-_DTYPE_RE = re.compile(r'^\s*(in\d+)\s*=\s*torch\.\w+\(.*dtype=torch\.(\w+)\)', re.M)
+_OUT_RE = re.compile(
+    r'_,\s*(out\d+)\s*=\s*ex\.extract\("(out\d+)"\)\s*\n\s*out\.append\('
+    r"torch\.from_numpy\(\w+\.numpy\(batch_index=(\d+)\)"
+)
+_DTYPE_RE = re.compile(r"^\s*(in\d+)\s*=\s*torch\.\w+\(.*dtype=torch\.(\w+)\)", re.M)
 
 
 def read_layout(script: str) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
@@ -178,8 +193,7 @@ def read_param_blobs(param_text: str) -> tuple[list[str], list[str], list[str]]:
     """(Input layer blobs, every blob a layer produces, layer types) of an ncnn .param file."""
     lines = [ln.split() for ln in param_text.splitlines() if ln.strip()]
     if len(lines) < 2 or lines[0] != ["7767517"]:
-        raise ConversionError("pnnx wrote an ncnn .param file autoinfer cannot read "
-                              "(no 7767517 magic)")
+        raise ConversionError("pnnx wrote an ncnn .param file autoinfer cannot read (no 7767517 magic)")
     produced: list[str] = []
     inputs: list[str] = []
     types: list[str] = []
@@ -189,9 +203,10 @@ def read_param_blobs(param_text: str) -> tuple[list[str], list[str], list[str]]:
         try:
             ltype, n_in, n_out = parts[0], int(parts[2]), int(parts[3])
         except ValueError:
-            raise ConversionError(f"pnnx wrote an ncnn .param line autoinfer cannot read: "
-                                  f"{' '.join(parts)[:200]}") from None
-        tops = parts[4 + n_in:4 + n_in + n_out]
+            raise ConversionError(
+                f"pnnx wrote an ncnn .param line autoinfer cannot read: {' '.join(parts)[:200]}"
+            ) from None
+        tops = parts[4 + n_in : 4 + n_in + n_out]
         types.append(ltype)
         produced.extend(tops)
         if ltype == "Input":
@@ -200,6 +215,7 @@ def read_param_blobs(param_text: str) -> tuple[list[str], list[str], list[str]]:
 
 
 # -- the store ---------------------------------------------------------------------------
+
 
 def final_dir(artifact_dir: Path, req: Request) -> Path:
     return artifact_dir / f"ncnn-{req.key()}"
@@ -222,8 +238,13 @@ def read_manifest(d: Path, req: Request) -> dict[str, Any] | None:
         for fname, digest in man["files"].items():
             got = sha256_file(d / fname)
             if got != digest:
-                log.warning("ncnn conversion in %s is damaged (%s: sha256 %s, expected %s); "
-                            "converting again", d, fname, got[:12], str(digest)[:12])
+                log.warning(
+                    "ncnn conversion in %s is damaged (%s: sha256 %s, expected %s); converting again",
+                    d,
+                    fname,
+                    got[:12],
+                    str(digest)[:12],
+                )
                 return None
         return man
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -284,8 +305,7 @@ def make_workdir(artifact_dir: Path, req: Request) -> Path:
         try:
             rel = ext.relative_to(base)
         except ValueError:
-            raise ConversionError(f"external data file {ext} is outside the model's "
-                                  "directory") from None
+            raise ConversionError(f"external data file {ext} is outside the model's directory") from None
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         _link(ext, tmp / rel)
     return tmp
@@ -298,8 +318,9 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def pnnx_input(workdir: Path, leading_one: bool, src: str = "model.onnx",
-               dst: str = "pnnx_input.onnx") -> str:
+def pnnx_input(
+    workdir: Path, leading_one: bool, src: str = "model.onnx", dst: str = "pnnx_input.onnx"
+) -> str:
     """The file pnnx converts: the model itself, or a copy that pnnx accepts.
 
     The copy is needed when the model lists initializers among its graph inputs
@@ -330,29 +351,43 @@ def pnnx_input(workdir: Path, leading_one: bool, src: str = "model.onnx",
             del g.value_info[:]
         onnx.save(model, str(workdir / dst))
     except Exception as exc:
-        raise ConversionError(f"cannot write the copy of the model pnnx converts "
-                              f"({type(exc).__name__}: {exc})") from None
+        raise ConversionError(
+            f"cannot write the copy of the model pnnx converts ({type(exc).__name__}: {exc})"
+        ) from None
     return dst
 
 
-def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float,
-             source: str = "model.onnx") -> str:
+def run_pnnx(exe: Path, workdir: Path, req: Request, timeout_s: float, source: str = "model.onnx") -> str:
     """Run pnnx on ``workdir/source``; return its combined output. Raises ConversionError."""
-    args = [str(exe), source, f"inputshape={req.inputshape_arg()}", "fp16=0",
-            "device=cpu", f"ncnnparam={PARAM}", f"ncnnbin={BIN}", f"ncnnpy={SCRIPT}",
-            "pnnxparam=model.pnnx.param", "pnnxbin=model.pnnx.bin", "pnnxpy=model_pnnx.py",
-            "pnnxonnx=model.pnnx.onnx"]
+    args = [
+        str(exe),
+        source,
+        f"inputshape={req.inputshape_arg()}",
+        "fp16=0",
+        "device=cpu",
+        f"ncnnparam={PARAM}",
+        f"ncnnbin={BIN}",
+        f"ncnnpy={SCRIPT}",
+        "pnnxparam=model.pnnx.param",
+        "pnnxbin=model.pnnx.bin",
+        "pnnxpy=model_pnnx.py",
+        "pnnxonnx=model.pnnx.onnx",
+    ]
     try:
         res = run_bounded(args, timeout_s=timeout_s, cwd=workdir, log_path=workdir / LOG)
     except OSError as exc:
-        raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})",
-                              failed=True) from None
+        raise ConversionError(f"pnnx could not be started ({exc.strerror or exc})", failed=True) from None
     if res.timed_out:
-        raise ConversionError(f"pnnx did not finish converting within {timeout_s:g} s; "
-                              f"its last output: {tail(res.output) or '(none)'}", failed=True)
+        raise ConversionError(
+            f"pnnx did not finish converting within {timeout_s:g} s; "
+            f"its last output: {tail(res.output) or '(none)'}",
+            failed=True,
+        )
     if res.returncode != 0:
-        raise ConversionError(f"pnnx {res.describe()} converting the model; its last output: "
-                              f"{tail(res.output) or '(none)'}", failed=res.returncode < 0)
+        raise ConversionError(
+            f"pnnx {res.describe()} converting the model; its last output: {tail(res.output) or '(none)'}",
+            failed=res.returncode < 0,
+        )
     return res.output
 
 

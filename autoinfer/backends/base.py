@@ -40,12 +40,14 @@ Feeds are checked once, by the Session: ``Runner.run`` trusts its feeds (names, 
 ranks, fixed dimensions) and checks only what its runtime adds (a shape an engine was not
 built for, integers a runtime narrows to int32).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -58,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..model import ModelFacts
 
-Scalar = Union[str, int, float, bool, None]
+Scalar = str | int | float | bool | None
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,9 @@ class Candidate:
     settings: tuple[tuple[str, Scalar], ...] = ()
 
     @classmethod
-    def make(cls, backend: str, device: str = "cpu", precision: str = "fp32",
-             **settings: Scalar) -> "Candidate":
+    def make(
+        cls, backend: str, device: str = "cpu", precision: str = "fp32", **settings: Scalar
+    ) -> Candidate:
         return cls(backend, device, precision, tuple(sorted(settings.items())))
 
     @property
@@ -87,12 +90,12 @@ class Candidate:
     def get(self, name: str, default: Scalar = None) -> Scalar:
         return self.settings_dict.get(name, default)
 
-    def with_settings(self, **changes: Scalar) -> "Candidate":
+    def with_settings(self, **changes: Scalar) -> Candidate:
         merged = {**self.settings_dict, **changes}
         return Candidate(self.backend, self.device, self.precision, tuple(sorted(merged.items())))
 
     @property
-    def base(self) -> "Candidate":
+    def base(self) -> Candidate:
         """The same backend, device and precision at default settings."""
         return Candidate(self.backend, self.device, self.precision)
 
@@ -105,17 +108,26 @@ class Candidate:
         return self.key
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "device": self.device, "precision": self.precision,
-                "settings": dict(self.settings)}
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "settings": dict(self.settings),
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Candidate":
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
         settings = d.get("settings") or {}
         if not isinstance(settings, dict) or not all(
-                isinstance(v, (str, int, float, bool, type(None))) for v in settings.values()):
+            isinstance(v, (str, int, float, bool, type(None))) for v in settings.values()
+        ):
             raise ValueError(f"candidate settings must be a mapping of JSON scalars: {settings!r}")
-        return cls(str(d["backend"]), str(d["device"]), str(d["precision"]),
-                   tuple(sorted((str(k), v) for k, v in settings.items())))
+        return cls(
+            str(d["backend"]),
+            str(d["device"]),
+            str(d["precision"]),
+            tuple(sorted((str(k), v) for k, v in settings.items())),
+        )
 
 
 @dataclass(frozen=True)
@@ -145,9 +157,15 @@ class Availability:
     fix: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "installed": self.installed, "usable": self.usable,
-                "version": self.version, "devices": list(self.devices), "reason": self.reason,
-                "fix": self.fix}
+        return {
+            "backend": self.backend,
+            "installed": self.installed,
+            "usable": self.usable,
+            "version": self.version,
+            "devices": list(self.devices),
+            "reason": self.reason,
+            "fix": self.fix,
+        }
 
 
 @dataclass(frozen=True)
@@ -235,7 +253,7 @@ class LoadContext:
     input_shapes: dict[str, tuple[int, ...]] | None = None
     objective: str = "latency"
     timeout_s: float = 300.0
-    hardware: "Hardware | None" = None
+    hardware: Hardware | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -254,10 +272,10 @@ class Runner(ABC):
         and rank with its fixed dimensions (the Session checked it); ``run`` does not check
         it again."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a runner with nothing to free keeps it
         """Free the runtime's resources; further ``run`` calls are errors."""
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -267,8 +285,8 @@ class Runner(ABC):
 class Backend(ABC):
     """One inference runtime behind autoinfer's interface."""
 
-    name: ClassVar[str]           # registry name = the runtime's package name
-    package: ClassVar[str]        # the pip distribution that provides it
+    name: ClassVar[str]  # registry name = the runtime's package name
+    package: ClassVar[str]  # the pip distribution that provides it
     # autoinfer's pip extra that installs it (None: a core dependency); the doctor's fix.
     pip_extra: ClassVar[str | None] = None
     capabilities: ClassVar[Capabilities]
@@ -287,10 +305,13 @@ class Backend(ABC):
         """
         return {}
 
-    def claim_app_options(self, sess_options: Any = None,
-                          providers: Sequence[Any] | None = None,
-                          provider_options: Sequence[Mapping[Any, Any]] | None = None,
-                          **kwargs: Any) -> Hints | None:
+    def claim_app_options(
+        self,
+        sess_options: Any = None,
+        providers: Sequence[Any] | None = None,
+        provider_options: Sequence[Mapping[Any, Any]] | None = None,
+        **kwargs: Any,
+    ) -> Hints | None:
         """The arguments of this runtime's own session class, read as hints, or None (the
         default) when they are not this runtime's.
 
@@ -301,7 +322,7 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def availability(self, hw: "Hardware") -> Availability:
+    def availability(self, hw: Hardware) -> Availability:
         """Installed? Which devices really work here? Never raises."""
 
     def versions(self) -> dict[str, str]:
@@ -314,37 +335,36 @@ class Backend(ABC):
             return {}
 
     @abstractmethod
-    def candidates(self, model: "ModelFacts", hw: "Hardware",
-                   objective: str) -> list[Candidate | Unsupported]:
+    def candidates(self, model: ModelFacts, hw: Hardware, objective: str) -> list[Candidate | Unsupported]:
         """Combinations worth trying for this model here, or why not."""
 
-    def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> list[Candidate]:
+    def variants(
+        self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str
+    ) -> list[Candidate]:
         """Tuned settings of ``candidate`` worth measuring, most promising first."""
         return []
 
     @abstractmethod
-    def estimate(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> Estimate:
+    def estimate(self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str) -> Estimate:
         """Relative cost without running anything (1.0 = ONNX Runtime CPU defaults)."""
 
     @abstractmethod
-    def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
+    def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
         """Load ``model`` as ``candidate`` and return a runner."""
 
-    def diagnose(self, hw: "Hardware") -> list[Problem]:
+    def diagnose(self, hw: Hardware) -> list[Problem]:
         """Problems a person can fix, for `autoinfer doctor`."""
         av = self.availability(hw)
         if not av.installed:
             return [Problem("info", f"{self.name} is not installed", av.fix)]
         if not av.usable:
-            return [Problem("error", f"{self.name} {av.version or ''} cannot run here: {av.reason}",
-                            av.fix)]
+            return [Problem("error", f"{self.name} {av.version or ''} cannot run here: {av.reason}", av.fix)]
         return []
 
 
-def resolve_shapes(model: "ModelFacts",
-                   input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+def resolve_shapes(
+    model: ModelFacts, input_shapes: Mapping[str, Sequence[int]] | None
+) -> dict[str, tuple[int, ...]]:
     """Concrete shape of every input: declared where fixed, from ``input_shapes`` otherwise.
 
     Raises UnsupportedModel-free ValueError when a dynamic dimension has no value;
@@ -358,6 +378,7 @@ def resolve_shapes(model: "ModelFacts",
         elif spec.shape is not None and not spec.is_dynamic:
             out[spec.name] = tuple(int(d) for d in spec.shape)  # type: ignore[arg-type]
         else:
-            raise ValueError(f"input {spec.name!r} has dynamic shape {spec.shape} and no "
-                             "concrete shape was given")
+            raise ValueError(
+                f"input {spec.name!r} has dynamic shape {spec.shape} and no concrete shape was given"
+            )
     return out

@@ -37,6 +37,7 @@ Candidate settings: ``threads`` (Option.num_threads), ``winograd``
 and activations stored in 16 bits; on x86 arithmetic stays fp32), ``fp32`` turns
 it off: ncnn's own default is fp16 storage, which an fp32 candidate must not get.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,21 +53,30 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._hw import threads_for
 from .._lazy import import_optional
 from .._proc import child_env, run_bounded
-from ..errors import (BackendError, BackendUnavailable, InputError, ModelError,
-                      UnsupportedModel)
+from ..errors import BackendError, BackendUnavailable, InputError, ModelError, UnsupportedModel
 from . import _pnnx
 from ._common import cpu_has, dist_version
-from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Runner,
-                   Unsupported, resolve_shapes)
+from .base import (
+    Availability,
+    Backend,
+    Candidate,
+    Capabilities,
+    Estimate,
+    LoadContext,
+    Runner,
+    Unsupported,
+    resolve_shapes,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
@@ -91,6 +101,7 @@ _SELF_CHECK_ATOL = 1e-3
 
 
 # -- the runtime ------------------------------------------------------------------------
+
 
 def import_ncnn() -> Any:
     """``import ncnn``, or BackendUnavailable with the extra to install."""
@@ -126,7 +137,7 @@ def vulkan_gpu_count() -> int:
         return 0
 
 
-def _fp16_storage_supported(hw: "Hardware") -> bool:
+def _fp16_storage_supported(hw: Hardware) -> bool:
     """ncnn stores fp16 on x86 through F16C and on ARM through NEON's half conversions."""
     cpu = getattr(hw, "cpu", None)
     if getattr(cpu, "is_arm", False):
@@ -134,33 +145,38 @@ def _fp16_storage_supported(hw: "Hardware") -> bool:
     return cpu_has(hw, "f16c")
 
 
-def _fp16_arithmetic(hw: "Hardware") -> bool:
+def _fp16_arithmetic(hw: Hardware) -> bool:
     return bool(getattr(getattr(hw, "cpu", None), "is_arm", False)) and (
-        cpu_has(hw, "asimdhp") or cpu_has(hw, "fphp"))
+        cpu_has(hw, "asimdhp") or cpu_has(hw, "fphp")
+    )
 
 
 # -- static model checks ------------------------------------------------------------------
 
-def _static_reason(model: "ModelFacts") -> str | None:
+
+def _static_reason(model: ModelFacts) -> str | None:
     """Why ncnn cannot run ``model``, judged from its facts alone; None if it may."""
     for spec in model.inputs:
         if spec.dtype not in _pnnx.PNNX_TYPES:
-            return (f"input {spec.name!r} is {spec.dtype}; ncnn takes float32 tensors and "
-                    "integer ids (int32/int64) only")
+            return (
+                f"input {spec.name!r} is {spec.dtype}; ncnn takes float32 tensors and "
+                "integer ids (int32/int64) only"
+            )
         if spec.shape is not None and not 1 <= len(spec.shape) <= _MAX_FEED_RANK + 1:
-            return (f"input {spec.name!r} has rank {len(spec.shape)}; ncnn tensors have 1 to "
-                    f"{_MAX_FEED_RANK} axes plus a batch axis")
+            return (
+                f"input {spec.name!r} has rank {len(spec.shape)}; ncnn tensors have 1 to "
+                f"{_MAX_FEED_RANK} axes plus a batch axis"
+            )
     for spec in model.outputs:
         if spec.dtype != "float32":
-            return (f"output {spec.name!r} is {spec.dtype}; ncnn graphs produce float32 "
-                    "tensors only")
+            return f"output {spec.name!r} is {spec.dtype}; ncnn graphs produce float32 tensors only"
     for op, why in _UNCONVERTIBLE_OPS.items():
         if model.op_count(op):
             return why
     return None
 
 
-def _batch_axis(model: "ModelFacts") -> tuple[bool, int | None]:
+def _batch_axis(model: ModelFacts) -> tuple[bool, int | None]:
     """Whether axis 0 may be a batch to split into samples, and its fixed size if declared.
 
     Either every input and output declares a dynamic leading axis (the same one
@@ -200,6 +216,7 @@ def _batch_axis(model: "ModelFacts") -> tuple[bool, int | None]:
 
 # -- settings -> ncnn.Option ---------------------------------------------------------------
 
+
 def _configure(opt: Any, candidate: Candidate, threads: int) -> None:
     fp16 = candidate.precision == "fp16"
     opt.num_threads = max(1, int(candidate.get("threads", threads) or threads))
@@ -213,8 +230,7 @@ def _configure(opt: Any, candidate: Candidate, threads: int) -> None:
         opt.use_bf16_packed = False
     winograd = bool(candidate.get("winograd", True))
     opt.use_winograd_convolution = winograd
-    for attr in ("use_winograd23_convolution", "use_winograd43_convolution",
-                 "use_winograd63_convolution"):
+    for attr in ("use_winograd23_convolution", "use_winograd43_convolution", "use_winograd63_convolution"):
         if hasattr(opt, attr):
             setattr(opt, attr, winograd)
     opt.use_sgemm_convolution = bool(candidate.get("sgemm", True))
@@ -239,11 +255,11 @@ def _open_net(ncnn: Any, directory: Path, candidate: Candidate, threads: int) ->
 
 # -- the runner ------------------------------------------------------------------------------
 
+
 class NcnnRunner(Runner):
     """Runs a converted model; one ncnn Extractor per call (and per sample)."""
 
-    def __init__(self, candidate: Candidate, manifest: Mapping[str, Any], net: Any,
-                 ncnn: Any) -> None:
+    def __init__(self, candidate: Candidate, manifest: Mapping[str, Any], net: Any, ncnn: Any) -> None:
         self.candidate = candidate
         self._ncnn = ncnn
         self._net = net
@@ -270,8 +286,10 @@ class NcnnRunner(Runner):
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         arrays = [feeds[n] for n in self.input_names]  # checked by the Session
         batch = self._batch_of(arrays)
-        arrays = [self._to_feed_dtype(n, a, dt)
-                  for n, a, dt in zip(self.input_names, arrays, self._in_feed)]
+        arrays = [
+            self._to_feed_dtype(n, a, dt)
+            for n, a, dt in zip(self.input_names, arrays, self._in_feed, strict=True)
+        ]
         with self._state:
             if self._closed:
                 raise BackendError(NAME, "this runner is closed")
@@ -281,11 +299,14 @@ class NcnnRunner(Runner):
                 if not self._loop:
                     return self._extract(arrays)
                 if batch == 0:
-                    return [np.empty((0, *s[1:]), dtype=dt)
-                            for s, dt in zip(self._out_shapes, self._out_dtypes)]
-                per_sample = [self._extract([a[b:b + 1] for a in arrays]) for b in range(batch)]
-                return [np.concatenate([s[j] for s in per_sample], axis=0)
-                        for j in range(len(self.output_names))]
+                    return [
+                        np.empty((0, *s[1:]), dtype=dt)
+                        for s, dt in zip(self._out_shapes, self._out_dtypes, strict=True)
+                    ]
+                per_sample = [self._extract([a[b : b + 1] for a in arrays]) for b in range(batch)]
+                return [
+                    np.concatenate([s[j] for s in per_sample], axis=0) for j in range(len(self.output_names))
+                ]
         finally:
             with self._state:
                 self._active -= 1
@@ -306,21 +327,26 @@ class NcnnRunner(Runner):
         if self._loop:
             batches = {int(a.shape[0]) if a.ndim else -1 for a in arrays}
             ok = len(batches) == 1 and all(
-                a.shape[1:] == s[1:] for a, s in zip(arrays, self._in_shapes))
+                a.shape[1:] == s[1:] for a, s in zip(arrays, self._in_shapes, strict=True)
+            )
             if ok:
                 return batches.pop()
-        elif all(a.shape == s for a, s in zip(arrays, self._in_shapes)):
+        elif all(a.shape == s for a, s in zip(arrays, self._in_shapes, strict=True)):
             return 1
-        got = {n: list(a.shape) for n, a in zip(self.input_names, arrays)}
-        want = {n: (["batch", *s[1:]] if self._loop else list(s))
-                for n, s in zip(self.input_names, self._in_shapes)}
-        hint = ("ncnn runs the shapes it was converted at: load the model again with "
-                "input_shapes set to these shapes")
+        got = {n: list(a.shape) for n, a in zip(self.input_names, arrays, strict=True)}
+        want = {
+            n: (["batch", *s[1:]] if self._loop else list(s))
+            for n, s in zip(self.input_names, self._in_shapes, strict=True)
+        }
+        hint = (
+            "ncnn runs the shapes it was converted at: load the model again with "
+            "input_shapes set to these shapes"
+        )
         if self._no_split_reason:
-            hint += (f" (a batch other than {self._in_shapes[0][0]} cannot run on ncnn: "
-                     f"{self._no_split_reason})")
-        raise InputError(f"ncnn converted this model for input shapes {want}; got {got}. "
-                         + hint)
+            hint += (
+                f" (a batch other than {self._in_shapes[0][0]} cannot run on ncnn: {self._no_split_reason})"
+            )
+        raise InputError(f"ncnn converted this model for input shapes {want}; got {got}. " + hint)
 
     @staticmethod
     def _to_feed_dtype(name: str, a: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -328,8 +354,9 @@ class NcnnRunner(Runner):
             return a
         if dt == np.int32 and a.dtype.kind in "iu":
             if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
-                raise InputError(f"input {name!r}: ncnn takes integer inputs as int32 and a "
-                                 "value is outside its range")
+                raise InputError(
+                    f"input {name!r}: ncnn takes integer inputs as int32 and a value is outside its range"
+                )
             return a.astype(np.int32)
         return a.astype(dt)
 
@@ -338,8 +365,8 @@ class NcnnRunner(Runner):
         try:
             ex = self._net.create_extractor()
             mats = []
-            for blob, a, axis in zip(self._in_blobs, arrays, self._in_axes):
-                x = a if axis is None else a.reshape(a.shape[:axis] + a.shape[axis + 1:])
+            for blob, a, axis in zip(self._in_blobs, arrays, self._in_axes, strict=True):
+                x = a if axis is None else a.reshape(a.shape[:axis] + a.shape[axis + 1 :])
                 # Mat(array) borrows the array's memory with numpy's channel step; ncnn's
                 # kernels assume its own aligned channel step (unaligned 4-D inputs crash
                 # them), so copy into an ncnn-allocated Mat.
@@ -349,15 +376,17 @@ class NcnnRunner(Runner):
                 if rc != 0:
                     raise BackendError(NAME, f"ncnn refused input blob {blob} (status {rc})")
             outs = []
-            for blob, shape, dt in zip(self._out_blobs, self._out_shapes, self._out_dtypes):
+            for blob, shape, dt in zip(self._out_blobs, self._out_shapes, self._out_dtypes, strict=True):
                 rc, mat = ex.extract(blob)
                 if rc != 0:
-                    raise BackendError(NAME, f"ncnn failed computing output blob {blob} "
-                                             f"(status {rc})")
+                    raise BackendError(NAME, f"ncnn failed computing output blob {blob} (status {rc})")
                 y = np.array(mat, dtype=np.float32, copy=True)
                 if y.size != math.prod(shape):
-                    raise BackendError(NAME, f"ncnn produced {y.size} values ({list(y.shape)}) "
-                                             f"for output blob {blob}, expected shape {list(shape)}")
+                    raise BackendError(
+                        NAME,
+                        f"ncnn produced {y.size} values ({list(y.shape)}) "
+                        f"for output blob {blob}, expected shape {list(shape)}",
+                    )
                 outs.append(y.reshape(shape).astype(dt, copy=False))
             del mats
             return outs
@@ -369,25 +398,29 @@ class NcnnRunner(Runner):
 
 # -- conversion ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Plan:
     shapes: dict[str, tuple[int, ...]]  # the shapes pnnx converts at
-    batch: int                           # the batch the caller will feed
-    loop: bool                           # split axis 0 into samples of batch 1
-    single: bool                         # the model accepts batch 1 (checkable as such)
-    check_batch: int                     # the batch the split is checked at
+    batch: int  # the batch the caller will feed
+    loop: bool  # split axis 0 into samples of batch 1
+    single: bool  # the model accepts batch 1 (checkable as such)
+    check_batch: int  # the batch the split is checked at
 
 
-def _plan(model: "ModelFacts", ctx: LoadContext) -> _Plan:
+def _plan(model: ModelFacts, ctx: LoadContext) -> _Plan:
     try:
         shapes = resolve_shapes(model, ctx.input_shapes)
     except ValueError as exc:
-        raise UnsupportedModel(NAME, f"ncnn needs concrete input shapes at load time: {exc}; "
-                                     "pass input_shapes") from None
+        raise UnsupportedModel(
+            NAME, f"ncnn needs concrete input shapes at load time: {exc}; pass input_shapes"
+        ) from None
     for name, shape in shapes.items():
         if not shape or any(d <= 0 for d in shape):
-            raise UnsupportedModel(NAME, f"input {name!r} has shape {list(shape)}; ncnn needs "
-                                         "at least one axis and no empty axes")
+            raise UnsupportedModel(
+                NAME,
+                f"input {name!r} has shape {list(shape)}; ncnn needs at least one axis and no empty axes",
+            )
     splittable, fixed = _batch_axis(model)
     batches = {s[0] for s in shapes.values()}
     if splittable and len(batches) == 1:
@@ -398,13 +431,17 @@ def _plan(model: "ModelFacts", ctx: LoadContext) -> _Plan:
     return _Plan(shapes, 1, loop=False, single=True, check_batch=0)
 
 
-def _request(model: "ModelFacts", shapes: Mapping[str, tuple[int, ...]],
-             versions: Mapping[str, str]) -> _pnnx.Request:
+def _request(
+    model: ModelFacts, shapes: Mapping[str, tuple[int, ...]], versions: Mapping[str, str]
+) -> _pnnx.Request:
     return _pnnx.Request(
-        model_path=Path(model.path), model_sha256=model.sha256,
+        model_path=Path(model.path),
+        model_sha256=model.sha256,
         external_data=tuple(Path(p) for p in model.external_data),
         inputs=tuple((s.name, s.dtype, tuple(shapes[s.name])) for s in model.inputs),
-        outputs=tuple((s.name, s.dtype) for s in model.outputs), versions=dict(versions))
+        outputs=tuple((s.name, s.dtype) for s in model.outputs),
+        versions=dict(versions),
+    )
 
 
 def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
@@ -413,65 +450,92 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
     if flags:
         raise _pnnx.ConversionError(
             "pnnx left operator(s) it cannot express in ncnn unconverted: "
-            + ", ".join(flags[:8]) + (" (Tensor.to is an ONNX Cast)" if "Tensor.to" in flags
-                                      else ""))
+            + ", ".join(flags[:8])
+            + (" (Tensor.to is an ONNX Cast)" if "Tensor.to" in flags else "")
+        )
     for f in (_pnnx.PARAM, _pnnx.BIN, _pnnx.SCRIPT):
         if not (workdir / f).is_file():
-            raise _pnnx.ConversionError(f"pnnx finished without writing {f}; its last output: "
-                                        f"{_pnnx.tail(log_text) or '(none)'}")
+            raise _pnnx.ConversionError(
+                f"pnnx finished without writing {f}; its last output: {_pnnx.tail(log_text) or '(none)'}"
+            )
     in_blobs, produced, _ = _pnnx.read_param_blobs(
-        (workdir / _pnnx.PARAM).read_text(encoding="utf-8", errors="replace"))
+        (workdir / _pnnx.PARAM).read_text(encoding="utf-8", errors="replace")
+    )
     want_in = [f"in{i}" for i in range(len(req.inputs))]
     want_out = [f"out{i}" for i in range(len(req.outputs))]
     if sorted(in_blobs) != sorted(want_in):
         raise _pnnx.ConversionError(
             f"the ncnn graph has input blobs {in_blobs}, but the model has {len(req.inputs)} "
-            f"input(s) {[n for n, _, _ in req.inputs]}")
+            f"input(s) {[n for n, _, _ in req.inputs]}"
+        )
     outs_found = sorted(b for b in set(produced) if re.fullmatch(r"out\d+", b))
     if outs_found != sorted(want_out):
         raise _pnnx.ConversionError(
             f"the ncnn graph has output blobs {outs_found}, but the model has "
-            f"{len(req.outputs)} output(s) {[n for n, _ in req.outputs]}")
+            f"{len(req.outputs)} output(s) {[n for n, _ in req.outputs]}"
+        )
     script = (workdir / _pnnx.SCRIPT).read_text(encoding="utf-8", errors="replace")
     in_axes, out_axes, in_types = _pnnx.read_layout(script)
     if set(in_axes) != set(want_in) or set(out_axes) != set(want_out):
-        raise _pnnx.ConversionError("pnnx's generated script does not describe every input "
-                                    "and output blob; autoinfer cannot tell their layout")
+        raise _pnnx.ConversionError(
+            "pnnx's generated script does not describe every input "
+            "and output blob; autoinfer cannot tell their layout"
+        )
     inputs = []
-    for blob, (name, dtype, shape) in zip(want_in, req.inputs):
+    for blob, (name, dtype, shape) in zip(want_in, req.inputs, strict=True):
         axis: int | None = in_axes[blob]
         axis = None if axis == _pnnx.NO_BATCH else axis
         if axis is not None and (axis >= len(shape) or shape[axis] != 1):
             raise _pnnx.ConversionError(
                 f"pnnx treats axis {axis} of input {name!r} {list(shape)} as its batch axis; "
-                "ncnn runs one sample at a time and that axis is not 1")
+                "ncnn runs one sample at a time and that axis is not 1"
+            )
         rank = len(shape) - (axis is not None)
         if rank > _MAX_FEED_RANK:
-            raise _pnnx.ConversionError(f"input {name!r} {list(shape)} would be a {rank}-axis "
-                                        f"ncnn tensor; ncnn has at most {_MAX_FEED_RANK}")
-        feed = "int32" if in_types.get(blob, "float") in ("int", "int32", "long", "int64") \
-            else "float32"
+            raise _pnnx.ConversionError(
+                f"input {name!r} {list(shape)} would be a {rank}-axis "
+                f"ncnn tensor; ncnn has at most {_MAX_FEED_RANK}"
+            )
+        feed = "int32" if in_types.get(blob, "float") in ("int", "int32", "long", "int64") else "float32"
         if (feed == "int32") != (dtype in ("int64", "int32")):
-            raise _pnnx.ConversionError(f"pnnx expects input {name!r} as {feed}, but it is "
-                                        f"{dtype}")
-        inputs.append({"name": name, "blob": blob, "batch_index": axis, "feed_dtype": feed,
-                       "dtype": dtype, "shape": list(shape)})
+            raise _pnnx.ConversionError(f"pnnx expects input {name!r} as {feed}, but it is {dtype}")
+        inputs.append(
+            {
+                "name": name,
+                "blob": blob,
+                "batch_index": axis,
+                "feed_dtype": feed,
+                "dtype": dtype,
+                "shape": list(shape),
+            }
+        )
     outputs = []
-    for blob, (name, dtype) in zip(want_out, req.outputs):
+    for blob, (name, dtype) in zip(want_out, req.outputs, strict=True):
         axis = out_axes[blob]
-        outputs.append({"name": name, "blob": blob,
-                        "batch_index": None if axis == _pnnx.NO_BATCH else axis,
-                        "dtype": dtype, "shape": None})
-    return {"format": _pnnx.FORMAT, "key": req.key(), "backend": NAME,
-            "model_sha256": req.model_sha256, "versions": dict(req.versions),
-            "inputs": inputs, "outputs": outputs}
+        outputs.append(
+            {
+                "name": name,
+                "blob": blob,
+                "batch_index": None if axis == _pnnx.NO_BATCH else axis,
+                "dtype": dtype,
+                "shape": None,
+            }
+        )
+    return {
+        "format": _pnnx.FORMAT,
+        "key": req.key(),
+        "backend": NAME,
+        "model_sha256": req.model_sha256,
+        "versions": dict(req.versions),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
 
 
 def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
     """Run the converted graph in a child process against ONNX Runtime."""
     pkg_root = str(Path(__file__).resolve().parents[2])
-    pythonpath = pkg_root + (os.pathsep + os.environ["PYTHONPATH"]
-                             if os.environ.get("PYTHONPATH") else "")
+    pythonpath = pkg_root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     env = child_env({"PYTHONPATH": pythonpath})  # with every runtime's telemetry opt-outs
     env.setdefault("OMP_NUM_THREADS", "1")
     args = [sys.executable, "-m", "autoinfer.backends.ncnn", "--self-check", str(workdir)]
@@ -481,34 +545,42 @@ def _self_check(workdir: Path, plan: _Plan, timeout_s: float) -> dict[str, Any]:
         args.append("--no-single")
     result = workdir / "check.json"
     if timeout_s <= 0:
-        raise _pnnx.ConversionError("the conversion used up its time limit before the converted "
-                                    "graph could be checked", failed=True)
+        raise _pnnx.ConversionError(
+            "the conversion used up its time limit before the converted graph could be checked", failed=True
+        )
     try:
         proc = run_bounded(args, timeout_s=timeout_s, env=env)
     except OSError as exc:
-        raise _pnnx.ConversionError(f"the check of the converted ncnn graph could not be started "
-                                    f"({exc.strerror or exc})", failed=True) from None
+        raise _pnnx.ConversionError(
+            f"the check of the converted ncnn graph could not be started ({exc.strerror or exc})", failed=True
+        ) from None
     if proc.timed_out:
-        raise _pnnx.ConversionError(f"the converted ncnn graph did not finish one inference "
-                                    f"within {timeout_s:g} s", failed=True)
+        raise _pnnx.ConversionError(
+            f"the converted ncnn graph did not finish one inference within {timeout_s:g} s", failed=True
+        )
     out = proc.output
     if proc.returncode < 0:
-        raise _pnnx.ConversionError(f"ncnn crashed (signal {-proc.returncode}) running the "
-                                    f"converted graph; its last output: "
-                                    f"{_pnnx.tail(out, 4) or '(none)'}", failed=True)
+        raise _pnnx.ConversionError(
+            f"ncnn crashed (signal {-proc.returncode}) running the "
+            f"converted graph; its last output: "
+            f"{_pnnx.tail(out, 4) or '(none)'}",
+            failed=True,
+        )
     try:
         report = json.loads(result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise _pnnx.ConversionError(f"the check of the converted ncnn graph failed (exit status "
-                                    f"{proc.returncode}): {_pnnx.tail(out, 6) or '(no output)'}"
-                                    ) from None
+        raise _pnnx.ConversionError(
+            f"the check of the converted ncnn graph failed (exit status "
+            f"{proc.returncode}): {_pnnx.tail(out, 6) or '(no output)'}"
+        ) from None
     if not report.get("ok"):
         raise _pnnx.ConversionError(str(report.get("reason") or "the converted graph failed"))
     return report
 
 
-def convert(model: "ModelFacts", ctx: LoadContext, versions: Mapping[str, str]
-            ) -> tuple[Path, dict[str, Any], int]:
+def convert(
+    model: ModelFacts, ctx: LoadContext, versions: Mapping[str, str]
+) -> tuple[Path, dict[str, Any], int]:
     """The conversion for ``model`` at the load context's shapes: (directory, manifest, batch).
 
     Reuses an intact earlier conversion; otherwise converts, checks and publishes
@@ -528,32 +600,35 @@ def convert(model: "ModelFacts", ctx: LoadContext, versions: Mapping[str, str]
         man = _convert_fresh(req, artifact_dir, final, plan, ctx.timeout_s)
     if plan.batch != 1 and not man.get("batch_loop"):
         why = man.get("batch_loop_reason") or "this model cannot be split into samples"
-        raise UnsupportedModel(NAME, f"batch {plan.batch}: ncnn runs one sample at a time and "
-                                     f"{why}")
+        raise UnsupportedModel(NAME, f"batch {plan.batch}: ncnn runs one sample at a time and {why}")
     return final, man, plan.batch
 
 
-def _conversion_error(exc: "_pnnx.ConversionError") -> BackendError | UnsupportedModel:
+def _conversion_error(exc: _pnnx.ConversionError) -> BackendError | UnsupportedModel:
     """A crash, hang or failed start of the converter or of the check is a load failure
     (BackendError); pnnx refusing the model, or a conversion that computes something else,
     is UnsupportedModel with the reason."""
     return BackendError(NAME, exc.reason) if exc.failed else UnsupportedModel(NAME, exc.reason)
 
 
-def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _Plan,
-                   timeout_s: float) -> dict[str, Any]:
+def _convert_fresh(
+    req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _Plan, timeout_s: float
+) -> dict[str, Any]:
     exe = _pnnx.pnnx_executable()
     if exe is None or not _pnnx.is_executable(exe):
-        raise BackendUnavailable("the pnnx converter is not installed" if exe is None else
-                                 f"the pnnx converter at {exe} is not executable", fix=_PNNX_FIX)
+        raise BackendUnavailable(
+            "the pnnx converter is not installed"
+            if exe is None
+            else f"the pnnx converter at {exe} is not executable",
+            fix=_PNNX_FIX,
+        )
     if not req.model_path.is_file():
         raise ModelError(f"{req.model_path}: no such file (it was there when its facts were read)")
     t0 = time.monotonic()
     try:
         workdir = _pnnx.make_workdir(artifact_dir, req)
     except OSError as exc:
-        raise BackendError(NAME, f"cannot prepare a conversion directory in {artifact_dir}: "
-                                 f"{exc}") from None
+        raise BackendError(NAME, f"cannot prepare a conversion directory in {artifact_dir}: {exc}") from None
     except _pnnx.ConversionError as exc:
         raise _conversion_error(exc) from None
     try:
@@ -563,7 +638,7 @@ def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _P
         man = _layout(workdir, req, text)
         (workdir / _pnnx.MANIFEST).write_text(json.dumps(man), encoding="utf-8")
         report = _self_check(workdir, plan, timeout_s - (time.monotonic() - t0))
-        for o, shape in zip(man["outputs"], report["output_shapes"]):
+        for o, shape in zip(man["outputs"], report["output_shapes"], strict=True):
             o["shape"] = shape
         man["batch_loop"] = bool(plan.loop and report.get("batch_loop"))
         man["batch_loop_reason"] = report.get("batch_loop_reason", "")
@@ -577,8 +652,7 @@ def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _P
         raise _conversion_error(exc) from None
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
-        raise BackendError(NAME, f"cannot write the ncnn conversion in {artifact_dir}: "
-                                 f"{exc}") from None
+        raise BackendError(NAME, f"cannot write the ncnn conversion in {artifact_dir}: {exc}") from None
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -588,12 +662,18 @@ def _convert_fresh(req: _pnnx.Request, artifact_dir: Path, final: Path, plan: _P
 
 # -- the backend ------------------------------------------------------------------------------------
 
+
 class NcnnBackend(Backend):
     name = NAME
     package = "ncnn"
     pip_extra = "ncnn"
-    capabilities = Capabilities(devices=("cpu", "vulkan"), precisions=("fp32", "fp16"),
-                                dynamic_shapes=False, needs_conversion=True, reference=False)
+    capabilities = Capabilities(
+        devices=("cpu", "vulkan"),
+        precisions=("fp32", "fp16"),
+        dynamic_shapes=False,
+        needs_conversion=True,
+        reference=False,
+    )
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -603,37 +683,54 @@ class NcnnBackend(Backend):
                 out[dist] = v
         return out
 
-    def availability(self, hw: "Hardware") -> Availability:
+    def availability(self, hw: Hardware) -> Availability:
         installed_version = dist_version("ncnn")
         try:
             ncnn = import_ncnn()
         except BackendUnavailable as exc:
-            return Availability(NAME, installed=installed_version is not None, usable=False,
-                                version=installed_version,
-                                reason=str(exc) if installed_version else "ncnn is not installed",
-                                fix=FIX)
+            return Availability(
+                NAME,
+                installed=installed_version is not None,
+                usable=False,
+                version=installed_version,
+                reason=str(exc) if installed_version else "ncnn is not installed",
+                fix=FIX,
+            )
         except Exception as exc:  # never raises
-            return Availability(NAME, installed=True, usable=False, version=installed_version,
-                                reason=f"ncnn fails on import: {exc}",
-                                fix="pip install --force-reinstall ncnn")
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                version=installed_version,
+                reason=f"ncnn fails on import: {exc}",
+                fix="pip install --force-reinstall ncnn",
+            )
         version = installed_version or str(getattr(ncnn, "__version__", "")) or None
         exe = _pnnx.pnnx_executable()
         if exe is None:
-            return Availability(NAME, installed=True, usable=False, version=version,
-                                reason="the pnnx converter (ONNX -> ncnn) is not installed",
-                                fix=FIX)
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                version=version,
+                reason="the pnnx converter (ONNX -> ncnn) is not installed",
+                fix=FIX,
+            )
         if not _pnnx.is_executable(exe):
-            return Availability(NAME, installed=True, usable=False, version=version,
-                                reason=f"the pnnx converter at {exe} is not executable",
-                                fix=f"chmod +x {exe}  (or: pip install --force-reinstall "
-                                    "--no-deps pnnx)")
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                version=version,
+                reason=f"the pnnx converter at {exe} is not executable",
+                fix=f"chmod +x {exe}  (or: pip install --force-reinstall --no-deps pnnx)",
+            )
         devices = ("cpu", "vulkan") if vulkan_gpu_count() > 0 else ("cpu",)
         return Availability(NAME, installed=True, usable=True, version=version, devices=devices)
 
     # -- choice -------------------------------------------------------------------------------
 
-    def candidates(self, model: "ModelFacts", hw: "Hardware",
-                   objective: str) -> list[Candidate | Unsupported]:
+    def candidates(self, model: ModelFacts, hw: Hardware, objective: str) -> list[Candidate | Unsupported]:
         combos = [("cpu", "fp32")]
         if _fp16_storage_supported(hw):
             combos.append(("cpu", "fp16"))
@@ -644,8 +741,9 @@ class NcnnBackend(Backend):
             return [Unsupported(NAME, d, p, why) for d, p in combos]
         return [Candidate.make(NAME, d, p) for d, p in combos]
 
-    def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> list[Candidate]:
+    def variants(
+        self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str
+    ) -> list[Candidate]:
         if candidate.device != "cpu":
             return []
         cores = threads_for(hw)
@@ -670,13 +768,11 @@ class NcnnBackend(Backend):
                 result.append(c)
         return result[:5]
 
-    def estimate(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> Estimate:
+    def estimate(self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str) -> Estimate:
         cpu = getattr(hw, "cpu", None)
         arm = bool(getattr(cpu, "is_arm", False))
         reasons: list[str] = []
-        attention = model.op_count("Softmax", "LayerNormalization") > 0 and \
-            model.op_count("MatMul") > 0
+        attention = model.op_count("Softmax", "LayerNormalization") > 0 and model.op_count("MatMul") > 0
         convs = model.op_count("Conv")
         gemms = model.op_count("MatMul", "Gemm")
         if candidate.device == "vulkan":
@@ -704,26 +800,33 @@ class NcnnBackend(Backend):
                 reasons.append("large convolutional net: the gap to ONNX Runtime narrows")
         if model.flops < 1_000_000 and candidate.device == "cpu":
             cost *= 2.0
-            reasons.append("tiny model: ncnn's per-call overhead (~35 us through its Python "
-                           "binding) dominates")
+            reasons.append(
+                "tiny model: ncnn's per-call overhead (~35 us through its Python binding) dominates"
+            )
         if attention:
             cost *= 1.3
-            reasons.append("attention blocks convert through pnnx pattern matching: "
-                           "conversion risk, and ncnn's MatMul is not its strength")
+            reasons.append(
+                "attention blocks convert through pnnx pattern matching: "
+                "conversion risk, and ncnn's MatMul is not its strength"
+            )
         if candidate.precision == "fp16":
             if candidate.device == "cpu" and _fp16_arithmetic(hw):
                 cost *= 0.6
                 reasons.append("fp16 storage and arithmetic on this ARM CPU")
             elif candidate.device == "cpu":
-                reasons.append("fp16 storage halves weight memory; arithmetic stays fp32, "
-                               "so it is rarely faster on this CPU")
+                reasons.append(
+                    "fp16 storage halves weight memory; arithmetic stays fp32, "
+                    "so it is rarely faster on this CPU"
+                )
             else:
                 cost *= 0.7
                 reasons.append("fp16 on the GPU")
         if objective == "load_time":
             cost *= 2.0
-            reasons.append("the first load converts with pnnx and checks the result "
-                           "(seconds); later loads reuse the conversion")
+            reasons.append(
+                "the first load converts with pnnx and checks the result "
+                "(seconds); later loads reuse the conversion"
+            )
         elif objective == "memory":
             cost *= 0.7
             reasons.append("ncnn's light mode frees intermediate tensors as it goes")
@@ -733,21 +836,24 @@ class NcnnBackend(Backend):
 
     # -- loading ---------------------------------------------------------------------------------
 
-    def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
+    def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
         if candidate.backend != NAME:
             raise BackendError(NAME, f"candidate {candidate.key} is not an ncnn candidate")
         unknown = set(candidate.settings_dict) - set(SETTINGS) - {"gpu"}
         if unknown:
-            raise BackendError(NAME, f"unknown ncnn settings {sorted(unknown)}; expected "
-                                     f"some of {list(SETTINGS)}")
-        if candidate.device not in ("cpu", "vulkan") or candidate.precision not in ("fp32",
-                                                                                     "fp16"):
-            raise UnsupportedModel(NAME, f"ncnn runs on cpu or vulkan in fp32 or fp16, not "
-                                         f"{candidate.device} {candidate.precision}")
+            raise BackendError(
+                NAME, f"unknown ncnn settings {sorted(unknown)}; expected some of {list(SETTINGS)}"
+            )
+        if candidate.device not in ("cpu", "vulkan") or candidate.precision not in ("fp32", "fp16"):
+            raise UnsupportedModel(
+                NAME,
+                f"ncnn runs on cpu or vulkan in fp32 or fp16, not {candidate.device} {candidate.precision}",
+            )
         ncnn = import_ncnn()
         if candidate.device == "vulkan" and vulkan_gpu_count() == 0:
-            raise BackendUnavailable("ncnn found no Vulkan GPU here", fix="install a Vulkan "
-                                     "driver (libvulkan) for the GPU")
+            raise BackendUnavailable(
+                "ncnn found no Vulkan GPU here", fix="install a Vulkan driver (libvulkan) for the GPU"
+            )
         why = _static_reason(model)
         if why is not None:
             raise UnsupportedModel(NAME, why)
@@ -757,6 +863,7 @@ class NcnnBackend(Backend):
 
 
 # -- the check child: python -m autoinfer.backends.ncnn --self-check DIR -------------------------
+
 
 def _compare(got: np.ndarray, ref: np.ndarray) -> tuple[bool, float]:
     if got.shape != ref.shape:
@@ -799,83 +906,100 @@ def _check_child(workdir: Path, batch: int, single: bool) -> dict[str, Any]:
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(workdir / "model.onnx"), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(workdir / "model.onnx"), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        return {"ok": False, "reason": "no reference to check the converted ncnn graph "
-                                       f"against: onnxruntime cannot load the model ({exc})"[:600]}
+        return {
+            "ok": False,
+            "reason": "no reference to check the converted ncnn graph "
+            f"against: onnxruntime cannot load the model ({exc})"[:600],
+        }
     ncnn = import_ncnn()
     cand = Candidate.make(NAME, "cpu", "fp32")
     net = _open_net(ncnn, workdir, cand, 1)
-    report: dict[str, Any] = {"ok": True, "batch_loop": False, "batch_loop_reason": "",
-                              "check": {"reference": f"onnxruntime {ort.__version__}"}}
+    report: dict[str, Any] = {
+        "ok": True,
+        "batch_loop": False,
+        "batch_loop_reason": "",
+        "check": {"reference": f"onnxruntime {ort.__version__}"},
+    }
     if single:
         feeds = _feeds(man, None, 0)
         try:
             refs = sess.run(None, feeds)
         except Exception as exc:
-            return {"ok": False, "reason": "no reference to check the converted ncnn graph "
-                                           f"against: onnxruntime cannot run it ({exc})"[:600]}
-        for o, r in zip(man["outputs"], refs):
+            return {
+                "ok": False,
+                "reason": "no reference to check the converted ncnn graph "
+                f"against: onnxruntime cannot run it ({exc})"[:600],
+            }
+        for o, r in zip(man["outputs"], refs, strict=True):
             o["shape"] = list(r.shape)
-        why, errs = _agree(NcnnRunner(cand, {**man, "batch_loop": False}, net, ncnn), feeds,
-                           refs, man)
+        why, errs = _agree(NcnnRunner(cand, {**man, "batch_loop": False}, net, ncnn), feeds, refs, man)
         if why:
-            return {"ok": False, "reason": why + ": pnnx translated the model into something "
-                                                 "else"}
+            return {"ok": False, "reason": why + ": pnnx translated the model into something else"}
         report["output_shapes"] = [list(r.shape) for r in refs]
         report["check"]["max_abs_error"] = errs
     if batch:
         split = _check_split(sess, man, cand, net, ncnn, batch)
         if not single and not split.get("batch_loop"):
-            return {"ok": False, "reason": f"batch {batch}: ncnn runs one sample at a time and "
-                                           f"{split['batch_loop_reason']}"}
+            return {
+                "ok": False,
+                "reason": f"batch {batch}: ncnn runs one sample at a time and {split['batch_loop_reason']}",
+            }
         report.update(split)
     net.clear()
     return report
 
 
-def _agree(runner: "NcnnRunner", feeds: Mapping[str, np.ndarray], refs: Sequence[np.ndarray],
-           man: Mapping[str, Any]) -> tuple[str, list[float]]:
+def _agree(
+    runner: NcnnRunner, feeds: Mapping[str, np.ndarray], refs: Sequence[np.ndarray], man: Mapping[str, Any]
+) -> tuple[str, list[float]]:
     """('', errors) when the runner matches ``refs``, else (why not, errors)."""
     outs = runner.run(feeds)
     errs = []
-    for o, got, ref in zip(man["outputs"], outs, refs):
+    for o, got, ref in zip(man["outputs"], outs, refs, strict=True):
         ok, err = _compare(got, ref)
         errs.append(err)
         if not ok:
-            return (f"the converted ncnn graph disagrees with ONNX Runtime on output "
-                    f"{o['name']!r} (max abs error {err:.3g} on random inputs)"), errs
+            return (
+                f"the converted ncnn graph disagrees with ONNX Runtime on output "
+                f"{o['name']!r} (max abs error {err:.3g} on random inputs)"
+            ), errs
     return "", errs
 
 
-def _check_split(sess: Any, man: dict[str, Any], cand: Candidate, net: Any, ncnn: Any,
-                 batch: int) -> dict[str, Any]:
+def _check_split(
+    sess: Any, man: dict[str, Any], cand: Candidate, net: Any, ncnn: Any, batch: int
+) -> dict[str, Any]:
     """Whether running ``batch`` samples one by one gives ONNX Runtime's batched answer."""
     feeds = _feeds(man, batch, 1)
     try:
         refs = sess.run(None, feeds)
     except Exception as exc:
-        return {"batch_loop": False, "batch_loop_reason": f"ONNX Runtime cannot run this model "
-                                                          f"at batch {batch} ({exc})"[:300]}
+        return {
+            "batch_loop": False,
+            "batch_loop_reason": f"ONNX Runtime cannot run this model at batch {batch} ({exc})"[:300],
+        }
     shapes = []
-    for o, r in zip(man["outputs"], refs):
+    for o, r in zip(man["outputs"], refs, strict=True):
         sample = [1, *r.shape[1:]] if r.ndim and r.shape[0] == batch else None
         if sample is None or (o.get("shape") is not None and list(o["shape"]) != sample):
-            return {"batch_loop": False,
-                    "batch_loop_reason": f"output {o['name']!r} has no leading batch axis"}
+            return {
+                "batch_loop": False,
+                "batch_loop_reason": f"output {o['name']!r} has no leading batch axis",
+            }
         shapes.append(sample)
-    for o, shape in zip(man["outputs"], shapes):
+    for o, shape in zip(man["outputs"], shapes, strict=True):
         o["shape"] = shape
-    why, errs = _agree(NcnnRunner(cand, {**man, "batch_loop": True}, net, ncnn), feeds, refs,
-                       man)
+    why, errs = _agree(NcnnRunner(cand, {**man, "batch_loop": True}, net, ncnn), feeds, refs, man)
     if why:
-        return {"batch_loop": False,
-                "batch_loop_reason": "samples of a batch influence each other's results ("
-                                     + why.replace("the converted ncnn graph ", "the split ")
-                                     + ")"}
-    return {"batch_loop": True, "batch_loop_reason": "", "output_shapes": shapes,
-            "split_max_abs_error": errs}
+        return {
+            "batch_loop": False,
+            "batch_loop_reason": "samples of a batch influence each other's results ("
+            + why.replace("the converted ncnn graph ", "the split ")
+            + ")",
+        }
+    return {"batch_loop": True, "batch_loop_reason": "", "output_shapes": shapes, "split_max_abs_error": errs}
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -887,8 +1011,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         report = _check_child(a.self_check, a.batch, a.single)
     except Exception as exc:
-        report = {"ok": False, "reason": f"the converted ncnn graph fails to run: "
-                                         f"{type(exc).__name__}: {exc}"[:600]}
+        report = {
+            "ok": False,
+            "reason": f"the converted ncnn graph fails to run: {type(exc).__name__}: {exc}"[:600],
+        }
     (a.self_check / "check.json").write_text(json.dumps(report), encoding="utf-8")
     return 0
 

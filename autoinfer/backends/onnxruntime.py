@@ -33,6 +33,7 @@ too late for the import's own event and files) and calls
 ``disable_telemetry_events()`` when the application imported ONNX Runtime first.
 Every process autoinfer starts carries the variable too (:meth:`child_env`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,16 +43,27 @@ import os
 import re
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._hw import threads_for
 from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, InputError, UnsupportedModel
-from ._common import distributions_of, dist_version
-from .base import (Availability, Backend, Candidate, Capabilities, Estimate, Hints, LoadContext,
-                   Problem, Runner, Unsupported)
+from ._common import dist_version, distributions_of
+from .base import (
+    Availability,
+    Backend,
+    Candidate,
+    Capabilities,
+    Estimate,
+    Hints,
+    LoadContext,
+    Problem,
+    Runner,
+    Unsupported,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
@@ -67,32 +79,55 @@ CPU_EP = "CPUExecutionProvider"
 # the device is indexed (cuda:0), and how to fix the provider when it does not load.
 _EPS: dict[str, tuple[str, tuple[str, ...], bool, str]] = {
     "CUDAExecutionProvider": (
-        "cuda", ("fp32",), True,
+        "cuda",
+        ("fp32",),
+        True,
         "install the CUDA and cuDNN libraries this onnxruntime-gpu build needs "
         "(pip install 'onnxruntime-gpu[cuda,cudnn]' and call onnxruntime.preload_dlls(), or "
-        "the system CUDA toolkit and cuDNN), and check that `nvidia-smi` sees the GPU"),
+        "the system CUDA toolkit and cuDNN), and check that `nvidia-smi` sees the GPU",
+    ),
     "TensorrtExecutionProvider": (
-        "cuda", ("fp32", "fp16"), True,
+        "cuda",
+        ("fp32", "fp16"),
+        True,
         "install the TensorRT libraries this onnxruntime-gpu build was linked against "
-        "(pip install tensorrt) and make them findable (LD_LIBRARY_PATH)"),
+        "(pip install tensorrt) and make them findable (LD_LIBRARY_PATH)",
+    ),
     "OpenVINOExecutionProvider": (
-        "cpu", ("fp32",), False,
+        "cpu",
+        ("fp32",),
+        False,
         "install the OpenVINO runtime that matches onnxruntime-openvino "
-        "(see its release notes) and source its setupvars script"),
+        "(see its release notes) and source its setupvars script",
+    ),
     "DmlExecutionProvider": (
-        "gpu", ("fp32",), True,
-        "update the GPU driver and DirectX 12 runtime; onnxruntime-directml needs a "
-        "DirectX 12 capable GPU"),
+        "gpu",
+        ("fp32",),
+        True,
+        "update the GPU driver and DirectX 12 runtime; onnxruntime-directml needs a DirectX 12 capable GPU",
+    ),
     "CoreMLExecutionProvider": (
-        "coreml", ("fp32",), False,
-        "CoreML needs macOS 10.15 or later; use the onnxruntime wheel for macOS"),
+        "coreml",
+        ("fp32",),
+        False,
+        "CoreML needs macOS 10.15 or later; use the onnxruntime wheel for macOS",
+    ),
 }
 # Providers that are listed but are not a device of this machine.
 _NOT_LOCAL = {"AzureExecutionProvider": "it runs models on a remote endpoint"}
 
 _OPT_LEVELS = ("all", "extended", "basic", "disable")
-_SETTINGS = frozenset({"provider", "device_id", "intra_op_threads", "graph_optimization",
-                       "allow_spinning", "execution_mode", "denormal_as_zero"})
+_SETTINGS = frozenset(
+    {
+        "provider",
+        "device_id",
+        "intra_op_threads",
+        "graph_optimization",
+        "allow_spinning",
+        "execution_mode",
+        "denormal_as_zero",
+    }
+)
 # ``[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : message`` -> ``message``
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
 
@@ -122,9 +157,11 @@ def _telemetry_off() -> Iterator[None]:
                 log.debug("onnxruntime.disable_telemetry_events() failed: %s", exc)
         if not _warned_foreign_import:
             _warned_foreign_import = True
-            log.warning("onnxruntime was imported before autoinfer, with its telemetry on: "
-                        "it may upload usage events (autoinfer itself sends none); set "
-                        "ORT_DISABLE_TELEMETRY=1 before the application starts")
+            log.warning(
+                "onnxruntime was imported before autoinfer, with its telemetry on: "
+                "it may upload usage events (autoinfer itself sends none); set "
+                "ORT_DISABLE_TELEMETRY=1 before the application starts"
+            )
 
 
 def import_ort() -> Any:
@@ -172,8 +209,14 @@ def provider_report() -> tuple[tuple[str, bool, str], ...]:
             so.log_severity_level = 4  # the failure is reported here, not on stderr
             sess = ort.InferenceSession(data, so, providers=[ep, CPU_EP])
             if ep not in sess.get_providers():
-                report.append((ep, False, "listed, but the session fell back to the CPU "
-                                          "(the provider's libraries did not load)"))
+                report.append(
+                    (
+                        ep,
+                        False,
+                        "listed, but the session fell back to the CPU "
+                        "(the provider's libraries did not load)",
+                    )
+                )
                 continue
             sess.run(None, {"x": np.ones((1, 4), np.float32)})
             report.append((ep, True, ""))
@@ -186,7 +229,7 @@ def _working_providers() -> tuple[str, ...]:
     return tuple(ep for ep, ok, _ in provider_report() if ok)
 
 
-def _cuda_ordinals(hw: "Hardware") -> tuple[dict[int, int], dict[int, str]]:
+def _cuda_ordinals(hw: Hardware) -> tuple[dict[int, int], dict[int, str]]:
     """({NVML index: CUDA ordinal}, {NVML index: why CUDA has no such device}).
 
     NVML numbers all GPUs in PCI order; CUDA numbers the ones CUDA_VISIBLE_DEVICES
@@ -200,8 +243,7 @@ def _cuda_ordinals(hw: "Hardware") -> tuple[dict[int, int], dict[int, str]]:
     try:
         placed, why = placements(gpus)
     except Exception as exc:  # damaged hardware facts: no GPU candidate, and why
-        return {}, {g.index: f"cannot map it to a CUDA device: {type(exc).__name__}: {exc}"
-                    for g in gpus}
+        return {}, {g.index: f"cannot map it to a CUDA device: {type(exc).__name__}: {exc}" for g in gpus}
     return {i: p.ordinal for i, p in placed.items()}, why
 
 
@@ -209,9 +251,13 @@ class OnnxRuntimeBackend(Backend):
     name = NAME
     package = "onnxruntime"
     pip_extra = None  # a core dependency of autoinfer
-    capabilities = Capabilities(devices=("cpu", "cuda", "gpu", "coreml"),
-                                precisions=("fp32", "fp16"), dynamic_shapes=True,
-                                needs_conversion=False, reference=True)
+    capabilities = Capabilities(
+        devices=("cpu", "cuda", "gpu", "coreml"),
+        precisions=("fp32", "fp16"),
+        dynamic_shapes=True,
+        needs_conversion=False,
+        reference=True,
+    )
     thread_env_vars = ("ORT_NUM_THREADS",)
     # Contrib, layout-transformed and internal-layout operators ONNX Runtime implements.
     domains = ("com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc")
@@ -219,8 +265,9 @@ class OnnxRuntimeBackend(Backend):
     def child_env(self) -> dict[str, str]:
         return dict(TELEMETRY_OPT_OUT)
 
-    def claim_app_options(self, sess_options: Any = None, providers: Any = None,
-                          provider_options: Any = None, **kwargs: Any) -> Hints:
+    def claim_app_options(
+        self, sess_options: Any = None, providers: Any = None, provider_options: Any = None, **kwargs: Any
+    ) -> Hints:
         """``InferenceSession``'s arguments: autoinfer.patch() stands in for that class."""
         from .onnxruntime_api import hints_from_ort
 
@@ -233,32 +280,44 @@ class OnnxRuntimeBackend(Backend):
         out = {d: v for d in distributions_of("onnxruntime") if (v := dist_version(d))}
         return out or super().versions()
 
-    def availability(self, hw: "Hardware") -> Availability:
+    def availability(self, hw: Hardware) -> Availability:
         dists = distributions_of("onnxruntime")
         try:
             ort = import_ort()
             version = str(ort.__version__)
         except BackendUnavailable as exc:
             if dists:
-                return Availability(NAME, installed=True, usable=False, reason=str(exc),
-                                    fix=f"reinstall it: pip install --force-reinstall {dists[0]}")
-            return Availability(NAME, installed=False, usable=False,
-                                reason="onnxruntime is not installed",
-                                fix="pip install onnxruntime")
+                return Availability(
+                    NAME,
+                    installed=True,
+                    usable=False,
+                    reason=str(exc),
+                    fix=f"reinstall it: pip install --force-reinstall {dists[0]}",
+                )
+            return Availability(
+                NAME,
+                installed=False,
+                usable=False,
+                reason="onnxruntime is not installed",
+                fix="pip install onnxruntime",
+            )
         except Exception as exc:  # never raises
-            return Availability(NAME, installed=True, usable=False,
-                                reason=f"onnxruntime fails on import: {_message(exc)}",
-                                fix="pip install --force-reinstall onnxruntime")
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                reason=f"onnxruntime fails on import: {_message(exc)}",
+                fix="pip install --force-reinstall onnxruntime",
+            )
         devices = ["cpu"]
         for ep in _working_providers():
             for dev in self._devices_for(ep, hw):
                 if dev not in devices:
                     devices.append(dev)
-        return Availability(NAME, installed=True, usable=True, version=version,
-                            devices=tuple(devices))
+        return Availability(NAME, installed=True, usable=True, version=version, devices=tuple(devices))
 
     @staticmethod
-    def _devices_for(ep: str, hw: "Hardware") -> list[str]:
+    def _devices_for(ep: str, hw: Hardware) -> list[str]:
         prefix, _, indexed, _ = _EPS[ep] if ep in _EPS else (None, (), False, "")
         if prefix is None:
             return []
@@ -272,8 +331,7 @@ class OnnxRuntimeBackend(Backend):
 
     # -- choice -----------------------------------------------------------------
 
-    def candidates(self, model: "ModelFacts", hw: "Hardware",
-                   objective: str) -> list[Candidate | Unsupported]:
+    def candidates(self, model: ModelFacts, hw: Hardware, objective: str) -> list[Candidate | Unsupported]:
         out: list[Candidate | Unsupported] = [Candidate.make(NAME, "cpu", "fp32")]
         for ep in _working_providers():
             if ep not in _EPS:
@@ -287,16 +345,19 @@ class OnnxRuntimeBackend(Backend):
                     extra["device_id"] = ordinals.get(index, index)
                 for prec in precisions:
                     out.append(Candidate.make(NAME, dev, prec, **extra))
-            out += [Unsupported(NAME, f"cuda:{i}", "fp32", f"{ep}: {why}")
-                    for i, why in sorted(hidden.items())]
+            out += [
+                Unsupported(NAME, f"cuda:{i}", "fp32", f"{ep}: {why}") for i, why in sorted(hidden.items())
+            ]
         for ep, ok, why in provider_report():
             if not ok and ep in _EPS:
-                out.append(Unsupported(NAME, _EPS[ep][0], "fp32",
-                                       f"{ep} is listed but does not load here: {why}"))
+                out.append(
+                    Unsupported(NAME, _EPS[ep][0], "fp32", f"{ep} is listed but does not load here: {why}")
+                )
         return out
 
-    def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> list[Candidate]:
+    def variants(
+        self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str
+    ) -> list[Candidate]:
         if candidate.get("provider") not in (None, CPU_EP):
             return []
         cores = threads_for(hw)
@@ -315,20 +376,20 @@ class OnnxRuntimeBackend(Backend):
         # Not denormal_as_zero: it would switch the application's own thread to flush-to-zero.
         return out[:4]
 
-    def estimate(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> Estimate:
+    def estimate(self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str) -> Estimate:
         provider = candidate.get("provider") or CPU_EP
         gflop = model.flops / 1e9
         if provider == CPU_EP:
-            cost, reasons = 1.0, ["ONNX Runtime's CPU provider at default settings is the "
-                                  "reference cost"]
+            cost, reasons = 1.0, ["ONNX Runtime's CPU provider at default settings is the reference cost"]
             threads = candidate.get("intra_op_threads")
             cores = threads_for(hw)
             if isinstance(threads, int) and threads < cores:
                 if gflop < 0.02:
                     cost *= 0.95
-                    reasons.append(f"{threads} thread(s) instead of {cores}: a small model "
-                                   "spends less on thread synchronisation")
+                    reasons.append(
+                        f"{threads} thread(s) instead of {cores}: a small model "
+                        "spends less on thread synchronisation"
+                    )
                 else:
                     cost *= (cores / max(threads, 1)) ** 0.7
                     reasons.append(f"{threads} thread(s) instead of {cores}: less parallelism")
@@ -338,8 +399,13 @@ class OnnxRuntimeBackend(Backend):
             return Estimate(cost, tuple(reasons))
         if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
             if gflop < 0.05:
-                cost, why = 1.2, (f"~{gflop:.3f} GFLOP is too little work to hide the host-device "
-                                  "copies and kernel launches")
+                cost, why = (
+                    1.2,
+                    (
+                        f"~{gflop:.3f} GFLOP is too little work to hide the host-device "
+                        "copies and kernel launches"
+                    ),
+                )
             elif gflop < 1:
                 cost, why = 0.5, f"~{gflop:.2f} GFLOP: a GPU helps moderately"
             else:
@@ -347,27 +413,33 @@ class OnnxRuntimeBackend(Backend):
             reasons = [f"{provider} on {candidate.device}", why]
             if provider == "TensorrtExecutionProvider":
                 cost *= 0.5 if candidate.precision == "fp16" else 0.8
-                reasons.append("TensorRT fuses layers" +
-                               (" and runs in fp16 on tensor cores" if candidate.precision == "fp16"
-                                else ""))
+                reasons.append(
+                    "TensorRT fuses layers"
+                    + (" and runs in fp16 on tensor cores" if candidate.precision == "fp16" else "")
+                )
             return Estimate(cost, tuple(reasons))
         if provider == "OpenVINOExecutionProvider":
-            return Estimate(0.9, ("OpenVINO's CPU kernels through ONNX Runtime, usually a little "
-                                  "faster than the default CPU provider on x86",))
+            return Estimate(
+                0.9,
+                (
+                    "OpenVINO's CPU kernels through ONNX Runtime, usually a little "
+                    "faster than the default CPU provider on x86",
+                ),
+            )
         return Estimate(0.6, (f"{provider} runs the model on {candidate.device}",))
 
     # -- loading ----------------------------------------------------------------
 
-    def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
+    def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
         ort = import_ort()
         unknown = set(candidate.settings_dict) - _SETTINGS
         if unknown:
-            raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected "
-                                     f"some of {sorted(_SETTINGS)}")
+            raise BackendError(
+                NAME, f"unknown candidate settings {sorted(unknown)}; expected some of {sorted(_SETTINGS)}"
+            )
         user_options = ctx.extra.get("sess_options")
         user_providers = ctx.extra.get("providers")
-        so = user_options if user_options is not None else self._session_options(ort, candidate,
-                                                                                  ctx)
+        so = user_options if user_options is not None else self._session_options(ort, candidate, ctx)
         if user_providers is not None:
             providers = list(user_providers)
             provider_options = ctx.extra.get("provider_options")
@@ -375,18 +447,19 @@ class OnnxRuntimeBackend(Backend):
             try:
                 providers, provider_options = self._providers(candidate, ctx)
             except OSError as exc:
-                raise BackendError(NAME, f"cannot create the artifact directory "
-                                         f"{ctx.artifact_dir}: {exc.strerror}") from None
+                raise BackendError(
+                    NAME, f"cannot create the artifact directory {ctx.artifact_dir}: {exc.strerror}"
+                ) from None
         try:
-            sess = ort.InferenceSession(str(model.path), sess_options=so, providers=providers,
-                                        provider_options=provider_options)
+            sess = ort.InferenceSession(
+                str(model.path), sess_options=so, providers=providers, provider_options=provider_options
+            )
         except Exception as exc:
             raise self._load_error(exc) from None
         first = providers[0] if providers else CPU_EP
         wanted = first if isinstance(first, str) else first[0]
         if wanted not in sess.get_providers():
-            msg = (f"{wanted} did not load and ONNX Runtime fell back to "
-                   f"{sess.get_providers()}")
+            msg = f"{wanted} did not load and ONNX Runtime fell back to {sess.get_providers()}"
             if user_providers is None:
                 raise BackendError(NAME, msg)
             log.warning("%s: %s", NAME, msg)
@@ -401,12 +474,12 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         quota = max(1, int(ctx.threads))
         threads = o.get("intra_op_threads")
-        so.intra_op_num_threads = min(int(threads), quota) if isinstance(threads, int) and \
-            threads > 0 else quota
+        so.intra_op_num_threads = (
+            min(int(threads), quota) if isinstance(threads, int) and threads > 0 else quota
+        )
         level = o.get("graph_optimization", "all")
         if level not in _OPT_LEVELS:
-            raise BackendError(NAME, f"graph_optimization: expected one of {_OPT_LEVELS}, "
-                                     f"received {level!r}")
+            raise BackendError(NAME, f"graph_optimization: expected one of {_OPT_LEVELS}, received {level!r}")
         so.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -421,8 +494,9 @@ class OnnxRuntimeBackend(Backend):
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             so.inter_op_num_threads = 1
         else:
-            raise BackendError(NAME, f"execution_mode: expected 'sequential' or 'parallel', "
-                                     f"received {mode!r}")
+            raise BackendError(
+                NAME, f"execution_mode: expected 'sequential' or 'parallel', received {mode!r}"
+            )
         if "allow_spinning" in o:
             flag = "1" if o["allow_spinning"] else "0"
             so.add_session_config_entry("session.intra_op.allow_spinning", flag)
@@ -439,20 +513,29 @@ class OnnxRuntimeBackend(Backend):
             return [CPU_EP], [{}]
         opts: dict[str, Any] = {}
         device_id = candidate.get("device_id")
-        if device_id is not None and ep in ("CUDAExecutionProvider", "TensorrtExecutionProvider",
-                                            "DmlExecutionProvider"):
+        if device_id is not None and ep in (
+            "CUDAExecutionProvider",
+            "TensorrtExecutionProvider",
+            "DmlExecutionProvider",
+        ):
             opts["device_id"] = int(device_id)
         if ep == "TensorrtExecutionProvider":
             ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
-            opts.update(trt_fp16_enable=candidate.precision == "fp16",
-                        trt_engine_cache_enable=True,
-                        trt_engine_cache_path=str(ctx.artifact_dir),
-                        trt_timing_cache_enable=True,
-                        trt_timing_cache_path=str(ctx.artifact_dir))
+            opts.update(
+                trt_fp16_enable=candidate.precision == "fp16",
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=str(ctx.artifact_dir),
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=str(ctx.artifact_dir),
+            )
         elif ep == "OpenVINOExecutionProvider":
             ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
-            opts.update(device_type="CPU", precision="FP32", cache_dir=str(ctx.artifact_dir),
-                        num_of_threads=max(1, int(ctx.threads)))
+            opts.update(
+                device_type="CPU",
+                precision="FP32",
+                cache_dir=str(ctx.artifact_dir),
+                num_of_threads=max(1, int(ctx.threads)),
+            )
         # The CPU provider takes the nodes the device provider cannot run; behind TensorRT,
         # CUDA takes them first so that they stay on the GPU (ONNX Runtime's advice).
         if ep == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in _working_providers():
@@ -464,38 +547,46 @@ class OnnxRuntimeBackend(Backend):
     def _load_error(exc: Exception) -> Exception:
         kind = type(exc).__name__
         msg = _message(exc)
-        if kind in ("NotImplemented", "InvalidGraph", "InvalidProtobuf", "Fail",
-                    "RuntimeException") and "alloc" not in msg.lower():
+        if (
+            kind in ("NotImplemented", "InvalidGraph", "InvalidProtobuf", "Fail", "RuntimeException")
+            and "alloc" not in msg.lower()
+        ):
             return UnsupportedModel(NAME, f"ONNX Runtime rejects the model: {msg}")
         return BackendError(NAME, f"loading failed ({kind}): {msg}")
 
     # -- doctor -----------------------------------------------------------------
 
-    def diagnose(self, hw: "Hardware") -> list[Problem]:
+    def diagnose(self, hw: Hardware) -> list[Problem]:
         problems = super().diagnose(hw)
         dists = distributions_of("onnxruntime")
         if len(dists) > 1:
-            problems.append(Problem(
-                "error",
-                f"{len(dists)} ONNX Runtime distributions are installed together "
-                f"({', '.join(dists)}); they overwrite each other's files in the same "
-                "`onnxruntime` package, so which providers work depends on install order",
-                f"pip uninstall -y {' '.join(dists)} && pip install <the one you want, e.g. "
-                f"{next((d for d in dists if d != 'onnxruntime'), dists[0])}>"))
+            problems.append(
+                Problem(
+                    "error",
+                    f"{len(dists)} ONNX Runtime distributions are installed together "
+                    f"({', '.join(dists)}); they overwrite each other's files in the same "
+                    "`onnxruntime` package, so which providers work depends on install order",
+                    f"pip uninstall -y {' '.join(dists)} && pip install <the one you want, e.g. "
+                    f"{next((d for d in dists if d != 'onnxruntime'), dists[0])}>",
+                )
+            )
         for ep, ok, why in provider_report():
             if ok or ep in _NOT_LOCAL:
                 continue
             fix = _EPS[ep][3] if ep in _EPS else "see the provider's installation notes"
             # onnxruntime-gpu lists TensorRT whether or not TensorRT is installed: optional.
             severity = "info" if ep == "TensorrtExecutionProvider" else "warning"
-            problems.append(Problem(severity, f"{ep} is listed by onnxruntime but does not "
-                                              f"load: {why}", fix))
+            problems.append(Problem(severity, f"{ep} is listed by onnxruntime but does not load: {why}", fix))
         if getattr(hw, "nvidia_gpus", None) and not any(
-                ep in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-                for ep, _, _ in provider_report()):
-            problems.append(Problem("info", "an NVIDIA GPU is present but this ONNX Runtime has "
-                                            "no CUDA provider",
-                                    "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"))
+            ep in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for ep, _, _ in provider_report()
+        ):
+            problems.append(
+                Problem(
+                    "info",
+                    "an NVIDIA GPU is present but this ONNX Runtime has no CUDA provider",
+                    "pip uninstall -y onnxruntime && pip install onnxruntime-gpu",
+                )
+            )
         return problems
 
 
@@ -506,7 +597,7 @@ def _closed(*_: Any) -> Any:
 class OrtRunner(Runner):
     """An ``InferenceSession``; its ``run`` is thread-safe, so this adds no lock."""
 
-    def __init__(self, sess: Any, candidate: Candidate, model: "ModelFacts") -> None:
+    def __init__(self, sess: Any, candidate: Candidate, model: ModelFacts) -> None:
         self.candidate = candidate
         self.session = sess
         self.input_names = tuple(i.name for i in sess.get_inputs())

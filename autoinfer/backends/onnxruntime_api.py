@@ -55,6 +55,7 @@ The protocol a class must follow to inherit this mixin (``Session`` does):
         The probed hardware, for the thread count reported on other runtimes;
         ``_threads`` (optional int) overrides it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -118,9 +119,9 @@ PROVIDER_DEVICES = {
 }
 
 
-def _provider_list(providers: Sequence[Any] | None,
-                   provider_options: Sequence[dict[Any, Any]] | None
-                   ) -> list[tuple[str, dict[str, Any]]]:
+def _provider_list(
+    providers: Sequence[Any] | None, provider_options: Sequence[dict[Any, Any]] | None
+) -> list[tuple[str, dict[str, Any]]]:
     """ONNX Runtime's accepted forms: names, (name, options) pairs, or names plus a
     parallel list of options."""
     out: list[tuple[str, dict[str, Any]]] = []
@@ -129,8 +130,7 @@ def _provider_list(providers: Sequence[Any] | None,
             name, opts = str(p[0]), dict(p[1] or {})
         else:
             name = str(p)
-            opts = dict(provider_options[i]) if provider_options and i < len(provider_options) \
-                else {}
+            opts = dict(provider_options[i]) if provider_options and i < len(provider_options) else {}
         out.append((name, {str(k): v for k, v in opts.items()}))
     return out
 
@@ -146,24 +146,32 @@ def _device_of(name: str, opts: dict[str, Any]) -> str | None:
     return kind
 
 
-def _pin_reasons(sess_options: Any, providers: list[tuple[str, dict[str, Any]]],
-                 ort_kwargs: dict[str, Any]) -> list[str]:
-    reasons = [f"provider {name} has no autoinfer counterpart" for name, _ in providers
-               if name not in PROVIDER_DEVICES]
+def _pin_reasons(
+    sess_options: Any, providers: list[tuple[str, dict[str, Any]]], ort_kwargs: dict[str, Any]
+) -> list[str]:
+    reasons = [
+        f"provider {name} has no autoinfer counterpart"
+        for name, _ in providers
+        if name not in PROVIDER_DEVICES
+    ]
     if sess_options is not None:
         if getattr(sess_options, "enable_profiling", False):
-            reasons.append("sess_options.enable_profiling: the application reads ONNX "
-                           "Runtime's profile")
+            reasons.append("sess_options.enable_profiling: the application reads ONNX Runtime's profile")
         if getattr(sess_options, "optimized_model_filepath", ""):
-            reasons.append("sess_options.optimized_model_filepath: the application wants "
-                           "ONNX Runtime's optimized model written")
+            reasons.append(
+                "sess_options.optimized_model_filepath: the application wants "
+                "ONNX Runtime's optimized model written"
+            )
     reasons += [f"{k}= is an ONNX Runtime argument" for k in sorted(ort_kwargs)]
     return reasons
 
 
-def hints_from_ort(sess_options: Any = None, providers: Sequence[Any] | None = None,
-                   provider_options: Sequence[dict[Any, Any]] | None = None,
-                   **ort_kwargs: Any) -> Hints:
+def hints_from_ort(
+    sess_options: Any = None,
+    providers: Sequence[Any] | None = None,
+    provider_options: Sequence[dict[Any, Any]] | None = None,
+    **ort_kwargs: Any,
+) -> Hints:
     """Translate ``InferenceSession``'s arguments into autoinfer ``Session`` arguments.
 
     * providers: CPU-only lists let autoinfer choose among its CPU runtimes (runtimes
@@ -180,15 +188,22 @@ def hints_from_ort(sess_options: Any = None, providers: Sequence[Any] | None = N
     """
     plist = _provider_list(providers, provider_options)
     reasons = _pin_reasons(sess_options, plist, ort_kwargs)
-    stay = {"sess_options": sess_options, "providers": providers or [CPU_EP],
-            "provider_options": provider_options}
+    stay = {
+        "sess_options": sess_options,
+        "providers": providers or [CPU_EP],
+        "provider_options": provider_options,
+    }
     if reasons:
         for r in reasons:
             log.info("autoinfer.patch: staying on ONNX Runtime: %s", r)
-        return Hints(NAME, {"sess_options": sess_options, "providers": providers,
-                            "provider_options": provider_options},
-                     devices=tuple(d for n, o in plist if (d := _device_of(n, o))),
-                     pinned=True, stay_kwargs=stay, notes=reasons)
+        return Hints(
+            NAME,
+            {"sess_options": sess_options, "providers": providers, "provider_options": provider_options},
+            devices=tuple(d for n, o in plist if (d := _device_of(n, o))),
+            pinned=True,
+            stay_kwargs=stay,
+            notes=reasons,
+        )
     hints = Hints(NAME, stay_kwargs=stay)
     devices = tuple(dict.fromkeys(d for n, o in plist if (d := _device_of(n, o))))
     hints.devices = devices
@@ -200,14 +215,17 @@ def hints_from_ort(sess_options: Any = None, providers: Sequence[Any] | None = N
             hints.session_kwargs["exclude"] = no_cpu
         hints.notes.append(f"providers {[n for n, _ in plist]}: CPU runtimes only")
     elif devices:
-        hints.notes.append(f"providers {[n for n, _ in plist]}: devices {list(devices)} "
-                           "preferred, CPU runtimes as the fallback")
-    if any(n == "TensorrtExecutionProvider" and str(o.get("trt_fp16_enable", "")).lower()
-           in ("1", "true") for n, o in plist):
+        hints.notes.append(
+            f"providers {[n for n, _ in plist]}: devices {list(devices)} "
+            "preferred, CPU runtimes as the fallback"
+        )
+    if any(
+        n == "TensorrtExecutionProvider" and str(o.get("trt_fp16_enable", "")).lower() in ("1", "true")
+        for n, o in plist
+    ):
         hints.session_kwargs["precision"] = "auto"
         hints.notes.append("trt_fp16_enable: reduced precision allowed (precision='auto')")
-    threads = int(getattr(sess_options, "intra_op_num_threads", 0) or 0) if sess_options \
-        is not None else 0
+    threads = int(getattr(sess_options, "intra_op_num_threads", 0) or 0) if sess_options is not None else 0
     if threads > 0:
         hints.session_kwargs["threads"] = threads
         hints.notes.append(f"intra_op_num_threads={threads}: threads={threads}")
@@ -217,11 +235,21 @@ def hints_from_ort(sess_options: Any = None, providers: Sequence[Any] | None = N
 # -- the surface --------------------------------------------------------------------------
 # Public InferenceSession names with no meaning off ONNX Runtime.
 ORT_ONLY = (
-    "create_ortvalue_from_shape_and_type", "get_input_epdevices", "get_input_memory_infos",
-    "get_output_memory_infos", "get_profiling_start_time_ns",
-    "get_provider_graph_assignment_info", "get_tuning_results", "io_binding",
-    "release_captured_graph", "run_with_iobinding", "run_with_ort_values",
-    "run_with_ortvaluevector", "set_ep_dynamic_options", "set_providers", "set_tuning_results",
+    "create_ortvalue_from_shape_and_type",
+    "get_input_epdevices",
+    "get_input_memory_infos",
+    "get_output_memory_infos",
+    "get_profiling_start_time_ns",
+    "get_provider_graph_assignment_info",
+    "get_tuning_results",
+    "io_binding",
+    "release_captured_graph",
+    "run_with_iobinding",
+    "run_with_ort_values",
+    "run_with_ortvaluevector",
+    "set_ep_dynamic_options",
+    "set_providers",
+    "set_tuning_results",
 )
 # What get_providers() answers while no runtime is chosen yet.
 PENDING = "autoinfer(selecting)"
@@ -253,8 +281,10 @@ def _ort_only(name: str) -> Callable[..., Any]:
         return getattr(self._live_ort(name), name)(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = (f"``InferenceSession.{name}`` of the live ONNX Runtime session; "
-                      "raises UnsupportedOnRuntime on another runtime.")
+    method.__doc__ = (
+        f"``InferenceSession.{name}`` of the live ONNX Runtime session; "
+        "raises UnsupportedOnRuntime on another runtime."
+    )
     return method
 
 
@@ -268,8 +298,9 @@ class OrtSurface:
     def _current_runner(self) -> Any:  # pragma: no cover - provided by the session
         raise NotImplementedError
 
-    def run(self, output_names: Sequence[str] | None, input_feed: Any,
-            run_options: Any = None) -> Any:  # pragma: no cover - provided by the session
+    def run(
+        self, output_names: Sequence[str] | None, input_feed: Any, run_options: Any = None
+    ) -> Any:  # pragma: no cover - provided by the session
         raise NotImplementedError
 
     # -- helpers --------------------------------------------------------------
@@ -282,8 +313,11 @@ class OrtSurface:
 
     def _runtime_name(self) -> str:
         runner = self._current_runner()
-        return provider_name(runner.candidate) if runner is not None else \
-            "no runtime yet (the model has dynamic inputs: the choice is made on the first run)"
+        return (
+            provider_name(runner.candidate)
+            if runner is not None
+            else "no runtime yet (the model has dynamic inputs: the choice is made on the first run)"
+        )
 
     def _live_ort(self, method: str) -> Any:
         live = self._ort_session()
@@ -356,9 +390,14 @@ class OrtSurface:
         if live is not None:
             live.disable_fallback()
 
-    def run_async(self, output_names: Sequence[str] | None, input_feed: Any,
-                  callback: Callable[[Any, Any, str], None], user_data: Any,
-                  run_options: Any = None) -> None:
+    def run_async(
+        self,
+        output_names: Sequence[str] | None,
+        input_feed: Any,
+        callback: Callable[[Any, Any, str], None],
+        user_data: Any,
+        run_options: Any = None,
+    ) -> None:
         """Run on another thread and call ``callback(outputs, user_data, err)``: ``err`` is ""
         on success, and ``outputs`` is None on failure, as ONNX Runtime does."""
         live = self._ort_session()
@@ -381,6 +420,18 @@ for _name in ORT_ONLY:
     setattr(OrtSurface, _name, _ort_only(_name))
 del _name
 
-__all__ = ["CLASS", "MODULE", "ORT_ONLY", "OrtSurface", "PENDING", "PROVIDER_DEVICES",
-           "SessionOptionsView", "TARGET", "hints_from_ort", "original_class", "provider_name",
-           "replace_class", "restore_class"]
+__all__ = [
+    "CLASS",
+    "MODULE",
+    "ORT_ONLY",
+    "OrtSurface",
+    "PENDING",
+    "PROVIDER_DEVICES",
+    "SessionOptionsView",
+    "TARGET",
+    "hints_from_ort",
+    "original_class",
+    "provider_name",
+    "replace_class",
+    "restore_class",
+]

@@ -33,6 +33,7 @@ INFERENCE_PRECISION_HINT explicitly, because OpenVINO's own default is bf16 on
 CPUs with AMX or AVX-512 BF16 and f16 on GPUs: an "fp32" candidate must not
 quietly compute in 16 bits.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,9 @@ import logging
 import queue
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,8 +52,17 @@ from .._hw import threads_for
 from .._lazy import import_optional
 from ..errors import BackendError, BackendUnavailable, UnsupportedModel
 from ._common import cpu_has, dist_version
-from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
-                   Runner, Unsupported)
+from .base import (
+    Availability,
+    Backend,
+    Candidate,
+    Capabilities,
+    Estimate,
+    LoadContext,
+    Problem,
+    Runner,
+    Unsupported,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
@@ -64,13 +75,21 @@ NAME = "openvino"
 FIX = "pip install 'autoinfer[openvino]'"
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 # Settings a candidate may carry: OpenVINO compile properties, passed through.
-_SETTINGS = frozenset({
-    "PERFORMANCE_HINT", "PERFORMANCE_HINT_NUM_REQUESTS", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
-    "ENABLE_CPU_PINNING", "ENABLE_HYPER_THREADING", "SCHEDULING_CORE_TYPE",
-    "CPU_DENORMALS_OPTIMIZATION", "EXECUTION_MODE_HINT", "MODEL_DISTRIBUTION_POLICY",
-})
-_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "load_time": "LATENCY",
-          "memory": "LATENCY"}
+_SETTINGS = frozenset(
+    {
+        "PERFORMANCE_HINT",
+        "PERFORMANCE_HINT_NUM_REQUESTS",
+        "NUM_STREAMS",
+        "INFERENCE_NUM_THREADS",
+        "ENABLE_CPU_PINNING",
+        "ENABLE_HYPER_THREADING",
+        "SCHEDULING_CORE_TYPE",
+        "CPU_DENORMALS_OPTIMIZATION",
+        "EXECUTION_MODE_HINT",
+        "MODEL_DISTRIBUTION_POLICY",
+    }
+)
+_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "load_time": "LATENCY", "memory": "LATENCY"}
 
 _INT32_MAX, _INT32_MIN = 2**31 - 1, -(2**31)
 
@@ -86,8 +105,11 @@ def _telemetry_hidden() -> Iterator[None]:
         _note_foreign_import()
         yield
         return
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules)
-             if k == "openvino_telemetry" or k.startswith("openvino_telemetry.")}
+    saved = {
+        k: sys.modules.pop(k)
+        for k in list(sys.modules)
+        if k == "openvino_telemetry" or k.startswith("openvino_telemetry.")
+    }
     sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
     try:
         yield
@@ -113,9 +135,11 @@ def _note_foreign_import() -> None:
     global _warned_foreign_import
     if not _warned_foreign_import and telemetry_bound():
         _warned_foreign_import = True
-        log.warning("openvino was imported before autoinfer, with its telemetry: that import "
-                    "may have sent a usage event (autoinfer itself sends none); opt out with "
-                    "`opt_in_out --opt_out`")
+        log.warning(
+            "openvino was imported before autoinfer, with its telemetry: that import "
+            "may have sent a usage event (autoinfer itself sends none); opt out with "
+            "`opt_in_out --opt_out`"
+        )
 
 
 _core_lock = threading.Lock()
@@ -165,7 +189,7 @@ def to_ov_device(device: str) -> str:
     return kind.upper() + (f".{index}" if index else "")
 
 
-def ov_device_name(device: str, listed: "Iterable[str] | None" = None) -> str:
+def ov_device_name(device: str, listed: Iterable[str] | None = None) -> str:
     """The name OpenVINO lists for autoinfer's ``device``: a lone GPU is plain ``GPU``.
 
     ``listed`` is OpenVINO's device list (default: this machine's); a name it does
@@ -184,7 +208,7 @@ def ov_device_name(device: str, listed: "Iterable[str] | None" = None) -> str:
     return same[0] if same else numbered
 
 
-def pair_accelerators(accelerators: "Iterable[Any]", devices: Mapping[str, str]) -> dict[str, Any]:
+def pair_accelerators(accelerators: Iterable[Any], devices: Mapping[str, str]) -> dict[str, Any]:
     """OpenVINO device name -> the probed accelerator it drives (GPUs and NPUs only).
 
     OpenVINO's GPU numbering puts an integrated GPU first ("GPU.0", or plain
@@ -196,18 +220,27 @@ def pair_accelerators(accelerators: "Iterable[Any]", devices: Mapping[str, str])
     accels = [a for a in accelerators if str(getattr(a, "vendor", "")).lower() == "intel"]
     ov_gpus = sorted((d for d in devices if d == "GPU" or d.startswith("GPU.")), key=_gpu_order)
     ov_npus = sorted(d for d in devices if d == "NPU" or d.startswith("NPU."))
-    sys_gpus = sorted((a for a in accels if getattr(a, "kind", "") in ("igpu", "dgpu", "gpu")),
-                      key=lambda a: getattr(a, "kind", "") != "igpu")
+    sys_gpus = sorted(
+        (a for a in accels if getattr(a, "kind", "") in ("igpu", "dgpu", "gpu")),
+        key=lambda a: getattr(a, "kind", "") != "igpu",
+    )
     sys_npus = [a for a in accels if getattr(a, "kind", "") == "npu"]
     paired: dict[str, Any] = {}
     for found, names in ((sys_gpus, ov_gpus), (sys_npus, ov_npus)):
         if len(found) == len(names):
-            paired.update(zip(names, found))
+            paired.update(zip(names, found, strict=True))
             continue
         for name in names:
             full = devices[name]
-            kind = ("npu" if name.startswith("NPU") else "igpu" if "(iGPU)" in full
-                    else "dgpu" if "(dGPU)" in full else "gpu")
+            kind = (
+                "npu"
+                if name.startswith("NPU")
+                else "igpu"
+                if "(iGPU)" in full
+                else "dgpu"
+                if "(dGPU)" in full
+                else "gpu"
+            )
             paired[name] = _Unpaired(kind=kind, vendor="intel", name=full)
     return paired
 
@@ -237,7 +270,7 @@ def _message(exc: BaseException) -> str:
     return " ".join(lines)[:500] or type(exc).__name__
 
 
-def refuse(model: "ModelFacts") -> str:
+def refuse(model: ModelFacts) -> str:
     """Why OpenVINO would run ``model`` wrongly, or "" when it can run it."""
     strings = [s.name for s in (*model.inputs, *model.outputs) if s.dtype == "str"]
     if strings:
@@ -247,8 +280,10 @@ def refuse(model: "ModelFacts") -> str:
     f64 = [s.name for s in (*model.inputs, *model.outputs) if s.dtype == "float64"]
     if f64:
         # Found by the conformance suite: values beyond float32's range become inf/max.
-        return (f"OpenVINO computes float64 tensors in float32 (precision drops to ~7 digits "
-                f"and values beyond 3.4e38 overflow); float64 inputs/outputs: {f64}")
+        return (
+            f"OpenVINO computes float64 tensors in float32 (precision drops to ~7 digits "
+            f"and values beyond 3.4e38 overflow); float64 inputs/outputs: {f64}"
+        )
     return ""
 
 
@@ -256,8 +291,13 @@ class OpenVinoBackend(Backend):
     name = NAME
     package = "openvino"
     pip_extra = "openvino"
-    capabilities = Capabilities(devices=("cpu", "gpu", "npu"), precisions=("fp32", "bf16", "fp16"),
-                                dynamic_shapes=True, needs_conversion=False, reference=False)
+    capabilities = Capabilities(
+        devices=("cpu", "gpu", "npu"),
+        precisions=("fp32", "bf16", "fp16"),
+        dynamic_shapes=True,
+        needs_conversion=False,
+        reference=False,
+    )
     thread_env_vars = ("OV_CPU_THREADS_NUM",)
     domains = ("org.openvinotoolkit",)  # OpenVINO's own operators in ONNX files it exported
     # child_env() stays empty: openvino-telemetry reads no opt-out variable (see the module
@@ -265,38 +305,54 @@ class OpenVinoBackend(Backend):
 
     # -- facts ------------------------------------------------------------------
 
-    def availability(self, hw: "Hardware") -> Availability:
+    def availability(self, hw: Hardware) -> Availability:
         try:
             ov = import_openvino()
         except BackendUnavailable as exc:
             installed = dist_version("openvino") is not None
-            return Availability(NAME, installed=installed, usable=False,
-                                version=dist_version("openvino"),
-                                reason=str(exc) if installed else "openvino is not installed",
-                                fix=FIX if not installed else
-                                "pip install --force-reinstall openvino")
+            return Availability(
+                NAME,
+                installed=installed,
+                usable=False,
+                version=dist_version("openvino"),
+                reason=str(exc) if installed else "openvino is not installed",
+                fix=FIX if not installed else "pip install --force-reinstall openvino",
+            )
         except Exception as exc:  # never raises
-            return Availability(NAME, installed=True, usable=False,
-                                reason=f"openvino fails on import: {exc}",
-                                fix="pip install --force-reinstall openvino")
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                reason=f"openvino fails on import: {exc}",
+                fix="pip install --force-reinstall openvino",
+            )
         version = dist_version("openvino") or str(getattr(ov, "__version__", "")).split("-")[0]
         try:
             devices = tuple(to_device(d) for d, _, _, _ in device_report())
         except Exception as exc:
-            return Availability(NAME, installed=True, usable=False, version=version,
-                                reason=f"OpenVINO cannot list its devices: {_message(exc)}",
-                                fix="pip install --force-reinstall openvino")
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                version=version,
+                reason=f"OpenVINO cannot list its devices: {_message(exc)}",
+                fix="pip install --force-reinstall openvino",
+            )
         if not devices:
-            return Availability(NAME, installed=True, usable=False, version=version,
-                                reason="OpenVINO found no device it can run on (it needs an x86 "
-                                       "CPU with SSE4.2, an ARM CPU, an Intel GPU or NPU)",
-                                fix="")
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                version=version,
+                reason="OpenVINO found no device it can run on (it needs an x86 "
+                "CPU with SSE4.2, an ARM CPU, an Intel GPU or NPU)",
+                fix="",
+            )
         return Availability(NAME, installed=True, usable=True, version=version, devices=devices)
 
     # -- choice -----------------------------------------------------------------
 
-    def candidates(self, model: "ModelFacts", hw: "Hardware",
-                   objective: str) -> list[Candidate | Unsupported]:
+    def candidates(self, model: ModelFacts, hw: Hardware, objective: str) -> list[Candidate | Unsupported]:
         try:
             report = device_report()
         except Exception as exc:
@@ -310,11 +366,20 @@ class OpenVinoBackend(Backend):
                 out.append(Unsupported(NAME, dev, "fp32", refused))
                 continue
             if kind == "NPU" and model.has_dynamic_inputs:
-                dyn = [f"{s.name}{list(s.shape) if s.shape is not None else '[?]'}"
-                       for s in model.inputs if s.is_dynamic]
-                out.append(Unsupported(NAME, dev, "fp16",
-                                       f"the NPU needs static input shapes and {', '.join(dyn)} "
-                                       "are dynamic; give input_shapes to fix them"))
+                dyn = [
+                    f"{s.name}{list(s.shape) if s.shape is not None else '[?]'}"
+                    for s in model.inputs
+                    if s.is_dynamic
+                ]
+                out.append(
+                    Unsupported(
+                        NAME,
+                        dev,
+                        "fp16",
+                        f"the NPU needs static input shapes and {', '.join(dyn)} "
+                        "are dynamic; give input_shapes to fix them",
+                    )
+                )
                 continue
             if kind == "NPU":  # the NPU computes in fp16 whatever the hint says
                 out.append(Candidate.make(NAME, dev, "fp16"))
@@ -326,8 +391,9 @@ class OpenVinoBackend(Backend):
                 out.append(Candidate.make(NAME, dev, "fp16"))
         return out
 
-    def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> list[Candidate]:
+    def variants(
+        self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str
+    ) -> list[Candidate]:
         kind = to_ov_device(candidate.device).split(".")[0]
         cores = threads_for(hw)
         out: list[Candidate] = []
@@ -352,8 +418,7 @@ class OpenVinoBackend(Backend):
             out.append(candidate.with_settings(PERFORMANCE_HINT=other))
         return out[:4]
 
-    def estimate(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> Estimate:
+    def estimate(self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str) -> Estimate:
         kind = to_ov_device(candidate.device).split(".")[0]
         gflop = model.flops / 1e9
         vendor = str(getattr(getattr(hw, "cpu", None), "vendor", "unknown")).lower()
@@ -364,8 +429,9 @@ class OpenVinoBackend(Backend):
                 reasons.append("OpenVINO's CPU kernels are tuned for Intel CPUs")
             else:
                 cost = 0.95
-                reasons.append(f"OpenVINO's CPU kernels run well on {vendor} x86 CPUs but are "
-                               "tuned for Intel's")
+                reasons.append(
+                    f"OpenVINO's CPU kernels run well on {vendor} x86 CPUs but are tuned for Intel's"
+                )
             if candidate.precision == "bf16":
                 if cpu_has(hw, "amx_bf16"):
                     cost *= 0.35
@@ -383,8 +449,9 @@ class OpenVinoBackend(Backend):
                 reasons.append(f"~{gflop:.3f} GFLOP is too little work to repay GPU dispatch")
             else:
                 cost = 0.3 if discrete else 0.6
-                reasons.append(("a discrete" if discrete else "an integrated") +
-                               f" Intel GPU on ~{gflop:.2f} GFLOP")
+                reasons.append(
+                    ("a discrete" if discrete else "an integrated") + f" Intel GPU on ~{gflop:.2f} GFLOP"
+                )
             if candidate.precision == "fp16":
                 cost *= 0.6
                 reasons.append("fp16 halves memory traffic")
@@ -397,7 +464,7 @@ class OpenVinoBackend(Backend):
         return Estimate(cost, tuple(reasons))
 
     @staticmethod
-    def _is_discrete(device: str, hw: "Hardware") -> bool:
+    def _is_discrete(device: str, hw: Hardware) -> bool:
         try:
             full = _full_names()
         except Exception:  # noqa: BLE001 - OpenVINO unusable: assume the common case
@@ -406,7 +473,7 @@ class OpenVinoBackend(Backend):
         accel = paired.get(ov_device_name(device, full))
         return getattr(accel, "kind", "") == "dgpu"
 
-    def diagnose(self, hw: "Hardware") -> list[Problem]:
+    def diagnose(self, hw: Hardware) -> list[Problem]:
         problems = super().diagnose(hw)
         if self.availability(hw).usable:
             problems += diagnose_extra(hw)
@@ -414,11 +481,12 @@ class OpenVinoBackend(Backend):
 
     # -- loading ----------------------------------------------------------------
 
-    def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
+    def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
         unknown = set(candidate.settings_dict) - _SETTINGS
         if unknown:
-            raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected "
-                                     f"some of {sorted(_SETTINGS)}")
+            raise BackendError(
+                NAME, f"unknown candidate settings {sorted(unknown)}; expected some of {sorted(_SETTINGS)}"
+            )
         refused = refuse(model)
         if refused:
             raise UnsupportedModel(NAME, refused)
@@ -428,18 +496,17 @@ class OpenVinoBackend(Backend):
         try:
             supported = next((p for d, _, _, p in device_report() if d == ov_device), None)
             if supported is None:
-                supported = frozenset(str(p) for p in c.get_property(ov_device,
-                                                                     "SUPPORTED_PROPERTIES"))
+                supported = frozenset(str(p) for p in c.get_property(ov_device, "SUPPORTED_PROPERTIES"))
         except Exception as exc:
-            raise BackendError(NAME, f"device {ov_device} is not available: {_message(exc)}") \
-                from None
+            raise BackendError(NAME, f"device {ov_device} is not available: {_message(exc)}") from None
         config = self._config(candidate, ctx, supported)
         # The NPU compiles for fixed shapes only: fix the dynamic ones from ctx.input_shapes.
         reshape: dict[str, tuple[int, ...]] = {}
         if model.has_dynamic_inputs and kind == "NPU":
             if not ctx.input_shapes:
-                raise UnsupportedModel(NAME, f"{ov_device} needs static input shapes; "
-                                             "give input_shapes for the dynamic inputs")
+                raise UnsupportedModel(
+                    NAME, f"{ov_device} needs static input shapes; give input_shapes for the dynamic inputs"
+                )
             reshape = {k: tuple(v) for k, v in ctx.input_shapes.items()}
         try:
             if reshape:
@@ -450,18 +517,29 @@ class OpenVinoBackend(Backend):
                 # Compiling from the path lets a cache hit skip reading the ONNX file.
                 source = str(model.path)
         except Exception as exc:
-            raise UnsupportedModel(NAME, f"OpenVINO cannot read the model: {_message(exc)}") \
-                from None
+            raise UnsupportedModel(NAME, f"OpenVINO cannot read the model: {_message(exc)}") from None
         try:
             compiled = c.compile_model(source, ov_device, config)
         except Exception as exc:
             msg = _message(exc)
             low = msg.lower()
-            if any(w in low for w in ("not supported", "unsupported", "conversion",
-                                      "cannot create", "no conversion rule", "not implemented",
-                                      "doesn't support", "does not support", "check '")):
-                raise UnsupportedModel(NAME, f"OpenVINO cannot compile the model for "
-                                             f"{ov_device}: {msg}") from None
+            if any(
+                w in low
+                for w in (
+                    "not supported",
+                    "unsupported",
+                    "conversion",
+                    "cannot create",
+                    "no conversion rule",
+                    "not implemented",
+                    "doesn't support",
+                    "does not support",
+                    "check '",
+                )
+            ):
+                raise UnsupportedModel(
+                    NAME, f"OpenVINO cannot compile the model for {ov_device}: {msg}"
+                ) from None
             raise BackendError(NAME, f"compiling for {ov_device} failed: {msg}") from None
         return OvRunner(compiled, candidate, model)
 
@@ -476,13 +554,14 @@ class OpenVinoBackend(Backend):
             elif key in o:
                 raise BackendError(NAME, f"{candidate.device} does not support property {key}")
 
-        put("PERFORMANCE_HINT", str(o.get("PERFORMANCE_HINT") or _HINTS.get(ctx.objective,
-                                                                              "LATENCY")))
+        put("PERFORMANCE_HINT", str(o.get("PERFORMANCE_HINT") or _HINTS.get(ctx.objective, "LATENCY")))
         quota = max(1, int(ctx.threads))
         threads = o.get("INFERENCE_NUM_THREADS")
         if to_ov_device(candidate.device).startswith("CPU"):
-            put("INFERENCE_NUM_THREADS", min(int(threads), quota)
-                if isinstance(threads, int) and threads > 0 else quota)
+            put(
+                "INFERENCE_NUM_THREADS",
+                min(int(threads), quota) if isinstance(threads, int) and threads > 0 else quota,
+            )
         if candidate.precision in _PRECISION_HINT and "INFERENCE_PRECISION_HINT" in supported:
             config["INFERENCE_PRECISION_HINT"] = _PRECISION_HINT[candidate.precision]
         for key, value in o.items():
@@ -491,8 +570,9 @@ class OpenVinoBackend(Backend):
         try:
             ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BackendError(NAME, f"cannot create the artifact directory "
-                                     f"{ctx.artifact_dir}: {exc.strerror}") from None
+            raise BackendError(
+                NAME, f"cannot create the artifact directory {ctx.artifact_dir}: {exc.strerror}"
+            ) from None
         config["CACHE_DIR"] = str(ctx.artifact_dir)
         config.update(ctx.extra.get("openvino_config") or {})
         return config
@@ -510,7 +590,7 @@ class OvRunner(Runner):
     At most OPTIMAL_NUMBER_OF_INFER_REQUESTS requests exist; more callers wait.
     """
 
-    def __init__(self, compiled: Any, candidate: Candidate, model: "ModelFacts") -> None:
+    def __init__(self, compiled: Any, candidate: Candidate, model: ModelFacts) -> None:
         self.candidate = candidate
         self.compiled = compiled
         self.input_names = tuple(s.name for s in model.inputs)
@@ -518,11 +598,12 @@ class OvRunner(Runner):
         self._tensor = import_openvino().Tensor
         self._in_index = self._match(compiled.inputs, self.input_names, "input")
         self._out_index = self._match(compiled.outputs, self.output_names, "output")
-        self._wide_ints = tuple(i for i, s in enumerate(model.inputs)
-                                if s.dtype in ("int64", "uint64", "uint32"))
+        self._wide_ints = tuple(
+            i for i, s in enumerate(model.inputs) if s.dtype in ("int64", "uint64", "uint32")
+        )
         # Declared dtype where OpenVINO's differs (it may narrow int64, or return f16).
         self._casts: list[np.dtype | None] = []
-        for spec, idx in zip(model.outputs, self._out_index):
+        for spec, idx in zip(model.outputs, self._out_index, strict=True):
             try:
                 got = np.dtype(compiled.outputs[idx].get_element_type().to_dtype())
             except Exception:
@@ -548,9 +629,12 @@ class OvRunner(Runner):
             return tuple(by_name[n] for n in names)
         if len(ports) == len(names):  # unnamed ports: OpenVINO keeps ONNX's order
             return tuple(range(len(names)))
-        raise BackendError(NAME, f"the compiled model's {what}s "
-                                 f"{[sorted(p.get_names()) for p in ports]} do not match the "
-                                 f"model's {list(names)}")
+        raise BackendError(
+            NAME,
+            f"the compiled model's {what}s "
+            f"{[sorted(p.get_names()) for p in ports]} do not match the "
+            f"model's {list(names)}",
+        )
 
     def _acquire(self) -> Any:
         try:
@@ -572,9 +656,12 @@ class OvRunner(Runner):
     def _check_int32(self, i: int, x: np.ndarray) -> None:
         # OpenVINO's CPU plugin computes 64-bit integers in 32 bits: 2**40 + 1 gives 1.
         if x.size and (x.max() > _INT32_MAX or (x.dtype.kind == "i" and x.min() < _INT32_MIN)):
-            raise BackendError(NAME, f"input {self.input_names[i]!r} holds values beyond the "
-                                     "int32 range, and OpenVINO computes 64-bit integers in 32 "
-                                     "bits (the results would be wrong)")
+            raise BackendError(
+                NAME,
+                f"input {self.input_names[i]!r} holds values beyond the "
+                "int32 range, and OpenVINO computes 64-bit integers in 32 "
+                "bits (the results would be wrong)",
+            )
 
     def _infer_impl(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         tensor = self._tensor
@@ -586,14 +673,14 @@ class OvRunner(Runner):
         except Exception as exc:
             raise BackendError(NAME, f"cannot create an infer request: {_message(exc)}") from None
         try:
-            for idx, x in zip(self._in_index, arrays):
+            for idx, x in zip(self._in_index, arrays, strict=True):
                 if not (x.flags.c_contiguous and x.flags.writeable):
                     x = np.array(x, order="C")  # OpenVINO shares only writeable C arrays
                 keep.append(x)
                 req.set_input_tensor(idx, tensor(x, shared_memory=True))
             req.infer()
             outs = []
-            for idx, cast in zip(self._out_index, self._casts):
+            for idx, cast in zip(self._out_index, self._casts, strict=True):
                 data = req.get_output_tensor(idx).data
                 # A copy either way: the request reuses its output tensors.
                 outs.append(data.astype(cast) if cast is not None else data.copy())
@@ -616,7 +703,7 @@ def _np_dtype(name: str) -> np.dtype | None:
         return None
 
 
-def diagnose_extra(hw: "Hardware") -> list[Problem]:
+def diagnose_extra(hw: Hardware) -> list[Problem]:
     """Intel accelerators the probes found that OpenVINO does not list."""
     problems: list[Problem] = []
     try:
@@ -629,11 +716,17 @@ def diagnose_extra(hw: "Hardware") -> list[Problem]:
         vendor = str(getattr(acc, "vendor", "")).lower()
         kind = str(getattr(acc, "kind", ""))
         if vendor == "intel" and kind in ("igpu", "dgpu", "gpu", "npu") and id(acc) not in driven:
-            fix = ("install the NPU driver (intel-driver-compiler-npu, intel-level-zero-npu)"
-                   if kind == "npu" else
-                   "install Intel's compute runtime (intel-opencl-icd, level-zero) and add the "
-                   "user to the 'render' group")
-            problems.append(Problem("warning", f"OpenVINO does not see the Intel {kind} "
-                                               f"{getattr(acc, 'name', '')}".rstrip(), fix))
+            fix = (
+                "install the NPU driver (intel-driver-compiler-npu, intel-level-zero-npu)"
+                if kind == "npu"
+                else "install Intel's compute runtime (intel-opencl-icd, level-zero) and add the "
+                "user to the 'render' group"
+            )
+            problems.append(
+                Problem(
+                    "warning",
+                    f"OpenVINO does not see the Intel {kind} {getattr(acc, 'name', '')}".rstrip(),
+                    fix,
+                )
+            )
     return problems
-

@@ -41,6 +41,7 @@ Candidate settings (all optional):
   contexts      execution contexts kept for concurrent run() calls (default 4);
                 each holds its own activation memory and I/O buffers
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,9 +57,10 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,8 +69,18 @@ from .._lazy import import_errors, import_optional, present
 from .._util import stable_json
 from ..errors import AutoinferError, BackendError, BackendUnavailable, InputError, UnsupportedModel
 from ._common import dist_version
-from .base import (Availability, Backend, Candidate, Capabilities, Estimate, LoadContext, Problem,
-                   Runner, Unsupported, resolve_shapes)
+from .base import (
+    Availability,
+    Backend,
+    Candidate,
+    Capabilities,
+    Estimate,
+    LoadContext,
+    Problem,
+    Runner,
+    Unsupported,
+    resolve_shapes,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware, NvidiaGPU
@@ -90,13 +102,26 @@ _SETTINGS = frozenset({"opt_level", "tf32", "workspace_mb", "contexts"})
 # int32 by the 8.x parser and is native from 10.0; the backend converts either way.
 _IO_DTYPES = frozenset({"float32", "float16", "int8", "int32", "int64", "bool", "uint8"})
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-_DIST_NAMES = ("tensorrt", "tensorrt-cu11", "tensorrt-cu12", "tensorrt-cu13",
-               "tensorrt-cu11-bindings", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings",
-               "tensorrt-cu11-libs", "tensorrt-cu12-libs", "tensorrt-cu13-libs",
-               "tensorrt-bindings", "tensorrt-libs", "cuda-python", "cuda-bindings")
+_DIST_NAMES = (
+    "tensorrt",
+    "tensorrt-cu11",
+    "tensorrt-cu12",
+    "tensorrt-cu13",
+    "tensorrt-cu11-bindings",
+    "tensorrt-cu12-bindings",
+    "tensorrt-cu13-bindings",
+    "tensorrt-cu11-libs",
+    "tensorrt-cu12-libs",
+    "tensorrt-cu13-libs",
+    "tensorrt-bindings",
+    "tensorrt-libs",
+    "cuda-python",
+    "cuda-bindings",
+)
 
 
 # -- versions and hardware --------------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=1)
 def _installed_dists() -> dict[str, str]:
@@ -110,7 +135,7 @@ def _vtuple(version: str | None) -> tuple[int, ...]:
 
 
 def _cuda_version(text: str | None) -> tuple[int, int] | None:
-    """"12.4" -> (12, 4); None when absent or unreadable."""
+    """ "12.4" -> (12, 4); None when absent or unreadable."""
     v = _vtuple(text)
     return (v[0], v[1] if len(v) > 1 else 0) if v else None
 
@@ -148,7 +173,7 @@ def _required_cuda(dists: Mapping[str, str]) -> list[tuple[int, str]]:
     return out
 
 
-def _gpus(hw: Any) -> tuple["NvidiaGPU", ...]:
+def _gpus(hw: Any) -> tuple[NvidiaGPU, ...]:
     return tuple(getattr(hw, "nvidia_gpus", ()) or ())
 
 
@@ -158,13 +183,15 @@ def strongly_typed_only(trt_version: str | None) -> bool:
     return bool(v) and v[0] >= 11
 
 
-FP16_NEEDS_CONVERSION = ("TensorRT {version} builds strongly typed networks only and has no fp16 "
-                         "builder flag: fp16 needs the model converted to fp16 first (ModelOpt "
-                         "AutoCast), which autoinfer does not do; the fp32 candidate runs the "
-                         "model in the types it declares")
+FP16_NEEDS_CONVERSION = (
+    "TensorRT {version} builds strongly typed networks only and has no fp16 "
+    "builder flag: fp16 needs the model converted to fp16 first (ModelOpt "
+    "AutoCast), which autoinfer does not do; the fp32 candidate runs the "
+    "model in the types it declares"
+)
 
 
-def _device(gpu: "NvidiaGPU") -> str:
+def _device(gpu: NvidiaGPU) -> str:
     return f"cuda:{gpu.index}"
 
 
@@ -173,12 +200,12 @@ def _device_index(device: str) -> int | None:
     return None if m is None else int(m.group(1) or 0)
 
 
-def _gpu_for(hw: Any, device: str) -> "NvidiaGPU | None":
+def _gpu_for(hw: Any, device: str) -> NvidiaGPU | None:
     index = _device_index(device)
     return next((g for g in _gpus(hw) if g.index == index), None)
 
 
-def _cc(gpu: "NvidiaGPU") -> str:
+def _cc(gpu: NvidiaGPU) -> str:
     major, minor = gpu.compute_capability
     return f"{major}.{minor}"
 
@@ -187,20 +214,23 @@ def _import_trt() -> Any:
     return import_optional("tensorrt", fix=INSTALL_FIX)
 
 
-def _import_cuda() -> "Cudart":
+def _import_cuda() -> Cudart:
     from . import _cuda
 
-    with import_errors("cuda-python", INSTALL_FIX, missing="cuda-python is not installed; "
-                       "TensorRT needs it here for device memory"):
+    with import_errors(
+        "cuda-python",
+        INSTALL_FIX,
+        missing="cuda-python is not installed; TensorRT needs it here for device memory",
+    ):
         return _cuda.load()
 
 
 @dataclass(frozen=True)
 class _GpuStatus:
-    gpu: "NvidiaGPU"
+    gpu: NvidiaGPU
     reason: str = ""  # empty: TensorRT can use this GPU
     fix: str = ""
-    placement: "Placement | None" = None  # where CUDA has it; None with a reason
+    placement: Placement | None = None  # where CUDA has it; None with a reason
 
     @property
     def device(self) -> str:
@@ -220,8 +250,7 @@ class _Report:
         return tuple(s for s in self.gpus if not s.reason)
 
 
-def _gpu_status(gpu: "NvidiaGPU", trt_version: str | None,
-                required: list[tuple[int, str]]) -> _GpuStatus:
+def _gpu_status(gpu: NvidiaGPU, trt_version: str | None, required: list[tuple[int, str]]) -> _GpuStatus:
     from ._cuda import MIN_DRIVER_FOR_CUDA
 
     need = min_compute_capability(trt_version)
@@ -233,8 +262,12 @@ def _gpu_status(gpu: "NvidiaGPU", trt_version: str | None,
             fix = "TensorRT 8.6 still supports it: pip install 'tensorrt==8.6.*'"
         else:
             fix = "no TensorRT release supports this GPU; use another backend"
-        return _GpuStatus(gpu, f"{gpu.name} has compute capability {_cc(gpu)} and TensorRT "
-                               f"{trt_version} needs {need[0]}.{need[1]} or newer", fix)
+        return _GpuStatus(
+            gpu,
+            f"{gpu.name} has compute capability {_cc(gpu)} and TensorRT "
+            f"{trt_version} needs {need[0]}.{need[1]} or newer",
+            fix,
+        )
     driver = _cuda_version(gpu.cuda_driver_version)
     if driver is not None:
         for major, what in required:
@@ -242,11 +275,17 @@ def _gpu_status(gpu: "NvidiaGPU", trt_version: str | None,
                 least = MIN_DRIVER_FOR_CUDA.get(major, "a newer one")
                 fix = f"upgrade the NVIDIA driver to {least} or newer (CUDA {major}.x)"
                 if driver[0] in MIN_DRIVER_FOR_CUDA:
-                    fix += (f", or install builds for CUDA {driver[0]}: pip install "
-                            f"tensorrt-cu{driver[0]} 'cuda-python<{driver[0] + 1}'")
-                return _GpuStatus(gpu, f"the NVIDIA driver {gpu.driver_version} supports CUDA up "
-                                       f"to {driver[0]}.{driver[1]}, but {what} needs CUDA "
-                                       f"{major}.x", fix)
+                    fix += (
+                        f", or install builds for CUDA {driver[0]}: pip install "
+                        f"tensorrt-cu{driver[0]} 'cuda-python<{driver[0] + 1}'"
+                    )
+                return _GpuStatus(
+                    gpu,
+                    f"the NVIDIA driver {gpu.driver_version} supports CUDA up "
+                    f"to {driver[0]}.{driver[1]}, but {what} needs CUDA "
+                    f"{major}.x",
+                    fix,
+                )
     return _GpuStatus(gpu)
 
 
@@ -255,12 +294,10 @@ def _inspect(hw: Any) -> _Report:
     if not present("tensorrt"):
         return _Report(False, reason="tensorrt is not installed", fix=INSTALL_FIX)
     dists = _installed_dists()
-    version = dists.get("tensorrt") or next(
-        (v for d, v in dists.items() if d.startswith("tensorrt")), None)
+    version = dists.get("tensorrt") or next((v for d, v in dists.items() if d.startswith("tensorrt")), None)
     gpus = _gpus(hw)
     if not gpus:
-        return _Report(True, version, reason="no NVIDIA GPU",
-                       fix="TensorRT runs on NVIDIA GPUs only")
+        return _Report(True, version, reason="no NVIDIA GPU", fix="TensorRT runs on NVIDIA GPUs only")
     try:
         trt = _import_trt()
         version = str(getattr(trt, "__version__", "") or version or "") or None
@@ -282,12 +319,18 @@ def _inspect(hw: Any) -> _Report:
         elif g.index in placed:
             out.append(_GpuStatus(g, placement=placed[g.index]))
         else:
-            out.append(_GpuStatus(g, hidden.get(g.index, f"CUDA does not see {g.name}"),
-                                  "check CUDA_VISIBLE_DEVICES and that `nvidia-smi` lists the GPU"))
+            out.append(
+                _GpuStatus(
+                    g,
+                    hidden.get(g.index, f"CUDA does not see {g.name}"),
+                    "check CUDA_VISIBLE_DEVICES and that `nvidia-smi` lists the GPU",
+                )
+            )
     return _Report(True, version, gpus=tuple(out))
 
 
 # -- TensorRT's logger ------------------------------------------------------------------
+
 
 class _LogBook:
     """TensorRT's recent warnings and errors, so that failures can say what TensorRT said."""
@@ -311,7 +354,7 @@ class _LogBook:
             return [m for seq, err, m in self._recent if seq > mark and err]
 
 
-_LOGGERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_LOGGERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _LOGGERS_LOCK = threading.Lock()
 
 
@@ -389,7 +432,7 @@ def _parser_error(err: Any) -> str:
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
-def _profile(model: "ModelFacts", shapes: Mapping[str, tuple[int, ...]]) -> Profile:
+def _profile(model: ModelFacts, shapes: Mapping[str, tuple[int, ...]]) -> Profile:
     """min/opt/max of every input with dynamic dimensions (see the module docstring)."""
     out: Profile = {}
     for spec in model.inputs:
@@ -398,19 +441,27 @@ def _profile(model: "ModelFacts", shapes: Mapping[str, tuple[int, ...]]) -> Prof
         given = tuple(int(d) for d in shapes[spec.name])
         declared = spec.shape if spec.shape is not None else (None,) * len(given)
         if len(declared) != len(given):
-            raise UnsupportedModel(NAME, f"input_shapes gives input {spec.name!r} shape "
-                                         f"{list(given)}, but the model declares rank "
-                                         f"{len(declared)} ({list(declared)})")
+            raise UnsupportedModel(
+                NAME,
+                f"input_shapes gives input {spec.name!r} shape "
+                f"{list(given)}, but the model declares rank "
+                f"{len(declared)} ({list(declared)})",
+            )
         lo, hi = list(given), list(given)
-        for i, (d, g) in enumerate(zip(declared, given)):
+        for i, (d, g) in enumerate(zip(declared, given, strict=True)):
             if g < 1:
-                raise UnsupportedModel(NAME, f"input_shapes gives input {spec.name!r} a "
-                                             f"dimension {g}; TensorRT needs positive sizes")
+                raise UnsupportedModel(
+                    NAME,
+                    f"input_shapes gives input {spec.name!r} a dimension {g}; TensorRT needs positive sizes",
+                )
             if isinstance(d, int):
                 if d != g:
-                    raise UnsupportedModel(NAME, f"input_shapes gives input {spec.name!r} shape "
-                                                 f"{list(given)}, but dimension {i} is fixed "
-                                                 f"at {d}")
+                    raise UnsupportedModel(
+                        NAME,
+                        f"input_shapes gives input {spec.name!r} shape "
+                        f"{list(given)}, but dimension {i} is fixed "
+                        f"at {d}",
+                    )
             elif i == 0:
                 lo[0], hi[0] = 1, g * PROFILE_BATCH_MULTIPLE
         out[spec.name] = (tuple(lo), given, tuple(hi))
@@ -471,8 +522,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class _EngineStore:
     """One engine file and its manifest ({key, sha256, bytes, build_s}) in the artifact dir."""
 
-    def __init__(self, directory: Path, key: dict[str, Any],
-                 timing_key: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, directory: Path, key: dict[str, Any], timing_key: dict[str, Any] | None = None
+    ) -> None:
         self.key = json.loads(stable_json(key))
         digest = hashlib.sha256(stable_json(self.key).encode()).hexdigest()[:24]
         self.directory = directory
@@ -495,12 +547,10 @@ class _EngineStore:
             log.warning("tensorrt: ignoring unreadable cached engine %s: %s", self.engine, exc)
             return None
         if not isinstance(meta, dict) or meta.get("key") != self.key:
-            log.warning("tensorrt: cached engine %s was built for something else; rebuilding",
-                        self.engine)
+            log.warning("tensorrt: cached engine %s was built for something else; rebuilding", self.engine)
             return None
         if hashlib.sha256(data).hexdigest() != meta.get("sha256") or len(data) != meta.get("bytes"):
-            log.warning("tensorrt: cached engine %s is damaged (hash mismatch); rebuilding",
-                        self.engine)
+            log.warning("tensorrt: cached engine %s is damaged (hash mismatch); rebuilding", self.engine)
             return None
         return data, float(meta.get("build_s", 0.0))
 
@@ -508,9 +558,13 @@ class _EngineStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             _atomic_write(self.engine, data)
-            meta = {"key": self.key, "sha256": hashlib.sha256(data).hexdigest(),
-                    "bytes": len(data), "build_s": round(build_s, 3),
-                    "engine": self.engine.name}
+            meta = {
+                "key": self.key,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+                "build_s": round(build_s, 3),
+                "engine": self.engine.name,
+            }
             _atomic_write(self.manifest, json.dumps(meta, indent=1, sort_keys=True).encode())
         except OSError as exc:  # a read-only cache costs a rebuild next time, nothing else
             log.warning("tensorrt: cannot cache the engine in %s: %s", self.directory, exc)
@@ -523,11 +577,13 @@ class _EngineStore:
 
 # -- the backend --------------------------------------------------------------------------
 
-def _cuda_failure(exc: "CudaError", doing: str) -> BackendError:
+
+def _cuda_failure(exc: CudaError, doing: str) -> BackendError:
     if exc.out_of_memory:
         return BackendError(NAME, f"out of GPU memory while {doing} ({exc.name} in {exc.call})")
-    return BackendError(NAME, f"CUDA error {exc.name} in {exc.call} while {doing}"
-                              + (f": {exc.detail}" if exc.detail else ""))
+    return BackendError(
+        NAME, f"CUDA error {exc.name} in {exc.call} while {doing}" + (f": {exc.detail}" if exc.detail else "")
+    )
 
 
 def _run_failure(exc: Exception, doing: str) -> BackendError:
@@ -548,22 +604,24 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def _mentions_memory(messages: Sequence[str]) -> bool:
     text = " ".join(messages).lower()
-    return any(w in text for w in ("out of memory", "outofmemory", "memory allocation",
-                                   "gpu memory", "insufficient memory"))
+    return any(
+        w in text
+        for w in ("out of memory", "outofmemory", "memory allocation", "gpu memory", "insufficient memory")
+    )
 
 
 def _check_settings(candidate: Candidate) -> None:
     o = candidate.settings_dict
     unknown = set(o) - _SETTINGS
     if unknown:
-        raise BackendError(NAME, f"unknown candidate settings {sorted(unknown)}; expected some "
-                                 f"of {sorted(_SETTINGS)}")
+        raise BackendError(
+            NAME, f"unknown candidate settings {sorted(unknown)}; expected some of {sorted(_SETTINGS)}"
+        )
 
     def _int(name: str, lo: int, hi: int) -> None:
         v = o.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi):
-            raise BackendError(NAME, f"{name}: expected an integer from {lo} to {hi}, "
-                                     f"received {v!r}")
+            raise BackendError(NAME, f"{name}: expected an integer from {lo} to {hi}, received {v!r}")
 
     _int("opt_level", 0, 5)
     _int("workspace_mb", 1, 1 << 24)
@@ -571,24 +629,25 @@ def _check_settings(candidate: Candidate) -> None:
     if "tf32" in o and not isinstance(o["tf32"], bool):
         raise BackendError(NAME, f"tf32: expected true or false, received {o['tf32']!r}")
     if candidate.precision not in ("fp32", "fp16", "int8"):
-        raise BackendError(NAME, f"precision: expected fp32, fp16 or int8, received "
-                                 f"{candidate.precision!r}")
+        raise BackendError(NAME, f"precision: expected fp32, fp16 or int8, received {candidate.precision!r}")
 
 
-def _model_problem(model: "ModelFacts") -> str:
+def _model_problem(model: ModelFacts) -> str:
     for kind, specs in (("input", model.inputs), ("output", model.outputs)):
         for s in specs:
             if s.dtype not in _IO_DTYPES:
-                return (f"{kind} {s.name!r} is {s.dtype}, which TensorRT does not take as a "
-                        "network input or output")
+                return (
+                    f"{kind} {s.name!r} is {s.dtype}, which TensorRT does not take as a "
+                    "network input or output"
+                )
     return ""
 
 
-def _is_qdq(model: "ModelFacts") -> bool:
+def _is_qdq(model: ModelFacts) -> bool:
     return model.op_count(*_QDQ_OPS) > 0
 
 
-def _io_bytes(model: "ModelFacts") -> int:
+def _io_bytes(model: ModelFacts) -> int:
     total = 0
     for s in (*model.inputs, *model.outputs):
         n = 1
@@ -598,7 +657,7 @@ def _io_bytes(model: "ModelFacts") -> int:
     return total
 
 
-def _gpu_rates(gpu: "NvidiaGPU") -> tuple[float, float]:
+def _gpu_rates(gpu: NvidiaGPU) -> tuple[float, float]:
     """Assumed sustained (fp32, fp16) FLOP/s of a GPU generation on convolutions and GEMMs.
 
     Peak numbers of a typical part of each generation, times 35% utilisation.
@@ -624,7 +683,7 @@ def _gpu_rates(gpu: "NvidiaGPU") -> tuple[float, float]:
     return peak[0] * 0.35 * share, peak[1] * 0.35 * share
 
 
-def _mig_share(gpu: "NvidiaGPU") -> float:
+def _mig_share(gpu: NvidiaGPU) -> float:
     """The part of the GPU one process gets: its largest MIG instance's share of the memory
     (MIG slices compute and memory alike), or all of it without MIG."""
     if not gpu.mig_enabled or not gpu.mig_instances or gpu.memory_total_mb <= 0:
@@ -636,54 +695,68 @@ class TensorRTBackend(Backend):
     name = NAME
     package = "tensorrt"
     pip_extra = "tensorrt"
-    capabilities = Capabilities(devices=("cuda",), precisions=("fp32", "fp16", "int8"),
-                                dynamic_shapes=True, needs_conversion=True, reference=False)
+    capabilities = Capabilities(
+        devices=("cuda",),
+        precisions=("fp32", "fp16", "int8"),
+        dynamic_shapes=True,
+        needs_conversion=True,
+        reference=False,
+    )
 
     # -- facts ----------------------------------------------------------------------
 
     def versions(self) -> dict[str, str]:
         return dict(_installed_dists()) or super().versions()
 
-    def availability(self, hw: "Hardware") -> Availability:
+    def availability(self, hw: Hardware) -> Availability:
         try:
             rep = _inspect(hw)
         except Exception as exc:  # never raises
-            return Availability(NAME, installed=True, usable=False,
-                                reason=f"checking TensorRT failed: {type(exc).__name__}: {exc}")
+            return Availability(
+                NAME,
+                installed=True,
+                usable=False,
+                reason=f"checking TensorRT failed: {type(exc).__name__}: {exc}",
+            )
         if not rep.installed or rep.reason:
-            return Availability(NAME, rep.installed, False, rep.version, reason=rep.reason,
-                                fix=rep.fix)
+            return Availability(NAME, rep.installed, False, rep.version, reason=rep.reason, fix=rep.fix)
         usable = rep.usable
         if not usable:
-            return Availability(NAME, True, False, rep.version,
-                                reason="; ".join(s.reason for s in rep.gpus),
-                                fix=next((s.fix for s in rep.gpus if s.fix), ""))
-        return Availability(NAME, True, True, rep.version,
-                            devices=tuple(s.device for s in usable))
+            return Availability(
+                NAME,
+                True,
+                False,
+                rep.version,
+                reason="; ".join(s.reason for s in rep.gpus),
+                fix=next((s.fix for s in rep.gpus if s.fix), ""),
+            )
+        return Availability(NAME, True, True, rep.version, devices=tuple(s.device for s in usable))
 
-    def diagnose(self, hw: "Hardware") -> list[Problem]:
+    def diagnose(self, hw: Hardware) -> list[Problem]:
         try:
             rep = _inspect(hw)
         except Exception as exc:
             return [Problem("error", f"checking TensorRT failed: {exc}")]
         if rep.installed and rep.reason == "no NVIDIA GPU":
-            return [Problem("info", "tensorrt is installed but this machine has no NVIDIA GPU",
-                            rep.fix)]
+            return [Problem("info", "tensorrt is installed but this machine has no NVIDIA GPU", rep.fix)]
         problems = super().diagnose(hw)
         if rep.usable:  # usable overall: still say which GPUs it cannot use
-            problems += [Problem("warning", f"tensorrt cannot use {s.device}: {s.reason}", s.fix)
-                         for s in rep.gpus if s.reason]
+            problems += [
+                Problem("warning", f"tensorrt cannot use {s.device}: {s.reason}", s.fix)
+                for s in rep.gpus
+                if s.reason
+            ]
         return problems
 
     # -- choice -----------------------------------------------------------------------
 
-    def candidates(self, model: "ModelFacts", hw: "Hardware",
-                   objective: str) -> list[Candidate | Unsupported]:
+    def candidates(self, model: ModelFacts, hw: Hardware, objective: str) -> list[Candidate | Unsupported]:
         try:
             rep = _inspect(hw)
         except Exception as exc:  # damaged hardware facts: say so, do not fail the selection
-            return [Unsupported(NAME, "cuda", "fp32",
-                                f"checking TensorRT failed: {type(exc).__name__}: {exc}")]
+            return [
+                Unsupported(NAME, "cuda", "fp32", f"checking TensorRT failed: {type(exc).__name__}: {exc}")
+            ]
         if not rep.installed or rep.reason:
             return [Unsupported(NAME, "cuda", "fp32", rep.reason)]
         problem = _model_problem(model)
@@ -698,38 +771,60 @@ class TensorRTBackend(Backend):
                 continue
             gpu_bytes = int(st.placement.memory_mb) << 20
             if model.size_bytes > 0.9 * gpu_bytes:
-                out.append(Unsupported(NAME, dev, "fp32", (
-                    f"the weights ({model.size_bytes / 2**30:.1f} GiB) do not fit in "
-                    f"{st.placement.label}'s {gpu_bytes / 2**30:.1f} GiB")))
+                out.append(
+                    Unsupported(
+                        NAME,
+                        dev,
+                        "fp32",
+                        (
+                            f"the weights ({model.size_bytes / 2**30:.1f} GiB) do not fit in "
+                            f"{st.placement.label}'s {gpu_bytes / 2**30:.1f} GiB"
+                        ),
+                    )
+                )
                 continue
             fp32: Candidate | Unsupported = Candidate.make(NAME, dev, "fp32")
             fp16: Candidate | Unsupported = (
                 Unsupported(NAME, dev, "fp16", FP16_NEEDS_CONVERSION.format(version=rep.version))
-                if strongly_typed_only(rep.version) else
-                Candidate.make(NAME, dev, "fp16") if gpu.supports_fp16 else
-                Unsupported(NAME, dev, "fp16", f"{gpu.name} (compute capability {_cc(gpu)}) "
-                                               "has no fp16 arithmetic (needs 5.3 or newer)"))
+                if strongly_typed_only(rep.version)
+                else Candidate.make(NAME, dev, "fp16")
+                if gpu.supports_fp16
+                else Unsupported(
+                    NAME,
+                    dev,
+                    "fp16",
+                    f"{gpu.name} (compute capability {_cc(gpu)}) has no fp16 arithmetic (needs 5.3 or newer)",
+                )
+            )
             if not _is_qdq(model):
                 int8: Candidate | Unsupported = Unsupported(
-                    NAME, dev, "int8", "INT8 needs calibration data, and this model has no "
-                                       "QuantizeLinear/DequantizeLinear nodes to take scales from")
+                    NAME,
+                    dev,
+                    "int8",
+                    "INT8 needs calibration data, and this model has no "
+                    "QuantizeLinear/DequantizeLinear nodes to take scales from",
+                )
             elif not gpu.supports_int8:
-                int8 = Unsupported(NAME, dev, "int8", f"{gpu.name} (compute capability "
-                                                      f"{_cc(gpu)}) has no INT8 support (6.1+)")
+                int8 = Unsupported(
+                    NAME,
+                    dev,
+                    "int8",
+                    f"{gpu.name} (compute capability {_cc(gpu)}) has no INT8 support (6.1+)",
+                )
             else:
                 int8 = Candidate.make(NAME, dev, "int8")
             first = [fp16, fp32] if gpu.has_tensor_cores else [fp32, fp16]
             out += [*first, int8]
         return out
 
-    def variants(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> list[Candidate]:
+    def variants(
+        self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str
+    ) -> list[Candidate]:
         gpu = _gpu_for(hw, candidate.device)
         out: list[Candidate] = []
         if objective in ("latency", "throughput"):
             out.append(candidate.with_settings(opt_level=5))
-            if (candidate.precision == "fp32" and gpu is not None
-                    and tuple(gpu.compute_capability) >= (8, 0)):
+            if candidate.precision == "fp32" and gpu is not None and tuple(gpu.compute_capability) >= (8, 0):
                 out.append(candidate.with_settings(tf32=True))
         elif objective == "load_time":
             out.append(candidate.with_settings(opt_level=1))
@@ -737,8 +832,7 @@ class TensorRTBackend(Backend):
             out.append(candidate.with_settings(workspace_mb=256, contexts=1))
         return [v for v in out if v != candidate][:3]
 
-    def estimate(self, candidate: Candidate, model: "ModelFacts", hw: "Hardware",
-                 objective: str) -> Estimate:
+    def estimate(self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str) -> Estimate:
         gpu = _gpu_for(hw, candidate.device)
         if gpu is None:
             return Estimate(1000.0, (f"no NVIDIA GPU {candidate.device} on this machine",))
@@ -754,23 +848,32 @@ class TensorRTBackend(Backend):
             if isinstance(opt, int):
                 build *= {0: 0.3, 1: 0.4, 2: 0.6, 3: 1.0, 4: 1.5, 5: 2.5}.get(opt, 1.0)
             ort = 0.05 + model.size_bytes / 1e9 + nodes * 2e-4
-            return Estimate(build / ort, (
-                f"the first load builds a TensorRT engine (~{build:.0f} s for {nodes} nodes) "
-                f"where ONNX Runtime loads in ~{ort:.2f} s",
-                "later loads deserialize the cached engine in about a second"))
+            return Estimate(
+                build / ort,
+                (
+                    f"the first load builds a TensorRT engine (~{build:.0f} s for {nodes} nodes) "
+                    f"where ONNX Runtime loads in ~{ort:.2f} s",
+                    "later loads deserialize the cached engine in about a second",
+                ),
+            )
         if objective == "memory":
             trt_mb = 400 + model.size_bytes / 2**20 * 0.5
             ort_mb = 30 + model.size_bytes / 2**20 * 1.5
-            return Estimate(trt_mb / ort_mb, (
-                "the CUDA context and TensorRT's libraries take ~400 MiB of host memory; "
-                "weights and activations live in GPU memory",))
+            return Estimate(
+                trt_mb / ort_mb,
+                (
+                    "the CUDA context and TensorRT's libraries take ~400 MiB of host memory; "
+                    "weights and activations live in GPU memory",
+                ),
+            )
 
         fp32_rate, fp16_rate = _gpu_rates(gpu)
         if prec == "fp16":
             rate = fp16_rate
             if gpu.has_tensor_cores:
-                reasons.append(f"fp16 on {gpu.name}'s tensor cores (~{rate / 1e12:.0f} TFLOP/s "
-                               "assumed sustained)")
+                reasons.append(
+                    f"fp16 on {gpu.name}'s tensor cores (~{rate / 1e12:.0f} TFLOP/s assumed sustained)"
+                )
             else:
                 reasons.append(f"{gpu.name} has no tensor cores: fp16 is little faster than fp32")
         elif prec == "int8":
@@ -793,21 +896,24 @@ class TensorRTBackend(Backend):
         if isinstance(opt, int):
             compute *= {0: 1.3, 1: 1.2, 2: 1.1, 3: 1.0, 4: 0.97, 5: 0.95}.get(opt, 1.0)
         t_gpu = overhead + copy + compute
-        reasons.append(f"~{flops / 1e9:.2f} GFLOP: GPU ~{t_gpu * 1e3:.2f} ms vs ONNX Runtime "
-                       f"on {cores} CPU core(s) ~{t_cpu * 1e3:.2f} ms")
+        reasons.append(
+            f"~{flops / 1e9:.2f} GFLOP: GPU ~{t_gpu * 1e3:.2f} ms vs ONNX Runtime "
+            f"on {cores} CPU core(s) ~{t_cpu * 1e3:.2f} ms"
+        )
         if overhead + copy > compute:
-            reasons.append(f"small model: kernel launches and host-device copies "
-                           f"(~{(overhead + copy) * 1e6:.0f} us) outweigh the arithmetic")
+            reasons.append(
+                f"small model: kernel launches and host-device copies "
+                f"(~{(overhead + copy) * 1e6:.0f} us) outweigh the arithmetic"
+            )
         return Estimate(max(0.001, min(1000.0, t_gpu / t_cpu)), tuple(reasons))
 
     # -- loading ----------------------------------------------------------------------
 
-    def load(self, candidate: Candidate, model: "ModelFacts", ctx: LoadContext) -> Runner:
+    def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
         _check_settings(candidate)
         index = _device_index(candidate.device)
         if index is None:
-            raise BackendError(NAME, f"device: expected cuda or cuda:N, received "
-                                     f"{candidate.device!r}")
+            raise BackendError(NAME, f"device: expected cuda or cuda:N, received {candidate.device!r}")
         problem = _model_problem(model)
         if problem:
             raise UnsupportedModel(NAME, problem)
@@ -820,14 +926,19 @@ class TensorRTBackend(Backend):
             if candidate.precision == "int8" and not gpu.supports_int8:
                 raise UnsupportedModel(NAME, f"{gpu.name} has no INT8 support")
         if candidate.precision == "int8" and not _is_qdq(model):
-            raise UnsupportedModel(NAME, "INT8 needs calibration data, and this model has no "
-                                         "QuantizeLinear/DequantizeLinear nodes")
+            raise UnsupportedModel(
+                NAME,
+                "INT8 needs calibration data, and this model has no QuantizeLinear/DequantizeLinear nodes",
+            )
         try:
             shapes = resolve_shapes(model, ctx.input_shapes)
         except ValueError as exc:
-            raise UnsupportedModel(NAME, f"needs input_shapes: {exc}; TensorRT builds its "
-                                         "engine for a range of shapes chosen at load "
-                                         "time") from None
+            raise UnsupportedModel(
+                NAME,
+                f"needs input_shapes: {exc}; TensorRT builds its "
+                "engine for a range of shapes chosen at load "
+                "time",
+            ) from None
         profile = _profile(model, shapes)
 
         trt = _import_trt()
@@ -839,7 +950,8 @@ class TensorRTBackend(Backend):
             if tuple(gpu.compute_capability) < need:
                 raise BackendUnavailable(
                     f"tensorrt {trt.__version__} does not support {gpu.name} (compute "
-                    f"capability {_cc(gpu)}, needs {need[0]}.{need[1]})")
+                    f"capability {_cc(gpu)}, needs {need[0]}.{need[1]})"
+                )
         if candidate.precision == "fp16" and strongly_typed_only(trt.__version__):
             raise UnsupportedModel(NAME, FP16_NEEDS_CONVERSION.format(version=trt.__version__))
         try:
@@ -858,44 +970,73 @@ class TensorRTBackend(Backend):
         except ValueError as exc:
             raise BackendUnavailable(f"tensorrt: {candidate.device}: {exc}") from None
         except Exception as exc:  # bindings without a function we call
-            raise BackendError(NAME, f"selecting {candidate.device} failed: "
-                                     f"{type(exc).__name__}: {exc}") from None
+            raise BackendError(
+                NAME, f"selecting {candidate.device} failed: {type(exc).__name__}: {exc}"
+            ) from None
 
         logger = _logger(trt)
-        key = {"format": ENGINE_FORMAT, "model_sha256": model.sha256, "candidate": candidate.key,
-               "profile": {n: [list(s) for s in p] for n, p in sorted(profile.items())},
-               "tensorrt": str(trt.__version__), "gpu": gpu_key}
-        store = _EngineStore(Path(ctx.artifact_dir), key, timing_key={
-            "tensorrt": str(trt.__version__), "gpu": gpu_key})
-        engine, runtime, built, build_s = self._engine(trt, cuda, logger, store, candidate,
-                                                       model, profile, ctx)
+        key = {
+            "format": ENGINE_FORMAT,
+            "model_sha256": model.sha256,
+            "candidate": candidate.key,
+            "profile": {n: [list(s) for s in p] for n, p in sorted(profile.items())},
+            "tensorrt": str(trt.__version__),
+            "gpu": gpu_key,
+        }
+        store = _EngineStore(
+            Path(ctx.artifact_dir), key, timing_key={"tensorrt": str(trt.__version__), "gpu": gpu_key}
+        )
+        engine, runtime, built, build_s = self._engine(
+            trt, cuda, logger, store, candidate, model, profile, ctx
+        )
         try:
-            return TensorRTRunner(trt, cuda, logger, engine, runtime, candidate, model, profile,
-                                  ordinal, built=built, build_s=build_s,
-                                  engine_path=store.engine)
+            return TensorRTRunner(
+                trt,
+                cuda,
+                logger,
+                engine,
+                runtime,
+                candidate,
+                model,
+                profile,
+                ordinal,
+                built=built,
+                build_s=build_s,
+                engine_path=store.engine,
+            )
         except AutoinferError:
             raise
         except Exception as exc:
             raise _run_failure(exc, "preparing the engine to run") from None
 
-    def _engine(self, trt: Any, cuda: "Cudart", logger: Any, store: _EngineStore,
-                candidate: Candidate, model: "ModelFacts", profile: Profile,
-                ctx: LoadContext) -> tuple[Any, Any, bool, float]:
+    def _engine(
+        self,
+        trt: Any,
+        cuda: Cudart,
+        logger: Any,
+        store: _EngineStore,
+        candidate: Candidate,
+        model: ModelFacts,
+        profile: Profile,
+        ctx: LoadContext,
+    ) -> tuple[Any, Any, bool, float]:
         """(engine, runtime, built now, build seconds): the cached engine, or a new build."""
         try:
             store.directory.mkdir(parents=True, exist_ok=True)
             lock_ctx: contextlib.AbstractContextManager[None] = _exclusive(store.lock)
         except OSError as exc:
-            log.warning("tensorrt: artifact directory %s unusable (%s); building without a cache",
-                        store.directory, exc)
+            log.warning(
+                "tensorrt: artifact directory %s unusable (%s); building without a cache",
+                store.directory,
+                exc,
+            )
             lock_ctx = contextlib.nullcontext()
         with lock_ctx:
             cached = store.read()
-            for attempt in range(2):
+            for _attempt in range(2):
                 built = cached is None
                 if cached is None:
-                    data, build_s = self._build(trt, logger, candidate, model, profile, ctx,
-                                                store.timing)
+                    data, build_s = self._build(trt, logger, candidate, model, profile, ctx, store.timing)
                     store.write(data, build_s)
                 else:
                     data, build_s = cached
@@ -911,16 +1052,26 @@ class TensorRTBackend(Backend):
                 errors = logger.book.errors_since(mark)
                 if built:
                     why = "; ".join(errors[-3:]) or "no reason given"
-                    raise BackendError(NAME, f"TensorRT cannot deserialize the engine it just "
-                                             f"built: {why}")
-                log.warning("tensorrt: cached engine %s does not deserialize (%s); rebuilding",
-                            store.engine, "; ".join(errors[-2:]) or "no reason given")
+                    raise BackendError(NAME, f"TensorRT cannot deserialize the engine it just built: {why}")
+                log.warning(
+                    "tensorrt: cached engine %s does not deserialize (%s); rebuilding",
+                    store.engine,
+                    "; ".join(errors[-2:]) or "no reason given",
+                )
                 store.discard()
                 cached = None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _build(self, trt: Any, logger: Any, candidate: Candidate, model: "ModelFacts",
-               profile: Profile, ctx: LoadContext, timing: Path | None = None) -> tuple[bytes, float]:
+    def _build(
+        self,
+        trt: Any,
+        logger: Any,
+        candidate: Candidate,
+        model: ModelFacts,
+        profile: Profile,
+        ctx: LoadContext,
+        timing: Path | None = None,
+    ) -> tuple[bytes, float]:
         mark = logger.book.mark()
         try:
             return self._build_unchecked(trt, logger, candidate, model, profile, ctx, mark, timing)
@@ -928,12 +1079,23 @@ class TensorRTBackend(Backend):
             raise
         except Exception as exc:  # the TensorRT API raising (bad argument, internal error)
             errors = logger.book.errors_since(mark)
-            raise BackendError(NAME, f"building the engine failed: {type(exc).__name__}: {exc}"
-                                     + (f" ({'; '.join(errors[-3:])})" if errors else "")) from None
+            raise BackendError(
+                NAME,
+                f"building the engine failed: {type(exc).__name__}: {exc}"
+                + (f" ({'; '.join(errors[-3:])})" if errors else ""),
+            ) from None
 
-    def _build_unchecked(self, trt: Any, logger: Any, candidate: Candidate, model: "ModelFacts",
-                         profile: Profile, ctx: LoadContext, mark: int,
-                         timing: Path | None = None) -> tuple[bytes, float]:
+    def _build_unchecked(
+        self,
+        trt: Any,
+        logger: Any,
+        candidate: Candidate,
+        model: ModelFacts,
+        profile: Profile,
+        ctx: LoadContext,
+        mark: int,
+        timing: Path | None = None,
+    ) -> tuple[bytes, float]:
         t0 = time.perf_counter()
         major = _vtuple(trt.__version__)[:1] or (10,)
         builder = trt.Builder(logger)
@@ -945,13 +1107,17 @@ class TensorRTBackend(Backend):
         if not parser.parse_from_file(str(model.path)):
             errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
             errors = errors or logger.book.errors_since(mark) or ["the parser gave no reason"]
-            raise UnsupportedModel(NAME, "the TensorRT ONNX parser rejects the model: "
-                                         + "; ".join(errors[:5]))
+            raise UnsupportedModel(
+                NAME, "the TensorRT ONNX parser rejects the model: " + "; ".join(errors[:5])
+            )
         for i in range(network.num_inputs):
             t = network.get_input(i)
             if any(int(d) < 0 for d in t.shape) and t.name not in profile:
-                raise UnsupportedModel(NAME, f"needs input_shapes: input {t.name!r} has dynamic "
-                                             f"shape {list(t.shape)} in the parsed network")
+                raise UnsupportedModel(
+                    NAME,
+                    f"needs input_shapes: input {t.name!r} has dynamic "
+                    f"shape {list(t.shape)} in the parsed network",
+                )
 
         config = builder.create_builder_config()
         o = candidate.settings_dict
@@ -960,16 +1126,14 @@ class TensorRTBackend(Backend):
         if "opt_level" in o and hasattr(config, "builder_optimization_level"):
             config.builder_optimization_level = int(o["opt_level"])  # type: ignore[arg-type]
         if "workspace_mb" in o:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE,
-                                         int(o["workspace_mb"]) << 20)  # type: ignore[arg-type]
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(o["workspace_mb"]) << 20)  # type: ignore[arg-type]
         if profile:
             p = builder.create_optimization_profile()
             for name, (lo, opt, hi) in profile.items():
                 p.set_shape(name, lo, opt, hi)
             config.add_optimization_profile(p)
         monitor = None
-        if ctx.timeout_s and hasattr(trt, "IProgressMonitor") and hasattr(config,
-                                                                           "progress_monitor"):
+        if ctx.timeout_s and hasattr(trt, "IProgressMonitor") and hasattr(config, "progress_monitor"):
             monitor = _progress_monitor(trt, time.monotonic() + float(ctx.timeout_s))
             config.progress_monitor = monitor
         plan = builder.build_serialized_network(network, config)
@@ -977,14 +1141,19 @@ class TensorRTBackend(Backend):
         if plan is None:
             errors = logger.book.errors_since(mark)
             if monitor is not None and monitor.cancelled:
-                raise BackendError(NAME, f"building the engine took longer than "
-                                         f"{ctx.timeout_s:g} s (LoadContext.timeout_s) and was "
-                                         "cancelled")
+                raise BackendError(
+                    NAME,
+                    f"building the engine took longer than "
+                    f"{ctx.timeout_s:g} s (LoadContext.timeout_s) and was "
+                    "cancelled",
+                )
             if _mentions_memory(errors):
-                raise BackendError(NAME, "building the engine ran out of GPU memory: "
-                                         + "; ".join(errors[-3:]))
-            raise BackendError(NAME, "TensorRT failed to build an engine: "
-                                     + ("; ".join(errors[-3:]) or "no reason given"))
+                raise BackendError(
+                    NAME, "building the engine ran out of GPU memory: " + "; ".join(errors[-3:])
+                )
+            raise BackendError(
+                NAME, "TensorRT failed to build an engine: " + ("; ".join(errors[-3:]) or "no reason given")
+            )
         data = bytes(memoryview(plan))
         log.info("tensorrt: built %s in %.1f s (%d bytes)", candidate.key, build_s, len(data))
         if timing_cache is not None and timing is not None:
@@ -1045,6 +1214,7 @@ def _save_timing_cache(config: Any, path: Path) -> None:
 
 # -- running ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Tensor:
     name: str
@@ -1078,8 +1248,7 @@ class _Pool:
     use when the pool closes is freed when its run returns it.
     """
 
-    def __init__(self, cuda: "Cudart", ordinal: int, engine: Any, runtime: Any,
-                 limit: int) -> None:
+    def __init__(self, cuda: Cudart, ordinal: int, engine: Any, runtime: Any, limit: int) -> None:
         self.cuda = cuda
         self.ordinal = ordinal
         self.engine = engine
@@ -1154,10 +1323,22 @@ class _Pool:
 class TensorRTRunner(Runner):
     """A deserialized engine and a pool of execution contexts to run it from many threads."""
 
-    def __init__(self, trt: Any, cuda: "Cudart", logger: Any, engine: Any, runtime: Any,
-                 candidate: Candidate, model: "ModelFacts", profile: Profile, ordinal: int, *,
-                 built: bool, build_s: float,
-                 engine_path: Path) -> None:
+    def __init__(
+        self,
+        trt: Any,
+        cuda: Cudart,
+        logger: Any,
+        engine: Any,
+        runtime: Any,
+        candidate: Candidate,
+        model: ModelFacts,
+        profile: Profile,
+        ordinal: int,
+        *,
+        built: bool,
+        build_s: float,
+        engine_path: Path,
+    ) -> None:
         self.candidate = candidate
         self.input_names = tuple(s.name for s in model.inputs)
         self.output_names = tuple(s.name for s in model.outputs)
@@ -1170,15 +1351,14 @@ class TensorRTRunner(Runner):
         self._ordinal = ordinal
         self._profile = profile
         self._inputs = tuple(self._tensor(trt, engine, s, True, profile) for s in model.inputs)
-        self._outputs = tuple(self._tensor(trt, engine, s, False, profile)
-                              for s in model.outputs)
-        extra = sorted({engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
-                       - {*self.input_names, *self.output_names})
+        self._outputs = tuple(self._tensor(trt, engine, s, False, profile) for s in model.outputs)
+        extra = sorted(
+            {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+            - {*self.input_names, *self.output_names}
+        )
         if extra:
-            raise BackendError(NAME, f"the engine has I/O tensors the model does not declare: "
-                                     f"{extra}")
-        self._pool = _Pool(cuda, ordinal, engine, runtime,
-                           int(candidate.get("contexts") or DEFAULT_CONTEXTS))
+            raise BackendError(NAME, f"the engine has I/O tensors the model does not declare: {extra}")
+        self._pool = _Pool(cuda, ordinal, engine, runtime, int(candidate.get("contexts") or DEFAULT_CONTEXTS))
         self._finalizer = weakref.finalize(self, self._pool.close)
         # The first context now: out-of-memory and unsupported outputs surface at load time.
         try:
@@ -1199,14 +1379,14 @@ class TensorRTRunner(Runner):
             mode = None
         want = trt.TensorIOMode.INPUT if is_input else trt.TensorIOMode.OUTPUT
         if mode != want:
-            raise BackendError(NAME, f"the engine has no {'input' if is_input else 'output'} "
-                                     f"tensor {name!r}")
+            raise BackendError(NAME, f"the engine has no {'input' if is_input else 'output'} tensor {name!r}")
         trt_dtype = engine.get_tensor_dtype(name)
         try:
             engine_dtype = np.dtype(trt.nptype(trt_dtype))
         except Exception:
-            raise UnsupportedModel(NAME, f"tensor {name!r} has TensorRT type {trt_dtype}, which "
-                                         "NumPy cannot hold") from None
+            raise UnsupportedModel(
+                NAME, f"tensor {name!r} has TensorRT type {trt_dtype}, which NumPy cannot hold"
+            ) from None
         model_dtype = np.dtype(spec.dtype)
         if not is_input:
             max_shape: tuple[int, ...] = ()  # learnt from the context
@@ -1250,25 +1430,28 @@ class TensorRTRunner(Runner):
                 context = pool.engine.create_execution_context()
                 if context is None:
                     errors = self._logger.book.errors_since(mark)
-                    what = ("out of GPU memory" if _mentions_memory(errors) or not errors
-                            else "failed")
-                    why = ("; ".join(errors[-3:])
-                           or "TensorRT could not allocate its activation memory")
+                    what = "out of GPU memory" if _mentions_memory(errors) or not errors else "failed"
+                    why = "; ".join(errors[-3:]) or "TensorRT could not allocate its activation memory"
                     raise BackendError(NAME, f"creating an execution context {what}: {why}")
                 slot.context = context
                 for t in self._inputs:
                     slot.context.set_tensor_address(t.name, slot.device[t.name][0])
                     if not context.set_input_shape(t.name, t.max_shape):
-                        raise BackendError(NAME, f"the engine rejects input {t.name!r} at its "
-                                                 f"largest shape {list(t.max_shape)}: "
-                                                 + self._errors_since(mark))
+                        raise BackendError(
+                            NAME,
+                            f"the engine rejects input {t.name!r} at its "
+                            f"largest shape {list(t.max_shape)}: " + self._errors_since(mark),
+                        )
                     slot.shapes[t.name] = t.max_shape
                 for t in self._outputs:
                     shape = tuple(int(d) for d in context.get_tensor_shape(t.name))
                     if any(d < 0 for d in shape):
-                        raise UnsupportedModel(NAME, f"output {t.name!r} has a data-dependent "
-                                                     f"shape {list(shape)}, which this backend "
-                                                     "does not support")
+                        raise UnsupportedModel(
+                            NAME,
+                            f"output {t.name!r} has a data-dependent "
+                            f"shape {list(shape)}, which this backend "
+                            "does not support",
+                        )
                     self._alloc(slot, t.name, _volume(shape) * t.engine_dtype.itemsize)
                 return slot
             except BaseException:
@@ -1309,17 +1492,20 @@ class TensorRTRunner(Runner):
     def _prepare(self, t: _Tensor, x: np.ndarray) -> np.ndarray:
         if t.name in self._profile:
             lo, _, hi = self._profile[t.name]
-            if x.ndim != len(lo) or any(not a <= d <= b for d, a, b in zip(x.shape, lo, hi)):
+            if x.ndim != len(lo) or any(not a <= d <= b for d, a, b in zip(x.shape, lo, hi, strict=True)):
                 raise InputError(
                     f"input {t.name!r} has shape {list(x.shape)}, outside the range the TensorRT "
                     f"engine was built for: {list(lo)} to {list(hi)} (load with a larger "
-                    "input_shapes to build for larger inputs)")
+                    "input_shapes to build for larger inputs)"
+                )
         if x.dtype != t.engine_dtype:
             if t.engine_dtype == np.int32 and x.dtype == np.int64 and x.size:
                 info = np.iinfo(np.int32)
                 if x.min() < info.min or x.max() > info.max:
-                    raise InputError(f"input {t.name!r}: values outside int32, which this "
-                                     "TensorRT engine takes in place of int64")
+                    raise InputError(
+                        f"input {t.name!r}: values outside int32, which this "
+                        "TensorRT engine takes in place of int64"
+                    )
             x = x.astype(t.engine_dtype)
         return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
@@ -1350,12 +1536,14 @@ class TensorRTRunner(Runner):
         cuda, ctx = self._cuda, slot.context
         cuda.set_device(self._ordinal)
         mark = self._logger.book.mark()
-        for t, x in zip(self._inputs, arrays):
+        for t, x in zip(self._inputs, arrays, strict=True):
             if slot.shapes.get(t.name) != x.shape:
                 if not ctx.set_input_shape(t.name, x.shape):
                     slot.shapes.pop(t.name, None)
-                    raise InputError(f"input {t.name!r}: the TensorRT engine rejects shape "
-                                     f"{list(x.shape)}: {self._errors_since(mark)}")
+                    raise InputError(
+                        f"input {t.name!r}: the TensorRT engine rejects shape "
+                        f"{list(x.shape)}: {self._errors_since(mark)}"
+                    )
                 slot.shapes[t.name] = x.shape
             n = x.nbytes
             self._alloc(slot, t.name, n)
@@ -1367,22 +1555,24 @@ class TensorRTRunner(Runner):
         for t in self._outputs:
             shape = tuple(int(d) for d in ctx.get_tensor_shape(t.name))
             if any(d < 0 for d in shape):
-                raise BackendError(NAME, f"output {t.name!r} has an unknown shape {list(shape)} "
-                                         "after setting the input shapes: "
-                                         + self._errors_since(mark))
+                raise BackendError(
+                    NAME,
+                    f"output {t.name!r} has an unknown shape {list(shape)} "
+                    "after setting the input shapes: " + self._errors_since(mark),
+                )
             self._alloc(slot, t.name, _volume(shape) * t.engine_dtype.itemsize)
             out_shapes.append(shape)
         if not ctx.execute_async_v3(slot.handle):
             raise BackendError(NAME, "execute_async_v3 failed: " + self._errors_since(mark))
         sizes = []
-        for t, shape in zip(self._outputs, out_shapes):
+        for t, shape in zip(self._outputs, out_shapes, strict=True):
             n = _volume(shape) * t.engine_dtype.itemsize
             if n:
                 cuda.copy_to_host(slot.host[t.name].ptr, slot.device[t.name][0], n, slot.stream)
             sizes.append(n)
         cuda.synchronize(slot.stream)
         results = []
-        for t, shape, n in zip(self._outputs, out_shapes, sizes):
+        for t, shape, n in zip(self._outputs, out_shapes, sizes, strict=True):
             arr = slot.host[t.name].array[:n].view(t.engine_dtype).reshape(shape).copy()
             results.append(arr if t.engine_dtype == t.model_dtype else arr.astype(t.model_dtype))
         return results

@@ -14,6 +14,7 @@ New device memory is filled with 0xCD, as uninitialised GPU memory is garbage.
 Failure injection: ``fail_next["cudaMemcpyAsync"] = cudaError_t.cudaErrorIllegalAddress``
 makes the next such call fail; a device's ``memory_bytes`` bounds cudaMalloc.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -22,8 +23,9 @@ import enum
 import threading
 import types
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +50,7 @@ _STRINGS = {
     cudaError_t.cudaErrorInvalidValue: "invalid argument",
     cudaError_t.cudaErrorMemoryAllocation: "out of memory",
     cudaError_t.cudaErrorInitializationError: "initialization error",
-    cudaError_t.cudaErrorInsufficientDriver:
-        "CUDA driver version is insufficient for CUDA runtime version",
+    cudaError_t.cudaErrorInsufficientDriver: "CUDA driver version is insufficient for CUDA runtime version",
     cudaError_t.cudaErrorNoDevice: "no CUDA-capable device is detected",
     cudaError_t.cudaErrorInvalidDevice: "invalid device ordinal",
     cudaError_t.cudaErrorInvalidResourceHandle: "invalid resource handle",
@@ -87,8 +88,9 @@ class cudaUUID_t:
 
 
 class cudaDeviceProp:
-    def __init__(self, name: str, uuid: str, cc: tuple[int, int], memory: int,
-                 uuid_cut: int | None = None) -> None:
+    def __init__(
+        self, name: str, uuid: str, cc: tuple[int, int], memory: int, uuid_cut: int | None = None
+    ) -> None:
         self.name = name.encode()
         raw = bytes.fromhex(uuid.lower().removeprefix("gpu-").removeprefix("mig-").replace("-", ""))
         # Some bindings hand the 16 UUID bytes over as a C string, cut at the first zero byte.
@@ -139,8 +141,9 @@ def cuda_visible(host: list[FakeDevice], env: str | None) -> list[FakeDevice]:
 class FakeCuda:
     """The state of the fake GPUs, and the cuda-python functions over it."""
 
-    def __init__(self, devices: list[FakeDevice], driver_version: int = 12040,
-                 runtime_version: int = 12040) -> None:
+    def __init__(
+        self, devices: list[FakeDevice], driver_version: int = 12040, runtime_version: int = 12040
+    ) -> None:
         self.devices = list(devices)
         self.driver_version = driver_version
         self.runtime_version = runtime_version
@@ -189,7 +192,7 @@ class FakeCuda:
             off = ptr - base
             if off + nbytes > buf.size:
                 return None
-            return buf[off:off + nbytes]
+            return buf[off : off + nbytes]
 
     def enqueue(self, handle: int, op: Callable[[], None]) -> bool:
         with self.lock:
@@ -242,8 +245,9 @@ class FakeCuda:
         if not 0 <= device < len(self.devices):
             return cudaError_t.cudaErrorInvalidDevice, None
         d = self.devices[device]
-        return cudaError_t.cudaSuccess, cudaDeviceProp(d.name, d.uuid, d.compute_capability,
-                                                       d.memory_bytes, d.uuid_cut)
+        return cudaError_t.cudaSuccess, cudaDeviceProp(
+            d.name, d.uuid, d.compute_capability, d.memory_bytes, d.uuid_cut
+        )
 
     def cudaDeviceGetPCIBusId(self, length: int, device: int) -> tuple[cudaError_t, bytes]:
         if not 0 <= device < len(self.devices):
@@ -336,12 +340,12 @@ class FakeCuda:
 
         def op() -> None:
             region[:] = value & 0xFF
+
         if not self.enqueue(self._stream(stream), op):
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
         return (cudaError_t.cudaSuccess,)
 
-    def cudaMemcpyAsync(self, dst: Any, src: Any, count: int, kind: Any,
-                        stream: Any) -> tuple[cudaError_t]:
+    def cudaMemcpyAsync(self, dst: Any, src: Any, count: int, kind: Any, stream: Any) -> tuple[cudaError_t]:
         if err := self._failing("cudaMemcpyAsync"):
             return (err,)
         if not isinstance(dst, int) or not isinstance(src, int):

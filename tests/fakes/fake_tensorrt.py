@@ -27,6 +27,7 @@ semantics where they matter to the caller:
 
 Using one context from two threads at once is recorded in ``env.violations``.
 """
+
 from __future__ import annotations
 
 import enum
@@ -60,19 +61,34 @@ class DataType(enum.IntEnum):
     INT64 = 8
 
 
-_NP = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
-       DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8,
-       DataType.INT64: np.int64}
-_FROM_ONNX = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32,
-              9: DataType.BOOL, 2: DataType.UINT8, 7: DataType.INT64, 16: DataType.BF16}
+_NP = {
+    DataType.FLOAT: np.float32,
+    DataType.HALF: np.float16,
+    DataType.INT8: np.int8,
+    DataType.INT32: np.int32,
+    DataType.BOOL: np.bool_,
+    DataType.UINT8: np.uint8,
+    DataType.INT64: np.int64,
+}
+_FROM_ONNX = {
+    1: DataType.FLOAT,
+    10: DataType.HALF,
+    3: DataType.INT8,
+    6: DataType.INT32,
+    9: DataType.BOOL,
+    2: DataType.UINT8,
+    7: DataType.INT64,
+    16: DataType.BF16,
+}
 
 
 def nptype(dtype: DataType) -> type:
     try:
         return _NP[DataType(dtype)]
     except KeyError:
-        raise TypeError(f"Could not resolve TensorRT datatype to an equivalent numpy datatype: "
-                        f"{DataType(dtype).name}") from None
+        raise TypeError(
+            f"Could not resolve TensorRT datatype to an equivalent numpy datatype: {DataType(dtype).name}"
+        ) from None
 
 
 def volume(shape: Any) -> int:
@@ -199,6 +215,7 @@ def _log(logger: ILogger, severity: Severity, msg: str) -> None:
 
 # -- network and parser ---------------------------------------------------------------------
 
+
 @dataclass
 class ITensor:
     name: str
@@ -231,8 +248,9 @@ class INetworkDefinition:
 
 
 class IParserError:
-    def __init__(self, code: ErrorCode, desc: str, node: int = -1, node_name: str = "",
-                 node_operator: str = "") -> None:
+    def __init__(
+        self, code: ErrorCode, desc: str, node: int = -1, node_name: str = "", node_operator: str = ""
+    ) -> None:
         self._code, self._desc, self._node = code, desc, node
         self._node_name, self._node_operator = node_name, node_operator
 
@@ -252,8 +270,10 @@ class IParserError:
         return self._node_operator
 
     def __str__(self) -> str:
-        return f"In node {self._node} with name: {self._node_name} and operator: " \
-               f"{self._node_operator} ({self._code.name}): {self._desc}"
+        return (
+            f"In node {self._node} with name: {self._node_name} and operator: "
+            f"{self._node_operator} ({self._code.name}): {self._desc}"
+        )
 
 
 class OnnxParser:
@@ -282,8 +302,12 @@ class OnnxParser:
         try:
             proto = onnx.load(model)  # external data resolved next to the file
         except Exception as exc:
-            return self._fail(IParserError(ErrorCode.MODEL_DESERIALIZE_FAILED,
-                                           f"Failed to parse ONNX model from file: {model}: {exc}"))
+            return self._fail(
+                IParserError(
+                    ErrorCode.MODEL_DESERIALIZE_FAILED,
+                    f"Failed to parse ONNX model from file: {model}: {exc}",
+                )
+            )
         return self._parse(proto)
 
     def parse(self, model: bytes, path: str | None = None) -> bool:
@@ -298,15 +322,23 @@ class OnnxParser:
     def _parse(self, proto: Any) -> bool:
         net = self.network
         if not net.explicit_batch:
-            return self._fail(IParserError(
-                ErrorCode.INVALID_GRAPH, "The ONNX parser only supports networks with an explicit "
-                                         "batch dimension"))
+            return self._fail(
+                IParserError(
+                    ErrorCode.INVALID_GRAPH,
+                    "The ONNX parser only supports networks with an explicit batch dimension",
+                )
+            )
         for i, node in enumerate(proto.graph.node):
             if node.op_type in self.env.unsupported_ops:
-                return self._fail(IParserError(
-                    ErrorCode.UNSUPPORTED_NODE,
-                    f"No importer registered for op: {node.op_type}. Attempting to import as "
-                    "plugin.", i, node.name, node.op_type))
+                return self._fail(
+                    IParserError(
+                        ErrorCode.UNSUPPORTED_NODE,
+                        f"No importer registered for op: {node.op_type}. Attempting to import as plugin.",
+                        i,
+                        node.name,
+                        node.op_type,
+                    )
+                )
         inits = {t.name for t in proto.graph.initializer}
 
         def tensor(vi: Any) -> ITensor:
@@ -315,9 +347,12 @@ class OnnxParser:
             if dtype is None:
                 raise ValueError(f"unsupported data type {tt.elem_type} of {vi.name}")
             if dtype == DataType.INT64 and self.env.major < 10:
-                _log(self.logger, Severity.WARNING,
-                     "Your ONNX model has been generated with INT64 weights, while TensorRT does "
-                     "not natively support INT64. Attempting to cast down to INT32.")
+                _log(
+                    self.logger,
+                    Severity.WARNING,
+                    "Your ONNX model has been generated with INT64 weights, while TensorRT does "
+                    "not natively support INT64. Attempting to cast down to INT32.",
+                )
                 dtype = DataType.INT32
             dims = Dims(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
             return ITensor(vi.name, dtype, dims)
@@ -327,8 +362,10 @@ class OnnxParser:
             net.outputs = [tensor(vi) for vi in proto.graph.output]
         except ValueError as exc:
             return self._fail(IParserError(ErrorCode.UNSUPPORTED_GRAPH, str(exc)))
-        net.onnx_dtypes = {vi.name: _onnx_np(vi.type.tensor_type.elem_type)
-                           for vi in [*proto.graph.input, *proto.graph.output]}
+        net.onnx_dtypes = {
+            vi.name: _onnx_np(vi.type.tensor_type.elem_type)
+            for vi in [*proto.graph.input, *proto.graph.output]
+        }
         net.model = proto.SerializeToString()
         return True
 
@@ -339,13 +376,13 @@ def _onnx_np(elem: int) -> str:
 
 # -- builder ----------------------------------------------------------------------------------
 
+
 class IOptimizationProfile:
     def __init__(self) -> None:
         self.shapes: dict[str, tuple[Dims, Dims, Dims]] = {}
 
     def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002
-        self.shapes[input] = (Dims(int(d) for d in min), Dims(int(d) for d in opt),
-                              Dims(int(d) for d in max))
+        self.shapes[input] = (Dims(int(d) for d in min), Dims(int(d) for d in opt), Dims(int(d) for d in max))
 
     def get_shape(self, input: str) -> list[Dims]:  # noqa: A002
         return list(self.shapes.get(input, ()))
@@ -360,7 +397,7 @@ class ITimingCache:
     def __init__(self, key: str, entries: int = 0) -> None:
         self.key, self.entries = key, entries
 
-    def serialize(self) -> "IHostMemory":
+    def serialize(self) -> IHostMemory:
         return IHostMemory(TIMING_MAGIC + json.dumps({"key": self.key, "entries": self.entries}).encode())
 
 
@@ -369,7 +406,7 @@ class IBuilderConfig:
 
     __slots__ = ("flags", "pools", "profiles", "builder_optimization_level", "env", "timing_cache")
 
-    def __init__(self, env: "FakeTRTEnv | None" = None) -> None:
+    def __init__(self, env: FakeTRTEnv | None = None) -> None:
         self.env = env
         self.flags = {BuilderFlag.TF32}  # TF32 is on by default, as in TensorRT
         self.pools: dict[MemoryPoolType, int] = {}
@@ -397,7 +434,7 @@ class IBuilderConfig:
             return ITimingCache(self._cache_key())
         if not data.startswith(TIMING_MAGIC):
             raise RuntimeError("Error Code 1: Serialization (timing cache is corrupted)")
-        info = json.loads(data[len(TIMING_MAGIC):])
+        info = json.loads(data[len(TIMING_MAGIC) :])
         return ITimingCache(info["key"], int(info["entries"]))
 
     def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
@@ -429,7 +466,7 @@ class IBuilderConfig:
 class IBuilderConfig10(IBuilderConfig):
     __slots__ = ("progress_monitor",)
 
-    def __init__(self, env: "FakeTRTEnv | None" = None) -> None:
+    def __init__(self, env: FakeTRTEnv | None = None) -> None:
         super().__init__(env)
         self.progress_monitor: Any = None
 
@@ -448,12 +485,12 @@ class Builder:
         explicit = bool(flags & (1 << NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
         if self.env.major >= 10:
             if explicit:
-                _log(self.logger, Severity.WARNING,
-                     "kEXPLICIT_BATCH is deprecated and has no effect")
+                _log(self.logger, Severity.WARNING, "kEXPLICIT_BATCH is deprecated and has no effect")
             explicit = True
         network = INetworkDefinition(explicit)
         network.strongly_typed = self.env.major >= 11 or bool(
-            flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+            flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        )
         return network
 
     def create_builder_config(self) -> IBuilderConfig:
@@ -465,16 +502,20 @@ class Builder:
     def _error(self, msg: str) -> None:
         _log(self.logger, Severity.ERROR, msg)
 
-    def build_serialized_network(self, network: INetworkDefinition,
-                                 config: IBuilderConfig) -> IHostMemory | None:
+    def build_serialized_network(
+        self, network: INetworkDefinition, config: IBuilderConfig
+    ) -> IHostMemory | None:
         env = self.env
         env.builds += 1
-        env.last_build = {"flags": set(config.flags), "pools": dict(config.pools),
-                          "strongly_typed": network.strongly_typed,
-                          "timing_cache": config.timing_cache is not None,
-                          "opt_level": config.builder_optimization_level,
-                          "profiles": [dict(p.shapes) for p in config.profiles],
-                          "device": env.cuda.current}
+        env.last_build = {
+            "flags": set(config.flags),
+            "pools": dict(config.pools),
+            "strongly_typed": network.strongly_typed,
+            "timing_cache": config.timing_cache is not None,
+            "opt_level": config.builder_optimization_level,
+            "profiles": [dict(p.shapes) for p in config.profiles],
+            "device": env.cuda.current,
+        }
         if not network.model:
             self._error("Network must have at least one output")
             return None
@@ -482,18 +523,23 @@ class Builder:
         for t in network.inputs:
             dynamic = any(d < 0 for d in t.shape)
             if dynamic and t.name not in profile:
-                self._error(f"IBuilder::buildSerializedNetwork: Error Code 4: API Usage Error "
-                            f"(Network has dynamic or shape inputs, but no optimization profile "
-                            f"has been defined. {t.name})")
+                self._error(
+                    f"IBuilder::buildSerializedNetwork: Error Code 4: API Usage Error "
+                    f"(Network has dynamic or shape inputs, but no optimization profile "
+                    f"has been defined. {t.name})"
+                )
                 return None
             if t.name in profile:
                 lo, opt, hi = profile[t.name]
                 ok = len(lo) == len(opt) == len(hi) == len(t.shape) and all(
                     a <= b <= c and (d < 0 or a == b == c == d)
-                    for a, b, c, d in zip(lo, opt, hi, t.shape))
+                    for a, b, c, d in zip(lo, opt, hi, t.shape, strict=True)
+                )
                 if not ok:
-                    self._error(f"Error Code 4: API Usage Error (optimization profile of "
-                                f"{t.name} is invalid: {lo} {opt} {hi} for {t.shape})")
+                    self._error(
+                        f"Error Code 4: API Usage Error (optimization profile of "
+                        f"{t.name} is invalid: {lo} {opt} {hi} for {t.shape})"
+                    )
                     return None
         monitor = getattr(config, "progress_monitor", None)
         steps = 3
@@ -536,40 +582,48 @@ class Builder:
 
 # -- runtime, engine, context --------------------------------------------------------------
 
+
 class Runtime:
     def __init__(self, env: FakeTRTEnv, logger: ILogger) -> None:
         self.env, self.logger = env, logger
 
-    def deserialize_cuda_engine(self, serialized_engine: Any) -> "ICudaEngine | None":
+    def deserialize_cuda_engine(self, serialized_engine: Any) -> ICudaEngine | None:
         data = bytes(serialized_engine)
         self.env.deserializations += 1
-        if len(data) < 12 or data[:4] != MAGIC or \
-                struct.unpack("<I", data[-4:])[0] != zlib.crc32(data[:-4]):
-            _log(self.logger, Severity.ERROR,
-                 "1: [stdArchiveReader.cpp::StdArchiveReader::32] Error Code 1: Serialization "
-                 "(Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not "
-                 "match)")
+        if len(data) < 12 or data[:4] != MAGIC or struct.unpack("<I", data[-4:])[0] != zlib.crc32(data[:-4]):
+            _log(
+                self.logger,
+                Severity.ERROR,
+                "1: [stdArchiveReader.cpp::StdArchiveReader::32] Error Code 1: Serialization "
+                "(Serialization assertion magicTagRead == kMAGIC_TAG failed.Magic tag does not "
+                "match)",
+            )
             return None
         n = struct.unpack("<I", data[4:8])[0]
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
         if header["version"] != self.env.version:
-            _log(self.logger, Severity.ERROR,
-                 f"The engine plan file is not compatible with this version of TensorRT, "
-                 f"expecting library version {self.env.version} got {header['version']}, "
-                 "please rebuild.")
+            _log(
+                self.logger,
+                Severity.ERROR,
+                f"The engine plan file is not compatible with this version of TensorRT, "
+                f"expecting library version {self.env.version} got {header['version']}, "
+                "please rebuild.",
+            )
             return None
         here = self.env.cuda.devices[self.env.cuda.current]
         if header["device"] != [here.name, list(here.compute_capability)]:
             # Engines move between GPUs of one model, not across models.
-            _log(self.logger, Severity.ERROR, "The engine plan file is generated on an "
-                                              "incompatible device, please rebuild.")
+            _log(
+                self.logger,
+                Severity.ERROR,
+                "The engine plan file is generated on an incompatible device, please rebuild.",
+            )
             return None
-        return ICudaEngine(self.env, self.logger, header, data[8 + n:-4])
+        return ICudaEngine(self.env, self.logger, header, data[8 + n : -4])
 
 
 class ICudaEngine:
-    def __init__(self, env: FakeTRTEnv, logger: ILogger, header: dict[str, Any],
-                 model: bytes) -> None:
+    def __init__(self, env: FakeTRTEnv, logger: ILogger, header: dict[str, Any], model: bytes) -> None:
         self.env, self.logger, self.model = env, logger, model
         self.inputs = {n: (DataType(d), Dims(s)) for n, d, s in header["inputs"]}
         self.outputs = {n: (DataType(d), Dims(s)) for n, d, s in header["outputs"]}
@@ -616,12 +670,15 @@ class ICudaEngine:
     def is_shape_inference_io(self, name: str) -> bool:
         return False
 
-    def create_execution_context(self) -> "IExecutionContext | None":
+    def create_execution_context(self) -> IExecutionContext | None:
         if not self.env.cuda.reserve(self.device_memory_size):
-            _log(self.logger, Severity.ERROR,
-                 f"1: [defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (out of "
-                 f"memory) Requested amount of GPU memory ({self.device_memory_size} bytes) could "
-                 "not be allocated. There may not be enough free memory for allocation to succeed.")
+            _log(
+                self.logger,
+                Severity.ERROR,
+                f"1: [defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (out of "
+                f"memory) Requested amount of GPU memory ({self.device_memory_size} bytes) could "
+                "not be allocated. There may not be enough free memory for allocation to succeed.",
+            )
             return None
         self.env.contexts += 1
         return IExecutionContext(self)
@@ -635,8 +692,7 @@ class ICudaEngine:
 
                 so = ort.SessionOptions()
                 so.intra_op_num_threads = 1
-                self._session = ort.InferenceSession(self.model, so,
-                                                     providers=["CPUExecutionProvider"])
+                self._session = ort.InferenceSession(self.model, so, providers=["CPUExecutionProvider"])
             return self._session
 
     def output_shapes(self, inputs: dict[str, tuple[int, ...]]) -> dict[str, Dims]:
@@ -651,7 +707,7 @@ class ICudaEngine:
         for vi in proto.graph.input:
             if vi.name in inputs:
                 dims = vi.type.tensor_type.shape.dim
-                for d, v in zip(dims, inputs[vi.name]):
+                for d, v in zip(dims, inputs[vi.name], strict=True):
                     d.Clear()
                     d.dim_value = int(v)
         for vi in proto.graph.output:
@@ -660,8 +716,11 @@ class ICudaEngine:
         out = {}
         for vi in inferred.graph.output:
             tt = vi.type.tensor_type
-            out[vi.name] = Dims(d.dim_value if d.HasField("dim_value") else -1
-                                for d in tt.shape.dim) if tt.HasField("shape") else Dims((-1,))
+            out[vi.name] = (
+                Dims(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+                if tt.HasField("shape")
+                else Dims((-1,))
+            )
         with self._lock:
             self._shapes[key] = out
         return out
@@ -672,8 +731,7 @@ class IExecutionContext:
         self.engine = engine
         self.env = engine.env
         self.ordinal = engine.env.cuda.current
-        self.shapes: dict[str, Dims] = {n: s for n, (_, s) in engine.inputs.items()
-                                        if all(d >= 0 for d in s)}
+        self.shapes: dict[str, Dims] = {n: s for n, (_, s) in engine.inputs.items() if all(d >= 0 for d in s)}
         self.addresses: dict[str, int] = {}
         self._busy = threading.Lock()
         self._pending_thread: int | None = None
@@ -689,8 +747,9 @@ class IExecutionContext:
             self._busy.acquire()
         pending = self._pending_thread
         if pending is not None and pending != me:
-            self.env.violations.append(f"{what}: context reused by another thread before its "
-                                       "queued work finished")
+            self.env.violations.append(
+                f"{what}: context reused by another thread before its queued work finished"
+            )
 
     def _exit(self) -> None:
         self._busy.release()
@@ -711,10 +770,12 @@ class IExecutionContext:
                 return False
             if name in self.engine.profile:
                 lo, _, hi = self.engine.profile[name]
-                if not all(a <= d <= b for d, a, b in zip(shape, lo, hi)):
-                    self._log_error(f"3: [executionContext.cpp::setInputShape] Error Code 3: API "
-                                    f"Usage Error (Given invalid tensor shape {list(shape)} of "
-                                    f"{name}: must be within {list(lo)} and {list(hi)})")
+                if not all(a <= d <= b for d, a, b in zip(shape, lo, hi, strict=True)):
+                    self._log_error(
+                        f"3: [executionContext.cpp::setInputShape] Error Code 3: API "
+                        f"Usage Error (Given invalid tensor shape {list(shape)} of "
+                        f"{name}: must be within {list(lo)} and {list(hi)})"
+                    )
                     return False
             elif shape != declared:
                 self._log_error(f"3: setInputShape: {name} has static shape {list(declared)}")
@@ -773,8 +834,7 @@ class IExecutionContext:
             dtype = np.dtype(nptype(eng.get_tensor_dtype(name)))
             shape = self.shapes[name] if is_input else out_shapes[name]
             if any(d < 0 for d in shape):
-                self._log_error(f"output {name} has a data-dependent shape and no output "
-                                "allocator is set")
+                self._log_error(f"output {name} has a data-dependent shape and no output allocator is set")
                 return False
             if name not in self.addresses:
                 self._log_error(f"3: Error Code 3: API Usage Error (address of {name} is not set)")
@@ -782,9 +842,11 @@ class IExecutionContext:
             nbytes = volume(shape) * dtype.itemsize
             region = cuda.region(self.addresses[name], max(nbytes, 1))
             if region is None:
-                self._log_error(f"1: Error Code 1: Cuda Runtime (an illegal memory access was "
-                                f"encountered: {name} at 0x{self.addresses[name]:x}, "
-                                f"{nbytes} bytes)")
+                self._log_error(
+                    f"1: Error Code 1: Cuda Runtime (an illegal memory access was "
+                    f"encountered: {name} at 0x{self.addresses[name]:x}, "
+                    f"{nbytes} bytes)"
+                )
                 return False
             io[name] = (region[:nbytes], dtype, shape)
         me = threading.get_ident()
@@ -799,7 +861,7 @@ class IExecutionContext:
                     feeds[name] = x.astype(eng.onnx_dtypes[name])
                 sess = eng.session()
                 names = [o.name for o in sess.get_outputs()]
-                for name, y in zip(names, sess.run(None, feeds)):
+                for name, y in zip(names, sess.run(None, feeds), strict=True):
                     buf, dtype, shape = io[name]
                     if tuple(y.shape) != tuple(shape):
                         raise AssertionError(f"fake engine: {name} is {y.shape}, inferred {shape}")
@@ -818,12 +880,25 @@ class IExecutionContext:
 
 # -- the module --------------------------------------------------------------------------------
 
+
 def module(env: FakeTRTEnv) -> types.ModuleType:
     """A ``tensorrt`` module bound to ``env``; 10.x has IProgressMonitor and native int64."""
     m = types.ModuleType("tensorrt")
     m.__version__ = env.version
-    for obj in (DataType, TensorIOMode, NetworkDefinitionCreationFlag, BuilderFlag,
-                MemoryPoolType, ErrorCode, Dims, ILogger, Logger, nptype, volume, ITimingCache):
+    for obj in (
+        DataType,
+        TensorIOMode,
+        NetworkDefinitionCreationFlag,
+        BuilderFlag,
+        MemoryPoolType,
+        ErrorCode,
+        Dims,
+        ILogger,
+        Logger,
+        nptype,
+        volume,
+        ITimingCache,
+    ):
         setattr(m, obj.__name__, obj)
     if env.major >= 11:
         m.BuilderFlag = BuilderFlag11
@@ -839,4 +914,4 @@ def engine_header(path: Path) -> dict[str, Any]:
     """The header of a serialized fake engine (what it was built for)."""
     data = path.read_bytes()
     n = struct.unpack("<I", data[4:8])[0]
-    return json.loads(data[8:8 + n])
+    return json.loads(data[8 : 8 + n])
