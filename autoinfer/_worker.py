@@ -154,10 +154,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a backend broke its contract; report, don't die
         return _error(result, exc)
     try:
-        np.savez(
-            job["outputs"],
-            **{f"f{i}_o{j}": np.asarray(o) for i, outs in enumerate(outputs) for j, o in enumerate(outs)},
-        )
+        arrays: dict[str, Any] = {
+            f"f{i}_o{j}": np.asarray(o) for i, outs in enumerate(outputs) for j, o in enumerate(outs)
+        }
+        np.savez(job["outputs"], **arrays)
         stats: dict[str, float] = {}
         slice_s = float(job.get("slice_s", 1.0))
         if job.get("time", True):

@@ -197,6 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sess.run(None, feeds)
         times.append(time.perf_counter() - t)
     c = sess.choice
+    assert c is not None  # a blocking selection has chosen
     print(f"autoinfer run {args.model}\n")
     print(f"Session() took {t_open:.2f} s ({'decision cache hit' if c.from_cache else 'selected now'})")
     print(
@@ -243,7 +244,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         [given] if given else None, "sample_inputs" if given else ""
     )
     _end_progress(tty)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in dec.ranking:
         m = r.measurement
         rows.append(

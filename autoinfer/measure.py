@@ -258,8 +258,15 @@ def sample_feeds(
     return feeds
 
 
+def _metric(r: Ranked, objective: str) -> float:
+    """A measured entry's figure for ``objective`` (lower is better)."""
+    assert r.measurement is not None, r.candidate.key
+    return r.measurement.metric(objective)
+
+
 def save_feeds(path: Path, feeds: Sequence[Feed]) -> None:
-    np.savez(path, **{f"f{i}_{k}": np.asarray(v) for i, f in enumerate(feeds) for k, v in f.items()})
+    arrays: dict[str, Any] = {f"f{i}_{k}": np.asarray(v) for i, f in enumerate(feeds) for k, v in f.items()}
+    np.savez(path, **arrays)
 
 
 def load_feeds(path: str | os.PathLike[str]) -> list[dict[str, np.ndarray]]:
@@ -617,14 +624,11 @@ class Measurer:
             )
         if self.opts.tune:
             self._variants(ranked, per)
-        measured = sorted(
-            (r for r in ranked if r.status == "measured"), key=lambda r: r.measurement.metric(obj)
-        )  # type: ignore[union-attr]
-        best = measured[0].measurement.metric(obj)  # type: ignore[union-attr]
+        measured = sorted((r for r in ranked if r.status == "measured"), key=lambda r: _metric(r, obj))
+        best = _metric(measured[0], obj)
         base = ref if ref is not None and ref.status == "measured" else measured[0]
-        finalists = [r for r in measured if r is not base and r.measurement.metric(obj) <= SLOWER_CUT * best][
-            :MAX_FINALISTS
-        ]  # type: ignore[union-attr]
+        finalists = [r for r in measured if r is not base and _metric(r, obj) <= SLOWER_CUT * best]
+        finalists = finalists[:MAX_FINALISTS]
         for r in measured:
             if r is not base and r not in finalists:
                 r.reason = (
@@ -658,10 +662,8 @@ class Measurer:
     def _variants(self, ranked: list[Ranked], per: float) -> None:
         """Tuned settings of the promising backends, screened the same way."""
         obj = self.opts.objective
-        measured = sorted(
-            (r for r in ranked if r.status == "measured"), key=lambda r: r.measurement.metric(obj)
-        )  # type: ignore[union-attr]
-        best = measured[0].measurement.metric(obj)  # type: ignore[union-attr]
+        measured = sorted((r for r in ranked if r.status == "measured"), key=lambda r: _metric(r, obj))
+        best = _metric(measured[0], obj)
         promising = [r for r in measured[:2] if r.measurement.metric(obj) <= SLOWER_CUT * best]  # type: ignore[union-attr]
         known = {r.candidate for r in ranked}
         for r in promising:
@@ -687,13 +689,10 @@ class Measurer:
         """Race ``finalists`` against ``base`` side by side; the winner (``base`` unless
         a challenger is faster with confidence)."""
         entrants = [base, *finalists]
-        slowest = max(r.measurement.median_s for r in entrants)  # type: ignore[union-attr]
+        slowest = max(_metric(r, "latency") for r in entrants)
         reps = int(min(200, max(1, round(SLOT_S / max(slowest, 1e-6)))))
         left = self.deadline - time.monotonic()
-        round_s = sum(
-            PAUSE_S + reps * r.measurement.median_s  # type: ignore[union-attr]
-            for r in entrants
-        )
+        round_s = sum(PAUSE_S + reps * _metric(r, "latency") for r in entrants)
         budget = min(RACE_MAX_S, max(left, min(3.0, 0.3 * self.budget), 2 * MIN_ROUNDS * round_s))
         self.sel.progress(f"racing {len(entrants)} finalists")
         job = {

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,13 @@ from .backends.base import Candidate, Runner
 from .decision import Decision
 from .measure import Cancelled
 from .policy import Options, decide, shape_bucket
+
+if TYPE_CHECKING:  # pragma: no cover
+    from probes import Hardware
+
+    from .cache import Cache
+    from .config import Settings
+    from .model import ModelFacts
 
 log = logging.getLogger("autoinfer.session")
 
@@ -134,6 +141,21 @@ class Selecting:
     _default: Active | None
     _static: bool
     _closed: bool
+    _opts: Options
+    _facts: ModelFacts
+    _hw: Hardware
+    _cache: Cache
+    _settings: Settings
+    _progress: Any
+
+    def _load_decision(
+        self, decision: Decision, shapes: dict[str, tuple[int, ...]], failed: set[Candidate] | None = None
+    ) -> Active:  # pragma: no cover - provided by the session
+        raise NotImplementedError
+
+    @property
+    def choice(self) -> Choice | None:  # pragma: no cover - provided by the session
+        raise NotImplementedError
 
     def _init_selecting(self, on_choice: Any) -> None:
         self._jobs: collections.deque[tuple[str, Shapes | None, list[dict[str, np.ndarray]], str]] = (
@@ -278,7 +300,7 @@ class Selecting:
             if self._pending or self._jobs or self._want_feeds:
                 return
             self._settled.set()
-            choice = self.choice  # type: ignore[attr-defined]
+            choice = self.choice
             notify = not self._notified and self._on_choice is not None and choice is not None
             self._notified = self._notified or choice is not None
         if notify:
