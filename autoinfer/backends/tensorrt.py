@@ -57,7 +57,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,7 +66,7 @@ import numpy as np
 
 from .._hw import threads_for
 from .._lazy import import_errors, import_optional, present
-from .._util import stable_json
+from .._util import exclusive, stable_json
 from ..errors import AutoinferError, BackendError, BackendUnavailable, InputError, UnsupportedModel
 from ._common import dist_version
 from .base import (
@@ -474,35 +474,9 @@ def _volume(shape: Sequence[int]) -> int:
 
 # -- the engine cache ---------------------------------------------------------------------
 
-_PATH_LOCKS: dict[str, threading.Lock] = {}
-_PATH_LOCKS_GUARD = threading.Lock()
 
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Held by one thread of one process at a time: only one of them builds an engine."""
-    with _PATH_LOCKS_GUARD:
-        lock = _PATH_LOCKS.setdefault(str(path), threading.Lock())
-    with lock:
-        try:
-            import fcntl
-
-            fh = open(path, "a+b")
-        except (ImportError, OSError) as exc:  # not POSIX, or read-only: threads still excluded
-            log.debug("tensorrt: no file lock on %s: %s", path, exc)
-            yield
-            return
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            except OSError as exc:  # file systems without locks (some NFS mounts)
-                log.debug("tensorrt: no file lock on %s: %s", path, exc)
-                yield
-                return
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+def _no_file_lock(exc: OSError) -> None:  # read-only, or no locks here: threads still excluded
+    log.debug("tensorrt: no file lock on the engine cache: %s", exc)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -1039,14 +1013,14 @@ class TensorRTBackend(Backend):
         """(engine, runtime, built now, build seconds): the cached engine, or a new build."""
         try:
             store.directory.mkdir(parents=True, exist_ok=True)
-            lock_ctx: contextlib.AbstractContextManager[None] = _exclusive(store.lock)
+            lock_ctx: contextlib.AbstractContextManager[bool] = exclusive(store.lock, on_error=_no_file_lock)
         except OSError as exc:
             log.warning(
                 "tensorrt: artifact directory %s unusable (%s); building without a cache",
                 store.directory,
                 exc,
             )
-            lock_ctx = contextlib.nullcontext()
+            lock_ctx = contextlib.nullcontext(False)
         with lock_ctx:
             cached = store.read()
             for _attempt in range(2):
