@@ -879,23 +879,13 @@ class NcnnBackend(Backend):
 # -- the check child: python -m autoinfer.backends.ncnn --self-check DIR -------------------------
 
 
-def _compare(got: np.ndarray, ref: np.ndarray) -> tuple[bool, float]:
-    if got.shape != ref.shape:
-        return False, float("inf")
-    g = got.astype(np.float64)
-    r = ref.astype(np.float64)
-    fin = np.isfinite(r)
-    if not np.array_equal(fin, np.isfinite(g)):
-        return False, float("inf")
-    if not fin.any():
-        return True, 0.0
-    diff = np.abs(g[fin] - r[fin])
-    scale = max(1.0, float(np.max(np.abs(r[fin]))))
-    ok = bool(np.all(diff <= _SELF_CHECK_ATOL * scale + _SELF_CHECK_RTOL * np.abs(r[fin])))
-    return ok, float(diff.max()) if diff.size else 0.0
-
-
 def _feeds(man: Mapping[str, Any], batch: int | None, seed: int) -> dict[str, np.ndarray]:
+    """Random inputs for the conversion check, from the manifest (the child has no model facts).
+
+    Not ``measure.sample_feeds``: that draws floats in [0, 1), inputs the model accepts; this
+    check asks whether pnnx translated every operator faithfully, and standard-normal floats
+    (both signs) also exercise the negative side of each activation, clip and comparison that
+    [0, 1) would leave untested."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for i in man["inputs"]:
@@ -969,15 +959,18 @@ def _agree(
     runner: NcnnRunner, feeds: Mapping[str, np.ndarray], refs: Sequence[np.ndarray], man: Mapping[str, Any]
 ) -> tuple[str, list[float]]:
     """('', errors) when the runner matches ``refs``, else (why not, errors)."""
+    from ..measure import compare  # here only: the measuring layer sits above the backends
+
     outs = runner.run(feeds)
     errs = []
     for o, got, ref in zip(man["outputs"], outs, refs, strict=True):
-        ok, err = _compare(got, ref)
+        ok, err, _rel, why = compare([got], [ref], _SELF_CHECK_RTOL, _SELF_CHECK_ATOL)
         errs.append(err)
         if not ok:
+            why = re.sub(r"^output 0:? *", "", why)  # compared alone, it is "output 0"
             return (
                 f"the converted ncnn graph disagrees with ONNX Runtime on output "
-                f"{o['name']!r} (max abs error {err:.3g} on random inputs)"
+                f"{o['name']!r} (max abs error {err:.3g} on random inputs: {why})"
             ), errs
     return "", errs
 
