@@ -1120,6 +1120,12 @@ def sample_inputs(
     :data:`DEFAULT_BATCH` for the first dimension and :data:`DEFAULT_DIM` for
     the others. A dimension name used by several inputs gets one size, so
     ``shapes={"input_ids": (1, 256)}`` also sizes ``attention_mask``.
+
+    Not ``autoinfer.measure.sample_feeds``, whose feeds the selection measures on: that one
+    reads model facts from a file and needs every shape concrete, while the builders here hand
+    over an in-memory ``ModelProto`` with symbolic dims to size; and its floats in [0, 1) and
+    masks of 0s and 1s would change what the benchmarks and the cross-runtime tests feed
+    (standard-normal activations, real attention masks of ones).
     """
     shapes = dict(shapes or {})
     graph = model.graph
