@@ -35,6 +35,7 @@ X86_FLAGS = frozenset(
         "amx_tile",
         "amx_bf16",
         "amx_int8",
+        "amx_fp16",
     }
 )
 ARM_FLAGS = frozenset({"asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "fphp", "asimdhp"})
