@@ -47,7 +47,8 @@ def _fresh_locks_in_child() -> None:
         keyed._forget()
 
 
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 _POLL_S = 0.05
 
