@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._util import stable_json
+from ._util import file_lock, stable_json
 from .errors import CacheError
 
 log = logging.getLogger("autoinfer.cache")
@@ -183,35 +183,13 @@ class Cache:
         if not self._ensure():
             yield False
             return
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            yield False
-            return
         path = self.path("locks", f"{key}.lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
+
+        def cannot(exc: OSError) -> None:
             warn_once(f"lock:{self.root}", "autoinfer cannot lock %s (%s)", path, exc)
-            yield False
-            return
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        yield False
-                        return
-                    time.sleep(0.05)
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+
+        with file_lock(path, timeout_s, on_error=cannot) as held:
+            yield held
 
     # -- model facts -------------------------------------------------------
     def facts_key(self, model_path: Path) -> str | None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import backends as registry
+from ._util import KeyedLocks
 from .backends.base import Backend, Candidate, Unsupported
 from .cache import Cache, digest
 from .config import Settings, check_objective
@@ -296,18 +297,7 @@ class Selector:
                 self.loader.cleanup()
 
 
-_select_locks: dict[str, threading.Lock] = {}
-_select_locks_guard = threading.Lock()
-
-
-def _fresh_locks_in_child() -> None:
-    """A forked child must not inherit a lock held by a selecting thread of its parent."""
-    global _select_locks_guard
-    _select_locks_guard = threading.Lock()
-    _select_locks.clear()
-
-
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
+_select_locks = KeyedLocks()  # one selection per key at a time in this process
 
 
 def cached_decision(sel: Selector) -> Decision | None:
@@ -353,9 +343,7 @@ def decide(
     dec = cached()
     if dec is not None:
         return dec
-    with _select_locks_guard:
-        tlock = _select_locks.setdefault(key, threading.Lock())
-    with tlock, cache.lock(key):
+    with _select_locks.lock(key), cache.lock(key):
         dec = cached()  # another thread or process may have finished it meanwhile
         if dec is not None:
             return dec

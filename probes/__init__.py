@@ -22,7 +22,7 @@ The contract:
 import logging
 
 from .detect import DEFAULT_TIMEOUT_S, detect
-from .model import CPU, SCHEMA_VERSION, Accelerator, CpuCluster, Hardware, MigInstance, NvidiaGPU, ProbeNote
+from .records import CPU, SCHEMA_VERSION, Accelerator, CpuCluster, Hardware, MigInstance, NvidiaGPU, ProbeNote
 
 logging.getLogger("probes").addHandler(logging.NullHandler())
 

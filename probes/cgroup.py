@@ -14,7 +14,7 @@ only the levels that exist are read, which ends at the mount root.
 
 from __future__ import annotations
 
-from .model import ProbeNote
+from .records import ProbeNote
 from .system import SystemView
 
 PROBE = "cgroup"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import X86_ARCHES, CpuCluster
+from .records import X86_ARCHES, CpuCluster
 from .system import SystemView, parse_cpu_list
 
 # Flags that can change which kernel a runtime picks, in Linux's spelling.
@@ -35,6 +35,7 @@ X86_FLAGS = frozenset(
         "amx_tile",
         "amx_bf16",
         "amx_int8",
+        "amx_fp16",
     }
 )
 ARM_FLAGS = frozenset({"asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "fphp", "asimdhp"})

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from . import bounded, cgroup, devices, nvidia
 from . import cpu as cpu_probes
-from .model import CPU, Accelerator, CpuCluster, Hardware, NvidiaGPU, ProbeNote
+from .records import CPU, Accelerator, CpuCluster, Hardware, NvidiaGPU, ProbeNote
 from .system import SystemView, open_system
 
 logger = logging.getLogger("probes")

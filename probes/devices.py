@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .model import Accelerator, ProbeNote
+from .records import Accelerator, ProbeNote
 from .system import SystemView
 
 _PCI_VENDORS = {

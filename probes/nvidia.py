@@ -15,7 +15,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from . import bounded
-from .model import MigInstance, NvidiaGPU, ProbeNote, Status
+from .records import MigInstance, NvidiaGPU, ProbeNote, Status
 
 PROBE = "nvml"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import bounded, nvidia
 from .detect import DEFAULT_TIMEOUT_S, _detect, detect
-from .model import Hardware, NvidiaGPU
+from .records import Hardware, NvidiaGPU
 from .system import META_FILE, LiveSystem
 
 NVML_ERRORS = {

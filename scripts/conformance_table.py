@@ -18,7 +18,9 @@ import platform
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -36,25 +38,23 @@ def _load_tests() -> tuple[object, object]:
     return conftest, mod
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "conformance.md")
-    ap.add_argument("--backend", action="append", help="only these backends (default: all usable)")
-    ap.add_argument("--suite", action="append", help="only these suites (default: all)")
-    args = ap.parse_args(argv)
+@dataclass
+class Results:
+    """What the cases gave, per backend: outcome counts per suite, and the cases to list."""
 
-    conftest, conf = _load_tests()
-    hw = conftest.hardware()
-    report = conftest.backend_report()
-    names = args.backend or conftest.usable_backends()
-    cases = [c for c in conf.CASES if not args.suite or c.suite in args.suite]
+    counts: dict[str, dict[str, Counter]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Counter))
+    )
+    unsupported: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    failures: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    known: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    notes: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))  # passes
+    seconds: Counter = field(default_factory=Counter)
 
-    counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    unsupported: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    failures: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    known: dict[str, list[tuple[str, str]]] = defaultdict(list)  # known load failures
-    notes: dict[str, list[tuple[str, str]]] = defaultdict(list)  # passes with a note
-    seconds: Counter = Counter()
+
+def run(conf: Any, names: list[str], cases: list[Any], hw: Any) -> Results:
+    """Every case through every backend, as tests/test_conformance.py runs it."""
+    res = Results()
     for name in names:
         for case in cases:
             out = conf.run_case(name, case, hw)
@@ -63,20 +63,20 @@ def main(argv: list[str] | None = None) -> int:
                 limit = conf.known_load_failure(name, case.id)
                 status = "known" if limit else "fail"
                 if limit:
-                    known[name].append((case.id, f"{limit} ({out.detail})"))
-            counts[name][case.suite][status] += 1
-            seconds[name] += out.seconds
-            if status == "known":
-                pass
-            elif status == "unsupported":
-                unsupported[name].append((case.id, out.detail))
+                    res.known[name].append((case.id, f"{limit} ({out.detail})"))
+            res.counts[name][case.suite][status] += 1
+            res.seconds[name] += out.seconds
+            if status == "unsupported":
+                res.unsupported[name].append((case.id, out.detail))
             elif status == "fail":
-                failures[name].append((case.id, out.detail))
-            elif out.detail:
-                notes[name].append((case.id, out.detail))
+                res.failures[name].append((case.id, out.detail))
+            elif status != "known" and out.detail:
+                res.notes[name].append((case.id, out.detail))
             print(f"{name:12s} {status:12s} {out.seconds:6.2f}s {case.id}", file=sys.stderr)
+    return res
 
-    suites = [s for s in conf.SUITES if any(c.suite == s for c in cases)]
+
+def _header(conf: Any, hw: Any, report: dict[str, tuple[bool, str]]) -> list[str]:
     lines = [
         "# Conformance of each backend on the ONNX backend test models",
         "",
@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Tolerances loosened per backend:", ""]
         for name, (rtol, atol, why) in conf.BACKEND_TOLERANCE.items():
             lines.append(f"- {name}: rtol {rtol:g}, atol {atol:g}: {why}")
-    lines += [
+    return lines
+
+
+def _table(res: Results, names: list[str], suites: list[str]) -> list[str]:
+    lines = [
         "",
         "| backend | suite | pass | unsupported | known limit | fail |",
         "|---|---|---:|---:|---:|---:|",
@@ -111,20 +115,25 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         total: Counter = Counter()
         for suite in suites:
-            c = counts[name][suite]
+            c = res.counts[name][suite]
             total.update(c)
             lines.append(
                 f"| {name} | {suite} | {c['pass']} | {c['unsupported']} | {c['known']} | {c['fail']} |"
             )
         lines.append(
-            f"| **{name}** | **all** ({seconds[name]:.0f} s) | **{total['pass']}** | "
+            f"| **{name}** | **all** ({res.seconds[name]:.0f} s) | **{total['pass']}** | "
             f"**{total['unsupported']}** | **{total['known']}** | **{total['fail']}** |"
         )
+    return lines
+
+
+def _listings(res: Results, names: list[str]) -> list[str]:
+    lines: list[str] = []
     for title, table in (
-        ("Failures", failures),
-        ("Load failures that are known runtime limits", known),
-        ("Passes compared differently, and why", notes),
-        ("Unsupported cases and reasons", unsupported),
+        ("Failures", res.failures),
+        ("Load failures that are known runtime limits", res.known),
+        ("Passes compared differently, and why", res.notes),
+        ("Unsupported cases and reasons", res.unsupported),
     ):
         if not any(table.values()):
             continue
@@ -139,10 +148,27 @@ def main(argv: list[str] | None = None) -> int:
                     cell = cell[:400] + " ..."
                 lines.append(f"| {case_id} | {cell} |")
             lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "conformance.md")
+    ap.add_argument("--backend", action="append", help="only these backends (default: all usable)")
+    ap.add_argument("--suite", action="append", help="only these suites (default: all)")
+    args = ap.parse_args(argv)
+
+    conftest, conf = _load_tests()
+    hw = conftest.hardware()
+    names = args.backend or conftest.usable_backends()
+    cases = [c for c in conf.CASES if not args.suite or c.suite in args.suite]
+    res = run(conf, names, cases, hw)
+    suites = [s for s in conf.SUITES if any(c.suite == s for c in cases)]
+    lines = _header(conf, hw, conftest.backend_report()) + _table(res, names, suites) + _listings(res, names)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
-    return 1 if any(failures.values()) else 0
+    return 1 if any(res.failures.values()) else 0
 
 
 if __name__ == "__main__":

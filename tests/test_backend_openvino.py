@@ -229,7 +229,25 @@ def test_candidates(backend: Any, hw: Any, model_paths: dict) -> None:
     cands = backend.candidates(facts, hw, "latency")
     assert Candidate.make(NAME, "cpu", "fp32") in cands
     caps = next(c for d, _, c, _ in ovb.device_report() if d == "CPU")
-    assert (Candidate.make(NAME, "cpu", "bf16") in cands) == ("BF16" in caps)
+    native = any(hw.cpu.has(f) for f in ("avx512_bf16", "amx_bf16"))  # not AVX-512 emulation
+    assert (Candidate.make(NAME, "cpu", "bf16") in cands) == ("BF16" in caps and native)
+
+
+def test_cpu_precisions_follow_the_hardware_facts_with_a_fake_openvino_report() -> None:
+    """A recorded machine's CPU flags decide, not the live CPU's report (the connector test's
+    bug); facts that name the CPU OpenVINO runs on need OpenVINO's word as well."""
+    from types import SimpleNamespace
+
+    def hw(name: str, *flags: str) -> Any:
+        return SimpleNamespace(cpu=SimpleNamespace(model_name=name, flags=flags))
+
+    everything = frozenset({"FP32", "BF16", "FP16", "INT8"})
+    assert ovb.cpu_precisions(hw("AMD EPYC 7B13", "avx2", "f16c"), "Intel Xeon", everything) == []
+    assert ovb.cpu_precisions(hw("Xeon 8480+", "avx512_bf16", "amx_bf16"), "EPYC", {"FP32"}) == ["bf16"]
+    assert ovb.cpu_precisions(hw("Cortex-A76", "asimdhp", "fphp"), "Intel Xeon", set()) == ["fp16"]
+    spr = hw("Intel(R) Xeon(R)  Platinum 8480+", "avx512_bf16", "amx_bf16", "avx512_fp16")
+    assert ovb.cpu_precisions(spr, "Intel(R) Xeon(R) Platinum 8480+", everything) == ["bf16", "fp16"]
+    assert ovb.cpu_precisions(spr, "intel(r) xeon(r) platinum 8480+", {"FP32", "FP16"}) == ["fp16"]
 
 
 def test_npu_with_dynamic_shapes_is_unsupported_with_reason(

@@ -171,7 +171,13 @@ def datasets(case: Case, input_names: list[str]) -> list[tuple[dict[str, np.ndar
 
 
 def compare(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float) -> str | None:
-    """Why ``got`` does not match ``expected``, or None."""
+    """Why ``got`` does not match ``expected``, or None.
+
+    onnx's own runner's judgement (``np.testing.assert_allclose``: ``|got - expected| <= atol
+    + rtol * |expected|``, strings compared as strings), not ``autoinfer.measure.compare``:
+    that one scales atol with the reference's largest magnitude, the selection's policy for
+    comparing two runtimes, and would let an output of magnitude 1000 drift 1000 times the
+    case's atol. The case's tolerances mean what onnx's runner means by them."""
     if len(got) != len(expected):
         return f"{len(got)} outputs, expected {len(expected)}"
     for i, (e, g) in enumerate(zip(expected, got, strict=True)):

@@ -506,14 +506,6 @@ def _cpu_computes(hw: Any, precision: str) -> bool:
     return False
 
 
-# Backends that read reduced-precision support from the live runtime rather than from
-# the hardware facts, so a replayed machine inherits this machine's CPU precisions.
-READS_LIVE_CPU_PRECISIONS = {
-    "openvino": "OpenVINO's CPU plugin reports the live CPU's "
-    "OPTIMIZATION_CAPABILITIES, not the recorded one's"
-}
-
-
 @pytest.mark.parametrize("name", RECORDED)
 def test_real_backends_reduced_precision_only_where_the_cpu_computes_it(
     name: str, model: Any, tmp_path: Path
@@ -521,9 +513,4 @@ def test_real_backends_reduced_precision_only_where_the_cpu_computes_it(
     hw = machine(name)
     got = rank(model, hw, None, "latency", "auto", tmp_path)
     wrong = [c for c in got.candidates if c.device == "cpu" and not _cpu_computes(hw, c.precision)]
-    live = [c for c in wrong if c.backend in READS_LIVE_CPU_PRECISIONS]
-    assert not [c for c in wrong if c not in live], (
-        f"ranked on {name}, whose CPU does not compute that precision: {wrong}"
-    )
-    if live:
-        pytest.xfail("; ".join(f"{c.key} on {name}: {READS_LIVE_CPU_PRECISIONS[c.backend]}" for c in live))
+    assert not wrong, f"ranked on {name}, whose CPU does not compute that precision: {wrong}"

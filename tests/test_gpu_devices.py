@@ -142,6 +142,21 @@ def test_ort_without_nvml_still_offers_cuda_0_with_fake_providers(tmp_path, gpu_
     assert ("CUDAExecutionProvider", "cuda:0", 0) in _gpu_candidates(out)
 
 
+@pytest.mark.parametrize("name", ["amd-epyc-2core-container", "intel-core-ultra-laptop-igpu-npu"])
+def test_ort_offers_no_cuda_where_the_facts_show_no_nvidia_gpu_with_fake_providers(
+    name, tmp_path, gpu_providers
+):
+    """onnxruntime-gpu's CUDA provider loads where the CUDA libraries are installed, GPU or not:
+    without an NVIDIA GPU in the hardware facts there is no CUDA candidate, and it says why."""
+    hw = replay(MACHINES / name)
+    assert not hw.nvidia_gpus and not any(a.vendor == "nvidia" for a in hw.accelerators)
+    out = ortb.OnnxRuntimeBackend().candidates(_facts(tmp_path), hw, "latency")
+    assert _gpu_candidates(out) == []
+    why = {c.reason for c in out if isinstance(c, Unsupported) and c.device == "cuda"}
+    assert why == {f"{ep} loads, but the hardware facts show no NVIDIA GPU" for ep in GPU_EPS[:2]}
+    assert "cuda" not in " ".join(ortb.OnnxRuntimeBackend().availability(hw).devices)
+
+
 def test_ort_tensorrt_provider_falls_back_to_cuda_then_cpu_with_fake_providers(tmp_path, gpu_providers):
     cand = Candidate.make("onnxruntime", "cuda:3", "fp16", provider="TensorrtExecutionProvider", device_id=1)
     names, opts = ortb.OnnxRuntimeBackend._providers(cand, LoadContext(artifact_dir=tmp_path / "a"))

@@ -77,6 +77,15 @@ F4 = np.arange(8, dtype=np.float32).reshape(2, 4) - 3.5
 
 def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
     """(name, model, feeds); feeds None: open only (nothing can be fed)."""
+    yield from _shape_quirks()
+    yield from _graph_quirks()
+    yield from _value_quirks()
+    yield from _type_quirks()
+    yield from _structure_quirks()
+
+
+def _shape_quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
+    """Quirks of dimensions and declared shapes."""
     relu = helper.make_node("Relu", ["x"], ["y"])
     yield (
         "negative dims (Paddle2ONNX)",
@@ -104,6 +113,11 @@ def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
         _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 5])]),
         {"x": F4},
     )
+
+
+def _graph_quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
+    """Quirks of nodes, initializers, domains and functions."""
+    relu = helper.make_node("Relu", ["x"], ["y"])
     # (duplicate node names: ONNX Runtime refuses them, "two nodes with same node name")
     yield (
         "unnamed nodes",
@@ -173,6 +187,11 @@ def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
         ),
         {"x": F4},
     )
+
+
+def _value_quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
+    """Quirks of metadata, odd sizes and the common input types."""
+    relu = helper.make_node("Relu", ["x"], ["y"])
     meta = _model([relu], [_vi("x", [2, 4])], [_vi("y", [2, 4])])
     helper.set_model_props(meta, {"": "empty key", "k": "", "ünïcode": "✓" * 300})
     meta.doc_string = "d" * 100_000
@@ -211,6 +230,10 @@ def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
             "s": np.array(["a", "bc"], dtype=object),
         },
     )
+
+
+def _type_quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
+    """Quirks of rarer input types, empty optional outputs and odd names."""
     yield (
         "fp16, fp64 and uint8 inputs",
         _model(
@@ -257,6 +280,11 @@ def quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
         ),
         {"input:0": F4},
     )
+
+
+def _structure_quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]:
+    """Quirks of outputs, control flow and non-tensor inputs."""
+    relu = helper.make_node("Relu", ["x"], ["y"])
     yield ("output that is an input", _model([], [_vi("x", [2, 4])], [_vi("x", [2, 4])]), {"x": F4})
     yield ("graph without outputs", _model([relu], [_vi("x", [2, 4])], []), {"x": F4})
     yield (

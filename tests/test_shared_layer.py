@@ -1,5 +1,6 @@
 """The shared low layer: optional imports (``autoinfer._lazy``), bounded child processes
-(``autoinfer._proc``), the thread count (``autoinfer._hw``), canonical JSON and objectives."""
+(``autoinfer._proc``), the thread count (``autoinfer._hw``), canonical JSON, locks
+(``autoinfer._util``) and objectives."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from autoinfer import _hw, _lazy, _proc
-from autoinfer._util import stable_json
+from autoinfer._util import KeyedLocks, exclusive, file_lock, stable_json
 from autoinfer.backends import base
 from autoinfer.errors import BackendUnavailable
 from autoinfer.objectives import OBJECTIVES
@@ -207,6 +208,147 @@ def test_old_names_still_resolve_to_the_one_home() -> None:
     assert _common.usable_cores is _hw.threads_for
     assert stable_json({"b": 1, "a": [1.5, None]}) == '{"a":[1.5,null],"b":1}'
     assert OBJECTIVES[0] == "latency" and len(set(OBJECTIVES)) == len(OBJECTIVES) == 4
+
+
+# -- locks ----------------------------------------------------------------------------------
+def test_exclusive_lets_one_thread_in_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    inside, most, entered = [0], [0], []
+    count = threading.Lock()
+
+    def work() -> None:
+        for _ in range(5):
+            with exclusive(path) as held:
+                entered.append(held)
+                with count:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.002)
+                with count:
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert entered == [True] * 30
+    assert most[0] == 1
+
+
+def test_exclusive_times_out_when_another_thread_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    got = threading.Event()
+    done = threading.Event()
+
+    def holder() -> None:
+        with exclusive(path):
+            got.set()
+            done.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert got.wait(10)
+    t0 = time.monotonic()
+    with exclusive(path, timeout_s=0.2) as held:
+        assert held is False
+    assert 0.15 <= time.monotonic() - t0 < 5
+    done.set()
+    t.join(10)
+    with exclusive(path, timeout_s=0) as held:
+        assert held is True
+
+
+_HOLD = """
+import sys, time
+from autoinfer._util import file_lock
+with file_lock(sys.argv[1]) as held:
+    print("held" if held else "not held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_file_lock_excludes_another_process_until_it_lets_go(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "x.lock"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with file_lock(path, timeout_s=0.3) as held:
+            assert held is False
+        assert time.monotonic() - t0 >= 0.25
+        with exclusive(path, timeout_s=0.1) as held:  # the thread lock is free, the file is not
+            assert held is False
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(30) == 0
+        with file_lock(path, timeout_s=5) as held:
+            assert held is True
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_file_lock_that_cannot_be_taken_yields_false_and_says_why(tmp_path: Path) -> None:
+    errors: list[OSError] = []
+    ran = False
+    with file_lock(tmp_path / "no-such-dir" / "x.lock", 1.0, on_error=errors.append) as held:
+        ran = True
+        assert held is False
+    assert ran and len(errors) == 1 and isinstance(errors[0], FileNotFoundError)
+    with exclusive(tmp_path / "no-such-dir" / "x.lock", on_error=errors.append) as held:
+        assert held is False  # threads are still excluded; the file lock is impossible
+    assert len(errors) == 2
+
+
+def test_keyed_locks_are_one_per_key() -> None:
+    locks = KeyedLocks()
+    assert locks.lock("a") is locks.lock("a")
+    assert locks.lock("a") is not locks.lock("b")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads: that is the point
+def test_a_forked_child_gets_fresh_locks_not_the_parents_held_ones(tmp_path: Path) -> None:
+    locks = KeyedLocks()
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.lock("k"), exclusive(tmp_path / "x.lock"):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the holding thread does not exist here
+            code = 1
+            try:
+                fresh = locks.lock("k").acquire(timeout=2)
+                # the parent's thread still holds the file lock: only the thread lock is fresh
+                with exclusive(tmp_path / "x.lock", timeout_s=0.2) as file_held:
+                    code = 0 if fresh and not file_held else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        t.join(10)
+    assert locks.lock("k").acquire(timeout=2)  # the parent's own lock, released by its holder
 
 
 # -- what backends declare is read --------------------------------------------------------

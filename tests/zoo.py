@@ -526,6 +526,88 @@ def _linear(g: _Graph, x: str, cin: int, cout: int, name: str, gain: float = 1.0
     return g.op("Add", [g.op("MatMul", [x, w], f"{name}.matmul"), b], f"{name}.add")
 
 
+def _bert_embeddings(g: _Graph, vocab: int, hidden: int, max_position: int, seq_len: int) -> str:
+    """Word, position and token-type (0 throughout) embeddings, summed and normalised."""
+    words = g.op(
+        "Gather",
+        [g.normal("embeddings.word_embeddings.weight", (vocab, hidden), 0.02), "input_ids"],
+        "embeddings.word",
+    )
+    positions = g.op(
+        "Gather",
+        [
+            g.normal("embeddings.position_embeddings.weight", (max_position, hidden), 0.02),
+            g.init("embeddings.position_ids", np.arange(seq_len, dtype=np.int64)[None]),
+        ],
+        "embeddings.position",
+    )
+    types = g.op(
+        "Gather",
+        [
+            g.normal("embeddings.token_type_embeddings.weight", (2, hidden), 0.02),
+            g.init("embeddings.token_type_ids", np.zeros((1, seq_len), np.int64)),
+        ],
+        "embeddings.token_type",
+    )
+    x = g.op("Add", [g.op("Add", [words, positions], "embeddings.add"), types], "embeddings.add")
+    return _layer_norm(g, x, hidden, "embeddings.LayerNorm")
+
+
+def _bert_mask(g: _Graph) -> str:
+    """The additive attention mask: (1 - mask) * -10000, broadcast over heads and query positions."""
+    m = g.op("Cast", ["attention_mask"], "extended_mask.cast", to=_FLOAT)
+    m = g.op("Sub", [g.const(1.0), m], "extended_mask.sub")
+    m = g.op("Mul", [m, g.const(-10000.0)], "extended_mask.mul")
+    return g.op("Unsqueeze", [m, g.const([1, 2], np.int64)], "extended_mask")
+
+
+def _bert_layer(
+    g: _Graph,
+    x: str,
+    p: str,
+    hidden: int,
+    heads: int,
+    inter: int,
+    mask: str | None,
+    split_heads: str,
+    merge_heads: str,
+) -> str:
+    """One encoder layer: self-attention over ``heads`` heads, then the erf-GELU feed-forward."""
+    head_dim = hidden // heads
+    q, k, v = (
+        g.op(
+            "Reshape",
+            [_linear(g, x, hidden, hidden, f"{p}.attention.{n}"), split_heads],
+            f"{p}.{n}.split",
+        )
+        for n in ("query", "key", "value")
+    )
+    q = g.op("Transpose", [q], f"{p}.query.t", perm=[0, 2, 1, 3])
+    k = g.op("Transpose", [k], f"{p}.key.t", perm=[0, 2, 3, 1])
+    v = g.op("Transpose", [v], f"{p}.value.t", perm=[0, 2, 1, 3])
+    s = g.op("Div", [g.op("MatMul", [q, k], f"{p}.scores"), g.const(math.sqrt(head_dim))], f"{p}.scaled")
+    if mask is not None:
+        s = g.op("Add", [s, mask], f"{p}.masked")
+    a = g.op("Softmax", [s], f"{p}.probs", axis=-1)
+    c = g.op("Transpose", [g.op("MatMul", [a, v], f"{p}.context")], f"{p}.context.t", perm=[0, 2, 1, 3])
+    c = g.op("Reshape", [c, merge_heads], f"{p}.context.merge")
+    o = _linear(g, c, hidden, hidden, f"{p}.attention.output")
+    x = _layer_norm(g, g.op("Add", [o, x], f"{p}.attention.residual"), hidden, f"{p}.attention.LayerNorm")
+    h = _linear(g, x, hidden, inter, f"{p}.intermediate")
+    erf = g.op("Erf", [g.op("Div", [h, g.const(math.sqrt(2.0))], f"{p}.gelu.div")], f"{p}.gelu.erf")
+    h = g.op(
+        "Mul",
+        [
+            g.op("Mul", [h, g.op("Add", [erf, g.const(1.0)], f"{p}.gelu.add")], f"{p}.gelu.mul"),
+            g.const(0.5),
+        ],
+        f"{p}.gelu",
+    )
+    o = _linear(g, h, inter, hidden, f"{p}.output", gain=math.sqrt(2.0))
+    x = _layer_norm(g, g.op("Add", [o, x], f"{p}.output.residual"), hidden, f"{p}.output.LayerNorm")
+    return x
+
+
 def _bert(
     *,
     seed: int = 0,
@@ -568,72 +650,12 @@ def _bert(
     inter = intermediate or 4 * hidden
     head_dim = hidden // heads
     g = _Graph(seed)
-    words = g.op(
-        "Gather",
-        [g.normal("embeddings.word_embeddings.weight", (vocab, hidden), 0.02), "input_ids"],
-        "embeddings.word",
-    )
-    positions = g.op(
-        "Gather",
-        [
-            g.normal("embeddings.position_embeddings.weight", (max_position, hidden), 0.02),
-            g.init("embeddings.position_ids", np.arange(seq_len, dtype=np.int64)[None]),
-        ],
-        "embeddings.position",
-    )
-    types = g.op(
-        "Gather",
-        [
-            g.normal("embeddings.token_type_embeddings.weight", (2, hidden), 0.02),
-            g.init("embeddings.token_type_ids", np.zeros((1, seq_len), np.int64)),
-        ],
-        "embeddings.token_type",
-    )
-    x = g.op("Add", [g.op("Add", [words, positions], "embeddings.add"), types], "embeddings.add")
-    x = _layer_norm(g, x, hidden, "embeddings.LayerNorm")
-
-    mask = None
-    if attention_mask:  # (1 - mask) * -10000, broadcast over heads and query positions
-        m = g.op("Cast", ["attention_mask"], "extended_mask.cast", to=_FLOAT)
-        m = g.op("Sub", [g.const(1.0), m], "extended_mask.sub")
-        m = g.op("Mul", [m, g.const(-10000.0)], "extended_mask.mul")
-        mask = g.op("Unsqueeze", [m, g.const([1, 2], np.int64)], "extended_mask")
-
+    x = _bert_embeddings(g, vocab, hidden, max_position, seq_len)
+    mask = _bert_mask(g) if attention_mask else None
     split_heads = g.const([0, 0, heads, head_dim], np.int64)
     merge_heads = g.const([0, 0, hidden], np.int64)
     for i in range(layers):
-        p = f"encoder.layer.{i}"
-        q, k, v = (
-            g.op(
-                "Reshape",
-                [_linear(g, x, hidden, hidden, f"{p}.attention.{n}"), split_heads],
-                f"{p}.{n}.split",
-            )
-            for n in ("query", "key", "value")
-        )
-        q = g.op("Transpose", [q], f"{p}.query.t", perm=[0, 2, 1, 3])
-        k = g.op("Transpose", [k], f"{p}.key.t", perm=[0, 2, 3, 1])
-        v = g.op("Transpose", [v], f"{p}.value.t", perm=[0, 2, 1, 3])
-        s = g.op("Div", [g.op("MatMul", [q, k], f"{p}.scores"), g.const(math.sqrt(head_dim))], f"{p}.scaled")
-        if mask is not None:
-            s = g.op("Add", [s, mask], f"{p}.masked")
-        a = g.op("Softmax", [s], f"{p}.probs", axis=-1)
-        c = g.op("Transpose", [g.op("MatMul", [a, v], f"{p}.context")], f"{p}.context.t", perm=[0, 2, 1, 3])
-        c = g.op("Reshape", [c, merge_heads], f"{p}.context.merge")
-        o = _linear(g, c, hidden, hidden, f"{p}.attention.output")
-        x = _layer_norm(g, g.op("Add", [o, x], f"{p}.attention.residual"), hidden, f"{p}.attention.LayerNorm")
-        h = _linear(g, x, hidden, inter, f"{p}.intermediate")
-        erf = g.op("Erf", [g.op("Div", [h, g.const(math.sqrt(2.0))], f"{p}.gelu.div")], f"{p}.gelu.erf")
-        h = g.op(
-            "Mul",
-            [
-                g.op("Mul", [h, g.op("Add", [erf, g.const(1.0)], f"{p}.gelu.add")], f"{p}.gelu.mul"),
-                g.const(0.5),
-            ],
-            f"{p}.gelu",
-        )
-        o = _linear(g, h, inter, hidden, f"{p}.output", gain=math.sqrt(2.0))
-        x = _layer_norm(g, g.op("Add", [o, x], f"{p}.output.residual"), hidden, f"{p}.output.LayerNorm")
+        x = _bert_layer(g, x, f"encoder.layer.{i}", hidden, heads, inter, mask, split_heads, merge_heads)
 
     g.rename(x, "last_hidden_state")
     inputs = [_value_info("input_ids", _INT64, [batch, seq_len])]
@@ -1120,6 +1142,12 @@ def sample_inputs(
     :data:`DEFAULT_BATCH` for the first dimension and :data:`DEFAULT_DIM` for
     the others. A dimension name used by several inputs gets one size, so
     ``shapes={"input_ids": (1, 256)}`` also sizes ``attention_mask``.
+
+    Not ``autoinfer.measure.sample_feeds``, whose feeds the selection measures on: that one
+    reads model facts from a file and needs every shape concrete, while the builders here hand
+    over an in-memory ``ModelProto`` with symbolic dims to size; and its floats in [0, 1) and
+    masks of 0s and 1s would change what the benchmarks and the cross-runtime tests feed
+    (standard-normal activations, real attention masks of ones).
     """
     shapes = dict(shapes or {})
     graph = model.graph

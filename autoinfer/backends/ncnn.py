@@ -444,8 +444,8 @@ def _request(
     )
 
 
-def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
-    """The draft manifest: blob names and batch axes, checked against the model."""
+def _check_written(workdir: Path, log_text: str) -> None:
+    """pnnx converted every operator and wrote the param, bin and script files."""
     flags = _pnnx.red_flags(log_text)
     if flags:
         raise _pnnx.ConversionError(
@@ -458,6 +458,10 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
             raise _pnnx.ConversionError(
                 f"pnnx finished without writing {f}; its last output: {_pnnx.tail(log_text) or '(none)'}"
             )
+
+
+def _check_blobs(workdir: Path, req: _pnnx.Request) -> tuple[list[str], list[str]]:
+    """(input blobs, output blobs) of the ncnn graph, one per input and output of the model."""
     in_blobs, produced, _ = _pnnx.read_param_blobs(
         (workdir / _pnnx.PARAM).read_text(encoding="utf-8", errors="replace")
     )
@@ -474,6 +478,42 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
             f"the ncnn graph has output blobs {outs_found}, but the model has "
             f"{len(req.outputs)} output(s) {[n for n, _ in req.outputs]}"
         )
+    return want_in, want_out
+
+
+def _input_entry(
+    blob: str, name: str, dtype: str, shape: tuple[int, ...], axis: int, blob_type: str
+) -> dict[str, Any]:
+    """The manifest entry of one input, refused where ncnn cannot take it as pnnx laid it out."""
+    batch: int | None = None if axis == _pnnx.NO_BATCH else axis
+    if batch is not None and (batch >= len(shape) or shape[batch] != 1):
+        raise _pnnx.ConversionError(
+            f"pnnx treats axis {batch} of input {name!r} {list(shape)} as its batch axis; "
+            "ncnn runs one sample at a time and that axis is not 1"
+        )
+    rank = len(shape) - (batch is not None)
+    if rank > _MAX_FEED_RANK:
+        raise _pnnx.ConversionError(
+            f"input {name!r} {list(shape)} would be a {rank}-axis "
+            f"ncnn tensor; ncnn has at most {_MAX_FEED_RANK}"
+        )
+    feed = "int32" if blob_type in ("int", "int32", "long", "int64") else "float32"
+    if (feed == "int32") != (dtype in ("int64", "int32")):
+        raise _pnnx.ConversionError(f"pnnx expects input {name!r} as {feed}, but it is {dtype}")
+    return {
+        "name": name,
+        "blob": blob,
+        "batch_index": batch,
+        "feed_dtype": feed,
+        "dtype": dtype,
+        "shape": list(shape),
+    }
+
+
+def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
+    """The draft manifest: blob names and batch axes, checked against the model."""
+    _check_written(workdir, log_text)
+    want_in, want_out = _check_blobs(workdir, req)
     script = (workdir / _pnnx.SCRIPT).read_text(encoding="utf-8", errors="replace")
     in_axes, out_axes, in_types = _pnnx.read_layout(script)
     if set(in_axes) != set(want_in) or set(out_axes) != set(want_out):
@@ -481,46 +521,20 @@ def _layout(workdir: Path, req: _pnnx.Request, log_text: str) -> dict[str, Any]:
             "pnnx's generated script does not describe every input "
             "and output blob; autoinfer cannot tell their layout"
         )
-    inputs = []
-    for blob, (name, dtype, shape) in zip(want_in, req.inputs, strict=True):
-        axis: int | None = in_axes[blob]
-        axis = None if axis == _pnnx.NO_BATCH else axis
-        if axis is not None and (axis >= len(shape) or shape[axis] != 1):
-            raise _pnnx.ConversionError(
-                f"pnnx treats axis {axis} of input {name!r} {list(shape)} as its batch axis; "
-                "ncnn runs one sample at a time and that axis is not 1"
-            )
-        rank = len(shape) - (axis is not None)
-        if rank > _MAX_FEED_RANK:
-            raise _pnnx.ConversionError(
-                f"input {name!r} {list(shape)} would be a {rank}-axis "
-                f"ncnn tensor; ncnn has at most {_MAX_FEED_RANK}"
-            )
-        feed = "int32" if in_types.get(blob, "float") in ("int", "int32", "long", "int64") else "float32"
-        if (feed == "int32") != (dtype in ("int64", "int32")):
-            raise _pnnx.ConversionError(f"pnnx expects input {name!r} as {feed}, but it is {dtype}")
-        inputs.append(
-            {
-                "name": name,
-                "blob": blob,
-                "batch_index": axis,
-                "feed_dtype": feed,
-                "dtype": dtype,
-                "shape": list(shape),
-            }
-        )
-    outputs = []
-    for blob, (name, dtype) in zip(want_out, req.outputs, strict=True):
-        axis = out_axes[blob]
-        outputs.append(
-            {
-                "name": name,
-                "blob": blob,
-                "batch_index": None if axis == _pnnx.NO_BATCH else axis,
-                "dtype": dtype,
-                "shape": None,
-            }
-        )
+    inputs = [
+        _input_entry(blob, name, dtype, shape, in_axes[blob], in_types.get(blob, "float"))
+        for blob, (name, dtype, shape) in zip(want_in, req.inputs, strict=True)
+    ]
+    outputs = [
+        {
+            "name": name,
+            "blob": blob,
+            "batch_index": None if out_axes[blob] == _pnnx.NO_BATCH else out_axes[blob],
+            "dtype": dtype,
+            "shape": None,
+        }
+        for blob, (name, dtype) in zip(want_out, req.outputs, strict=True)
+    ]
     return {
         "format": _pnnx.FORMAT,
         "key": req.key(),
@@ -865,23 +879,13 @@ class NcnnBackend(Backend):
 # -- the check child: python -m autoinfer.backends.ncnn --self-check DIR -------------------------
 
 
-def _compare(got: np.ndarray, ref: np.ndarray) -> tuple[bool, float]:
-    if got.shape != ref.shape:
-        return False, float("inf")
-    g = got.astype(np.float64)
-    r = ref.astype(np.float64)
-    fin = np.isfinite(r)
-    if not np.array_equal(fin, np.isfinite(g)):
-        return False, float("inf")
-    if not fin.any():
-        return True, 0.0
-    diff = np.abs(g[fin] - r[fin])
-    scale = max(1.0, float(np.max(np.abs(r[fin]))))
-    ok = bool(np.all(diff <= _SELF_CHECK_ATOL * scale + _SELF_CHECK_RTOL * np.abs(r[fin])))
-    return ok, float(diff.max()) if diff.size else 0.0
-
-
 def _feeds(man: Mapping[str, Any], batch: int | None, seed: int) -> dict[str, np.ndarray]:
+    """Random inputs for the conversion check, from the manifest (the child has no model facts).
+
+    Not ``measure.sample_feeds``: that draws floats in [0, 1), inputs the model accepts; this
+    check asks whether pnnx translated every operator faithfully, and standard-normal floats
+    (both signs) also exercise the negative side of each activation, clip and comparison that
+    [0, 1) would leave untested."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for i in man["inputs"]:
@@ -955,15 +959,18 @@ def _agree(
     runner: NcnnRunner, feeds: Mapping[str, np.ndarray], refs: Sequence[np.ndarray], man: Mapping[str, Any]
 ) -> tuple[str, list[float]]:
     """('', errors) when the runner matches ``refs``, else (why not, errors)."""
+    from ..measure import compare  # here only: the measuring layer sits above the backends
+
     outs = runner.run(feeds)
     errs = []
     for o, got, ref in zip(man["outputs"], outs, refs, strict=True):
-        ok, err = _compare(got, ref)
+        ok, err, _rel, why = compare([got], [ref], _SELF_CHECK_RTOL, _SELF_CHECK_ATOL)
         errs.append(err)
         if not ok:
+            why = re.sub(r"^output 0:? *", "", why)  # compared alone, it is "output 0"
             return (
                 f"the converted ncnn graph disagrees with ONNX Runtime on output "
-                f"{o['name']!r} (max abs error {err:.3g} on random inputs)"
+                f"{o['name']!r} (max abs error {err:.3g} on random inputs: {why})"
             ), errs
     return "", errs
 

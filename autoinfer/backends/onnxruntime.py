@@ -247,6 +247,14 @@ def _cuda_ordinals(hw: Hardware) -> tuple[dict[int, int], dict[int, str]]:
     return {i: p.ordinal for i, p in placed.items()}, why
 
 
+def _nvidia_outside_nvml(hw: Hardware) -> bool:
+    """Whether the hardware facts show an NVIDIA GPU among the devices found outside NVML."""
+    return any(
+        getattr(a, "vendor", None) == "nvidia" and getattr(a, "kind", None) in ("igpu", "dgpu", "gpu")
+        for a in getattr(hw, "accelerators", ()) or ()
+    )
+
+
 class OnnxRuntimeBackend(Backend):
     name = NAME
     package = "onnxruntime"
@@ -324,9 +332,11 @@ class OnnxRuntimeBackend(Backend):
         if not indexed:
             return [prefix]
         if prefix == "cuda":
-            if not getattr(hw, "nvidia_gpus", None):  # no NVML (Jetson): CUDA's first device
-                return ["cuda:0"]
-            return [f"cuda:{i}" for i in sorted(_cuda_ordinals(hw)[0])]
+            if getattr(hw, "nvidia_gpus", None):
+                return [f"cuda:{i}" for i in sorted(_cuda_ordinals(hw)[0])]
+            # NVML lists none: CUDA's first device only where the facts still show an NVIDIA
+            # GPU (Jetson's integrated one, which has no NVML; a card NVML could not read)
+            return ["cuda:0"] if _nvidia_outside_nvml(hw) else []
         return [f"{prefix}:0"]
 
     # -- choice -----------------------------------------------------------------
@@ -338,7 +348,11 @@ class OnnxRuntimeBackend(Backend):
                 continue
             precisions = _EPS[ep][1]
             ordinals, hidden = _cuda_ordinals(hw) if _EPS[ep][0] == "cuda" else ({}, {})
-            for dev in self._devices_for(ep, hw):
+            devices = self._devices_for(ep, hw)
+            if not devices and not hidden and _EPS[ep][0] == "cuda":
+                why = f"{ep} loads, but the hardware facts show no NVIDIA GPU"
+                out.append(Unsupported(NAME, "cuda", "fp32", why))
+            for dev in devices:
                 extra: dict[str, Any] = {"provider": ep}
                 if ":" in dev:
                     index = int(dev.split(":")[1])

@@ -74,6 +74,12 @@ log = logging.getLogger("autoinfer.backends.openvino")
 NAME = "openvino"
 FIX = "pip install 'autoinfer[openvino]'"
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# The CPU flags with which OpenVINO's CPU plugin computes a reduced precision natively
+# (its docs: bf16 on x86 only; fp16 on x86 with AVX-512 FP16 or AMX-FP16, and on ARMv8.2+).
+_CPU_PRECISION_FLAGS = {
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "fp16": ("avx512_fp16", "amx_fp16", "fphp", "asimdhp"),
+}
 # Settings a candidate may carry: OpenVINO compile properties, passed through.
 _SETTINGS = frozenset(
     {
@@ -172,6 +178,22 @@ def device_report() -> tuple[tuple[str, str, frozenset[str], frozenset[str]], ..
             props = frozenset()
         out.append((str(dev), full, caps, props))
     return tuple(out)
+
+
+def cpu_precisions(hw: Any, full_name: str, caps: Iterable[str]) -> list[str]:
+    """The reduced precisions OpenVINO computes natively on the CPU of the hardware facts.
+
+    The facts' CPU flags decide: they may describe a recorded machine, not this one. When
+    they name the CPU OpenVINO runs on here (``full_name``), OpenVINO must also report the
+    capability (``caps``, its OPTIMIZATION_CAPABILITIES)."""
+    model_name = str(getattr(getattr(hw, "cpu", None), "model_name", "") or "")
+    here = " ".join(model_name.split()).casefold() == " ".join(str(full_name).split()).casefold()
+    reported = {str(c).upper() for c in caps}
+    return [
+        precision
+        for precision, flags in _CPU_PRECISION_FLAGS.items()
+        if any(cpu_has(hw, f) for f in flags) and (not here or precision.upper() in reported)
+    ]
 
 
 def to_device(ov_device: str) -> str:
@@ -359,7 +381,7 @@ class OpenVinoBackend(Backend):
             return [Unsupported(NAME, "cpu", "fp32", f"OpenVINO is not usable: {exc}")]
         out: list[Candidate | Unsupported] = []
         refused = refuse(model)
-        for ov_dev, _, caps, _ in report:
+        for ov_dev, full_name, caps, _ in report:
             dev = to_device(ov_dev)
             kind = ov_dev.split(".")[0]
             if refused:
@@ -385,8 +407,8 @@ class OpenVinoBackend(Backend):
                 out.append(Candidate.make(NAME, dev, "fp16"))
                 continue
             out.append(Candidate.make(NAME, dev, "fp32"))
-            if kind == "CPU" and "BF16" in caps:
-                out.append(Candidate.make(NAME, dev, "bf16"))
+            if kind == "CPU":
+                out += [Candidate.make(NAME, dev, p) for p in cpu_precisions(hw, full_name, caps)]
             if kind == "GPU" and "FP16" in caps:
                 out.append(Candidate.make(NAME, dev, "fp16"))
         return out
@@ -439,6 +461,16 @@ class OpenVinoBackend(Backend):
                 else:
                     cost *= 0.65
                     reasons.append("bf16 with AVX-512 BF16 instructions")
+            elif candidate.precision == "fp16":
+                if cpu_has(hw, "amx_fp16"):
+                    cost *= 0.35
+                    reasons.append("fp16 on AMX tiles")
+                elif cpu_has(hw, "avx512_fp16"):
+                    cost *= 0.65
+                    reasons.append("fp16 with AVX-512 FP16 instructions")
+                else:
+                    cost *= 0.75
+                    reasons.append("fp16 with the ARM CPU's half-precision arithmetic")
             if gflop < 0.01:
                 cost *= 1.1
                 reasons.append("a tiny model: per-call overhead dominates")

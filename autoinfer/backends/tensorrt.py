@@ -57,7 +57,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,7 +66,7 @@ import numpy as np
 
 from .._hw import threads_for
 from .._lazy import import_errors, import_optional, present
-from .._util import stable_json
+from .._util import exclusive, stable_json
 from ..errors import AutoinferError, BackendError, BackendUnavailable, InputError, UnsupportedModel
 from ._common import dist_version
 from .base import (
@@ -474,35 +474,9 @@ def _volume(shape: Sequence[int]) -> int:
 
 # -- the engine cache ---------------------------------------------------------------------
 
-_PATH_LOCKS: dict[str, threading.Lock] = {}
-_PATH_LOCKS_GUARD = threading.Lock()
 
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Held by one thread of one process at a time: only one of them builds an engine."""
-    with _PATH_LOCKS_GUARD:
-        lock = _PATH_LOCKS.setdefault(str(path), threading.Lock())
-    with lock:
-        try:
-            import fcntl
-
-            fh = open(path, "a+b")
-        except (ImportError, OSError) as exc:  # not POSIX, or read-only: threads still excluded
-            log.debug("tensorrt: no file lock on %s: %s", path, exc)
-            yield
-            return
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            except OSError as exc:  # file systems without locks (some NFS mounts)
-                log.debug("tensorrt: no file lock on %s: %s", path, exc)
-                yield
-                return
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+def _no_file_lock(exc: OSError) -> None:  # read-only, or no locks here: threads still excluded
+    log.debug("tensorrt: no file lock on the engine cache: %s", exc)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -689,6 +663,80 @@ def _mig_share(gpu: NvidiaGPU) -> float:
     if not gpu.mig_enabled or not gpu.mig_instances or gpu.memory_total_mb <= 0:
         return 1.0
     return min(1.0, max(m.memory_total_mb for m in gpu.mig_instances) / gpu.memory_total_mb)
+
+
+def _check_request(
+    candidate: Candidate, model: ModelFacts, ctx: LoadContext
+) -> tuple[int, NvidiaGPU | None, Profile]:
+    """(CUDA index, the GPU of the hardware facts, the optimisation profile) of a load request,
+    or the reason it cannot be served; nothing of TensorRT is imported for these checks."""
+    _check_settings(candidate)
+    index = _device_index(candidate.device)
+    if index is None:
+        raise BackendError(NAME, f"device: expected cuda or cuda:N, received {candidate.device!r}")
+    problem = _model_problem(model)
+    if problem:
+        raise UnsupportedModel(NAME, problem)
+    gpu = _gpu_for(ctx.hardware, candidate.device) if ctx.hardware is not None else None
+    if ctx.hardware is not None and gpu is None:
+        raise BackendUnavailable(f"tensorrt: no NVIDIA GPU {candidate.device} on this machine")
+    if gpu is not None:
+        if candidate.precision == "fp16" and not gpu.supports_fp16:
+            raise UnsupportedModel(NAME, f"{gpu.name} has no fp16 arithmetic")
+        if candidate.precision == "int8" and not gpu.supports_int8:
+            raise UnsupportedModel(NAME, f"{gpu.name} has no INT8 support")
+    if candidate.precision == "int8" and not _is_qdq(model):
+        raise UnsupportedModel(
+            NAME,
+            "INT8 needs calibration data, and this model has no QuantizeLinear/DequantizeLinear nodes",
+        )
+    try:
+        shapes = resolve_shapes(model, ctx.input_shapes)
+    except ValueError as exc:
+        raise UnsupportedModel(
+            NAME,
+            f"needs input_shapes: {exc}; TensorRT builds its "
+            "engine for a range of shapes chosen at load "
+            "time",
+        ) from None
+    return index, gpu, _profile(model, shapes)
+
+
+def _check_version(trt_version: str, candidate: Candidate, gpu: NvidiaGPU | None) -> None:
+    """Refuses what the installed TensorRT cannot do: this GPU, or fp16 on a strongly typed build."""
+    if gpu is not None:
+        need = min_compute_capability(trt_version)
+        if tuple(gpu.compute_capability) < need:
+            raise BackendUnavailable(
+                f"tensorrt {trt_version} does not support {gpu.name} (compute "
+                f"capability {_cc(gpu)}, needs {need[0]}.{need[1]})"
+            )
+    if candidate.precision == "fp16" and strongly_typed_only(trt_version):
+        raise UnsupportedModel(NAME, FP16_NEEDS_CONVERSION.format(version=trt_version))
+
+
+def _place(cuda: Cudart, device: str, gpu: NvidiaGPU | None, index: int) -> tuple[int, dict[str, Any]]:
+    """(CUDA ordinal, the GPU's part of the engine key) after making ``device`` current."""
+    from ._cuda import CudaError
+
+    try:
+        if gpu is not None:
+            placement = cuda.place(gpu)
+            ordinal = placement.ordinal
+            gpu_key: dict[str, Any] = {"name": gpu.name, "cc": list(gpu.compute_capability)}
+            if placement.mig is not None:
+                gpu_key["mig"] = [placement.mig.name, placement.mig.memory_total_mb]
+        else:  # no hardware facts: cuda:N is CUDA's own ordinal N
+            ordinal = index
+            gpu_key = {"ordinal": ordinal, "uuid": cuda.device_uuid(ordinal)}
+        cuda.set_device(ordinal)
+    except CudaError as exc:
+        raise _cuda_failure(exc, f"selecting {device}") from None
+    except ValueError as exc:
+        raise BackendUnavailable(f"tensorrt: {device}: {exc}") from None
+    except Exception as exc:  # bindings without a function we call
+        raise BackendError(NAME, f"selecting {device} failed: {type(exc).__name__}: {exc}") from None
+    return ordinal, gpu_key
 
 
 class TensorRTBackend(Backend):
@@ -910,69 +958,11 @@ class TensorRTBackend(Backend):
     # -- loading ----------------------------------------------------------------------
 
     def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
-        _check_settings(candidate)
-        index = _device_index(candidate.device)
-        if index is None:
-            raise BackendError(NAME, f"device: expected cuda or cuda:N, received {candidate.device!r}")
-        problem = _model_problem(model)
-        if problem:
-            raise UnsupportedModel(NAME, problem)
-        gpu = _gpu_for(ctx.hardware, candidate.device) if ctx.hardware is not None else None
-        if ctx.hardware is not None and gpu is None:
-            raise BackendUnavailable(f"tensorrt: no NVIDIA GPU {candidate.device} on this machine")
-        if gpu is not None:
-            if candidate.precision == "fp16" and not gpu.supports_fp16:
-                raise UnsupportedModel(NAME, f"{gpu.name} has no fp16 arithmetic")
-            if candidate.precision == "int8" and not gpu.supports_int8:
-                raise UnsupportedModel(NAME, f"{gpu.name} has no INT8 support")
-        if candidate.precision == "int8" and not _is_qdq(model):
-            raise UnsupportedModel(
-                NAME,
-                "INT8 needs calibration data, and this model has no QuantizeLinear/DequantizeLinear nodes",
-            )
-        try:
-            shapes = resolve_shapes(model, ctx.input_shapes)
-        except ValueError as exc:
-            raise UnsupportedModel(
-                NAME,
-                f"needs input_shapes: {exc}; TensorRT builds its "
-                "engine for a range of shapes chosen at load "
-                "time",
-            ) from None
-        profile = _profile(model, shapes)
-
+        index, gpu, profile = _check_request(candidate, model, ctx)
         trt = _import_trt()
         cuda = _import_cuda()
-        from ._cuda import CudaError
-
-        if gpu is not None:
-            need = min_compute_capability(trt.__version__)
-            if tuple(gpu.compute_capability) < need:
-                raise BackendUnavailable(
-                    f"tensorrt {trt.__version__} does not support {gpu.name} (compute "
-                    f"capability {_cc(gpu)}, needs {need[0]}.{need[1]})"
-                )
-        if candidate.precision == "fp16" and strongly_typed_only(trt.__version__):
-            raise UnsupportedModel(NAME, FP16_NEEDS_CONVERSION.format(version=trt.__version__))
-        try:
-            if gpu is not None:
-                placement = cuda.place(gpu)
-                ordinal = placement.ordinal
-                gpu_key: dict[str, Any] = {"name": gpu.name, "cc": list(gpu.compute_capability)}
-                if placement.mig is not None:
-                    gpu_key["mig"] = [placement.mig.name, placement.mig.memory_total_mb]
-            else:  # no hardware facts: cuda:N is CUDA's own ordinal N
-                ordinal = index
-                gpu_key = {"ordinal": ordinal, "uuid": cuda.device_uuid(ordinal)}
-            cuda.set_device(ordinal)
-        except CudaError as exc:
-            raise _cuda_failure(exc, f"selecting {candidate.device}") from None
-        except ValueError as exc:
-            raise BackendUnavailable(f"tensorrt: {candidate.device}: {exc}") from None
-        except Exception as exc:  # bindings without a function we call
-            raise BackendError(
-                NAME, f"selecting {candidate.device} failed: {type(exc).__name__}: {exc}"
-            ) from None
+        _check_version(trt.__version__, candidate, gpu)
+        ordinal, gpu_key = _place(cuda, candidate.device, gpu, index)
 
         logger = _logger(trt)
         key = {
@@ -1023,14 +1013,14 @@ class TensorRTBackend(Backend):
         """(engine, runtime, built now, build seconds): the cached engine, or a new build."""
         try:
             store.directory.mkdir(parents=True, exist_ok=True)
-            lock_ctx: contextlib.AbstractContextManager[None] = _exclusive(store.lock)
+            lock_ctx: contextlib.AbstractContextManager[bool] = exclusive(store.lock, on_error=_no_file_lock)
         except OSError as exc:
             log.warning(
                 "tensorrt: artifact directory %s unusable (%s); building without a cache",
                 store.directory,
                 exc,
             )
-            lock_ctx = contextlib.nullcontext()
+            lock_ctx = contextlib.nullcontext(False)
         with lock_ctx:
             cached = store.read()
             for _attempt in range(2):
