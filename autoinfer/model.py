@@ -504,7 +504,7 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
     whole process, ONNX Runtime included; a model that crashes it here is
     rejected before any runtime sees it.
     """
-    from ._isolate import in_child
+    from ._proc import in_child
 
     outcome, value = in_child(lambda: _estimate_flops(model), 60.0 + 60.0 * size / 2**30)
     if outcome == "ok":
