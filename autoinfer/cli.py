@@ -219,14 +219,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import probes
 
-    from .cache import Cache
-    from .config import Settings
+    from .config import open_cache
     from .model import load_facts_cached
     from .policy import Options, Selector
 
     tty = sys.stderr.isatty() and not args.json
-    settings = Settings.resolve(cache_dir=args.cache_dir, budget_s=args.budget or 600.0)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
+    settings, cache = open_cache(args.cache_dir, args.budget or 600.0)
     facts = load_facts_cached(args.model, cache)
     opts = Options(
         objective=args.objective,
@@ -335,11 +333,9 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 # -- cache --------------------------------------------------------------------
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import Cache
-    from .config import Settings
+    from .config import open_cache
 
-    settings = Settings.resolve(cache_dir=args.cache_dir)
-    cache = Cache(settings.cache_dir, max_bytes=settings.cache_max_bytes)
+    settings, cache = open_cache(args.cache_dir, enabled=True)  # lists and clears even when off
     if args.action == "path":
         print(settings.cache_dir)
     elif args.action == "list":

@@ -27,7 +27,7 @@ import numpy as np
 from . import backends as registry
 from .backends.base import Backend, Candidate, Unsupported
 from .cache import Cache, digest
-from .config import Settings, check_objective
+from .config import Settings, check_objective, open_cache
 from .decision import DECISION_FORMAT, Decision, Measurement, RaceStat, Ranked
 from .errors import ConfigError, NoCandidateError
 from .loader import Loader, artifact_key, check_threads, threads_for
@@ -401,8 +401,7 @@ def select(
 
     from .model import load_facts_cached
 
-    settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
+    settings, cache = open_cache(cache_dir, budget_s)
     facts = load_facts_cached(model, cache)
     opts = Options(
         objective=objective,

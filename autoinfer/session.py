@@ -29,8 +29,7 @@ import numpy as np
 from . import backends as registry
 from .backends.base import Candidate, Runner
 from .backends.onnxruntime_api import OrtSurface
-from .cache import Cache
-from .config import Settings
+from .config import open_cache
 from .decision import Decision, Ranked
 from .errors import AutoinferError, BackendError, ConfigError, InputError, ModelError, NoCandidateError
 from .loader import Loader
@@ -143,12 +142,7 @@ class Session(Selecting, OrtSurface):
         self._closed = False
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._release_model: Any = None  # lets go of a held model copy (bytes)
-        self._settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
-        self._cache = Cache(
-            self._settings.cache_dir,
-            enabled=self._settings.cache_enabled,
-            max_bytes=self._settings.cache_max_bytes,
-        )
+        self._settings, self._cache = open_cache(cache_dir, budget_s)
         self._path = self._model_path(path_or_bytes)
         self._facts = self._read_facts(path_or_bytes)
         self._hw = probes.detect()
