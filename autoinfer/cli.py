@@ -249,7 +249,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             {
                 "candidate": r.candidate.key,
                 "status": r.status,
-                "reason": r.reason,
+                "status_reason": r.status_reason,
                 "median_ms": m.median_s * 1e3 if m else None,
                 "p90_ms": m.p90_s * 1e3 if m else None,
                 "throughput_per_s": m.throughput if m else None,

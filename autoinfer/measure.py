@@ -393,8 +393,8 @@ class Measurer:
         res, outs = self.screen_one(r.candidate, slice_s)
         if not res.get("ok"):
             r.status = "unsupported" if res.get("kind") == "unsupported" else "failed"
-            r.reason = str(res.get("reason", "unknown failure"))
-            log.info("%s: %s (%s)", r.candidate.key, r.status, r.reason)
+            r.status_reason = str(res.get("reason", "unknown failure"))
+            log.info("%s: %s (%s)", r.candidate.key, r.status, r.status_reason)
             return
         m = Measurement(
             load_s=res["load_s"],
@@ -417,11 +417,11 @@ class Measurer:
                 worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
                 if not ok:
                     m.max_abs_err, m.max_rel_err = worst_abs, worst_rel
-                    r.status, r.reason, r.measurement = "rejected", f"wrong outputs: {why}", m
+                    r.status, r.status_reason, r.measurement = "rejected", f"wrong outputs: {why}", m
                     log.warning("autoinfer rejected %s: %s", r.candidate.key, why)
                     return
             m.max_abs_err, m.max_rel_err = worst_abs, worst_rel
-        r.status, r.reason, r.measurement = "measured", "", m
+        r.status, r.status_reason, r.measurement = "measured", "", m
 
     def close(self) -> None:
         for w in self.workers.values():
@@ -443,7 +443,7 @@ class Measurer:
             if ref is not None:
                 self.evaluate(ref, per, True)
                 failed = ref.status != "measured"
-                why = ref.reason
+                why = ref.status_reason
             else:
                 res, outs = self.screen_one(ref_cand, 0.0, time_it=False)
                 self.reference = outs if res.get("ok") else None
@@ -461,14 +461,14 @@ class Measurer:
             if r.status != "ranked":
                 continue
             if time.monotonic() > self.deadline and any(x.status == "measured" for x in ranked):
-                r.status, r.reason = "skipped", "not measured: time budget spent"
+                r.status, r.status_reason = "skipped", "not measured: time budget spent"
                 continue
             self.evaluate(r, per, False)
         if not any(r.status == "measured" for r in ranked):
             raise NoCandidateError(
                 f"no runtime ran {self.model.path.name} correctly here",
                 {
-                    **{r.candidate.key: f"{r.status}: {r.reason}" for r in ranked},
+                    **{r.candidate.key: f"{r.status}: {r.status_reason}" for r in ranked},
                     **{u["key"]: u["reason"] for u in unsupported},
                 },
             )
@@ -481,7 +481,7 @@ class Measurer:
         finalists = finalists[:MAX_FINALISTS]
         for r in measured:
             if r is not base and r not in finalists:
-                r.reason = (
+                r.status_reason = (
                     f"not raced: slower than {SLOWER_CUT:g}x the best quick time"
                     if r.measurement.metric(obj) > SLOWER_CUT * best  # type: ignore[union-attr]
                     else f"not raced: not among the {MAX_FINALISTS} fastest"
@@ -497,7 +497,7 @@ class Measurer:
             winner.reasons = winner.reasons + ("no reference outputs were available: accuracy not checked",)
         for r in ranked:
             if r.status == "ranked":
-                r.status, r.reason = "skipped", "not measured"
+                r.status, r.status_reason = "skipped", "not measured"
         return Decision(
             winner.candidate,
             obj,
@@ -531,7 +531,7 @@ class Measurer:
                 nr = Ranked(v, r.cost, r.reasons + (f"tuned variant of {r.candidate.key}",))
                 ranked.append(nr)
                 if time.monotonic() > self.deadline:
-                    nr.status, nr.reason = "skipped", "not measured: time budget spent"
+                    nr.status, nr.status_reason = "skipped", "not measured: time budget spent"
                     continue
                 self.evaluate(nr, per, False)
 
@@ -580,7 +580,7 @@ class Measurer:
                 best = r
         for i, why in (res.get("failed") or {}).items():
             r = entrants[int(i)]
-            r.status, r.reason = "failed", f"failed in the race: {why}"
+            r.status, r.status_reason = "failed", f"failed in the race: {why}"
             if r is best:
                 best = None
             if r is base:

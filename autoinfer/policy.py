@@ -79,7 +79,7 @@ class Options:
     budget_s: float | None = None
     candidate_timeout_s: float = 300.0
     memory_limit_mb: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    app_options: dict[str, Any] = field(default_factory=dict)
     tune: bool = True
     precision: str = "fp32"
     threads: int | None = None  # the application's explicit thread count
@@ -159,7 +159,7 @@ class Selector:
         self.opts = opts.normalised()
         self.cache = cache
         self.settings = settings
-        self.backends = registry.select(opts.backends, opts.exclude)
+        self.backends = registry.resolve(opts.backends, opts.exclude)
         self.progress = progress or (lambda msg: None)
         self.cancel = cancel
         self.shapes = resolve_input_shapes(model, opts.input_shapes)
@@ -171,7 +171,7 @@ class Selector:
             objective=self.opts.objective,
             threads=self.opts.threads,
             timeout_s=self.opts.candidate_timeout_s,
-            extra=self.opts.extra,
+            app_options=self.opts.app_options,
         )
         self.threads = self.loader.threads
 
@@ -194,7 +194,7 @@ class Selector:
                 "objective": self.opts.objective,
                 "bucket": self.bucket,
                 "backends": sorted(b.name for b in self.backends),
-                "extra": {k: repr(v) for k, v in sorted(self.opts.extra.items())},
+                "app_options": {k: repr(v) for k, v in sorted(self.opts.app_options.items())},
                 "tol": [self.opts.rtol, self.opts.atol],
                 "precision": self.opts.precision,
                 "threads": self.opts.threads,

@@ -146,7 +146,7 @@ class Session(Selecting, OrtSurface):
         self._path = self._model_path(path_or_bytes)
         self._facts = self._read_facts(path_or_bytes)
         self._hw = probes.detect()
-        extra: dict[str, Any] = {}
+        app_options: dict[str, Any] = {}
         # A runtime's own session arguments pin the session to the backend that claims
         # them, run with exactly those (autoinfer.patch() reads them as hints instead).
         claim = (
@@ -157,7 +157,7 @@ class Session(Selecting, OrtSurface):
         self._pinned = claim is not None
         if claim is not None:
             backends, exclude, benchmark = [claim.backend], None, False
-            extra = {
+            app_options = {
                 "sess_options": sess_options,
                 "providers": list(providers or []) or None,
                 "provider_options": provider_options,
@@ -174,10 +174,10 @@ class Session(Selecting, OrtSurface):
             atol=atol,
             budget_s=budget_s,
             precision=precision,
-            extra=extra,
+            app_options=app_options,
             threads=threads,
         ).normalised()
-        registry.select(backends, exclude)  # validate names now, not at first run
+        registry.resolve(backends, exclude)  # validate names now, not at first run
         self._mode = "off" if (self._pinned or benchmark is False) else selection
         self._sample = as_feed_list(sample_inputs)
         self._fallback = fallback
@@ -189,7 +189,7 @@ class Session(Selecting, OrtSurface):
             self._cache,
             objective=self._opts.objective,
             threads=self._opts.threads,
-            extra=extra,
+            app_options=app_options,
         )
         self._prepare_validation()
         self._by_bucket: dict[str, Active] = {}
@@ -318,7 +318,7 @@ class Session(Selecting, OrtSurface):
         """The safe choice: the reference at its defaults or, where it cannot load the model,
         the first candidate by estimate that can."""
         order: list[Candidate] = []
-        for b in registry.select(self._opts.backends, self._opts.exclude):
+        for b in registry.resolve(self._opts.backends, self._opts.exclude):
             if b.capabilities.reference and b.availability(self._hw).usable:
                 order.append(Candidate(b.name, "cpu", "fp32"))
                 break
