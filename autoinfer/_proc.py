@@ -1,4 +1,11 @@
-"""Bounded child processes: the one way autoinfer runs a converter or a check in a child.
+"""Child processes: the one home of how autoinfer runs anything in a child.
+
+- :func:`start_child`: a child in its own session (so its process group is its own) with
+  :func:`child_env` as its environment; the measuring workers start this way.
+- :func:`kill_group`: kill a child's whole process group and reap it.
+- :func:`run_bounded`: a converter or a check run to completion, bounded in time.
+- :func:`in_child`: a function run in a forked child, so that native code crashing on a
+  malformed model takes down the child, not the caller.
 
 :func:`run_bounded` starts the command in its own session (so its process group
 is its own), with :func:`child_env` as its environment (every runtime's
@@ -14,16 +21,20 @@ the call. The result is a :class:`ChildResult`; a failure to start is the
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import select
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 log = logging.getLogger("autoinfer.proc")
 
@@ -65,6 +76,30 @@ def child_env(updates: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def start_child(
+    args: Sequence[str],
+    *,
+    stdin: Any = subprocess.DEVNULL,
+    stdout: Any = None,
+    stderr: Any = None,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` in its own session (its process group is its own, for
+    :func:`kill_group`), with ``env`` as its whole environment (default :func:`child_env`).
+    ``stdin``, ``stdout`` and ``stderr`` are as for ``subprocess.Popen``. Raises OSError
+    when it cannot be started."""
+    return subprocess.Popen(
+        list(args),
+        cwd=cwd,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        env=dict(env) if env is not None else child_env(),
+    )
+
+
 def run_bounded(
     args: Sequence[str],
     *,
@@ -90,15 +125,7 @@ def run_bounded(
         else:
             out = stack.enter_context(tempfile.TemporaryFile())
         t0 = time.monotonic()
-        proc = subprocess.Popen(
-            list(args),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(env) if env is not None else child_env(),
-        )
+        proc = start_child(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
         timed_out = False
         try:
             if memory_limit_bytes is not None:
@@ -123,15 +150,16 @@ def run_bounded(
     return ChildResult(rc, text, elapsed, timed_out)
 
 
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill ``proc``'s process group (it leads one: started in its own session) and reap it."""
+def kill_group(proc: subprocess.Popen[bytes], wait_s: float = 10.0) -> None:
+    """Kill ``proc``'s process group (it leads one: started in its own session) and reap it,
+    waiting at most ``wait_s`` seconds."""
     with contextlib.suppress(OSError):
         if hasattr(os, "killpg"):
             os.killpg(proc.pid, signal.SIGKILL)
         elif proc.returncode is None:  # pragma: no cover - Windows
             proc.kill()
     with contextlib.suppress(Exception):
-        proc.wait(timeout=10)
+        proc.wait(timeout=wait_s)
 
 
 def _limit_memory(pid: int, nbytes: int) -> None:
@@ -141,3 +169,83 @@ def _limit_memory(pid: int, nbytes: int) -> None:
         resource.prlimit(pid, resource.RLIMIT_AS, (nbytes, nbytes))
     except (ImportError, AttributeError, OSError, ValueError) as exc:  # not Linux, or gone
         log.debug("cannot limit the memory of child %d: %s", pid, exc)
+
+
+def in_child(fn: Callable[[], Any], timeout_s: float) -> tuple[str, Any]:
+    """``fn()`` in a forked child process, so that native code that aborts or
+    segfaults on a malformed model takes down the child, not the caller.
+
+    Returns ("ok", value), ("crashed", how), ("error", message) when ``fn``
+    raised, ("timeout", None), or ("unavailable", None) where fork is not safe
+    or possible (not Linux, or the system refused): the caller then runs ``fn``
+    itself.
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return "unavailable", None
+
+    err = tempfile.TemporaryFile()
+    r, w = os.pipe()
+    try:
+        with warnings.catch_warnings():  # 3.12+ warns on fork in a threaded process;
+            warnings.simplefilter("ignore", DeprecationWarning)  # the child runs no thread code
+            pid = os.fork()
+    except OSError as exc:
+        os.close(r)
+        os.close(w)
+        err.close()
+        log.debug("cannot fork to read the model in isolation: %s", exc)
+        return "unavailable", None
+    if pid == 0:  # the child: compute, answer on the pipe, and leave without cleanup
+        code = 0
+        try:
+            os.close(r)
+            import faulthandler
+
+            faulthandler.disable()
+            os.dup2(err.fileno(), 2)
+            try:
+                blob = json.dumps({"ok": fn()}).encode()
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                blob = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
+            while blob:
+                blob = blob[os.write(w, blob) :]
+        except BaseException:  # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    finished = False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], min(deadline - time.monotonic(), 1.0))
+            if ready:
+                chunk = os.read(r, 1 << 16)
+                if not chunk:
+                    finished = True
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(r)
+        if not finished:  # timed out, or the caller was interrupted
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        err.seek(0, os.SEEK_END)
+        err.seek(max(0, err.tell() - 2000))
+        tail = err.read().decode("utf-8", "replace").strip().splitlines()
+        err.close()
+    if not finished:
+        return "timeout", None
+    if os.WIFSIGNALED(status) or not chunks:
+        how = (
+            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exit code {os.WEXITSTATUS(status)}"
+        )
+        return "crashed", how + (f": {tail[-1][-300:]}" if tail else "")
+    answer = json.loads(b"".join(chunks))
+    if "error" in answer:
+        return "error", answer["error"]
+    return "ok", answer["ok"]

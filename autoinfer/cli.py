@@ -9,10 +9,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import OBJECTIVES
 from .errors import AutoinferError, ConfigError
+
+if TYPE_CHECKING:
+    from .decision import Decision, Ranked
 
 
 def _progress(enabled: bool) -> Any:
@@ -219,14 +222,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import probes
 
-    from .cache import Cache
-    from .config import Settings
+    from .config import open_cache
     from .model import load_facts_cached
     from .policy import Options, Selector
 
     tty = sys.stderr.isatty() and not args.json
-    settings = Settings.resolve(cache_dir=args.cache_dir, budget_s=args.budget or 600.0)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
+    settings, cache = open_cache(args.cache_dir, args.budget or 600.0)
     facts = load_facts_cached(args.model, cache)
     opts = Options(
         objective=args.objective,
@@ -244,26 +245,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         [given] if given else None, "sample_inputs" if given else ""
     )
     _end_progress(tty)
-    rows: list[dict[str, Any]] = []
-    for r in dec.ranking:
-        m = r.measurement
-        rows.append(
-            {
-                "candidate": r.candidate.key,
-                "status": r.status,
-                "reason": r.reason,
-                "median_ms": m.median_s * 1e3 if m else None,
-                "p90_ms": m.p90_s * 1e3 if m else None,
-                "throughput_per_s": m.throughput if m else None,
-                "load_s": m.load_s if m else None,
-                "first_inference_s": m.first_s if m else None,
-                "peak_mb": m.peak_mb if m else None,
-                "model_memory_mb": m.rss_load_mb if m else None,
-                "max_abs_err": m.max_abs_err if m else None,
-                "race": r.race.to_dict() if r.race else None,
-            }
-        )
-    rows.sort(key=lambda x: (x["median_ms"] is None, x["median_ms"] or 0))
+    rows = sorted(
+        (_bench_row(r) for r in dec.ranking), key=lambda x: (x["median_ms"] is None, x["median_ms"] or 0)
+    )
     if args.json:
         print(
             json.dumps(
@@ -278,36 +262,58 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(f"autoinfer bench {args.model} (objective {args.objective})\n")
-        print(
-            f"{'candidate':<50} {'median ms':>10} {'p90 ms':>9} {'/s':>8} {'load s':>7} "
-            f"{'peak MB':>8} {'max err':>9}"
-        )
-        for x in rows:
-            if x["median_ms"] is None:
-                print(f"{x['candidate']:<50} {x['status']}: {x['reason']}")
-                continue
-            err = x["max_abs_err"]
-            print(
-                f"{x['candidate']:<50} {x['median_ms']:10.3f} {x['p90_ms']:9.3f} "
-                f"{x['throughput_per_s']:8.1f} {x['load_s']:7.2f} {x['peak_mb']:8.0f} "
-                f"{err if err is None else format(err, '9.1e')}"
-                + (
-                    f"  race {x['race']['ratio']:.3f}x [{x['race']['low']:.3f}, "
-                    f"{x['race']['high']:.3f}] {x['race']['verdict']}"
-                    if x["race"]
-                    else ""
-                )
-                + ("" if x["status"] == "measured" else f"  [{x['status']}: {x['reason']}]")
-            )
-        for u in dec.unsupported:
-            print(f"{u['key']:<50} unsupported, because {u['reason']}")
-        print(f"\nwinner: {dec.winner.key}")
+        _print_bench(args, dec, rows)
     if args.plot:
         _plot(rows, Path(args.plot), str(args.model))
         if not args.json:
             print(f"chart written to {args.plot}")
     return 0
+
+
+def _bench_row(r: Ranked) -> dict[str, Any]:
+    m = r.measurement
+    return {
+        "candidate": r.candidate.key,
+        "status": r.status,
+        "status_reason": r.status_reason,
+        "median_ms": m.median_s * 1e3 if m else None,
+        "p90_ms": m.p90_s * 1e3 if m else None,
+        "throughput_per_s": m.throughput if m else None,
+        "load_s": m.load_s if m else None,
+        "first_inference_s": m.first_s if m else None,
+        "peak_mb": m.peak_mb if m else None,
+        "model_memory_mb": m.rss_load_mb if m else None,
+        "max_abs_err": m.max_abs_err if m else None,
+        "race": r.race.to_dict() if r.race else None,
+    }
+
+
+def _print_bench(args: argparse.Namespace, dec: Decision, rows: list[dict[str, Any]]) -> None:
+    print(f"autoinfer bench {args.model} (objective {args.objective})\n")
+    print(
+        f"{'candidate':<50} {'median ms':>10} {'p90 ms':>9} {'/s':>8} {'load s':>7} "
+        f"{'peak MB':>8} {'max err':>9}"
+    )
+    for x in rows:
+        if x["median_ms"] is None:
+            print(f"{x['candidate']:<50} {x['status']}: {x['status_reason']}")
+            continue
+        err = x["max_abs_err"]
+        print(
+            f"{x['candidate']:<50} {x['median_ms']:10.3f} {x['p90_ms']:9.3f} "
+            f"{x['throughput_per_s']:8.1f} {x['load_s']:7.2f} {x['peak_mb']:8.0f} "
+            f"{err if err is None else format(err, '9.1e')}"
+            + (
+                f"  race {x['race']['ratio']:.3f}x [{x['race']['low']:.3f}, "
+                f"{x['race']['high']:.3f}] {x['race']['verdict']}"
+                if x["race"]
+                else ""
+            )
+            + ("" if x["status"] == "measured" else f"  [{x['status']}: {x['status_reason']}]")
+        )
+    for u in dec.unsupported:
+        print(f"{u['key']:<50} unsupported, because {u['reason']}")
+    print(f"\nwinner: {dec.winner.key}")
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -335,11 +341,9 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 # -- cache --------------------------------------------------------------------
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import Cache
-    from .config import Settings
+    from .config import open_cache
 
-    settings = Settings.resolve(cache_dir=args.cache_dir)
-    cache = Cache(settings.cache_dir, max_bytes=settings.cache_max_bytes)
+    settings, cache = open_cache(args.cache_dir, enabled=True)  # lists and clears even when off
     if args.action == "path":
         print(settings.cache_dir)
     elif args.action == "list":

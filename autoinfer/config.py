@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import Cache
 from .errors import ConfigError
 from .objectives import OBJECTIVES
 
@@ -70,3 +71,20 @@ class Settings:
             if budget_s is not None
             else _env_float("AUTOINFER_BUDGET_S", DEFAULT_BUDGET_S),
         )
+
+
+def open_cache(
+    cache_dir: str | os.PathLike[str] | None = None,
+    budget_s: float | None = None,
+    *,
+    enabled: bool | None = None,
+) -> tuple[Settings, Cache]:
+    """The resolved settings and the cache they name: the one way to open both.
+
+    ``enabled`` None follows the settings (``AUTOINFER_NO_CACHE``); True opens the cache
+    whatever they say, for the ``cache`` command, which lists and clears what is on disk
+    even when the cache is switched off for selections.
+    """
+    settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
+    on = settings.cache_enabled if enabled is None else enabled
+    return settings, Cache(settings.cache_dir, enabled=on, max_bytes=settings.cache_max_bytes)

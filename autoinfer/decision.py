@@ -19,7 +19,8 @@ from .config import check_objective
 from .errors import ConfigError
 
 # 2: finalists race side by side; records carry the race's ratio and interval
-DECISION_FORMAT = 2
+# 3: a ranked entry says why its status under "status_reason" (was "reason")
+DECISION_FORMAT = 3
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Ranked:
     cost: float
     reasons: tuple[str, ...]
     status: str = "ranked"  # ranked | measured | rejected | failed | unsupported | skipped
-    reason: str = ""
+    status_reason: str = ""  # why its status (``reasons`` explain the estimate)
     measurement: Measurement | None = None
     race: RaceStat | None = None
 
@@ -103,7 +104,7 @@ class Ranked:
             "cost": self.cost,
             "reasons": list(self.reasons),
             "status": self.status,
-            "reason": self.reason,
+            "status_reason": self.status_reason,
             "measurement": self.measurement.to_dict() if self.measurement else None,
             "race": self.race.to_dict() if self.race else None,
         }
@@ -116,7 +117,7 @@ class Ranked:
             float(d["cost"]),
             tuple(d["reasons"]),
             str(d["status"]),
-            str(d["reason"]),
+            str(d["status_reason"]),
             Measurement.from_dict(m) if m else None,
             RaceStat.from_dict(r) if r else None,
         )
@@ -210,7 +211,7 @@ class Decision:
                 what = f"{m.median_s * 1e3:8.3f} ms quick, load {m.load_s:.2f} s, err {err}"
             else:
                 what = f"estimated cost {r.cost:.2f}"
-            tail = f" [{r.status}: {r.reason}]" if r.reason else ""
+            tail = f" [{r.status}: {r.status_reason}]" if r.status_reason else ""
             mark = "*" if r.candidate == self.winner else " "
             lines.append(f" {mark}{i:2d}. {r.candidate.key:<48} {what}{tail}")
         for u in self.unsupported:

@@ -10,8 +10,7 @@ from typing import Any
 
 from . import backends as registry
 from ._lazy import install_fix
-from .cache import Cache
-from .config import Settings
+from .config import open_cache
 
 # Thread-count variables of the threading libraries runtimes build on; each backend adds
 # its runtime's own (``Backend.thread_env_vars``). Above the CPU quota they oversubscribe.
@@ -89,8 +88,7 @@ def report(hw: Any = None, cache_dir: Any = None) -> dict[str, Any]:
         runtimes.append({**av.to_dict(), **_declared(b), "problems": diag})
         problems.extend({**p, "backend": name} for p in diag)
     problems.extend(_env_problems(hw))
-    settings = Settings.resolve(cache_dir=cache_dir)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
+    settings, cache = open_cache(cache_dir)
     root = settings.cache_dir
     writable = (
         os.access(root, os.W_OK)

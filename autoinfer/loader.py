@@ -75,7 +75,7 @@ def context(
     shapes: Mapping[str, Sequence[int]] | None,
     objective: str,
     timeout_s: float = 300.0,
-    extra: Mapping[str, Any] | None = None,
+    app_options: Mapping[str, Any] | None = None,
 ) -> LoadContext:
     return LoadContext(
         artifact_dir=Path(artifact),
@@ -84,7 +84,7 @@ def context(
         objective=objective,
         timeout_s=float(timeout_s),
         hardware=hw,
-        extra=dict(extra or {}),
+        app_options=dict(app_options or {}),
     )
 
 
@@ -97,7 +97,7 @@ def context_to_job(ctx: LoadContext) -> dict[str, Any]:
         "objective": ctx.objective,
         "timeout_s": ctx.timeout_s,
         "hardware": ctx.hardware.to_dict() if ctx.hardware is not None else None,
-        "extra": dict(ctx.extra),
+        "app_options": dict(ctx.app_options),
     }
 
 
@@ -114,7 +114,7 @@ def context_from_job(d: Mapping[str, Any]) -> LoadContext:
         shapes=d.get("input_shapes") or None,
         objective=d.get("objective", "latency"),
         timeout_s=float(d.get("timeout_s", 300.0)),
-        extra=d.get("extra") or {},
+        app_options=d.get("app_options") or {},
     )
 
 
@@ -134,7 +134,7 @@ class Loader:
         objective: str,
         threads: int | None = None,
         timeout_s: float = 300.0,
-        extra: Mapping[str, Any] | None = None,
+        app_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.hw = hw
@@ -142,7 +142,7 @@ class Loader:
         self.objective = objective
         self.threads = threads_for(hw, threads)
         self.timeout_s = timeout_s
-        self.extra = dict(extra or {})
+        self.app_options = dict(app_options or {})
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def private_root(self) -> Path:
@@ -166,7 +166,7 @@ class Loader:
             shapes=shapes,
             objective=self.objective,
             timeout_s=self.timeout_s,
-            extra=self.extra,
+            app_options=self.app_options,
         )
 
     def load(self, cand: Candidate, shapes: Mapping[str, Sequence[int]] | None) -> Runner:

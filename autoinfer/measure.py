@@ -1,5 +1,5 @@
-"""Measurement: the worker protocol, screening, the side-by-side race, its statistics,
-the sample feeds and the comparison of outputs.
+"""Measurement: screening, the side-by-side race, its statistics, the sample feeds and
+the comparison of outputs. The measuring subprocesses are :mod:`autoinfer.workers`.
 
     screening   one crash-isolated subprocess per backend: load, first run, outputs
                 compared with the reference's, and a quick time. Failures, wrong answers
@@ -17,19 +17,12 @@ incumbent unless the difference is significant.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import json
 import logging
 import math
 import os
-import select as _select
-import signal
-import subprocess
 import sys
-import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import backends as registry
-from ._proc import child_env
 from .backends.base import Candidate
 from .decision import Decision, Measurement, RaceStat, Ranked
 from .errors import AutoinferError, ConfigError, NoCandidateError
 from .loader import context_to_job
+from .workers import Worker, default_memory_limit_mb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import ModelFacts
@@ -322,149 +315,6 @@ def race_order(n: int, round_index: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------
-# the worker pool
-_LIVE: weakref.WeakSet[_Worker] = weakref.WeakSet()
-_LIVE_LOCK = threading.Lock()
-
-
-def kill_all_workers() -> None:
-    """Kill every measuring process of this process (at exit, or on cancel)."""
-    with _LIVE_LOCK:
-        workers = list(_LIVE)
-    for w in workers:
-        w.kill()
-
-
-def _forget_workers_in_child() -> None:
-    global _LIVE_LOCK
-    _LIVE_LOCK = threading.Lock()
-    _LIVE.clear()  # the parent's measuring processes are the parent's
-
-
-atexit.register(kill_all_workers)
-os.register_at_fork(after_in_child=_forget_workers_in_child)
-
-
-class _Worker:
-    """One measuring subprocess (its own process group), restarted after a crash or a
-    time-out; ``cancel`` set stops a job at once and kills the process."""
-
-    def __init__(self, workdir: Path, memory_limit_mb: float, cancel: threading.Event | None = None) -> None:
-        self.workdir = workdir
-        self.memory_limit_mb = memory_limit_mb
-        self.cancel = cancel
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._buf = b""
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        errlog = open(self.workdir / f"worker-{time.monotonic_ns()}.log", "wb")
-        env = child_env()  # every runtime's telemetry opt-outs
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autoinfer._worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errlog,
-            env=env,
-            start_new_session=True,
-        )
-        errlog.close()
-        self._buf = b""
-        with _LIVE_LOCK:
-            _LIVE.add(self)
-        return self.proc
-
-    def _rss_mb(self) -> float:
-        if self.proc is None:
-            return 0.0
-        try:
-            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024.0
-        except OSError:
-            pass
-        return 0.0
-
-    def kill(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                proc.kill()
-                proc.wait(timeout=5)
-            for s in (proc.stdin, proc.stdout):
-                with contextlib.suppress(Exception):
-                    s.close()  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.close()  # type: ignore[union-attr]
-                self.proc.wait(timeout=5)
-        self.kill()
-
-    def submit(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        if self.cancel is not None and self.cancel.is_set():
-            return {"ok": False, "kind": "cancelled", "reason": "cancelled"}
-        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
-        try:
-            proc.stdin.write((json.dumps(job) + "\n").encode())  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-        except OSError as exc:
-            self.kill()
-            return {"ok": False, "kind": "crash", "reason": f"the worker died ({exc})"}
-        fd = proc.stdout.fileno()  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if self.cancel is not None and self.cancel.is_set():
-                self.kill()
-                return {"ok": False, "kind": "cancelled", "reason": "cancelled"}
-            if left <= 0:
-                self.kill()
-                return {
-                    "ok": False,
-                    "kind": "timeout",
-                    "reason": f"did not finish within {timeout_s:.0f} s (killed)",
-                }
-            ready, _, _ = _select.select([fd], [], [], min(left, 0.05))
-            if self.memory_limit_mb and self._rss_mb() > self.memory_limit_mb:
-                self.kill()
-                return {
-                    "ok": False,
-                    "kind": "memory",
-                    "reason": f"used more than {self.memory_limit_mb:.0f} MB (killed)",
-                }
-            if ready:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    code = proc.wait()
-                    self.proc = None
-                    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-                    return {
-                        "ok": False,
-                        "kind": "crash",
-                        "reason": f"the runtime crashed the measuring process ({how})",
-                    }
-                self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        try:
-            return json.loads(line)
-        except ValueError:
-            self.kill()
-            return {"ok": False, "kind": "crash", "reason": "garbled answer from the worker"}
-
-
-def default_memory_limit_mb() -> float:
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return 0.75 * pages / 2**20
-    except (ValueError, OSError):
-        return 0.0
-
-
-# --------------------------------------------------------------------------
 # screening and the race
 class Measurer:
     """Screens the ranked candidates and races the finalists for one selection.
@@ -484,7 +334,7 @@ class Measurer:
         self.deadline = t_start + self.budget
         self.feeds_path = work / "feeds.npz"
         save_feeds(self.feeds_path, feeds)
-        self.workers: dict[str, _Worker] = {}
+        self.workers: dict[str, Worker] = {}
         self.mem_limit = self.opts.memory_limit_mb or default_memory_limit_mb()
         self.reference: list[list[np.ndarray]] | None = None
         self._n = 0
@@ -493,9 +343,9 @@ class Measurer:
         if self.sel.cancel is not None and self.sel.cancel.is_set():
             raise Cancelled("the selection was cancelled")
 
-    def _worker(self, key: str) -> _Worker:
+    def _worker(self, key: str) -> Worker:
         if key not in self.workers:
-            self.workers[key] = _Worker(self.work, self.mem_limit, self.sel.cancel)
+            self.workers[key] = Worker(self.work, self.mem_limit, self.sel.cancel)
         return self.workers[key]
 
     def _entry(self, cand: Candidate) -> dict[str, Any]:
@@ -543,8 +393,8 @@ class Measurer:
         res, outs = self.screen_one(r.candidate, slice_s)
         if not res.get("ok"):
             r.status = "unsupported" if res.get("kind") == "unsupported" else "failed"
-            r.reason = str(res.get("reason", "unknown failure"))
-            log.info("%s: %s (%s)", r.candidate.key, r.status, r.reason)
+            r.status_reason = str(res.get("reason", "unknown failure"))
+            log.info("%s: %s (%s)", r.candidate.key, r.status, r.status_reason)
             return
         m = Measurement(
             load_s=res["load_s"],
@@ -567,11 +417,11 @@ class Measurer:
                 worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
                 if not ok:
                     m.max_abs_err, m.max_rel_err = worst_abs, worst_rel
-                    r.status, r.reason, r.measurement = "rejected", f"wrong outputs: {why}", m
+                    r.status, r.status_reason, r.measurement = "rejected", f"wrong outputs: {why}", m
                     log.warning("autoinfer rejected %s: %s", r.candidate.key, why)
                     return
             m.max_abs_err, m.max_rel_err = worst_abs, worst_rel
-        r.status, r.reason, r.measurement = "measured", "", m
+        r.status, r.status_reason, r.measurement = "measured", "", m
 
     def close(self) -> None:
         for w in self.workers.values():
@@ -593,7 +443,7 @@ class Measurer:
             if ref is not None:
                 self.evaluate(ref, per, True)
                 failed = ref.status != "measured"
-                why = ref.reason
+                why = ref.status_reason
             else:
                 res, outs = self.screen_one(ref_cand, 0.0, time_it=False)
                 self.reference = outs if res.get("ok") else None
@@ -611,14 +461,14 @@ class Measurer:
             if r.status != "ranked":
                 continue
             if time.monotonic() > self.deadline and any(x.status == "measured" for x in ranked):
-                r.status, r.reason = "skipped", "not measured: time budget spent"
+                r.status, r.status_reason = "skipped", "not measured: time budget spent"
                 continue
             self.evaluate(r, per, False)
         if not any(r.status == "measured" for r in ranked):
             raise NoCandidateError(
                 f"no runtime ran {self.model.path.name} correctly here",
                 {
-                    **{r.candidate.key: f"{r.status}: {r.reason}" for r in ranked},
+                    **{r.candidate.key: f"{r.status}: {r.status_reason}" for r in ranked},
                     **{u["key"]: u["reason"] for u in unsupported},
                 },
             )
@@ -631,7 +481,7 @@ class Measurer:
         finalists = finalists[:MAX_FINALISTS]
         for r in measured:
             if r is not base and r not in finalists:
-                r.reason = (
+                r.status_reason = (
                     f"not raced: slower than {SLOWER_CUT:g}x the best quick time"
                     if r.measurement.metric(obj) > SLOWER_CUT * best  # type: ignore[union-attr]
                     else f"not raced: not among the {MAX_FINALISTS} fastest"
@@ -647,7 +497,7 @@ class Measurer:
             winner.reasons = winner.reasons + ("no reference outputs were available: accuracy not checked",)
         for r in ranked:
             if r.status == "ranked":
-                r.status, r.reason = "skipped", "not measured"
+                r.status, r.status_reason = "skipped", "not measured"
         return Decision(
             winner.candidate,
             obj,
@@ -681,7 +531,7 @@ class Measurer:
                 nr = Ranked(v, r.cost, r.reasons + (f"tuned variant of {r.candidate.key}",))
                 ranked.append(nr)
                 if time.monotonic() > self.deadline:
-                    nr.status, nr.reason = "skipped", "not measured: time budget spent"
+                    nr.status, nr.status_reason = "skipped", "not measured: time budget spent"
                     continue
                 self.evaluate(nr, per, False)
 
@@ -730,7 +580,7 @@ class Measurer:
                 best = r
         for i, why in (res.get("failed") or {}).items():
             r = entrants[int(i)]
-            r.status, r.reason = "failed", f"failed in the race: {why}"
+            r.status, r.status_reason = "failed", f"failed in the race: {why}"
             if r is best:
                 best = None
             if r is base:

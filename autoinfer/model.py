@@ -15,7 +15,6 @@ version, and non-tensor inputs and outputs (sequences, optionals, maps).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
@@ -27,26 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .model_checks import check_operators, non_utf8_field
 
 log = logging.getLogger("autoinfer.model")
 
 
-class _KnownDomains:
-    """ONNX's own domains plus the custom ones a registered runtime declares
-    (``Backend.domains``); any other domain is only acceptable when the model
-    defines the function itself. Read from the registry on each look-up, so a
-    backend registered later counts too."""
-
-    def __contains__(self, domain: object) -> bool:
-        if domain in _ONNX_DOMAINS:
-            return True
-        from .backends import known_domains
-
-        return domain in known_domains()
-
-
-KNOWN_DOMAINS = _KnownDomains()
-_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
 # Above these, a declared shape fits no machine: opened (as ONNX Runtime does) with a warning.
 MAX_DIM = 2**31 - 1
 MAX_ELEMENTS = 2**36
@@ -332,98 +316,6 @@ def _infer_untyped(model: Any, outputs: tuple[TensorSpec, ...]) -> tuple[TensorS
     )
 
 
-def _non_utf8_field(model: Any) -> str | None:
-    """Where the first string field that is not valid UTF-8 sits, or None.
-
-    Protobuf hands such fields of a proto2 message (ONNX's) back as ``bytes``
-    instead of failing the parse, so a corrupt name would otherwise reach the
-    runtimes and autoinfer's own keys as the wrong type. Only string and
-    message fields are read: weights (``bytes`` and numbers) are never copied.
-    """
-    from google.protobuf.descriptor import FieldDescriptor
-    from google.protobuf.message import Message
-
-    layout: dict[str, tuple[list[str], list[str]]] = {}
-    stack: list[tuple[Any, str]] = [(model, "model")]
-    while stack:
-        msg, where = stack.pop()
-        desc = msg.DESCRIPTOR
-        fields = layout.get(desc.full_name)
-        if fields is None:
-            fields = layout[desc.full_name] = (
-                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_STRING],
-                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_MESSAGE],
-            )
-        texts, messages = fields
-        for name in texts:
-            value = getattr(msg, name)
-            for v in (value,) if isinstance(value, (str, bytes)) else value:
-                if not isinstance(v, str):
-                    return f"{where}.{name}"
-        for name in messages:
-            value = getattr(msg, name)
-            if isinstance(value, Message):
-                if msg.HasField(name):
-                    stack.append((value, f"{where}.{name}"))
-            else:
-                stack.extend((m, f"{where}.{name}[{i}]") for i, m in enumerate(value))
-    return None
-
-
-@functools.cache
-def _newest_opset(domain: str) -> int:
-    """The newest opset of ``domain`` the installed onnx package describes."""
-    import onnx.defs
-
-    if domain in ("", "ai.onnx"):
-        return int(onnx.defs.onnx_opset_version())
-    return max(
-        (s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.domain == domain), default=0
-    )
-
-
-def _check_operators(model: Any, path: Path) -> None:
-    import onnx.defs
-
-    local = {(f.domain, f.name) for f in model.functions}
-    opsets = {o.domain: o.version for o in model.opset_import}
-
-    def walk(graph: Any) -> Iterable[Any]:
-        for node in graph.node:
-            yield node
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    yield from walk(attr.g)
-                for g in attr.graphs:
-                    yield from walk(g)
-
-    for node in walk(model.graph):
-        dom = node.domain
-        if (dom, node.op_type) in local:
-            continue
-        if dom not in KNOWN_DOMAINS:
-            raise ModelError(
-                f"{path}: node {node.name or node.op_type!r} uses operator "
-                f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it"
-            )
-        if dom in _ONNX_DOMAINS:
-            version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
-            if _newest_opset(dom) < version < 10**6:  # newer than this onnx knows: ORT judges
-                continue
-            if not onnx.defs.has(node.op_type, dom):
-                raise ModelError(
-                    f"{path}: node {node.name or node.op_type!r} uses unknown operator "
-                    f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})"
-                )
-            try:
-                onnx.defs.get_schema(node.op_type, version, dom)
-            except Exception:
-                raise ModelError(
-                    f"{path}: operator {node.op_type!r} does not exist at opset "
-                    f"{version} of domain {dom or 'ai.onnx'!r}"
-                ) from None
-
-
 def _external_files(model: Any, base: Path) -> list[Path]:
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
@@ -504,7 +396,7 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
     whole process, ONNX Runtime included; a model that crashes it here is
     rejected before any runtime sees it.
     """
-    from ._isolate import in_child
+    from ._proc import in_child
 
     outcome, value = in_child(lambda: _estimate_flops(model), 60.0 + 60.0 * size / 2**30)
     if outcome == "ok":
@@ -551,7 +443,7 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
             f"{p}: not a readable ONNX model ({type(exc).__name__}: "
             f"{str(exc)[:200] or 'truncated or corrupt protobuf'})"
         ) from None
-    bad_text = _non_utf8_field(model)
+    bad_text = non_utf8_field(model)
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
     if not model.HasField("graph") or not model.opset_import:  # ONNX Runtime refuses these
@@ -562,7 +454,7 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     if not g.output:
         log.warning("%s: the graph declares no outputs; run() will return nothing", p)
     externals = _external_files(model, p)
-    _check_operators(model, p)
+    check_operators(model, p)
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)

@@ -77,29 +77,60 @@ def _session_params() -> frozenset[str]:
     return frozenset(inspect.signature(Session.__init__).parameters)
 
 
+class _StandIn(type):
+    """The patched class's metaclass: autoinfer's own modules get the original class, and
+    the original's instances and subclasses count as the patched class's."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is _patched and _called_from_autoinfer(2):
+            return app.original_class()(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        if cls is _patched and isinstance(obj, app.original_class()):
+            return True
+        return super().__instancecheck__(obj)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        if cls is _patched and isinstance(sub, type) and issubclass(sub, app.original_class()):
+            return True
+        return super().__subclasscheck__(sub)
+
+
+def _hinted_args(
+    accepted: frozenset[str], sess_options: Any, providers: Any, provider_options: Any, kwargs: dict[str, Any]
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The hints read from the application's arguments, the arguments that are autoinfer's
+    own, and the arguments for autoinfer's Session (hints first, its own arguments win)."""
+    own = {k: v for k, v in kwargs.items() if k in accepted}
+    foreign = {k: v for k, v in kwargs.items() if k not in accepted}
+    hints = (
+        registry.claim_app_options(sess_options, providers, provider_options, **foreign) or registry.Hints()
+    )
+    args = dict(hints.session_kwargs)
+    if hints.devices and "devices" in accepted and not hints.pinned:
+        args["devices"] = list(hints.devices)
+    args.update(own)
+    return hints, own, args
+
+
+def _warn_staying(model_name: str, exc: Exception, backend: str) -> None:
+    log.warning(
+        "autoinfer.patch: no runtime could be checked for %s (%s); this "
+        "session stays on %s with the application's arguments",
+        model_name,
+        str(exc).splitlines()[0],
+        backend,
+    )
+
+
 def _make_class() -> type:
     from .errors import NoCandidateError
     from .session import Session
 
     accepted = _session_params()
 
-    class _Meta(type):
-        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-            if cls is _patched and _called_from_autoinfer(2):
-                return app.original_class()(*args, **kwargs)
-            return super().__call__(*args, **kwargs)
-
-        def __instancecheck__(cls, obj: Any) -> bool:
-            if cls is _patched and isinstance(obj, app.original_class()):
-                return True
-            return super().__instancecheck__(obj)
-
-        def __subclasscheck__(cls, sub: type) -> bool:
-            if cls is _patched and isinstance(sub, type) and issubclass(sub, app.original_class()):
-                return True
-            return super().__subclasscheck__(sub)
-
-    class InferenceSession(Session, metaclass=_Meta):
+    class InferenceSession(Session, metaclass=_StandIn):
         """autoinfer's ``Session`` in place of ``onnxruntime.InferenceSession``: ONNX
         Runtime's arguments are read as hints (:func:`autoinfer.backends.claim_app_options`).
 
@@ -118,20 +149,7 @@ def _make_class() -> type:
             provider_options: Any = None,
             **kwargs: Any,
         ) -> None:
-            own = {k: v for k, v in kwargs.items() if k in accepted}
-            hints = (
-                registry.claim_app_options(
-                    sess_options,
-                    providers,
-                    provider_options,
-                    **{k: v for k, v in kwargs.items() if k not in accepted},
-                )
-                or registry.Hints()
-            )
-            args = dict(hints.session_kwargs)
-            if hints.devices and "devices" in accepted and not hints.pinned:
-                args["devices"] = list(hints.devices)
-            args.update(own)
+            hints, own, args = _hinted_args(accepted, sess_options, providers, provider_options, kwargs)
             self._stay = (hints, own)
             log.debug("autoinfer.patch: %s", "; ".join(hints.notes) or "no hints")
             try:
@@ -145,13 +163,7 @@ def _make_class() -> type:
 
         def _stay_with_app_args(self, model: Any, exc: Exception) -> Any:
             hints, own = self._stay
-            log.warning(
-                "autoinfer.patch: no runtime could be checked for %s (%s); this "
-                "session stays on %s with the application's arguments",
-                self._facts.path.name,
-                str(exc).splitlines()[0],
-                hints.backend,
-            )
+            _warn_staying(self._facts.path.name, exc, hints.backend)
             own = {k: v for k, v in own.items() if k in ("cache_dir", "input_shapes")}
             self._delegate = Session(model, **hints.stay_kwargs, **own)
             return self._delegate
@@ -175,11 +187,9 @@ def _make_class() -> type:
 
         def explain(self) -> str:
             d = self._delegate
-            return (
-                super().explain()
-                if d is None
-                else f"on {self._stay[0].backend} with the application's arguments: {d.explain()}"
-            )
+            if d is None:
+                return super().explain()
+            return f"on {self._stay[0].backend} with the application's arguments: {d.explain()}"
 
         def close(self) -> None:
             if self._delegate is not None:

@@ -28,7 +28,7 @@ from . import backends as registry
 from ._util import KeyedLocks
 from .backends.base import Backend, Candidate, Unsupported
 from .cache import Cache, digest
-from .config import Settings, check_objective
+from .config import Settings, check_objective, open_cache
 from .decision import DECISION_FORMAT, Decision, Measurement, RaceStat, Ranked
 from .errors import ConfigError, NoCandidateError
 from .loader import Loader, artifact_key, check_threads, threads_for
@@ -80,7 +80,7 @@ class Options:
     budget_s: float | None = None
     candidate_timeout_s: float = 300.0
     memory_limit_mb: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    app_options: dict[str, Any] = field(default_factory=dict)
     tune: bool = True
     precision: str = "fp32"
     threads: int | None = None  # the application's explicit thread count
@@ -160,7 +160,7 @@ class Selector:
         self.opts = opts.normalised()
         self.cache = cache
         self.settings = settings
-        self.backends = registry.select(opts.backends, opts.exclude)
+        self.backends = registry.resolve(opts.backends, opts.exclude)
         self.progress = progress or (lambda msg: None)
         self.cancel = cancel
         self.shapes = resolve_input_shapes(model, opts.input_shapes)
@@ -172,7 +172,7 @@ class Selector:
             objective=self.opts.objective,
             threads=self.opts.threads,
             timeout_s=self.opts.candidate_timeout_s,
-            extra=self.opts.extra,
+            app_options=self.opts.app_options,
         )
         self.threads = self.loader.threads
 
@@ -195,7 +195,7 @@ class Selector:
                 "objective": self.opts.objective,
                 "bucket": self.bucket,
                 "backends": sorted(b.name for b in self.backends),
-                "extra": {k: repr(v) for k, v in sorted(self.opts.extra.items())},
+                "app_options": {k: repr(v) for k, v in sorted(self.opts.app_options.items())},
                 "tol": [self.opts.rtol, self.opts.atol],
                 "precision": self.opts.precision,
                 "threads": self.opts.threads,
@@ -389,8 +389,7 @@ def select(
 
     from .model import load_facts_cached
 
-    settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
-    cache = Cache(settings.cache_dir, enabled=settings.cache_enabled, max_bytes=settings.cache_max_bytes)
+    settings, cache = open_cache(cache_dir, budget_s)
     facts = load_facts_cached(model, cache)
     opts = Options(
         objective=objective,

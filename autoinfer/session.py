@@ -29,13 +29,12 @@ import numpy as np
 from . import backends as registry
 from .backends.base import Candidate, Runner
 from .backends.onnxruntime_api import OrtSurface
-from .cache import Cache
-from .config import Settings
+from .config import open_cache
 from .decision import Decision, Ranked
 from .errors import AutoinferError, BackendError, ConfigError, InputError, ModelError, NoCandidateError
 from .loader import Loader
 from .measure import SyntheticInputsRejected
-from .model import ModelFacts, TensorSpec, load_facts_cached
+from .model import ModelFacts, load_facts_cached
 from .policy import (
     Options,
     Selector,
@@ -46,12 +45,43 @@ from .policy import (
     shape_bucket,
 )
 from .switching import Active, Choice, Selecting
+from .validate import FeedValidator
 
 __all__ = ["Session", "Choice", "NodeArg", "ModelMetadata", "SELECTION_MODES"]
 
 log = logging.getLogger("autoinfer.session")
 
 SELECTION_MODES = ("background", "blocking", "off")
+
+
+def _check_arguments(kwargs: Mapping[str, Any], selection: str, on_choice: Any) -> None:
+    if kwargs:
+        raise ConfigError(f"Session() got unexpected keyword argument(s) {sorted(kwargs)}")
+    if selection not in SELECTION_MODES:
+        raise ConfigError(f"selection: expected one of {', '.join(SELECTION_MODES)}, received {selection!r}")
+    if on_choice is not None and not callable(on_choice):
+        raise ConfigError(f"on_choice: expected a callable, received {type(on_choice).__name__}")
+
+
+def _claimed(
+    sess_options: Any, providers: Sequence[Any] | None, provider_options: Any
+) -> tuple[str | None, dict[str, Any]]:
+    """The backend that claims a runtime's own session arguments, and those arguments.
+
+    They pin the session to that backend, run with exactly those (autoinfer.patch()
+    reads them as hints instead). (None, {}) when none were given.
+    """
+    if sess_options is None and providers is None:
+        return None, {}
+    claim = registry.claim_app_options(sess_options, providers, provider_options)
+    if claim is None:
+        return None, {}
+    app_options = {
+        "sess_options": sess_options,
+        "providers": list(providers or []) or None,
+        "provider_options": provider_options,
+    }
+    return claim.backend, app_options
 
 
 @dataclass(frozen=True)
@@ -129,45 +159,21 @@ class Session(Selecting, OrtSurface):
         threads: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if kwargs:
-            raise ConfigError(f"Session() got unexpected keyword argument(s) {sorted(kwargs)}")
-        if selection not in SELECTION_MODES:
-            raise ConfigError(
-                f"selection: expected one of {', '.join(SELECTION_MODES)}, received {selection!r}"
-            )
-        if on_choice is not None and not callable(on_choice):
-            raise ConfigError(f"on_choice: expected a callable, received {type(on_choice).__name__}")
+        _check_arguments(kwargs, selection, on_choice)
         import probes
 
         self._lock = threading.RLock()
         self._closed = False
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._release_model: Any = None  # lets go of a held model copy (bytes)
-        self._settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
-        self._cache = Cache(
-            self._settings.cache_dir,
-            enabled=self._settings.cache_enabled,
-            max_bytes=self._settings.cache_max_bytes,
-        )
+        self._settings, self._cache = open_cache(cache_dir, budget_s)
         self._path = self._model_path(path_or_bytes)
         self._facts = self._read_facts(path_or_bytes)
         self._hw = probes.detect()
-        extra: dict[str, Any] = {}
-        # A runtime's own session arguments pin the session to the backend that claims
-        # them, run with exactly those (autoinfer.patch() reads them as hints instead).
-        claim = (
-            registry.claim_app_options(sess_options, providers, provider_options)
-            if sess_options is not None or providers is not None
-            else None
-        )
-        self._pinned = claim is not None
-        if claim is not None:
-            backends, exclude, benchmark = [claim.backend], None, False
-            extra = {
-                "sess_options": sess_options,
-                "providers": list(providers or []) or None,
-                "provider_options": provider_options,
-            }
+        pinned_to, app_options = _claimed(sess_options, providers, provider_options)
+        self._pinned = pinned_to is not None
+        if pinned_to is not None:
+            backends, exclude, benchmark = [pinned_to], None, False
         if selection == "off":
             benchmark = False  # rank only
         self._opts = Options(
@@ -180,10 +186,10 @@ class Session(Selecting, OrtSurface):
             atol=atol,
             budget_s=budget_s,
             precision=precision,
-            extra=extra,
+            app_options=app_options,
             threads=threads,
         ).normalised()
-        registry.select(backends, exclude)  # validate names now, not at first run
+        registry.resolve(backends, exclude)  # validate names now, not at first run
         self._mode = "off" if (self._pinned or benchmark is False) else selection
         self._sample = as_feed_list(sample_inputs)
         self._fallback = fallback
@@ -195,19 +201,23 @@ class Session(Selecting, OrtSurface):
             self._cache,
             objective=self._opts.objective,
             threads=self._opts.threads,
-            extra=extra,
+            app_options=app_options,
         )
-        self._prepare_validation()
-        self._by_bucket: dict[str, Active] = {}
-        self._active: Active | None = None
-        self._default: Active | None = None  # the safe choice, for every shape bucket
+        self._init_running()
         self._init_selecting(on_choice)
-        self._static = not self._facts.has_dynamic_inputs  # one shape: no buckets
         try:
             self._open(input_shapes)
         except BaseException:
             self.close()
             raise
+
+    def _init_running(self) -> None:
+        self._validate = FeedValidator(self._facts.inputs)
+        self._out_index = {o.name: i for i, o in enumerate(self._facts.outputs)}
+        self._by_bucket: dict[str, Active] = {}
+        self._active: Active | None = None
+        self._default: Active | None = None  # the safe choice, for every shape bucket
+        self._static = not self._facts.has_dynamic_inputs  # one shape: no buckets
 
     def _read_facts(self, src: Any) -> ModelFacts:
         try:
@@ -324,7 +334,7 @@ class Session(Selecting, OrtSurface):
         """The safe choice: the reference at its defaults or, where it cannot load the model,
         the first candidate by estimate that can."""
         order: list[Candidate] = []
-        for b in registry.select(self._opts.backends, self._opts.exclude):
+        for b in registry.resolve(self._opts.backends, self._opts.exclude):
             if b.capabilities.reference and b.availability(self._hw).usable:
                 order.append(Candidate(b.name, "cpu", "fp32"))
                 break
@@ -384,85 +394,6 @@ class Session(Selecting, OrtSurface):
         act = self._load_decision(self._decide(shapes, run_feeds), shapes, failed)
         self._by_bucket[shape_bucket(self._facts, shapes)] = act
         return act
-
-    # -- validation --------------------------------------------------------------
-    def _prepare_validation(self) -> None:
-        self._inputs = self._facts.inputs
-        self._input_names = frozenset(i.name for i in self._inputs)
-        checks = []
-        for spec in self._inputs:
-            try:
-                dt = np.dtype(spec.dtype) if spec.dtype != "str" else np.dtype(object)
-            except TypeError:
-                dt = None
-            fixed = tuple((i, d) for i, d in enumerate(spec.shape or ()) if isinstance(d, int))
-            rank = len(spec.shape) if spec.shape is not None else -1
-            checks.append((spec.name, dt, rank, fixed))
-        self._checks = tuple(checks)
-        self._out_index = {o.name: i for i, o in enumerate(self._facts.outputs)}
-
-    def _validate(self, feed: Any) -> dict[str, np.ndarray]:
-        if not isinstance(feed, Mapping):
-            raise InputError(
-                f"input_feed must be a dict of input name -> array, received {type(feed).__name__}"
-            )
-        if feed.keys() != self._input_names:
-            missing = sorted(self._input_names - set(feed))
-            unknown = sorted(set(feed) - self._input_names)
-            msg = (
-                f"Model requires {len(self._input_names)} input(s) "
-                f"{sorted(self._input_names)}. Input Feed contains {len(feed)}"
-            )
-            if missing:
-                msg += f"; missing {missing}"
-            if unknown:
-                msg += f"; unknown {unknown}"
-            raise InputError(msg)
-        out = {}
-        for name, dt, rank, fixed in self._checks:
-            x = feed[name]
-            if type(x) is not np.ndarray:
-                x = self._convert(name, x, dt)
-            if dt is not None and x.dtype != dt:
-                raise InputError(
-                    f"input {name!r}: expected dtype {dt} ({self._spec(name).ort_type}), received {x.dtype}"
-                )
-            if rank >= 0:
-                if x.ndim != rank:
-                    raise InputError(
-                        f"input {name!r}: expected rank {rank} (shape "
-                        f"{self._spec(name).shape}), received shape {x.shape}"
-                    )
-                shape = x.shape
-                for i, d in fixed:
-                    if shape[i] != d:
-                        raise InputError(
-                            f"input {name!r}: dimension {i} must be {d} (shape "
-                            f"{list(self._spec(name).shape or ())}), received "
-                            f"shape {list(shape)}"
-                        )
-            if not x.flags.c_contiguous:
-                x = np.ascontiguousarray(x)
-            out[name] = x
-        return out
-
-    def _spec(self, name: str) -> TensorSpec:
-        return next(i for i in self._inputs if i.name == name)
-
-    @staticmethod
-    def _convert(name: str, x: Any, dt: np.dtype[Any] | None) -> np.ndarray:
-        if isinstance(x, np.ndarray):  # a subclass (np.matrix, memmap): view as a plain array
-            return np.asarray(x)
-        if isinstance(x, (list, tuple, int, float, bool, np.generic)):
-            try:
-                return np.asarray(x, dtype=dt)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise InputError(
-                    f"input {name!r}: cannot convert {type(x).__name__} to {dt}: {exc}"
-                ) from None
-        if hasattr(x, "__array__"):
-            return np.asarray(x)
-        raise InputError(f"input {name!r}: expected a numpy array, received {type(x).__name__}")
 
     # -- running -----------------------------------------------------------------
     def _active_for(self, feeds: dict[str, np.ndarray]) -> Active:

@@ -284,7 +284,7 @@ def test_user_session_options_and_providers_are_honoured(
         model_paths["tiny"],
         tmp_path,
         threads=2,
-        extra={"sess_options": so, "providers": ["CPUExecutionProvider"]},
+        app_options={"sess_options": so, "providers": ["CPUExecutionProvider"]},
     ) as r:
         got = r.session.get_session_options()
         assert got.intra_op_num_threads == 1

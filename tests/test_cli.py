@@ -52,7 +52,9 @@ def test_select_measures_and_explains_the_winner(model: Path, tmp_path: Path) ->
     assert "ranking:" in r.stdout and r.stderr == ""
 
 
-def test_select_json_is_a_decision_and_a_second_call_hits_the_cache(model: Path, tmp_path: Path) -> None:
+def test_select_json_is_a_decision_and_a_second_call_hits_the_cache(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = cli("select", str(model), "--no-benchmark", "--json", cache=tmp_path)
     assert first.returncode == 0, first.stderr
     dec = json.loads(first.stdout)
@@ -62,6 +64,23 @@ def test_select_json_is_a_decision_and_a_second_call_hits_the_cache(model: Path,
     assert again["from_cache"] is True and again["winner"] == dec["winner"]
     listed = cli("cache", "list", cache=tmp_path)
     assert listed.returncode == 0 and "1 decision(s)" in listed.stdout, listed.stdout
+    # the cache command manages what is on disk even when the cache is off for selections
+    monkeypatch.setenv("AUTOINFER_NO_CACHE", "1")
+    listed = cli("cache", "list", cache=tmp_path)
+    assert listed.returncode == 0 and "1 decision(s)" in listed.stdout, listed.stdout
+
+
+def test_open_cache_follows_the_settings_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoinfer.config import open_cache
+
+    monkeypatch.setenv("AUTOINFER_NO_CACHE", "1")
+    monkeypatch.setenv("AUTOINFER_CACHE_MAX_MB", "3")
+    settings, cache = open_cache(tmp_path, 7.0)
+    assert (settings.cache_dir, settings.budget_s, settings.cache_enabled) == (tmp_path, 7.0, False)
+    assert cache.root == tmp_path and not cache.enabled and cache.max_bytes == 3 * 2**20
+    assert open_cache(tmp_path, enabled=True)[1].enabled
+    monkeypatch.delenv("AUTOINFER_NO_CACHE")
+    assert open_cache(tmp_path)[1].enabled and not open_cache(tmp_path, enabled=False)[1].enabled
 
 
 def test_select_restricted_to_one_backend(model: Path, tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ is a drop-in for), must not name a runtime: its package (onnxruntime, openvino, 
 tensorrt), its environment variables (ORT_*, OV_*, OPENVINO_*, TRT_*, NCNN_*) or its operator
 domain (org.openvinotoolkit). What a runtime needs is declared by its backend and read through
 the registry (``Backend.thread_env_vars``, ``Backend.domains``, ``Backend.child_env``).
+
+The house keeps its sizes too: no function over 80 lines (backends included), no module outside
+``autoinfer/backends/`` over 600 lines.
 """
 
 from __future__ import annotations
@@ -170,3 +173,62 @@ def test_model_facts_accept_a_domain_a_backend_declares(tmp_path: Path) -> None:
     finally:
         backends.unregister("fake_domain")
     assert "org.openvinotoolkit" in backends.known_domains()  # the OpenVINO backend's own
+
+
+# -- sizes ------------------------------------------------------------------------
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 600  # outside autoinfer/backends/, where each runtime's module may be longer
+# Functions over the limit for now, each with its reason; the list only ever shrinks.
+LONG_FUNCTIONS: dict[str, str] = {}
+
+
+def _all_modules() -> list[Path]:
+    return sorted([*ROOT.glob("autoinfer/**/*.py"), *ROOT.glob("probes/**/*.py")])
+
+
+def _long_functions(source: str) -> dict[str, int]:
+    """Every function (methods and nested functions included) over the limit, by name,
+    counted from its ``def`` line to its last line."""
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = (node.end_lineno or node.lineno) - node.lineno + 1
+            if n > MAX_FUNCTION_LINES:
+                out[node.name] = n
+    return out
+
+
+def test_the_size_scan_counts_what_it_should() -> None:
+    def body(indent: str, n: int) -> str:
+        return "\n".join(f"{indent}x{i} = {i}" for i in range(n))
+
+    at_limit = f"def fits():\n{body('    ', MAX_FUNCTION_LINES - 1)}\n"
+    assert _long_functions(at_limit) == {}
+    method = f"class C:\n    @staticmethod\n    def long():\n{body('        ', MAX_FUNCTION_LINES + 1)}\n"
+    nested = f"def outer():\n    def inner():\n{body('        ', MAX_FUNCTION_LINES)}\n    return inner\n"
+    assert _long_functions(method) == {"long": MAX_FUNCTION_LINES + 2}
+    assert _long_functions(nested) == {"outer": MAX_FUNCTION_LINES + 3, "inner": MAX_FUNCTION_LINES + 1}
+
+
+def test_no_function_is_over_the_limit() -> None:
+    found = {}
+    for path in _all_modules():
+        rel = str(path.relative_to(ROOT))
+        for name, n in _long_functions(path.read_text(encoding="utf-8")).items():
+            found[f"{rel}::{name}"] = n
+    over = {k: n for k, n in found.items() if k not in LONG_FUNCTIONS}
+    assert not over, f"functions over {MAX_FUNCTION_LINES} lines (split them along a real seam): {over}"
+    fixed = sorted(set(LONG_FUNCTIONS) - set(found))
+    assert not fixed, f"within the limit now: remove them from LONG_FUNCTIONS: {fixed}"
+
+
+def test_no_module_outside_the_backends_is_over_the_limit() -> None:
+    over = {}
+    for path in _all_modules():
+        rel = path.relative_to(ROOT)
+        if "backends" in rel.parts:
+            continue
+        n = len(path.read_text(encoding="utf-8").splitlines())
+        if n > MAX_MODULE_LINES:
+            over[str(rel)] = n
+    assert not over, f"modules over {MAX_MODULE_LINES} lines (split them along a real seam): {over}"

@@ -75,7 +75,7 @@ def test_wrong_outputs_candidate_is_rejected_with_numbers(model, tmp_path, fakes
     dec = _decide(model, tmp_path / "c", backends=["onnxruntime", "wrong_outputs"])
     bad = next(r for r in dec.ranking if r.candidate.backend == "wrong_outputs")
     assert bad.status == "rejected"
-    assert "max abs error" in bad.reason and "0.5" in bad.reason
+    assert "max abs error" in bad.status_reason and "0.5" in bad.status_reason
     assert dec.winner.backend == "onnxruntime"
 
 
@@ -88,7 +88,7 @@ def test_crashing_hanging_leaking_candidates_are_survived(model, tmp_path, fakes
         model, tmp_path / "c", backends=["onnxruntime", fake], candidate_timeout_s=4.0, memory_limit_mb=1500
     )
     bad = next(r for r in dec.ranking if r.candidate.backend == fake)
-    assert bad.status == "failed" and expect in bad.reason, bad.reason
+    assert bad.status == "failed" and expect in bad.status_reason, bad.status_reason
     assert dec.winner.backend == "onnxruntime"
     assert time.monotonic() - t0 < 60
 

@@ -1,4 +1,4 @@
-"""The shared low layer: optional imports (``autoinfer._lazy``), bounded child processes
+"""The shared low layer: optional imports (``autoinfer._lazy``), child processes
 (``autoinfer._proc``), the thread count (``autoinfer._hw``), canonical JSON, locks
 (``autoinfer._util``) and objectives."""
 
@@ -371,3 +371,52 @@ def test_the_doctor_shows_each_runtimes_pip_extra_and_what_it_can_drive(tmp_path
         assert "fp32" in r["supports"]["precisions"]
         # a device in use here is one the backend declares it can drive
         assert {d.split(":")[0] for d in r["devices"]} <= set(b.capabilities.devices), r
+
+
+# -- in a forked child -------------------------------------------------------------------------
+def _boom() -> None:
+    os.abort()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="in_child forks on Linux only")
+def test_in_child_answers_reports_errors_survives_crashes_and_times_out() -> None:
+    assert _proc.in_child(lambda: {"n": 3}, 60) == ("ok", {"n": 3})
+    kind, msg = _proc.in_child(lambda: 1 // 0, 60)
+    assert kind == "error" and msg.startswith("ZeroDivisionError")
+    kind, how = _proc.in_child(_boom, 60)
+    assert kind == "crashed" and "SIGABRT" in how
+    t0 = time.monotonic()
+    assert _proc.in_child(lambda: time.sleep(60), 1) == ("timeout", None)
+    assert time.monotonic() - t0 < 30
+
+
+# -- the measuring workers ---------------------------------------------------------------------
+def test_a_measuring_worker_leads_its_own_group_and_dies_with_this_process(tmp_path: Path) -> None:
+    from autoinfer import workers
+
+    w = workers.Worker(tmp_path, memory_limit_mb=0.0)
+    proc = w._start()
+    try:
+        assert os.getsid(proc.pid) == proc.pid, "the worker does not lead its own session"
+        assert w in set(workers._LIVE)
+        workers.kill_all_workers()  # what the exit handler does
+        assert w.proc is None and proc.returncode is not None and not _alive(proc.pid)
+    finally:
+        w.kill()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_forgets_the_parents_workers(tmp_path: Path) -> None:
+    from autoinfer import workers
+
+    w = workers.Worker(tmp_path, memory_limit_mb=0.0)
+    proc = w._start()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: it must not know (nor kill at exit) the parent's worker
+            os._exit(0 if not list(workers._LIVE) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert proc.poll() is None, "the parent's worker died with the forked child"
+    finally:
+        w.kill()

@@ -53,7 +53,7 @@ __all__ = [
     "Unsupported",
     "names",
     "get",
-    "select",
+    "resolve",
     "register",
     "child_environment",
     "thread_env_vars",
@@ -99,8 +99,9 @@ def get(name: str) -> Backend:
         return inst
 
 
-def select(include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Backend]:
-    """Backends named by ``include`` (default all) minus ``exclude``, validated."""
+def resolve(include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Backend]:
+    """The backends named by ``include`` (default all) minus ``exclude``; an unknown name
+    is a ConfigError that lists the known ones."""
     inc = list(include) if include is not None else list(_REGISTRY)
     exc = set(exclude or ())
     for n in [*inc, *exc]:

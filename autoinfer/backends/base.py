@@ -244,8 +244,9 @@ class LoadContext:
         backends that must fix them at load time (None: use declared shapes).
     objective:   one of OBJECTIVES.
     timeout_s:   bound for conversions and builds in subprocesses.
-    extra:       backend-specific options passed through from the caller
-        (for example ONNX Runtime ``sess_options`` and ``providers``).
+    app_options: the arguments of a runtime's own session API that the application
+        passed, handed through to the backend that claimed them (for example ONNX
+        Runtime's ``sess_options`` and ``providers``, see :meth:`Backend.claim_app_options`).
     """
 
     artifact_dir: Path
@@ -254,7 +255,7 @@ class LoadContext:
     objective: str = "latency"
     timeout_s: float = 300.0
     hardware: Hardware | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    app_options: dict[str, Any] = field(default_factory=dict)
 
 
 class Runner(ABC):

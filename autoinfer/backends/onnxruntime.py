@@ -451,12 +451,12 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 NAME, f"unknown candidate settings {sorted(unknown)}; expected some of {sorted(_SETTINGS)}"
             )
-        user_options = ctx.extra.get("sess_options")
-        user_providers = ctx.extra.get("providers")
+        user_options = ctx.app_options.get("sess_options")
+        user_providers = ctx.app_options.get("providers")
         so = user_options if user_options is not None else self._session_options(ort, candidate, ctx)
         if user_providers is not None:
             providers = list(user_providers)
-            provider_options = ctx.extra.get("provider_options")
+            provider_options = ctx.app_options.get("provider_options")
         else:
             try:
                 providers, provider_options = self._providers(candidate, ctx)

@@ -606,7 +606,7 @@ class OpenVinoBackend(Backend):
                 NAME, f"cannot create the artifact directory {ctx.artifact_dir}: {exc.strerror}"
             ) from None
         config["CACHE_DIR"] = str(ctx.artifact_dir)
-        config.update(ctx.extra.get("openvino_config") or {})
+        config.update(ctx.app_options.get("openvino_config") or {})
         return config
 
 

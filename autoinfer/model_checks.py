@@ -1,0 +1,128 @@
+"""Checks of a parsed ONNX model that ONNX Runtime also makes: string fields that are
+valid UTF-8, and operators that exist in a known domain at the model's opset.
+
+The known domains are ONNX's own plus those a registered runtime declares
+(``Backend.domains``), read from the registry on each look-up.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
+
+
+class _KnownDomains:
+    """ONNX's own domains plus the custom ones a registered runtime declares
+    (``Backend.domains``); any other domain is only acceptable when the model
+    defines the function itself. Read from the registry on each look-up, so a
+    backend registered later counts too."""
+
+    def __contains__(self, domain: object) -> bool:
+        if domain in _ONNX_DOMAINS:
+            return True
+        from .backends import known_domains
+
+        return domain in known_domains()
+
+
+KNOWN_DOMAINS = _KnownDomains()
+
+
+def non_utf8_field(model: Any) -> str | None:
+    """Where the first string field that is not valid UTF-8 sits, or None.
+
+    Protobuf hands such fields of a proto2 message (ONNX's) back as ``bytes``
+    instead of failing the parse, so a corrupt name would otherwise reach the
+    runtimes and autoinfer's own keys as the wrong type. Only string and
+    message fields are read: weights (``bytes`` and numbers) are never copied.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+    from google.protobuf.message import Message
+
+    layout: dict[str, tuple[list[str], list[str]]] = {}
+    stack: list[tuple[Any, str]] = [(model, "model")]
+    while stack:
+        msg, where = stack.pop()
+        desc = msg.DESCRIPTOR
+        fields = layout.get(desc.full_name)
+        if fields is None:
+            fields = layout[desc.full_name] = (
+                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_STRING],
+                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_MESSAGE],
+            )
+        texts, messages = fields
+        for name in texts:
+            value = getattr(msg, name)
+            for v in (value,) if isinstance(value, (str, bytes)) else value:
+                if not isinstance(v, str):
+                    return f"{where}.{name}"
+        for name in messages:
+            value = getattr(msg, name)
+            if isinstance(value, Message):
+                if msg.HasField(name):
+                    stack.append((value, f"{where}.{name}"))
+            else:
+                stack.extend((m, f"{where}.{name}[{i}]") for i, m in enumerate(value))
+    return None
+
+
+@functools.cache
+def _newest_opset(domain: str) -> int:
+    """The newest opset of ``domain`` the installed onnx package describes."""
+    import onnx.defs
+
+    if domain in ("", "ai.onnx"):
+        return int(onnx.defs.onnx_opset_version())
+    return max(
+        (s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.domain == domain), default=0
+    )
+
+
+def check_operators(model: Any, path: Path) -> None:
+    """Every node's operator exists: in a domain ONNX or a registered runtime knows (or
+    a function the model defines), at the model's opset. A ModelError says which not."""
+    import onnx.defs
+
+    local = {(f.domain, f.name) for f in model.functions}
+    opsets = {o.domain: o.version for o in model.opset_import}
+
+    def walk(graph: Any) -> Iterable[Any]:
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    yield from walk(attr.g)
+                for g in attr.graphs:
+                    yield from walk(g)
+
+    for node in walk(model.graph):
+        dom = node.domain
+        if (dom, node.op_type) in local:
+            continue
+        if dom not in KNOWN_DOMAINS:
+            raise ModelError(
+                f"{path}: node {node.name or node.op_type!r} uses operator "
+                f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it"
+            )
+        if dom in _ONNX_DOMAINS:
+            version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
+            if _newest_opset(dom) < version < 10**6:  # newer than this onnx knows: ORT judges
+                continue
+            if not onnx.defs.has(node.op_type, dom):
+                raise ModelError(
+                    f"{path}: node {node.name or node.op_type!r} uses unknown operator "
+                    f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})"
+                )
+            try:
+                onnx.defs.get_schema(node.op_type, version, dom)
+            except Exception:
+                raise ModelError(
+                    f"{path}: operator {node.op_type!r} does not exist at opset "
+                    f"{version} of domain {dom or 'ai.onnx'!r}"
+                ) from None
