@@ -32,7 +32,8 @@ from .config import Settings, check_objective, open_cache
 from .decision import DECISION_FORMAT, Decision, Measurement, RaceStat, Ranked
 from .errors import ConfigError, NoCandidateError
 from .loader import Loader, artifact_key, check_threads, threads_for
-from .measure import TOLERANCES, Measurer, compare, feed_hints, sample_feeds
+from .compare import TOLERANCES, compare
+from .measure import Measurer, feed_hints, sample_feeds
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware

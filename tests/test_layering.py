@@ -232,3 +232,89 @@ def test_no_module_outside_the_backends_is_over_the_limit() -> None:
         if n > MAX_MODULE_LINES:
             over[str(rel)] = n
     assert not over, f"modules over {MAX_MODULE_LINES} lines (split them along a real seam): {over}"
+
+
+# -- what each room may import (docs/architecture.md) -----------------------------------
+# The low layer imports nothing above it; the backends import the low layer, the hardware
+# facts and the model's types, never the selection, the session or the command line; probes
+# import no autoinfer.
+LOW_LAYER = {
+    "autoinfer.errors": set(),
+    "autoinfer.objectives": set(),
+    "autoinfer._hw": set(),
+    "autoinfer._util": set(),
+    "autoinfer.compare": set(),
+    "autoinfer._lazy": {"autoinfer.errors"},
+}
+BACKENDS_MAY_IMPORT = {
+    "autoinfer.errors",
+    "autoinfer.objectives",
+    "autoinfer._hw",
+    "autoinfer._util",
+    "autoinfer._lazy",
+    "autoinfer._proc",
+    "autoinfer.compare",
+    "autoinfer.model",
+    "autoinfer.backends",
+    "probes",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every autoinfer/probes module ``path`` imports, at any depth of its code (absolute names)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            # "from . import x" may import a submodule x
+            found |= {mod} | {f"{mod}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] in ("autoinfer", "probes")}
+
+
+def _owner(module: str, known: set[str]) -> str | None:
+    """The known module ``module`` is, or lies in (a.b.c -> a.b when a.b is known)."""
+    while module:
+        if module in known:
+            return module
+        module = module.rpartition(".")[0]
+    return None
+
+
+def test_the_import_scan_resolves_relative_imports() -> None:
+    got = imported_modules(ROOT / "autoinfer" / "backends" / "ncnn.py")
+    assert "autoinfer.errors" in got and "autoinfer.backends.base" in got
+
+
+def test_each_room_imports_only_what_it_may() -> None:
+    modules = {_module_name(p): p for p in _all_modules()}
+    known = set(modules) | {"autoinfer", "probes"}
+    wrong = []
+    for name, path in sorted(modules.items()):
+        deps = {_owner(m, known) or m for m in imported_modules(path)} - {name, None}
+        if name.startswith("probes"):
+            bad = {d for d in deps if not d.startswith("probes")}
+        elif name in LOW_LAYER:
+            bad = deps - LOW_LAYER[name]
+        elif name.startswith("autoinfer.backends"):
+            bad = {d for d in deps if _owner(d, BACKENDS_MAY_IMPORT) is None and d != "autoinfer"}
+        else:
+            continue
+        if bad:
+            wrong.append(f"{name} imports {sorted(bad)}")
+    assert not wrong, "\n".join(wrong)

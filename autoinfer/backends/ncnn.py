@@ -959,7 +959,7 @@ def _agree(
     runner: NcnnRunner, feeds: Mapping[str, np.ndarray], refs: Sequence[np.ndarray], man: Mapping[str, Any]
 ) -> tuple[str, list[float]]:
     """('', errors) when the runner matches ``refs``, else (why not, errors)."""
-    from ..measure import compare  # here only: the measuring layer sits above the backends
+    from ..compare import compare
 
     outs = runner.run(feeds)
     errs = []
