@@ -171,9 +171,15 @@ def _limit_memory(pid: int, nbytes: int) -> None:
         log.debug("cannot limit the memory of child %d: %s", pid, exc)
 
 
-def in_child(fn: Callable[[], Any], timeout_s: float) -> tuple[str, Any]:
+def in_child(
+    fn: Callable[[], Any], timeout_s: float, meanwhile: Callable[[], None] | None = None
+) -> tuple[str, Any]:
     """``fn()`` in a forked child process, so that native code that aborts or
     segfaults on a malformed model takes down the child, not the caller.
+
+    ``meanwhile``, when given, runs in this process while the child computes (after the
+    fork, so no thread of ours is running at the fork); its exceptions propagate after the
+    child is reaped.
 
     Returns ("ok", value), ("crashed", how), ("error", message) when ``fn``
     raised, ("timeout", None), or ("unavailable", None) where fork is not safe
@@ -218,6 +224,8 @@ def in_child(fn: Callable[[], Any], timeout_s: float) -> tuple[str, Any]:
     deadline = time.monotonic() + timeout_s
     finished = False
     try:
+        if meanwhile is not None:
+            meanwhile()
         while time.monotonic() < deadline:
             ready, _, _ = select.select([r], [], [], min(deadline - time.monotonic(), 1.0))
             if ready:

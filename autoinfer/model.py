@@ -223,9 +223,10 @@ class ModelFacts:
         )
 
 
-def hash_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:
-    """SHA-256 over the files' bytes, streamed (a 2 GB model needs 1 MB of memory)."""
-    h = hashlib.sha256()
+def hash_files(paths: Iterable[Path], chunk: int = 1 << 20, into: Any = None) -> str:
+    """SHA-256 over the files' bytes, streamed (a 2 GB model needs 1 MB of memory);
+    ``into``: a hash that already holds what comes before them."""
+    h = into if into is not None else hashlib.sha256()
     for p in paths:
         with open(p, "rb") as f:
             while True:
@@ -387,7 +388,24 @@ def _estimate_flops(model: Any) -> int:
     return int(flops)
 
 
-def _checked_flops(model: Any, path: Path, size: int) -> int:
+def _without_weights(model: Any) -> Any:
+    """``model`` with the data of its large initializers dropped (their dims and types stay),
+    IN PLACE: for a forked child only. Shape inference needs the types; it reads the values
+    of small constants (a Reshape's shape) only, and serialising hundreds of megabytes of
+    weights to hand them to it is what made reading a large model slow."""
+    for t in model.graph.initializer:
+        if len(t.raw_data) > _KEEP_BYTES:
+            t.ClearField("raw_data")
+        for name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            if len(getattr(t, name)) * 4 > _KEEP_BYTES:
+                t.ClearField(name)
+    return model
+
+
+_KEEP_BYTES = 1 << 16
+
+
+def _checked_flops(model: Any, path: Path, size: int, meanwhile: Any = None) -> int:
     """The FLOP estimate, computed where a crash cannot reach the caller.
 
     ONNX's shape inference runs every operator's shape function, the same code
@@ -398,7 +416,9 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
     """
     from ._proc import in_child
 
-    outcome, value = in_child(lambda: _estimate_flops(model), 60.0 + 60.0 * size / 2**30)
+    outcome, value = in_child(
+        lambda: _estimate_flops(_without_weights(model)), 60.0 + 60.0 * size / 2**30, meanwhile
+    )
     if outcome == "ok":
         return int(value)
     if outcome == "crashed":
@@ -409,7 +429,34 @@ def _checked_flops(model: Any, path: Path, size: int) -> int:
     if outcome in ("timeout", "error"):
         log.debug("FLOP estimate of %s unavailable: %s", path, value or "timed out")
         return 0
+    if meanwhile is not None:  # no fork here: the caller's work, then the estimate in process
+        meanwhile()
     return _estimate_flops(model)
+
+
+def _read_model(p: Path) -> tuple[bytes, Any]:
+    """The file's bytes and the model parsed from them (its external data not loaded)."""
+    import onnx
+
+    if not p.exists():
+        raise ModelError(f"{p}: no such file")
+    if p.is_dir():
+        raise ModelError(f"{p}: is a directory, not an ONNX model file")
+    try:
+        blob = p.read_bytes()
+    except PermissionError:
+        raise ModelError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    if not blob:
+        raise ModelError(f"{p}: the file is empty")
+    try:
+        return blob, onnx.load_model_from_string(blob)
+    except Exception as exc:
+        raise ModelError(
+            f"{p}: not a readable ONNX model ({type(exc).__name__}: "
+            f"{str(exc)[:200] or 'truncated or corrupt protobuf'})"
+        ) from None
 
 
 def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
@@ -421,28 +468,9 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     (ONNX Runtime opens those only with a custom-operator library), operators
     absent at the model's opset, and missing or escaping external data.
     """
-    import onnx
-
     p = Path(path)
-    if not p.exists():
-        raise ModelError(f"{p}: no such file")
-    if p.is_dir():
-        raise ModelError(f"{p}: is a directory, not an ONNX model file")
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
-    if size == 0:
-        raise ModelError(f"{p}: the file is empty")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except PermissionError:
-        raise ModelError(f"{p}: permission denied") from None
-    except Exception as exc:
-        raise ModelError(
-            f"{p}: not a readable ONNX model ({type(exc).__name__}: "
-            f"{str(exc)[:200] or 'truncated or corrupt protobuf'})"
-        ) from None
+    blob, model = _read_model(p)
+    size = len(blob)
     bad_text = non_utf8_field(model)
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
@@ -458,16 +486,26 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)
-    flops = _checked_flops(model, p, size)  # first: it finds graphs that crash inference
+    hashed: list[Any] = []  # the files' hash, computed while the child infers shapes
+
+    def hash_now() -> None:
+        try:
+            h = hashlib.sha256(blob)  # the bytes already read: the file is read once
+            hashed.append(hash_files(externals, into=h))
+        except OSError as exc:
+            hashed.append(exc)
+
+    flops = _checked_flops(model, p, size, hash_now)  # first: it finds graphs that crash inference
     if any(o.dtype == UNTYPED for o in outputs):
         outputs = _infer_untyped(model, outputs)
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
         raise ModelError(f"{p}: input names are not unique: {names}")
-    try:
-        digest = hash_files([p, *externals])
-    except OSError as exc:
-        raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    if not hashed:
+        hash_now()
+    digest = hashed[0]
+    if isinstance(digest, OSError):
+        raise ModelError(f"{p}: cannot read ({digest.strerror})")
     hist = Counter(n.op_type for n in g.node)
     return ModelFacts(
         path=p.resolve(),

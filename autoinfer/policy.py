@@ -28,11 +28,11 @@ from . import backends as registry
 from ._util import KeyedLocks
 from .backends.base import Backend, Candidate, Unsupported
 from .cache import Cache, digest
+from .compare import TOLERANCES, compare
 from .config import Settings, check_objective, open_cache
 from .decision import DECISION_FORMAT, Decision, Measurement, RaceStat, Ranked
 from .errors import ConfigError, NoCandidateError
 from .loader import Loader, artifact_key, check_threads, threads_for
-from .compare import TOLERANCES, compare
 from .measure import Measurer, feed_hints, sample_feeds
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -429,8 +429,6 @@ class Session(Selecting, OrtSurface):
         if self._closed:
             raise AutoinferError("the session is closed")
         feeds = self._validate(input_feed)
-        if self._want_feeds:
-            self._take_feeds(feeds)
         while True:
             act = self._active if self._static else self._active_for(feeds)
             calls = act.calls  # type: ignore[union-attr]
@@ -446,6 +444,8 @@ class Session(Selecting, OrtSurface):
             outs = self._run_fallback(act, feeds, exc)  # type: ignore[arg-type]
         finally:
             calls.pop()
+        if self._want_feeds:  # after the call: the selection's processes do not slow this one
+            self._take_feeds(feeds)
         if output_names:
             try:
                 return [outs[self._out_index[n]] for n in output_names]

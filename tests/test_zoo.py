@@ -330,3 +330,17 @@ def test_cli_lists_names_and_rejects_unknown_ones(capsys):
     assert capsys.readouterr().out.split() == list(zoo.NAMES)
     assert zoo.main(["nonexistent", "x.onnx"]) == 2
     assert "Known:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet50", "efficientnet_b0", "lstm", "dynamic"])
+def test_the_flop_estimate_without_the_weights_is_the_estimate_with_them(name):
+    """Reading a model infers its shapes with the large weights' data dropped (a copy in a
+    forked child); the estimate must not change."""
+    from autoinfer import model as facts
+
+    whole = build(name)
+    light = onnx.ModelProto()
+    light.CopyFrom(whole)
+    facts._without_weights(light)
+    assert light.ByteSize() < whole.ByteSize() or whole.ByteSize() < 1 << 17
+    assert facts._estimate_flops(light) == facts._estimate_flops(whole) > 0
