@@ -244,6 +244,11 @@ def in_child(
         err.seek(max(0, err.tell() - 2000))
         tail = err.read().decode("utf-8", "replace").strip().splitlines()
         err.close()
+    return _child_outcome(finished, status, chunks, tail)
+
+
+def _child_outcome(finished: bool, status: int, chunks: list[bytes], tail: list[str]) -> tuple[str, Any]:
+    """:func:`in_child`'s answer from how its child ended and what it wrote."""
     if not finished:
         return "timeout", None
     if os.WIFSIGNALED(status) or not chunks:

@@ -332,7 +332,8 @@ class Session(Selecting, OrtSurface):
 
     def _open_safe(self, shapes: dict[str, tuple[int, ...]] | None) -> Active:
         """The safe choice: the reference at its defaults or, where it cannot load the model,
-        the first candidate by estimate that can."""
+        the first candidate that can, those that load without a conversion first (a
+        conversion takes seconds: the session is to start at once), then by estimate."""
         order: list[Candidate] = []
         for b in registry.resolve(self._opts.backends, self._opts.exclude):
             if b.capabilities.reference and b.availability(self._hw).usable:
@@ -359,7 +360,8 @@ class Session(Selecting, OrtSurface):
             if i or shapes is None:
                 break
             tried = set(order)
-            order = [r.candidate for r in self._selector(shapes).rank()[0] if r.candidate not in tried]
+            ranked = [r.candidate for r in self._selector(shapes).rank()[0] if r.candidate not in tried]
+            order = sorted(ranked, key=lambda c: registry.get(c.backend).capabilities.needs_conversion)
         raise NoCandidateError(f"no candidate could load {self._facts.path.name}", errors)
 
     def _load_decision(
@@ -426,6 +428,14 @@ class Session(Selecting, OrtSurface):
         self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any], run_options: Any = None
     ) -> list[np.ndarray]:
         """Outputs named by ``output_names`` (all when None), like ONNX Runtime's ``run``."""
+        act = self._active
+        if act is not None and act.direct is not None and run_options is None and self._direct_ok():
+            try:  # the runtime checks the feed itself (but would misread foreign byte order);
+                # on any complaint the checked path says what is wrong, or falls back
+                if all(type(v) is np.ndarray and v.dtype.isnative for v in input_feed.values()):
+                    return act.direct(output_names, input_feed)
+            except Exception:  # noqa: BLE001
+                pass
         if self._closed:
             raise AutoinferError("the session is closed")
         feeds = self._validate(input_feed)

@@ -91,7 +91,7 @@ class Active:
     ``run()`` in flight on it (list append/pop are atomic); ``retired`` is set when it
     has been replaced, and it is closed once ``calls`` is empty."""
 
-    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed", "calls", "retired")
+    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed", "calls", "retired", "direct")
 
     def __init__(
         self,
@@ -109,6 +109,8 @@ class Active:
         self.failed: set[Candidate] = set()
         self.calls: list[None] = []
         self.retired = False
+        # the runtime's own checked call (Runner.direct_run), when the session may use it
+        self.direct = getattr(runner, "direct_run", None)
 
 
 _SESSIONS: weakref.WeakSet[Selecting] = weakref.WeakSet()
@@ -308,6 +310,12 @@ class Selecting:
                 self._on_choice(choice)
             except Exception:  # noqa: BLE001 - the application's callback
                 log.exception("autoinfer: the on_choice callback raised")
+
+    def _direct_ok(self) -> bool:
+        """May ``run()`` hand the feed straight to the runtime's own checked call? Not while
+        it waits for the feeds to select on, for a dynamic model (its shapes pick the
+        runner), or once closed."""
+        return self._static and not self._want_feeds and not self._closed
 
     def _take_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """The first run()'s feeds start the background selection (copied)."""

@@ -426,3 +426,20 @@ def test_dynamic_model_with_input_shapes_runs_other_shapes_and_selects_them(tmp_
     np.testing.assert_allclose(s.run(None, x)[0], ref.run(None, x)[0], rtol=1e-3, atol=1e-4)
     assert s.choice.measured and s.decision.bucket == "input=8x3x32x32"
     s.close()
+
+
+def test_without_the_reference_the_safe_choice_is_one_that_needs_no_conversion(tiny, tmp_path):
+    """Where the reference is not among the runtimes, the session starts on a runtime that
+    loads the model as it is: a conversion (seconds) would keep the application waiting."""
+    hw = __import__("probes").detect()
+    usable = [registry.get(n) for n in registry.names() if registry.get(n).availability(hw).usable]
+    others = [b for b in usable if not b.capabilities.reference]
+    direct = [b.name for b in others if not b.capabilities.needs_conversion]
+    converted = [b.name for b in others if b.capabilities.needs_conversion]
+    if not direct or not converted:
+        print(f"runtimes usable here besides the reference: {[b.name for b in others]}")
+        pytest.skip("needs a usable runtime with and one without a conversion, besides the reference")
+    with autoinfer.Session(tiny, backends=direct + converted, cache_dir=tmp_path / "c") as s:
+        assert s.choice is not None and s.choice.provisional
+        assert s.choice.backend in direct, (s.choice, direct, converted)
+        np.testing.assert_allclose(s.run(None, _x())[0], s.run(None, _x())[0])

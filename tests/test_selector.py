@@ -170,7 +170,7 @@ def test_public_select_function(model, tmp_path):
 
 
 def test_reduced_precision_is_tried_only_when_asked_and_at_its_own_tolerance(model, tmp_path):
-    from autoinfer.measure import TOLERANCES
+    from autoinfer.compare import TOLERANCES
 
     exact = _decide(model, tmp_path / "c", benchmark=False)
     assert all(r.candidate.precision == "fp32" for r in exact.ranking), exact.explain()

@@ -44,7 +44,7 @@ built for, integers a runtime narrows to int32).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -264,6 +264,11 @@ class Runner(ABC):
     candidate: Candidate
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    # The runtime's own call with ONNX Runtime's signature, ``direct_run(output_names or None,
+    # feed)``, for a runtime that checks its feed itself: the session calls it first and
+    # takes the checked path (its own validation, then ``run``) only when it raises. None:
+    # no such call.
+    direct_run: Callable[[Sequence[str] | None, Mapping[str, Any]], list[np.ndarray]] | None = None
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:

@@ -619,6 +619,7 @@ class OrtRunner(Runner):
         self.providers = tuple(sess.get_providers())
         self._outputs = list(self.output_names)
         self._run = sess.run
+        self.direct_run = sess.run  # ONNX Runtime checks its feed: the session's fast path
         self._model = model
         self._lock = threading.Lock()
 
