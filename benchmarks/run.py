@@ -491,12 +491,15 @@ def overhead(mb: ModelBench, plan: Plan) -> dict[str, Any] | None:
 
     stub = Stub()
     iso_rounds, iso_block = 30, 2000
+    direct = act.direct  # a runtime's own checked call (Session.run's fast path): stubbed too
     act.runner = stub
+    if direct is not None:
+        act.direct = lambda names, f: outs
     try:
         stub_calls = {"session": _bind_sess(sess, feeds), "stub": _bind(stub.run, feeds)}
         b = measure.per_call_blocks(stub_calls, iso_rounds, iso_block)
     finally:
-        act.runner = runner
+        act.runner, act.direct = runner, direct
     sl = measure.paired(b["session"], b["stub"])
     out["isolated_session_layer"] = {k: (v * 1e6 if k != "n" else v) for k, v in sl.items()}
     # The runner's own cost over the runtime's call cannot be told from a big model's
