@@ -403,7 +403,7 @@ class Session(Selecting, OrtSurface):
         act = self._active
         if act is not None and act.shapes == shapes and act is not self._default and not act.retired:
             return act  # the same shapes as the last call: no bucket to compute
-        bucket = shape_bucket(self._facts, shapes)
+        bucket = self._bucket_of(shapes)
         act = self._by_bucket.get(bucket)
         if act is not None and (not act.exact or act.shapes == shapes):
             self._active = act

@@ -171,6 +171,7 @@ class Selecting:
         self._notified = False
         self._forked = False
         self._want_feeds = False
+        self._buckets: dict[tuple[tuple[int, ...], ...], str] = {}  # feed shapes -> bucket
         _SESSIONS.add(self)
 
     def _submit(
@@ -310,6 +311,17 @@ class Selecting:
                 self._on_choice(choice)
             except Exception:  # noqa: BLE001 - the application's callback
                 log.exception("autoinfer: the on_choice callback raised")
+
+    def _bucket_of(self, shapes: dict[str, tuple[int, ...]]) -> str:
+        """The shape bucket of a validated feed's shapes (in the model's input order),
+        remembered: a dynamic model called with the same shapes again pays a lookup."""
+        key = tuple(shapes.values())
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = shape_bucket(self._facts, shapes)
+            if len(self._buckets) < 4096:
+                self._buckets[key] = bucket
+        return bucket
 
     def _direct_ok(self) -> bool:
         """May ``run()`` hand the feed straight to the runtime's own checked call? Not while
