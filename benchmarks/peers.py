@@ -73,15 +73,22 @@ def _ort_outputs(sess: Any) -> Callable[[Mapping[str, np.ndarray]], list[np.ndar
     return call
 
 
+def _ort() -> Any:
+    """ONNX Runtime itself, imported with its telemetry off (as autoinfer imports it)."""
+    from autoinfer.backends.onnxruntime import import_ort
+
+    return import_ort()
+
+
 def load_ort(path: Path, ctx: Context) -> Loaded:
-    import onnxruntime as ort
+    ort = _ort()
 
     sess = ort.InferenceSession(str(path))
     return Loaded(_ort_outputs(sess), info={"providers": sess.get_providers()}, handle=sess)
 
 
 def load_ort_maxperf(path: Path, ctx: Context) -> Loaded:
-    import onnxruntime as ort
+    ort = _ort()
 
     so = ort.SessionOptions()
     setter = getattr(so, "set_provider_selection_policy", None)

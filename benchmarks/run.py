@@ -177,7 +177,9 @@ class ModelBench:
         """A cold Session() with an empty cache, the way a user's first start goes: the time
         to the first result (construction + first run) next to plain ONNX Runtime's, then
         the background selection's end (wait_for_choice)."""
-        import onnxruntime as ort
+        from autoinfer.backends.onnxruntime import import_ort
+
+        ort = import_ort()
 
         p = self.peer("autoinfer")
         a = self.res["autoinfer"]

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import autoinfer
+from autoinfer.backends.onnxruntime import import_ort
 from autoinfer.cache import Cache
+
+ort = import_ort()  # ONNX Runtime itself, with its telemetry off
 
 BACKENDS = ["onnxruntime", "openvino", "ncnn"]
 SHAPE = (1, 3, 16, 16)
@@ -149,7 +151,9 @@ def test_threads_with_different_batch_sizes_select_once_per_bucket(
 _OPENER = textwrap.dedent("""
     import json, os, sys, time
     import numpy as np
-    import onnxruntime, openvino  # imported before the start line, so all start together
+    from autoinfer.backends.onnxruntime import import_ort  # telemetry-free, as autoinfer
+    from autoinfer.backends.openvino import import_openvino
+    import_ort(); import_openvino()  # imported before the start line, so all start together
     import autoinfer, autoinfer.session, autoinfer.policy, probes
     probes.detect()
     model, cache, go = sys.argv[1:4]
