@@ -74,7 +74,8 @@ def _claimed(
     if sess_options is None and providers is None:
         return None, {}
     claim = registry.claim_app_options(sess_options, providers, provider_options)
-    if claim is None:
+    if claim is None:  # no installed runtime reads them: say so rather than drop them quietly
+        log.warning("autoinfer: no runtime here claims sess_options/providers; choosing without them")
         return None, {}
     app_options = {
         "sess_options": sess_options,
