@@ -205,8 +205,9 @@ class Cache:
             return None
         return self.read_json(self.path("facts", f"{key}.json"))
 
-    def put_facts(self, model_path: Path, facts: dict[str, Any]) -> None:
-        key = self.facts_key(model_path)
+    def put_facts(self, model_path: Path, facts: dict[str, Any], key: str | None = None) -> None:
+        """``key``: the file's key when it was read (default: as it is now)."""
+        key = key or self.facts_key(model_path)
         if key is not None:
             self.write_json(self.path("facts", f"{key}.json"), facts)
 

@@ -8,7 +8,8 @@ same threads, same artifact directory, same hardware facts, same extras.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,23 @@ def threads_for(hw: Hardware, explicit: int | None = None) -> int:
     if explicit is not None:
         return int(explicit)
     return _hw.threads_for(hw)
+
+
+def detect_beside() -> Callable[[], Any]:
+    """Start probing the machine (``probes.detect``: once per process) on a thread of its
+    own, so that it overlaps whatever the caller does next; the returned function waits
+    for the answer."""
+    import probes
+
+    found: list[Any] = []
+    thread = threading.Thread(target=lambda: found.append(probes.detect()), daemon=True)
+    thread.start()
+
+    def wait() -> Any:
+        thread.join()
+        return found[0] if found else probes.detect()
+
+    return wait
 
 
 def check_threads(threads: Any) -> int | None:
@@ -155,7 +173,8 @@ class Loader:
     ) -> LoadContext:
         """The context for ``cand``; ``private``: in this loader's own temporary directory,
         where no cache clear reaches."""
-        if private:
+        if private or not registry.get(cand.backend).keeps_artifacts(cand):
+            # nothing to keep: a private directory (and no wait for the model's hash)
             adir = private_dir(self.private_root(), artifact_key(cand, shapes))
         else:
             adir = artifact_dir(self.cache, cand, self.model, shapes, self.private_root())

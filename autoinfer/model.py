@@ -15,18 +15,22 @@ version, and non-tensor inputs and outputs (sequences, optionals, maps).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import shape_check
 from .errors import ModelError
-from .model_checks import check_operators, non_utf8_field
+from .model_checks import check_operators, non_utf8_field, operator_queries
+from .skeleton import read_skeleton
 
 log = logging.getLogger("autoinfer.model")
 
@@ -127,7 +131,7 @@ class ModelFacts:
     """What autoinfer knows about a model without running it."""
 
     path: Path
-    sha256: str
+    digest: str | Digest  # the files' SHA-256, or one computed when first asked for
     size_bytes: int
     ir_version: int
     opsets: tuple[tuple[str, int], ...]
@@ -145,6 +149,18 @@ class ModelFacts:
     metadata: tuple[tuple[str, str], ...] = field(default=())
     producer_name: str = ""  # as ONNX Runtime's get_modelmeta() reports them
     graph_description: str = ""
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the model file and its external-data files (hashed on first use)."""
+        d = self.digest
+        return d if isinstance(d, str) else d.value()
+
+    @property
+    def hashed(self) -> bool:
+        """Is the digest known (so that asking for it costs nothing)?"""
+        d = self.digest
+        return isinstance(d, str) or d.known() is not None
 
     @property
     def has_dynamic_inputs(self) -> bool:
@@ -169,10 +185,13 @@ class ModelFacts:
             f"~{self.flops / 1e9:.2f} GFLOP, opset {self.opset}"
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, hashed: bool = True) -> dict[str, Any]:
+        """The facts as JSON; ``hashed=False`` leaves out a digest not computed yet."""
+        known = self.digest if isinstance(self.digest, str) else self.digest.known()
+        sha = self.sha256 if hashed else known
         return {
             "path": str(self.path),
-            "sha256": self.sha256,
+            **({"sha256": sha} if sha is not None else {}),
             "size_bytes": self.size_bytes,
             "ir_version": self.ir_version,
             "opsets": [list(o) for o in self.opsets],
@@ -193,16 +212,20 @@ class ModelFacts:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelFacts:
-        """Inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError on damaged data."""
+    def from_dict(cls, d: dict[str, Any], on_hashed: Callable[[str], None] | None = None) -> ModelFacts:
+        """Inverse of :meth:`to_dict`; raises KeyError/TypeError/ValueError on damaged data.
+        Without a "sha256", the files are hashed when first asked for, and ``on_hashed``
+        is told the digest."""
 
         def spec(x: dict[str, Any]) -> TensorSpec:
             shape = x["shape"]
             return TensorSpec(str(x["name"]), str(x["dtype"]), None if shape is None else tuple(shape))
 
+        path = Path(d["path"])
+        externals = tuple(str(e) for e in d["external_data"])
         return cls(
-            path=Path(d["path"]),
-            sha256=str(d["sha256"]),
+            path=path,
+            digest=str(d["sha256"]) if "sha256" in d else Digest((path, *map(Path, externals)), on_hashed),
             size_bytes=int(d["size_bytes"]),
             ir_version=int(d["ir_version"]),
             opsets=tuple((str(a), int(b)) for a, b in d["opsets"]),
@@ -211,7 +234,7 @@ class ModelFacts:
             op_histogram=tuple((str(a), int(b)) for a, b in d["op_histogram"]),
             params=int(d["params"]),
             flops=int(d["flops"]),
-            external_data=tuple(d["external_data"]),
+            external_data=externals,
             producer=str(d["producer"]),
             graph_name=str(d["graph_name"]),
             description=str(d["description"]),
@@ -221,6 +244,48 @@ class ModelFacts:
             producer_name=str(d["producer_name"]),
             graph_description=str(d["graph_description"]),
         )
+
+
+class Digest:
+    """The SHA-256 of a model's files, computed when first asked for, once, on the thread
+    that asks (others wait for it). A cold start does not wait for it: the safe choice loads
+    without it, and the selection, which keys its cache by it, hashes in the background."""
+
+    __slots__ = ("_paths", "_on_hashed", "_lock", "_value")
+
+    def __init__(self, paths: Iterable[Path], on_hashed: Callable[[str], None] | None = None) -> None:
+        self._paths = tuple(paths)
+        self._on_hashed = on_hashed
+        self._lock = threading.Lock()
+        self._value: str | None = None
+
+    def known(self) -> str | None:
+        return self._value
+
+    def value(self) -> str:
+        with self._lock:
+            if self._value is None:
+                try:
+                    self._value = hash_files(self._paths)
+                except OSError as exc:
+                    raise ModelError(f"{self._paths[0]}: cannot read ({exc.strerror})") from None
+                if self._on_hashed is not None:
+                    try:
+                        self._on_hashed(self._value)
+                    except Exception as exc:  # noqa: BLE001 - remembering it is an optimisation
+                        log.debug("cannot remember the digest of %s: %s", self._paths[0], exc)
+            return self._value
+
+    def __repr__(self) -> str:
+        return f"Digest({self._value or 'not computed yet'})"
+
+    def __eq__(self, other: object) -> bool:  # facts compare equal whether or not hashed yet
+        if isinstance(other, Digest):
+            return self._paths == other._paths
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._paths)
 
 
 def hash_files(paths: Iterable[Path], chunk: int = 1 << 20, into: Any = None) -> str:
@@ -300,19 +365,11 @@ def _spec(value_info: Any, path: Path, what: str) -> TensorSpec:
     return TensorSpec(value_info.name, dtype, shape)
 
 
-def _infer_untyped(model: Any, outputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+def _untyped_from(inferred: Any, outputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
     """Outputs declared without a type get the inferred one, as ONNX Runtime does."""
-    import onnx
-
-    try:
-        inferred = {
-            o.name: o for o in onnx.shape_inference.infer_shapes(model, strict_mode=False).graph.output
-        }
-    except Exception as exc:  # noqa: BLE001 - the type stays unknown
-        log.debug("shape inference failed: %s", exc)
-        return outputs
+    found = {o.name: o for o in inferred.graph.output}
     return tuple(
-        _spec(inferred[o.name], Path(), "output") if o.dtype == UNTYPED and o.name in inferred else o
+        _spec(found[o.name], Path(), "output") if o.dtype == UNTYPED and o.name in found else o
         for o in outputs
     )
 
@@ -350,92 +407,46 @@ def _count_params(model: Any) -> int:
     return n
 
 
-def _estimate_flops(model: Any) -> int:
-    """Multiply-accumulates x2 of Conv, Gemm and MatMul, with dynamic dims taken as 1."""
+def _checked(
+    model: Any, graph: bytes, inference: shape_check.Inference, path: Path, size: int
+) -> tuple[dict[Any, str] | None, Any]:
+    """The operator verdicts and the model with inferred shapes, from the child that
+    :func:`shape_check.start` spawned (a crash there is the model's :class:`ModelError`).
+    Verdicts None: ask them here; inferred None: inference refused the model or timed out."""
     import onnx
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception as exc:  # shape inference can fail on odd but runnable models
-        log.debug("shape inference failed, FLOP estimate is partial: %s", exc)
-        inferred = model
-    shapes: dict[str, list[int]] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        if vi.type.WhichOneof("value") == "tensor_type" and vi.type.tensor_type.HasField("shape"):
-            shapes[vi.name] = [
-                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-                for d in vi.type.tensor_type.shape.dim
-            ]
-    for t in inferred.graph.initializer:
-        shapes[t.name] = list(t.dims)
-    flops = 0
-    for node in inferred.graph.node:
-        try:
-            if node.op_type == "Conv" and len(node.input) >= 2:
-                w, y = shapes.get(node.input[1]), shapes.get(node.output[0])
-                if w and y:
-                    flops += 2 * math.prod(y) * math.prod(w[1:])
-            elif node.op_type in ("MatMul", "Gemm") and len(node.input) >= 2:
-                a, y = shapes.get(node.input[0]), shapes.get(node.output[0])
-                if a and y:
-                    k = a[-1]
-                    if node.op_type == "Gemm":
-                        trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
-                        k = a[0] if trans_a else a[-1]
-                    flops += 2 * math.prod(y) * k
-        except Exception:  # an odd node never stops the estimate
-            continue
-    return int(flops)
-
-
-def _without_weights(model: Any) -> Any:
-    """``model`` with the data of its large initializers dropped (their dims and types stay),
-    IN PLACE: for a forked child only. Shape inference needs the types; it reads the values
-    of small constants (a Reshape's shape) only, and serialising hundreds of megabytes of
-    weights to hand them to it is what made reading a large model slow."""
-    for t in model.graph.initializer:
-        if len(t.raw_data) > _KEEP_BYTES:
-            t.ClearField("raw_data")
-        for name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            if len(getattr(t, name)) * 4 > _KEEP_BYTES:
-                t.ClearField(name)
-    return model
-
-
-_KEEP_BYTES = 1 << 16
-
-
-def _checked_flops(model: Any, path: Path, size: int, meanwhile: Any = None) -> int:
-    """The FLOP estimate, computed where a crash cannot reach the caller.
-
-    ONNX's shape inference runs every operator's shape function, the same code
-    the runtimes run when they load a graph. Some malformed attributes (a
-    kernel larger than its input, for one) make that native code abort the
-    whole process, ONNX Runtime included; a model that crashes it here is
-    rejected before any runtime sees it.
-    """
-    from ._proc import in_child
-
-    outcome, value = in_child(
-        lambda: _estimate_flops(_without_weights(model)), 60.0 + 60.0 * size / 2**30, meanwhile
-    )
-    if outcome == "ok":
-        return int(value)
+    outcome, value = inference.result(60.0 + 60.0 * size / 2**30)
+    if outcome in ("ok", "error"):
+        answer = value[0] if outcome == "ok" else value
+        verdicts = dict(zip(operator_queries(model), answer["verdicts"], strict=True))
+        if outcome == "ok":
+            return verdicts, onnx.load_model_from_string(value[1])
+        log.debug("shape inference of %s failed: %s", path, answer.get("error"))
+        return verdicts, None
     if outcome == "crashed":
         raise ModelError(
             f"{path}: malformed model: ONNX shape inference crashed on it ({value}); "
             "a runtime loading it would crash the same way"
         )
-    if outcome in ("timeout", "error"):
-        log.debug("FLOP estimate of %s unavailable: %s", path, value or "timed out")
-        return 0
-    if meanwhile is not None:  # no fork here: the caller's work, then the estimate in process
-        meanwhile()
-    return _estimate_flops(model)
+    if outcome == "timeout":
+        log.debug("shape inference of %s did not finish", path)
+        return None, None
+    from ._proc import in_child  # no child of its own: a forked one, else this process
+
+    light = onnx.load_model_from_string(graph)
+    outcome, value = in_child(lambda: shape_check.infer_here(light).SerializeToString().hex(), 120.0)
+    if outcome == "crashed":
+        raise ModelError(f"{path}: malformed model: ONNX shape inference crashed on it ({value})")
+    if outcome == "ok":
+        return None, onnx.load_model_from_string(bytes.fromhex(value))
+    return None, shape_check.infer_here(light) if outcome == "unavailable" else None
 
 
-def _read_model(p: Path) -> tuple[bytes, Any]:
-    """The file's bytes and the model parsed from them (its external data not loaded)."""
+def _read_model(p: Path) -> tuple[int, Any, bytes | None]:
+    """The file's size, the model parsed from it and its serialized skeleton: its graph
+    without the data of large tensors (:mod:`~autoinfer.skeleton`); or, where the file
+    does not walk as protobuf, the whole file (no skeleton), whose parse error names
+    what is wrong."""
     import onnx
 
     if not p.exists():
@@ -443,6 +454,10 @@ def _read_model(p: Path) -> tuple[bytes, Any]:
     if p.is_dir():
         raise ModelError(f"{p}: is a directory, not an ONNX model file")
     try:
+        skeleton = read_skeleton(p)
+        if skeleton is not None:
+            with contextlib.suppress(Exception):  # the whole file's parse gives the error
+                return p.stat().st_size, onnx.load_model_from_string(skeleton), skeleton
         blob = p.read_bytes()
     except PermissionError:
         raise ModelError(f"{p}: permission denied") from None
@@ -451,7 +466,7 @@ def _read_model(p: Path) -> tuple[bytes, Any]:
     if not blob:
         raise ModelError(f"{p}: the file is empty")
     try:
-        return blob, onnx.load_model_from_string(blob)
+        return len(blob), onnx.load_model_from_string(blob), None
     except Exception as exc:
         raise ModelError(
             f"{p}: not a readable ONNX model ({type(exc).__name__}: "
@@ -459,7 +474,7 @@ def _read_model(p: Path) -> tuple[bytes, Any]:
         ) from None
 
 
-def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
+def load_facts(path: str | os.PathLike[str], on_hashed: Callable[[str], None] | None = None) -> ModelFacts:
     """Read the model at ``path`` once and return its facts.
 
     Raises :class:`ModelError` for what ONNX Runtime refuses too: a missing path, a
@@ -469,8 +484,17 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     absent at the model's opset, and missing or escaping external data.
     """
     p = Path(path)
-    blob, model = _read_model(p)
-    size = len(blob)
+    inference = shape_check.start()  # the child starts while the model is read
+    try:
+        return _facts(p, inference, on_hashed)
+    finally:
+        inference.cancel()
+
+
+def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str], None] | None) -> ModelFacts:
+    size, model, skeleton = _read_model(p)
+    graph = skeleton if skeleton is not None else shape_check.without_weights(model).SerializeToString()
+    inference.send(graph, operator_queries(model))  # the child works while this process checks
     bad_text = non_utf8_field(model)
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
@@ -482,34 +506,20 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
     if not g.output:
         log.warning("%s: the graph declares no outputs; run() will return nothing", p)
     externals = _external_files(model, p)
-    check_operators(model, p)
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)
-    hashed: list[Any] = []  # the files' hash, computed while the child infers shapes
-
-    def hash_now() -> None:
-        try:
-            h = hashlib.sha256(blob)  # the bytes already read: the file is read once
-            hashed.append(hash_files(externals, into=h))
-        except OSError as exc:
-            hashed.append(exc)
-
-    flops = _checked_flops(model, p, size, hash_now)  # first: it finds graphs that crash inference
-    if any(o.dtype == UNTYPED for o in outputs):
-        outputs = _infer_untyped(model, outputs)
+    verdicts, inferred = _checked(model, graph, inference, p, size)  # a crash is the model's error
+    check_operators(model, p, verdicts)
+    if inferred is not None and any(o.dtype == UNTYPED for o in outputs):
+        outputs = _untyped_from(inferred, outputs)
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
         raise ModelError(f"{p}: input names are not unique: {names}")
-    if not hashed:
-        hash_now()
-    digest = hashed[0]
-    if isinstance(digest, OSError):
-        raise ModelError(f"{p}: cannot read ({digest.strerror})")
     hist = Counter(n.op_type for n in g.node)
     return ModelFacts(
         path=p.resolve(),
-        sha256=digest,
+        digest=Digest((p, *externals), on_hashed),
         size_bytes=size + sum(e.stat().st_size for e in externals),
         ir_version=int(model.ir_version),
         opsets=tuple(sorted((o.domain, int(o.version)) for o in model.opset_import)),
@@ -517,7 +527,7 @@ def load_facts(path: str | os.PathLike[str]) -> ModelFacts:
         outputs=outputs,
         op_histogram=tuple(sorted(hist.items())),
         params=_count_params(model),
-        flops=flops,
+        flops=shape_check.flops_of(inferred) if inferred is not None else 0,
         external_data=tuple(str(e) for e in externals),
         producer=(model.producer_name + " " + model.producer_version).strip(),
         graph_name=g.name,
@@ -542,20 +552,33 @@ def _ext_stats(paths: Iterable[str]) -> list[list[int]]:
 def load_facts_cached(path: str | os.PathLike[str], cache: Any) -> ModelFacts:
     """:func:`load_facts`, memoised in ``cache`` by the file's path, size, mtime and
     inode (and those of its external-data files), so a warm start neither parses
-    nor hashes the model again."""
+    nor hashes the model again. The record is written at once, without the digest,
+    and again with it once something has asked for it."""
     p = Path(path)
-    if p.is_file():
+    key = cache.facts_key(p) if p.is_file() else None
+    known: list[ModelFacts] = []
+
+    def store(sha: str | None = None) -> None:
+        if key is None or not known:
+            return
+        rec = known[0].to_dict(hashed=False)
+        if sha is not None:
+            rec["sha256"] = sha
+        try:
+            cache.put_facts(p, {"facts": rec, "ext": _ext_stats(known[0].external_data)}, key=key)
+        except OSError as exc:  # the cache is an optimisation only
+            log.debug("cannot store facts of %s: %s", p, exc)
+
+    if key is not None:
         rec = cache.get_facts(p)
         if rec is not None:
             try:
-                facts = ModelFacts.from_dict(rec["facts"])
+                facts = ModelFacts.from_dict(rec["facts"], on_hashed=store)
                 if _ext_stats(facts.external_data) == rec["ext"]:
+                    known.append(facts)
                     return facts
             except (KeyError, TypeError, ValueError, OSError) as exc:
                 log.debug("cached facts of %s unusable: %s", p, exc)
-    facts = load_facts(p)
-    try:
-        cache.put_facts(p, {"facts": facts.to_dict(), "ext": _ext_stats(facts.external_data)})
-    except OSError as exc:  # the cache is an optimisation only
-        log.debug("cannot store facts of %s: %s", p, exc)
-    return facts
+    known.append(load_facts(p, on_hashed=store))
+    store()
+    return known[0]

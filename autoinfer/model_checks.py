@@ -75,33 +75,69 @@ def non_utf8_field(model: Any) -> str | None:
 @functools.cache
 def _newest_opset(domain: str) -> int:
     """The newest opset of ``domain`` the installed onnx package describes."""
-    import onnx.defs
+    from onnx.onnx_cpp2py_export import defs
 
-    if domain in ("", "ai.onnx"):
-        return int(onnx.defs.onnx_opset_version())
-    return max(
-        (s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.domain == domain), default=0
-    )
+    lo_hi = defs.schema_version_map().get("" if domain == "ai.onnx" else domain)
+    return int(lo_hi[1]) if lo_hi else 0
 
 
-def check_operators(model: Any, path: Path) -> None:
-    """Every node's operator exists: in a domain ONNX or a registered runtime knows (or
-    a function the model defines), at the model's opset. A ModelError says which not."""
-    import onnx.defs
+def _walk(graph: Any) -> Iterable[Any]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _walk(attr.g)
+            for g in attr.graphs:
+                yield from _walk(g)
 
+
+Query = tuple[str, str, int]  # (domain, operator, the model's opset of that domain)
+
+
+def _query(node: Any, opsets: dict[str, int]) -> Query:
+    dom = node.domain
+    version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
+    return dom, node.op_type, version
+
+
+def operator_queries(model: Any) -> list[Query]:
+    """The operators of ONNX's domains that :func:`check_operators` asks ONNX about, each
+    once: for :mod:`~autoinfer.shape_check`'s child to answer."""
     local = {(f.domain, f.name) for f in model.functions}
     opsets = {o.domain: o.version for o in model.opset_import}
+    seen: dict[Query, None] = {}
+    for node in _walk(model.graph):
+        if node.domain in _ONNX_DOMAINS and (node.domain, node.op_type) not in local:
+            seen[_query(node, opsets)] = None
+    return list(seen)
 
-    def walk(graph: Any) -> Iterable[Any]:
-        for node in graph.node:
-            yield node
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    yield from walk(attr.g)
-                for g in attr.graphs:
-                    yield from walk(g)
 
-    for node in walk(model.graph):
+def verdict(query: Query) -> str:
+    """ONNX's word on one operator: "ok", "unknown" (no such operator in the domain) or
+    "absent" (none at that opset). An opset newer than the installed onnx knows is "ok":
+    ONNX Runtime judges it. (shape_check's child answers the same way, from the extension.)"""
+    import onnx.defs
+
+    dom, op, version = query
+    if _newest_opset(dom) < version < 10**6:
+        return "ok"
+    if not onnx.defs.has(op, dom):
+        return "unknown"
+    try:
+        onnx.defs.get_schema(op, version, dom)
+    except Exception:  # noqa: BLE001 - SchemaError: no version at or below this opset
+        return "absent"
+    return "ok"
+
+
+def check_operators(model: Any, path: Path, verdicts: dict[Query, str] | None = None) -> None:
+    """Every node's operator exists: in a domain ONNX or a registered runtime knows (or
+    a function the model defines), at the model's opset. A ModelError says which not.
+    ``verdicts``: ONNX's answers to :func:`operator_queries` where they were asked in a
+    child process; those missing are asked here."""
+    local = {(f.domain, f.name) for f in model.functions}
+    opsets = {o.domain: o.version for o in model.opset_import}
+    for node in _walk(model.graph):
         dom = node.domain
         if (dom, node.op_type) in local:
             continue
@@ -110,19 +146,17 @@ def check_operators(model: Any, path: Path) -> None:
                 f"{path}: node {node.name or node.op_type!r} uses operator "
                 f"{node.op_type!r} from unknown domain {dom!r}; no runtime implements it"
             )
-        if dom in _ONNX_DOMAINS:
-            version = opsets.get(dom, opsets.get("ai.onnx" if dom == "" else dom, 0)) or 10**6
-            if _newest_opset(dom) < version < 10**6:  # newer than this onnx knows: ORT judges
-                continue
-            if not onnx.defs.has(node.op_type, dom):
-                raise ModelError(
-                    f"{path}: node {node.name or node.op_type!r} uses unknown operator "
-                    f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})"
-                )
-            try:
-                onnx.defs.get_schema(node.op_type, version, dom)
-            except Exception:
-                raise ModelError(
-                    f"{path}: operator {node.op_type!r} does not exist at opset "
-                    f"{version} of domain {dom or 'ai.onnx'!r}"
-                ) from None
+        if dom not in _ONNX_DOMAINS:
+            continue
+        q = _query(node, opsets)
+        answer = (verdicts or {}).get(q) or verdict(q)
+        if answer == "unknown":
+            raise ModelError(
+                f"{path}: node {node.name or node.op_type!r} uses unknown operator "
+                f"{node.op_type!r} (domain {dom or 'ai.onnx'!r})"
+            )
+        if answer == "absent":
+            raise ModelError(
+                f"{path}: operator {node.op_type!r} does not exist at opset "
+                f"{q[2]} of domain {dom or 'ai.onnx'!r}"
+            )

@@ -32,7 +32,7 @@ from .backends.onnxruntime_api import OrtSurface
 from .config import open_cache
 from .decision import Decision, Ranked
 from .errors import AutoinferError, BackendError, ConfigError, InputError, ModelError, NoCandidateError
-from .loader import Loader
+from .loader import Loader, detect_beside
 from .measure import SyntheticInputsRejected
 from .model import ModelFacts, load_facts_cached
 from .policy import (
@@ -161,16 +161,15 @@ class Session(Selecting, OrtSurface):
         **kwargs: Any,
     ) -> None:
         _check_arguments(kwargs, selection, on_choice)
-        import probes
-
         self._lock = threading.RLock()
         self._closed = False
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._release_model: Any = None  # lets go of a held model copy (bytes)
+        hardware = detect_beside()  # probed while the model is read
         self._settings, self._cache = open_cache(cache_dir, budget_s)
         self._path = self._model_path(path_or_bytes)
         self._facts = self._read_facts(path_or_bytes)
-        self._hw = probes.detect()
+        self._hw = hardware()
         pinned_to, app_options = _claimed(sess_options, providers, provider_options)
         self._pinned = pinned_to is not None
         if pinned_to is not None:
@@ -255,7 +254,8 @@ class Session(Selecting, OrtSurface):
         shapes = resolve_input_shapes(self._facts, input_shapes)
         bucket = shape_bucket(self._facts, shapes)
         if self._mode == "background":
-            dec = cached_decision(self._selector(shapes))
+            # a model read for the first time is not hashed yet: the selection looks later
+            dec = cached_decision(self._selector(shapes)) if self._facts.hashed else None
             if dec is not None:
                 act = self._load_decision(dec, shapes)
             else:

@@ -327,6 +327,13 @@ class Backend(ABC):
         """
         return None
 
+    def keeps_artifacts(self, candidate: Candidate) -> bool:
+        """Does loading ``candidate`` write or reuse files in ``LoadContext.artifact_dir``
+        (a compiled engine, a conversion, a compile cache)? The default says yes. A runtime
+        that answers no for a candidate may be given a private directory, so that a cold
+        start loads it before the model's files are hashed (the cache is keyed by that hash)."""
+        return True
+
     @abstractmethod
     def availability(self, hw: Hardware) -> Availability:
         """Installed? Which devices really work here? Never raises."""

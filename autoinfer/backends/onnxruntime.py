@@ -444,6 +444,13 @@ class OnnxRuntimeBackend(Backend):
 
     # -- loading ----------------------------------------------------------------
 
+    def keeps_artifacts(self, candidate: Candidate) -> bool:
+        """Only the TensorRT and OpenVINO providers keep files (engines, a compile cache)."""
+        return str(candidate.get("provider") or CPU_EP) in (
+            "TensorrtExecutionProvider",
+            "OpenVINOExecutionProvider",
+        )
+
     def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
         ort = import_ort()
         unknown = set(candidate.settings_dict) - _SETTINGS

@@ -1,0 +1,202 @@
+"""Reading a model fast: the skeleton (the graph without the weights' data), the
+shape-inference child that outlives one model, and the digest left for later.
+
+A cold ``Session()`` is to cost little more than ONNX Runtime's own load, so reading a
+model must not read its weights, fork the caller or hash the file; these tests hold
+those properties, and that what is read is what a whole read gives.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import zoo
+from onnx import TensorProto, helper, numpy_helper
+
+import autoinfer
+from autoinfer import shape_check, skeleton
+from autoinfer.errors import ModelError
+from autoinfer.model import load_facts, load_facts_cached
+
+
+def _big_everywhere(path: Path) -> Path:
+    """Large tensors in every place a tensor may sit: an initializer, a Constant node, and
+    an initializer of an If branch; small ones (a Reshape's shape) that inference reads."""
+    rng = np.random.default_rng(0)
+    big = rng.random((64, 512), dtype=np.float32)  # 128 KiB
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+
+    def branch(name: str, scale: float) -> onnx.GraphProto:
+        w = numpy_helper.from_array(big * scale, f"{name}_w")
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)
+        return helper.make_graph(
+            [helper.make_node("MatMul", ["m", f"{name}_w"], [f"{name}_out"])], name, [], [out], [w]
+        )
+
+    nodes = [
+        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(big.T.copy(), "k")),
+        helper.make_node("MatMul", ["x", "w"], ["h"]),  # [2, 512]
+        helper.make_node("MatMul", ["h", "k"], ["m0"]),  # [2, 64]
+        helper.make_node("Reshape", ["m0", "shape"], ["m"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=branch("a", 1.0), else_branch=branch("b", 2.0)),
+    ]
+    inits = [numpy_helper.from_array(big, "w"), numpy_helper.from_array(np.array([2, 64], np.int64), "shape")]
+    g = helper.make_graph(nodes, "g", [x, c], [y], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_skeleton_drops_large_data_everywhere_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = _big_everywhere(tmp_path / "m.onnx")
+    whole = onnx.load(str(path))
+    light = onnx.load_model_from_string(skeleton.read_skeleton(path))
+    assert path.stat().st_size > 4 * 128 * 1024 and len(light.SerializeToString()) < 8 * 1024
+    # names, dims, types and the small constant stay; only the large data is gone
+    for a, b in zip(light.graph.initializer, whole.graph.initializer, strict=True):
+        assert (a.name, list(a.dims), a.data_type) == (b.name, list(b.dims), b.data_type)
+    assert numpy_helper.to_array(light.graph.initializer[1]).tolist() == [2, 64]
+    assert not light.graph.initializer[0].raw_data
+    assert not light.graph.node[0].attribute[0].t.raw_data
+    assert not light.graph.node[4].attribute[0].g.initializer[0].raw_data
+    assert [n.op_type for n in light.graph.node] == [n.op_type for n in whole.graph.node]
+    facts = load_facts(path)
+    assert facts.params == 2 * 64 * 512 + 2  # the graph's own initializers and constants
+    assert facts.flops == shape_check.flops_of(shape_check.infer_here(whole)) > 0
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "lstm", "dynamic_batch"])
+def test_the_skeleton_parses_as_the_whole_model_without_weights(name: str, tmp_path: Path) -> None:
+    path = zoo.save(name, tmp_path / "m.onnx")
+    light = onnx.load_model_from_string(skeleton.read_skeleton(path))
+    assert light == shape_check.without_weights(onnx.load(str(path)))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"\xff" * 64, b"\x3a\xff\xff\xff\xff\x0f", b"\x08"],  # bad tags, a length past the end, a cut varint
+)
+def test_a_file_that_is_not_protobuf_has_no_skeleton_and_gets_the_parse_error(blob: bytes, tmp_path: Path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(blob)
+    assert skeleton.read_skeleton(path) is None
+    with pytest.raises(ModelError, match="not a readable ONNX model|not an ONNX model"):
+        load_facts(path)
+
+
+def test_a_truncated_model_is_refused_as_before(tmp_path: Path) -> None:
+    path = _big_everywhere(tmp_path / "m.onnx")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert skeleton.read_skeleton(path) is None
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        load_facts(path)
+
+
+def test_a_cold_session_does_not_hash_the_model_and_the_selection_does(tmp_path: Path) -> None:
+    """The digest keys the decision cache; a cold start loads the safe choice without it,
+    and the background selection computes it (and the facts record keeps it)."""
+    path = zoo.save("tiny", tmp_path / "m.onnx")
+    cache = tmp_path / "c"
+    s = autoinfer.Session(path, cache_dir=cache, budget_s=2)
+    try:
+        assert not s._facts.hashed
+        s.run(None, {"input": np.ones((1, 16), np.float32)})
+        assert s.wait_for_choice(timeout=120) is not None
+        assert s._facts.hashed
+    finally:
+        s.close()
+    from autoinfer.cache import Cache
+
+    again = load_facts_cached(path, Cache(cache))
+    assert again.hashed and again.sha256 == s._facts.sha256
+    import hashlib
+
+    assert again.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_model_moved_elsewhere_runs_its_cached_winner_after_the_first_call(tmp_path: Path) -> None:
+    """Same bytes under a new path: not hashed at start, so the session opens on the safe
+    choice; the selection finds the decision by the digest and takes it from the cache."""
+    a = zoo.save("tiny", tmp_path / "a.onnx")
+    cache = tmp_path / "c"
+    feed = {"input": np.ones((1, 16), np.float32)}
+    with autoinfer.Session(a, cache_dir=cache, budget_s=2) as s:
+        s.run(None, feed)
+        first = s.wait_for_choice(timeout=120)
+    b = tmp_path / "b.onnx"
+    b.write_bytes(a.read_bytes())
+    with autoinfer.Session(b, cache_dir=cache, budget_s=2) as s:
+        s.run(None, feed)
+        choice = s.wait_for_choice(timeout=120)
+        assert choice is not None and choice.from_cache
+        assert choice.candidate == first.candidate
+
+
+def test_reading_a_model_never_forks_the_caller(tmp_path: Path) -> None:
+    """A fork marks every page of a large caller copy-on-write, and the runtime's load that
+    follows then pays a page fault per page it writes; reading must spawn, not fork."""
+    path = zoo.save("mobilenetv2", tmp_path / "m.onnx")
+    code = textwrap.dedent(f"""
+        import os, autoinfer
+        def no_fork(*a, **k):
+            raise AssertionError("forked")
+        os.fork = no_fork
+        s = autoinfer.Session({str(path)!r}, cache_dir={str(tmp_path / "c")!r}, selection="off",
+                              backends=["onnxruntime"])
+        print("facts", s._facts.flops > 0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "facts True" in proc.stdout
+
+
+def test_the_shape_child_serves_model_after_model_and_recovers_from_a_crash(tmp_path: Path) -> None:
+    from test_reliability_models import _kernel_larger_than_input
+
+    good = zoo.save("tiny", tmp_path / "good.onnx")
+    bad = _kernel_larger_than_input(tmp_path)
+    load_facts(good)
+    first = shape_check._child
+    assert first is not None and first.alive()
+    load_facts(good)
+    assert shape_check._child is first  # kept for the next model
+    with pytest.raises(ModelError, match="shape inference crashed"):
+        load_facts(bad)
+    assert not first.alive()
+    assert load_facts(good).inputs[0].name == "input"  # a new child
+    assert shape_check._child is not first and shape_check._child.alive()
+
+
+def test_models_read_from_several_threads_at_once_each_get_their_own_answer(tmp_path: Path) -> None:
+    paths = [zoo.save(n, tmp_path / f"{n}.onnx") for n in ("tiny", "lstm", "mobilenetv2", "dynamic_batch")]
+    expected = {p: load_facts(p) for p in paths}
+    got: dict[Path, object] = {}
+    errors: list[BaseException] = []
+
+    def read(p: Path) -> None:
+        try:
+            got[p] = load_facts(p)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(p,)) for p in paths * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for p in paths:
+        assert (got[p].flops, got[p].inputs, got[p].outputs) == (  # type: ignore[attr-defined]
+            expected[p].flops,
+            expected[p].inputs,
+            expected[p].outputs,
+        )
