@@ -163,6 +163,11 @@ class ModelFacts:
         return isinstance(d, str) or d.known() is not None
 
     @property
+    def opaque_io(self) -> bool:
+        """Does the model take or return a non-tensor (a sequence, an optional, a map)?"""
+        return any(not t.is_tensor for t in (*self.inputs, *self.outputs))
+
+    @property
     def has_dynamic_inputs(self) -> bool:
         return any(i.is_dynamic for i in self.inputs)
 

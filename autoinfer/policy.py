@@ -213,6 +213,10 @@ class Selector:
             if not av.usable:
                 unsupported.append({"key": b.name, "reason": av.reason or "not usable here", "fix": av.fix})
                 continue
+            if self.model.opaque_io and not b.capabilities.opaque_io:
+                why = "the model takes or returns sequences, optionals or maps, which it does not"
+                unsupported.append({"key": b.name, "reason": why})
+                continue
             try:
                 cands = b.candidates(self.model, self.hw, self.opts.objective)
             except Exception as exc:  # noqa: BLE001 - one backend never sinks the selection

@@ -20,7 +20,6 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from .backends.onnxruntime_api import OrtSurface
 from .config import open_cache
 from .decision import Decision, Ranked
 from .errors import AutoinferError, BackendError, ConfigError, InputError, ModelError, NoCandidateError
+from .introspection import Introspection, ModelMetadata, NodeArg
 from .loader import Loader, detect_beside
 from .measure import SyntheticInputsRejected
 from .model import ModelFacts, load_facts_cached
@@ -85,29 +85,7 @@ def _claimed(
     return claim.backend, app_options
 
 
-@dataclass(frozen=True)
-class NodeArg:
-    """Like ``onnxruntime.NodeArg``: name, shape (ints, symbolic names or None) and type."""
-
-    name: str
-    shape: list[Any] | None
-    type: str
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """Like ``onnxruntime.ModelMetadata``."""
-
-    producer_name: str
-    graph_name: str
-    domain: str
-    description: str
-    graph_description: str
-    version: int
-    custom_metadata_map: dict[str, str]
-
-
-class Session(Selecting, OrtSurface):
+class Session(Selecting, Introspection, OrtSurface):
     """Runs an ONNX model on the fastest correct runtime of this machine.
 
     Arguments beyond ONNX Runtime's:
@@ -190,7 +168,9 @@ class Session(Selecting, OrtSurface):
             threads=threads,
         ).normalised()
         registry.resolve(backends, exclude)  # validate names now, not at first run
-        self._mode = "off" if (self._pinned or benchmark is False) else selection
+        # feeds of sequences, optionals or maps cannot be measured on: the reference runs them
+        off = self._pinned or benchmark is False or self._facts.opaque_io
+        self._mode = "off" if off else selection
         self._sample = as_feed_list(sample_inputs)
         self._fallback = fallback
         self._threads = self._opts.threads
@@ -217,7 +197,8 @@ class Session(Selecting, OrtSurface):
         self._by_bucket: dict[str, Active] = {}
         self._active: Active | None = None
         self._default: Active | None = None  # the safe choice, for every shape bucket
-        self._static = not self._facts.has_dynamic_inputs  # one shape: no buckets
+        # one shape, or opaque inputs (one runner for all): no buckets
+        self._static = not self._facts.has_dynamic_inputs or self._facts.opaque_io
 
     def _read_facts(self, src: Any) -> ModelFacts:
         try:
@@ -237,6 +218,10 @@ class Session(Selecting, OrtSurface):
             raise ModelError(msg) from None
 
     def _open(self, input_shapes: Mapping[str, Sequence[int]] | None) -> None:
+        if self._facts.opaque_io:
+            self._default = self._active = self._open_safe(None)
+            self._settle_if_idle()
+            return
         if not self._static and not input_shapes:
             if self._mode == "background":
                 # the reference runs any shape: it serves every bucket until its selection ends
@@ -503,26 +488,6 @@ class Session(Selecting, OrtSurface):
                 act, exc = new, again
             finally:
                 new.calls.pop()
-
-    # -- ONNX Runtime's introspection --------------------------------------------
-    def get_inputs(self) -> list[NodeArg]:
-        # an unknown rank reads [] as in ONNX Runtime
-        return [NodeArg(i.name, list(i.shape or ()), i.ort_type) for i in self._facts.inputs]
-
-    def get_outputs(self) -> list[NodeArg]:
-        return [NodeArg(o.name, list(o.shape or ()), o.ort_type) for o in self._facts.outputs]
-
-    def get_modelmeta(self) -> ModelMetadata:
-        f = self._facts
-        return ModelMetadata(
-            producer_name=f.producer_name,
-            graph_name=f.graph_name,
-            domain=f.domain,
-            description=f.description,
-            graph_description=f.graph_description,
-            version=f.model_version,
-            custom_metadata_map=dict(f.metadata),
-        )
 
     def _current_runner(self) -> Runner | None:  # the OrtSurface protocol
         act = self._active

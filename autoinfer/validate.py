@@ -18,11 +18,16 @@ from .model import TensorSpec
 class FeedValidator:
     """Checks feeds against ``inputs``: names, dtypes, ranks and fixed dimensions. A
     call returns the feed as C-contiguous numpy arrays (lists, scalars and array-likes
-    converted), or raises InputError saying what is wrong."""
+    converted), or raises InputError saying what is wrong.
+
+    A non-tensor input (a sequence, an optional, a map) is handed on as it is, for the
+    runtime to check, as ONNX Runtime does; an optional one may be left out or None."""
 
     def __init__(self, inputs: Sequence[TensorSpec]) -> None:
-        self._inputs = tuple(inputs)
-        self._input_names = frozenset(i.name for i in self._inputs)
+        self._inputs = tuple(i for i in inputs if i.is_tensor)
+        self._opaque = tuple(i.name for i in inputs if not i.is_tensor)
+        self._optional = frozenset(i.name for i in inputs if i.dtype.startswith("optional("))
+        self._input_names = frozenset(i.name for i in inputs)
         checks = []
         for spec in self._inputs:
             try:
@@ -39,8 +44,8 @@ class FeedValidator:
             raise InputError(
                 f"input_feed must be a dict of input name -> array, received {type(feed).__name__}"
             )
-        if feed.keys() != self._input_names:
-            missing = sorted(self._input_names - set(feed))
+        if feed.keys() != self._input_names and not self._fits_optionals(feed):
+            missing = sorted(self._input_names - set(feed) - self._optional)
             unknown = sorted(set(feed) - self._input_names)
             msg = (
                 f"Model requires {len(self._input_names)} input(s) "
@@ -77,7 +82,16 @@ class FeedValidator:
             if not x.flags.c_contiguous:
                 x = np.ascontiguousarray(x)
             out[name] = x
+        for name in self._opaque:
+            if feed.get(name) is not None:
+                out[name] = feed[name]
+            elif name not in self._optional:
+                raise InputError(f"input {name!r}: expected a value, received None")
         return out
+
+    def _fits_optionals(self, feed: Mapping[str, Any]) -> bool:
+        """The feed names every input but some optional ones, and nothing else."""
+        return self._input_names - self._optional <= feed.keys() <= self._input_names
 
     def _spec(self, name: str) -> TensorSpec:
         return next(i for i in self._inputs if i.name == name)

@@ -307,7 +307,7 @@ def _structure_quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] |
     yield (
         "sequence input",
         _model([helper.make_node("SequenceLength", ["s"], ["n"])], [seq], [_vi("n", [], TensorProto.INT64)]),
-        None,
+        {"s": [F4, np.zeros(3, np.float32)]},  # fed as ONNX Runtime takes it: a list of arrays
     )
     opt = helper.make_value_info(
         "o", helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 4]))
@@ -320,7 +320,7 @@ def _structure_quirks() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] |
             [_vi("n", [], TensorProto.BOOL)],
             opsets=(("", 18),),
         ),
-        None,
+        {"o": F4},
     )
 
 
@@ -364,7 +364,8 @@ def node_cases() -> Iterator[tuple[str, onnx.ModelProto, dict[str, Any] | None]]
             continue
         inputs, _ = c.data_sets[0]
         vis = [i for i in c.model.graph.input if i.name not in {t.name for t in c.model.graph.initializer}]
-        ok = len(vis) == len(inputs) and all(isinstance(x, np.ndarray) for x in inputs)
+        fed = (np.ndarray, list)  # a list: a sequence input, as ONNX Runtime takes it
+        ok = len(vis) == len(inputs) and all(isinstance(x, fed) for x in inputs)
         yield (
             f"node/{c.name}",
             c.model,
@@ -395,6 +396,10 @@ def _same(a: list[Any], b: list[Any]) -> bool:
     if len(a) != len(b):
         return False
     for x, y in zip(a, b, strict=True):
+        if isinstance(x, list) or isinstance(y, list):  # sequence outputs
+            if not (isinstance(x, list) and isinstance(y, list) and _same(x, y)):
+                return False
+            continue
         x, y = np.asarray(x), np.asarray(y)
         if x.shape != y.shape or x.dtype != y.dtype:
             return False

@@ -236,3 +236,60 @@ def test_winner_failing_to_load_falls_back(tmp_path, cache_dir, flaky, caplog):
     assert any("failed to load" in r.getMessage() for r in caplog.records)
     with pytest.raises(autoinfer.NoCandidateError, match="out of device memory"):
         autoinfer.Session(p, cache_dir=cache_dir, backends=["fails_to_load"], benchmark=False)
+
+
+def _sequence_and_optional(tmp_path: Path) -> Path:
+    """SequenceAt(s, i), and whether the optional input o was given."""
+    s = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
+    i = helper.make_tensor_value_info("i", TensorProto.INT64, [])
+    o = helper.make_value_info(
+        "o", helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+    )
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    has = helper.make_tensor_value_info("has", TensorProto.BOOL, [])
+    g = helper.make_graph(
+        [
+            helper.make_node("SequenceAt", ["s", "i"], ["y"]),
+            helper.make_node("OptionalHasElement", ["o"], ["has"]),
+        ],
+        "g",
+        [s, i, o],
+        [y, has],
+    )
+    path = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_sequence_and_optional_inputs_run_as_onnx_runtime_runs_them(tmp_path: Path) -> None:
+    """A list of arrays for a sequence input; an optional input given, None, or left out.
+    No other runtime takes them, so the session stays on the reference and says why."""
+    path = _sequence_and_optional(tmp_path)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = autoinfer.Session(path, cache_dir=tmp_path / "c")
+    seq = [np.ones((2, 3), np.float32), np.arange(4, dtype=np.float32)]
+    feeds = [
+        {"s": seq, "i": np.array(1, np.int64), "o": np.ones(2, np.float32)},
+        {"s": seq, "i": np.array(0, np.int64), "o": None},
+        {"s": seq, "i": np.array(-1, np.int64)},
+    ]
+    for feed in feeds:
+        got, want = sess.run(None, feed), ref.run(None, feed)
+        assert len(got) == len(want) == 2
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert sess.choice is not None and sess.choice.candidate.backend == "onnxruntime"
+    assert sess.wait_for_choice(timeout=5) is not None  # nothing to select on
+    with pytest.raises(InputError, match="'s'.*None"):
+        sess.run(None, {"s": None, "i": np.array(0, np.int64)})
+    with pytest.raises(InputError, match="missing \\['i'\\]"):
+        sess.run(None, {"s": seq})
+    from autoinfer.policy import Options, Selector
+
+    opts = Options(input_shapes={"s": [2], "i": [], "o": [2]})  # a sequence has no shape: any will do
+    ranked, unsupported = Selector(sess.facts, sess._hw, opts, sess._cache, sess._settings).rank()
+    assert {r.candidate.backend for r in ranked} == {"onnxruntime"}
+    others = [u for u in unsupported if u["key"] in registry.names() and u["key"] != "onnxruntime"]
+    assert all(
+        "sequences, optionals or maps" in u["reason"] for u in others if "not installed" not in u["reason"]
+    )

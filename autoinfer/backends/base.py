@@ -187,6 +187,7 @@ class Capabilities:
     reference:       its CPU fp32 candidate is the accuracy reference.
     dynamic_shapes:  runs inputs with dynamic dimensions without rebuilding per shape.
     needs_conversion: loads through a converted artifact (slow first load).
+    opaque_io:       takes and returns non-tensor values (sequences, optionals, maps).
     """
 
     devices: tuple[str, ...]
@@ -194,6 +195,7 @@ class Capabilities:
     dynamic_shapes: bool
     needs_conversion: bool = False
     reference: bool = False
+    opaque_io: bool = False
 
 
 @dataclass(frozen=True)

@@ -265,6 +265,7 @@ class OnnxRuntimeBackend(Backend):
         dynamic_shapes=True,
         needs_conversion=False,
         reference=True,
+        opaque_io=True,
     )
     thread_env_vars = ("ORT_NUM_THREADS",)
     # Contrib, layout-transformed and internal-layout operators ONNX Runtime implements.
