@@ -4,8 +4,10 @@ It reads one JSON job per line on stdin and answers one JSON line per job on
 its private result channel (the original stdout; anything a runtime prints
 goes to stderr instead). A screening job loads one candidate, runs it on the
 sample feeds, writes its outputs to an ``.npz`` file and reports load time,
-first inference time, latency statistics, throughput and memory. A race job
-loads the finalists together and times them in interleaved rounds (see
+first inference time, latency statistics, throughput and memory; asked to
+(``keep``), it leaves the runner loaded for a race in this same process. A race job
+loads the finalists together (taking a kept runner instead of loading it again) and
+times them in interleaved rounds until the selection's deadline (see
 ``autoinfer.measure``). Every load goes through ``autoinfer.loader``. A candidate that
 crashes or hangs this process costs that candidate only: the parent notices,
 kills the process and starts a fresh one for the next job.
