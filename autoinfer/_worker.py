@@ -4,8 +4,10 @@ It reads one JSON job per line on stdin and answers one JSON line per job on
 its private result channel (the original stdout; anything a runtime prints
 goes to stderr instead). A screening job loads one candidate, runs it on the
 sample feeds, writes its outputs to an ``.npz`` file and reports load time,
-first inference time, latency statistics, throughput and memory. A race job
-loads the finalists together and times them in interleaved rounds (see
+first inference time, latency statistics, throughput and memory; asked to
+(``keep``), it leaves the runner loaded for a race in this same process. A race job
+loads the finalists together (taking a kept runner instead of loading it again) and
+times them in interleaved rounds until the selection's deadline (see
 ``autoinfer.measure``). Every load goes through ``autoinfer.loader``. A candidate that
 crashes or hangs this process costs that candidate only: the parent notices,
 kills the process and starts a fresh one for the next job.
@@ -147,7 +149,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         runner = load(cand, facts, ctx)
         load_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0 = t_loaded = time.perf_counter()
         outputs = [runner.run(feeds[0])]
         first_s = time.perf_counter() - t0
         outputs += [runner.run(f) for f in feeds[1:]]
@@ -174,13 +176,17 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 stats["throughput"] = measure_throughput(call, max(1, ctx.threads), slice_s)
             else:
                 stats["throughput"] = 1.0 / stats["median_s"]
-        runner.close()
+        if job.get("keep"):  # for the race, in this same process: loaded once
+            _keep(cand.key, runner)
+        else:
+            runner.close()
     except Exception as exc:  # noqa: BLE001
         return _error(result, exc)
     return {
         **result,
         "ok": True,
         "load_s": load_s,
+        "runs_s": time.perf_counter() - t_loaded,  # everything after the load
         "first_s": first_s,
         **stats,
         "rss_load_mb": max(0.0, _rss_mb() - rss0),
@@ -190,13 +196,43 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Runners a screening job kept loaded for the race in this process, by candidate key.
+_KEPT: dict[str, Any] = {}
+
+
+def _keep(key: str, runner: Any) -> None:
+    old = _KEPT.pop(key, None)
+    if old is not None:
+        old.close()
+    _KEPT[key] = runner
+
+
+def _race_runner(entry: dict[str, Any], facts: Any) -> tuple[Any, bool]:
+    """The runner of one race entry: the one a screening job kept loaded here when the
+    entry asks for it (and it is still here), else a fresh load; and whether it was kept."""
+    from .backends.base import Candidate
+    from .loader import context_from_job, load
+
+    cand = Candidate.from_dict(entry["candidate"])
+    kept = _KEPT.pop(cand.key, None) if entry.get("kept") else None
+    if kept is not None:
+        return kept, True
+    return load(cand, facts, context_from_job(entry["ctx"])), False
+
+
+def _race_deadline(job: dict[str, Any]) -> float:
+    """When the rounds stop (``time.monotonic()``): the selection's own deadline, ``end_by``,
+    read on the clock every process of this machine shares; else ``budget_s`` from now."""
+    if job.get("end_by") is not None:
+        return float(job["end_by"])
+    return time.monotonic() + float(job["budget_s"])
+
+
 def run_race(job: dict[str, Any]) -> dict[str, Any]:
     """The finalists side by side in this one process: load all, warm up, then
     interleaved rounds in rotating order, the same number of runs per candidate per
     round and a pause before each candidate; stops once every challenger's verdict
     is clear (see measure.verdict) or the budget is spent. Entry 0 is the reference."""
-    from .backends.base import Candidate
-    from .loader import context_from_job, load
     from .measure import MIN_ROUNDS, load_feeds, race_order, verdict
     from .model import ModelFacts
 
@@ -206,10 +242,13 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     reps, pause = max(1, int(job["reps"])), float(job["pause_s"])
     threshold = float(job.get("threshold", 0.97))
     runners: list[Any] = []
+    kept: list[int] = []
     try:
-        for e in job["entries"]:
-            cand = Candidate.from_dict(e["candidate"])
-            runners.append(load(cand, facts, context_from_job(e["ctx"])))
+        for i, e in enumerate(job["entries"]):
+            runner, was_kept = _race_runner(e, facts)
+            runners.append(runner)
+            if was_kept:
+                kept.append(i)
         for r in runners:  # warm-up: caches, allocators, lazy compilation
             t_end = time.perf_counter() + 0.05
             for i in range(max(3, reps)):
@@ -221,10 +260,14 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     n = len(runners)
     times: list[list[float]] = [[] for _ in range(n)]
     failed: dict[int, str] = {}
-    deadline = time.perf_counter() + float(job["budget_s"])
-    rnd = 0
-    # at least MIN_ROUNDS rounds (an interval needs them), then until the budget is spent
-    while (rnd < MIN_ROUNDS or time.perf_counter() < deadline) and rnd < int(job.get("max_rounds", 400)):
+    deadline = _race_deadline(job)
+    rnd, round_s = 0, 0.0
+    # at least MIN_ROUNDS rounds (an interval needs them), then while another round ends
+    # before the deadline
+    while (rnd < MIN_ROUNDS or time.monotonic() + round_s < deadline) and rnd < int(
+        job.get("max_rounds", 400)
+    ):
+        t_round = time.monotonic()
         slot: dict[int, float] = {}
         for i in race_order(n, rnd):
             if i in failed:
@@ -243,6 +286,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
             for i, t in slot.items():
                 times[i].append(t)
         rnd += 1
+        round_s = time.monotonic() - t_round
         if len(times[0]) >= MIN_ROUNDS:
             clear = True
             for i in range(1, n):
@@ -259,7 +303,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
             r.close()
         except Exception:  # noqa: BLE001
             pass
-    return {"ok": True, "times": times, "rounds": rnd, "failed": failed}
+    return {"ok": True, "times": times, "rounds": rnd, "failed": failed, "kept": kept}
 
 
 def _die_with_parent() -> None:

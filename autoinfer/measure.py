@@ -1,5 +1,6 @@
-"""Measurement: screening, the side-by-side race, its statistics, the sample feeds and
-the comparison of outputs. The measuring subprocesses are :mod:`autoinfer.workers`.
+"""Measurement: screening, the side-by-side race and its statistics, within the
+selection's time budget (:mod:`autoinfer.budget`). The measuring subprocesses are
+:mod:`autoinfer.workers`; the sample feeds are :mod:`autoinfer.feeds` (re-exported here).
 
     screening   one crash-isolated subprocess per backend: load, first run, outputs
                 compared with the reference's, and a quick time. Failures, wrong answers
@@ -10,6 +11,8 @@ the comparison of outputs. The measuring subprocesses are :mod:`autoinfer.worker
                 thread pools). Each round gives a ratio candidate / reference; a
                 challenger replaces the reference only when the upper bound of the
                 confidence interval of the median ratio is below ``WIN_THRESHOLD``.
+                The reference's runner, kept loaded from its screening, races in its
+                own worker; the rounds go on until the selection's deadline.
 
 Like pyperf and criterion.rs: calibrate, warm up, interleave, and keep the
 incumbent unless the difference is significant.
@@ -17,28 +20,25 @@ incumbent unless the difference is significant.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import backends as registry
 from .backends.base import Candidate
+from .budget import TimeBudget
 from .compare import compare, tolerance
 from .decision import Decision, Measurement, RaceStat, Ranked
-from .errors import AutoinferError, ConfigError, NoCandidateError
+from .errors import AutoinferError, NoCandidateError
+from .feeds import feed_hints, load_feeds, sample_feeds, save_feeds
 from .loader import context_to_job
 from .workers import Worker, default_memory_limit_mb
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import ModelFacts
 
 log = logging.getLogger("autoinfer.measure")
 
@@ -50,8 +50,23 @@ MAX_FINALISTS = 4  # challengers in the race, besides the reference
 PAUSE_S = 0.05  # between candidates in a round: spinning pools go quiet
 SLOT_S = 0.025  # work per candidate per round, calibrated from the quick times
 RACE_MAX_S = 60.0  # the longest a race goes on, whatever the budget
+RESERVE_ROUNDS = 2 * MIN_ROUNDS  # the race always has time for this many rounds
 
 Feed = Mapping[str, np.ndarray]
+
+__all__ = [
+    "Cancelled",
+    "Measurer",
+    "SyntheticInputsRejected",
+    "compare",
+    "feed_hints",
+    "load_feeds",
+    "median_interval",
+    "race_order",
+    "sample_feeds",
+    "save_feeds",
+    "verdict",
+]
 
 
 class Cancelled(AutoinferError):
@@ -62,157 +77,15 @@ class SyntheticInputsRejected(NoCandidateError):
     """The reference failed on synthetic inputs: select again on the user's real inputs."""
 
 
-# --------------------------------------------------------------------------
-# sample feeds
-_PASS_THROUGH = {"Cast", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten"}
-_COMPARE = {"Equal": 0, "Greater": 1, "Less": -1, "GreaterOrEqual": 0, "LessOrEqual": 0}
-
-
-def feed_hints(path: str | os.PathLike[str]) -> dict[str, tuple[str, Any]]:
-    """What the graph tells about the values of its inputs, for synthetic feeds:
-    ("range", n) for an integer input that indexes a Gather over an axis of n;
-    ("value", v) for a scalar compared with a constant on the way to an ``If``."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - hints are a help, never a requirement
-        log.debug("no feed hints for %s: %s", path, exc)
-        return {}
-    g = proto.graph
-    inputs = {i.name for i in g.input}
-    shapes = {t.name: tuple(t.dims) for t in g.initializer}
-    consts: dict[str, np.ndarray] = {}
-    for t in g.initializer:
-        if int(np.prod(t.dims, dtype=np.int64)) <= 16:
-            with contextlib.suppress(Exception):
-                consts[t.name] = numpy_helper.to_array(t)
-    nodes: list[Any] = []
-    stack = [g]
-    while stack:
-        graph = stack.pop()
-        for n in graph.node:
-            nodes.append(n)
-            for a in n.attribute:
-                if a.g is not None and a.g.node:
-                    stack.append(a.g)
-                stack.extend(x for x in a.graphs)
-    producer = {o: n for n in nodes for o in n.output}
-    for n in nodes:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value" and a.t is not None:
-                    with contextlib.suppress(Exception):
-                        consts[n.output[0]] = numpy_helper.to_array(a.t)
-
-    def source(name: str) -> str | None:
-        for _ in range(8):
-            if name in inputs:
-                return name
-            n = producer.get(name)
-            if n is None or n.op_type not in _PASS_THROUGH or not n.input:
-                return None
-            name = n.input[0]
-        return None
-
-    hints: dict[str, tuple[str, Any]] = {}
-    for n in nodes:
-        if n.op_type == "Gather" and len(n.input) == 2 and n.input[0] in shapes:
-            src = source(n.input[1])
-            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
-            dims = shapes[n.input[0]]
-            if src and dims and -len(dims) <= axis < len(dims):
-                hints.setdefault(src, ("range", int(dims[axis])))
-        if n.op_type in _COMPARE and len(n.input) == 2:
-            for x, c in ((0, 1), (1, 0)):
-                src = source(n.input[x])
-                if src and n.input[c] in consts and consts[n.input[c]].size == 1:
-                    v = consts[n.input[c]].reshape(()).item()
-                    step = _COMPARE[n.op_type] * (1 if x == 0 else -1)
-                    if isinstance(v, (int, np.integer)):
-                        v = int(v) + step
-                    else:
-                        v = float(v) + step
-                    if _feeds_if(n, producer, nodes):
-                        hints.setdefault(src, ("value", v))
-    return hints
-
-
-def _feeds_if(node: Any, producer: Mapping[str, Any], nodes: Sequence[Any]) -> bool:
-    """Whether ``node``'s output reaches an ``If`` condition (through Not/And/Or/Cast...)."""
-    conds = {n.input[0] for n in nodes if n.op_type == "If" and n.input}
-    todo, seen = [node.output[0]], set()
-    users: dict[str, list[Any]] = {}
-    for n in nodes:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    while todo:
-        name = todo.pop()
-        if name in conds:
-            return True
-        if name in seen:
-            continue
-        seen.add(name)
-        for u in users.get(name, []):
-            if u.op_type in ("Not", "And", "Or", "Xor", "Cast", "Squeeze", "Reshape", "Identity"):
-                todo.extend(u.output)
-    return False
-
-
-def sample_feeds(
-    model: ModelFacts,
-    shapes: Mapping[str, Sequence[int]],
-    seed: int = 0,
-    hints: Mapping[str, tuple[str, Any]] | None = None,
-) -> dict[str, np.ndarray]:
-    """Deterministic synthetic inputs that respect what the graph tells (``feed_hints``):
-    floats in [0, 1), integers in {0, 1} or within a Gather's axis, booleans, and a
-    scalar tested by an ``If`` at a value its branches accept."""
-    rng = np.random.default_rng(seed)
-    hints = hints if hints is not None else feed_hints(model.path)
-    feeds = {}
-    for spec in model.inputs:
-        shape = tuple(shapes[spec.name])
-        dt = np.dtype(spec.dtype) if spec.dtype not in ("str", "bfloat16") else None
-        if dt is None:
-            raise ConfigError(
-                f"input {spec.name!r} has dtype {spec.dtype}, which autoinfer "
-                "cannot generate sample inputs for; pass sample_inputs="
-            )
-        kind, what = hints.get(spec.name, ("", None))
-        if kind == "value" and dt.kind in "iuf":
-            feeds[spec.name] = np.full(shape, what, dtype=dt)
-        elif dt.kind == "f":
-            feeds[spec.name] = rng.random(shape, dtype=np.float32).astype(dt)
-        elif dt.kind in "iu":
-            high = max(1, int(what)) if kind == "range" else 2
-            feeds[spec.name] = rng.integers(0, high, size=shape).astype(dt)
-        elif dt.kind == "b":
-            feeds[spec.name] = rng.random(shape) < 0.5
-        else:
-            raise ConfigError(f"input {spec.name!r}: unsupported dtype {spec.dtype}")
-    return feeds
+def _reps(slowest_s: float) -> int:
+    """Runs per candidate per round: ``SLOT_S`` of work for the slowest entrant."""
+    return int(min(200, max(1, round(SLOT_S / max(slowest_s, 1e-6)))))
 
 
 def _metric(r: Ranked, objective: str) -> float:
     """A measured entry's figure for ``objective`` (lower is better)."""
     assert r.measurement is not None, r.candidate.key
     return r.measurement.metric(objective)
-
-
-def save_feeds(path: Path, feeds: Sequence[Feed]) -> None:
-    arrays: dict[str, Any] = {f"f{i}_{k}": np.asarray(v) for i, f in enumerate(feeds) for k, v in f.items()}
-    np.savez(path, **arrays)
-
-
-def load_feeds(path: str | os.PathLike[str]) -> list[dict[str, np.ndarray]]:
-    out: dict[int, dict[str, np.ndarray]] = {}
-    with np.load(path, allow_pickle=False) as z:
-        for key in z.files:
-            idx, name = key[1:].split("_", 1)
-            out.setdefault(int(idx), {})[name] = z[key]
-    return [out[i] for i in sorted(out)]
 
 
 # --------------------------------------------------------------------------
@@ -274,13 +147,13 @@ class Measurer:
         self.work = work
         self.source = source
         self.t_start = t_start
-        self.budget = self.opts.budget_s or sel.settings.budget_s
-        self.deadline = t_start + self.budget
+        self.budget = TimeBudget(self.opts.budget_s or sel.settings.budget_s, t_start)
         self.feeds_path = work / "feeds.npz"
         save_feeds(self.feeds_path, feeds)
         self.workers: dict[str, Worker] = {}
         self.mem_limit = self.opts.memory_limit_mb or default_memory_limit_mb()
         self.reference: list[list[np.ndarray]] | None = None
+        self.kept: Candidate | None = None  # loaded in its worker for the race
         self._n = 0
 
     def _check_cancel(self) -> None:
@@ -300,8 +173,13 @@ class Measurer:
             "backend_target": registry._REGISTRY.get(cand.backend),
         }
 
+    def _fresh(self, key: str) -> bool:
+        """Whether a job for worker ``key`` starts a measuring process first."""
+        w = self.workers.get(key)
+        return w is None or w.proc is None or w.proc.poll() is not None
+
     def screen_one(
-        self, cand: Candidate, slice_s: float, time_it: bool = True
+        self, cand: Candidate, slice_s: float, time_it: bool = True, reference: bool = False
     ) -> tuple[dict[str, Any], list[list[np.ndarray]] | None]:
         self._check_cancel()
         self._n += 1
@@ -315,9 +193,15 @@ class Measurer:
             "outputs": str(out),
             "slice_s": slice_s,
             "time": time_it,
+            # the reference stays loaded in its worker, where the race runs (latency only)
+            "keep": reference and time_it and self.opts.objective == "latency",
             "sys_path": [p for p in sys.path if p],
         }
+        fresh, t0 = self._fresh(cand.backend), time.monotonic()
         res = self._worker(cand.backend).submit(job, self.opts.candidate_timeout_s + 4 * slice_s + 10)
+        self.budget.observe(res, time.monotonic() - t0, fresh, reference and time_it)
+        if job["keep"] and res.get("ok"):
+            self.kept = cand
         if res.get("kind") == "cancelled":
             raise Cancelled("the selection was cancelled")
         outputs = None
@@ -334,7 +218,7 @@ class Measurer:
         return res, outputs
 
     def evaluate(self, r: Ranked, slice_s: float, is_reference: bool) -> None:
-        res, outs = self.screen_one(r.candidate, slice_s)
+        res, outs = self.screen_one(r.candidate, slice_s, reference=is_reference)
         if not res.get("ok"):
             r.status = "unsupported" if res.get("kind") == "unsupported" else "failed"
             r.status_reason = str(res.get("reason", "unknown failure"))
@@ -368,8 +252,11 @@ class Measurer:
         r.status, r.status_reason, r.measurement = "measured", "", m
 
     def close(self) -> None:
+        cancelled = self.sel.cancel is not None and self.sel.cancel.is_set()
+        for w in self.workers.values():  # every worker ends at once, not one after another
+            w.kill() if cancelled else w.release()
         for w in self.workers.values():
-            w.kill() if self.sel.cancel is not None and self.sel.cancel.is_set() else w.close()
+            w.close()
 
     # -- the selection -------------------------------------------------------
     def run(self, ranked: list[Ranked], unsupported: list[dict[str, str]]) -> Decision:
@@ -380,34 +267,11 @@ class Measurer:
 
     def _run(self, ranked: list[Ranked], unsupported: list[dict[str, str]]) -> Decision:
         obj = self.opts.objective
-        ref_cand = self.sel.reference()
-        ref = next((r for r in ranked if r.candidate == ref_cand), None)
-        per = max(0.1, min(0.3, 0.05 * self.budget / max(1, len(ranked))))
-        if ref_cand is not None:  # the reference first: its outputs judge all others
-            if ref is not None:
-                self.evaluate(ref, per, True)
-                failed = ref.status != "measured"
-                why = ref.status_reason
-            else:
-                res, outs = self.screen_one(ref_cand, 0.0, time_it=False)
-                self.reference = outs if res.get("ok") else None
-                failed, why = not res.get("ok"), str(res.get("reason", ""))
-            if failed and self.source == "synthetic":
-                raise SyntheticInputsRejected(
-                    f"the reference {ref_cand.key} fails on synthetic inputs for "
-                    f"{self.model.path.name}; select on real inputs (sample_inputs=, or --inputs "
-                    "FEEDS.npz on the command line)",
-                    {ref_cand.key: why},
-                )
-            if failed:
-                log.warning("the reference %s failed: %s", ref_cand.key, why)
+        per = max(0.1, min(0.3, 0.05 * self.budget.budget_s / max(1, len(ranked))))
+        ref = self._screen_reference(ranked, per)
         for r in ranked:  # every candidate at its defaults, best estimate first
-            if r.status != "ranked":
-                continue
-            if time.monotonic() > self.deadline and any(x.status == "measured" for x in ranked):
-                r.status, r.status_reason = "skipped", "not measured: time budget spent"
-                continue
-            self.evaluate(r, per, False)
+            if r.status == "ranked" and self._admit(r, self._must_measure(ranked, ref)):
+                self.evaluate(r, per, False)
         if not any(r.status == "measured" for r in ranked):
             raise NoCandidateError(
                 f"no runtime ran {self.model.path.name} correctly here",
@@ -432,7 +296,7 @@ class Measurer:
                 )
         winner = base
         if finalists and obj == "latency":
-            winner = self._race(base, finalists)
+            winner = self._race(base, self._fit_race(base, finalists))
         elif finalists:  # other objectives: screening's metric, with the same margin
             cand = finalists[0]
             if cand.measurement.metric(obj) < WIN_THRESHOLD * base.measurement.metric(obj):  # type: ignore[union-attr]
@@ -442,16 +306,123 @@ class Measurer:
         for r in ranked:
             if r.status == "ranked":
                 r.status, r.status_reason = "skipped", "not measured"
+        elapsed = time.monotonic() - self.t_start
+        winner.reasons = winner.reasons + tuple(self.budget.account(elapsed))
         return Decision(
-            winner.candidate,
-            obj,
-            True,
-            ranked,
-            unsupported,
-            self.sel.bucket,
-            time.monotonic() - self.t_start,
-            inputs=self.source,
+            winner.candidate, obj, True, ranked, unsupported, self.sel.bucket, elapsed, inputs=self.source
         )
+
+    def _screen_reference(self, ranked: list[Ranked], per: float) -> Ranked | None:
+        """The reference first: its outputs judge all others. Its entry in ``ranked`` (None
+        when it is not among the candidates: then only its outputs are taken)."""
+        ref_cand = self.sel.reference()
+        ref = next((r for r in ranked if r.candidate == ref_cand), None)
+        if ref_cand is None:
+            return ref
+        if ref is not None:
+            self.evaluate(ref, per, True)
+            failed = ref.status != "measured"
+            why = ref.status_reason
+        else:
+            res, outs = self.screen_one(ref_cand, 0.0, time_it=False)
+            self.reference = outs if res.get("ok") else None
+            failed, why = not res.get("ok"), str(res.get("reason", ""))
+        if failed and self.source == "synthetic":
+            raise SyntheticInputsRejected(
+                f"the reference {ref_cand.key} fails on synthetic inputs for "
+                f"{self.model.path.name}; select on real inputs (sample_inputs=, or --inputs "
+                "FEEDS.npz on the command line)",
+                {ref_cand.key: why},
+            )
+        if failed:
+            log.warning("the reference %s failed: %s", ref_cand.key, why)
+        return ref
+
+    @staticmethod
+    def _must_measure(ranked: list[Ranked], ref: Ranked | None) -> bool:
+        """Whether the next candidate is measured whatever the budget: the first one
+        besides the reference (a selection must have a challenger), and any while nothing
+        has been measured (it must have a winner)."""
+        tried = any(r is not ref and r.status != "ranked" for r in ranked)
+        return not tried or not any(r.status == "measured" for r in ranked)
+
+    def _expected_load_s(self, cand: Candidate) -> float:
+        ctx = self.sel.loader.context(cand, self.sel.shapes)
+        try:
+            got = registry.get(cand.backend).expected_load_s(cand, self.model, ctx, self.budget.load_s)
+            return max(0.0, float(got))
+        except Exception as exc:  # noqa: BLE001 - a backend's guess never sinks the selection
+            log.debug("expected_load_s() of %s failed: %s", cand.key, exc)
+            return self.budget.load_s
+
+    def _admit(self, r: Ranked, must: bool) -> bool:
+        """Whether to screen ``r``: when it and a race after it fit in what is left, or
+        ``must``; otherwise it is marked skipped, with the reason."""
+        cand = r.candidate
+        cost = self.budget.screen_cost(self._expected_load_s(cand), self._fresh(cand.backend))
+        reserve = self._race_reserve()
+        log.debug(
+            "%s: expected %.2f s, the race %.2f s, %.2f s left", cand.key, cost, reserve, self.budget.left()
+        )
+        if cost + reserve <= self.budget.left():
+            return True
+        if must:
+            self.budget.overrun(f"screening {cand.key} and a race after it", cost + reserve)
+            return True
+        r.status, r.status_reason = "skipped", self.budget.skip_reason(cost, reserve)
+        log.info("autoinfer skipped %s: %s", cand.key, r.status_reason)
+        return False
+
+    def _race_reserve(self) -> float:
+        """The time screening leaves for the race: the reference and one challenger
+        (loaded as fast as the reference) over ``RESERVE_ROUNDS`` rounds."""
+        if self.opts.objective != "latency":
+            return 0.0
+        m = self.budget.median_s
+        reuse = self.kept is not None and not self._fresh(self.kept.backend)
+        return self.budget.race_cost(
+            [0.0 if reuse else self.budget.load_s, self.budget.load_s],
+            [m, m],
+            _reps(m),
+            pause_s=PAUSE_S,
+            rounds=RESERVE_ROUNDS,
+            fresh=not reuse and self._fresh("race"),
+        )
+
+    def _reuses(self, base: Ranked) -> bool:
+        """Whether ``base`` is the runner kept loaded in its (still running) worker."""
+        return self.kept == base.candidate and not self._fresh(base.candidate.backend)
+
+    def _race_cost(self, base: Ranked, finalists: list[Ranked]) -> float:
+        """A race of ``RESERVE_ROUNDS`` rounds, with its start, loads and warm-up."""
+        entrants = [base, *finalists]
+        medians = [_metric(r, "latency") for r in entrants]
+        loads = [
+            min(r.measurement.load_s, self._expected_load_s(r.candidate))  # type: ignore[union-attr]
+            for r in entrants
+        ]
+        reuse = self._reuses(base)
+        if reuse:
+            loads[0] = 0.0
+        fresh = self._fresh(base.candidate.backend if reuse else "race")
+        return self.budget.race_cost(
+            loads, medians, _reps(max(medians)), pause_s=PAUSE_S, rounds=RESERVE_ROUNDS, fresh=fresh
+        )
+
+    def _fit_race(self, base: Ranked, finalists: list[Ranked]) -> list[Ranked]:
+        """The finalists (best first) a race of ``RESERVE_ROUNDS`` rounds fits in what is
+        left; at least one, with the overrun noted when even that does not fit."""
+        n = len(finalists)
+        while n > 1 and self._race_cost(base, finalists[:n]) > self.budget.left():
+            n -= 1
+        for r in finalists[n:]:
+            r.status_reason = f"not raced: the time budget left room for a race of {n}"
+            log.info("autoinfer: %s %s", r.candidate.key, r.status_reason)
+        cost = self._race_cost(base, finalists[:n])
+        log.debug("a race of %d finalists: expected %.2f s, %.2f s left", n, cost, self.budget.left())
+        if cost > self.budget.left():
+            self.budget.overrun(f"the race of {finalists[0].candidate.key}", cost)
+        return finalists[:n]
 
     def _variants(self, ranked: list[Ranked], per: float) -> None:
         """Tuned settings of the promising backends, screened the same way."""
@@ -474,35 +445,39 @@ class Measurer:
                 known.add(v)
                 nr = Ranked(v, r.cost, r.reasons + (f"tuned variant of {r.candidate.key}",))
                 ranked.append(nr)
-                if time.monotonic() > self.deadline:
-                    nr.status, nr.status_reason = "skipped", "not measured: time budget spent"
-                    continue
-                self.evaluate(nr, per, False)
+                if self._admit(nr, False):
+                    self.evaluate(nr, per, False)
 
     def _race(self, base: Ranked, finalists: list[Ranked]) -> Ranked:
-        """Race ``finalists`` against ``base`` side by side; the winner (``base`` unless
-        a challenger is faster with confidence)."""
+        """Race ``finalists`` against ``base`` side by side, in ``base``'s worker when its
+        runner was kept loaded there, until the deadline but no shorter than the time screening
+        reserved for it (the rounds stop early once every verdict is clear);
+        the winner (``base`` unless a challenger is faster with confidence)."""
         entrants = [base, *finalists]
         slowest = max(_metric(r, "latency") for r in entrants)
-        reps = int(min(200, max(1, round(SLOT_S / max(slowest, 1e-6)))))
-        left = self.deadline - time.monotonic()
+        reps = _reps(slowest)
         round_s = sum(PAUSE_S + reps * _metric(r, "latency") for r in entrants)
-        budget = min(RACE_MAX_S, max(left, min(3.0, 0.3 * self.budget), 2 * MIN_ROUNDS * round_s))
+        reuse = self._reuses(base)
+        entries = [self._entry(r.candidate) for r in entrants]
+        entries[0]["kept"] = reuse
+        now = time.monotonic()
+        # until the deadline, and never shorter than screening reserved for it
+        end_by = min(max(self.budget.deadline, now + self._race_cost(base, finalists)), now + RACE_MAX_S)
         self.sel.progress(f"racing {len(entrants)} finalists")
         job = {
             "type": "race",
             "facts": self.model.to_dict(),
             "feeds": str(self.feeds_path),
-            "entries": [self._entry(r.candidate) for r in entrants],
+            "entries": entries,
             "reps": reps,
             "pause_s": PAUSE_S,
-            "budget_s": budget,
+            "budget_s": max(0.0, end_by - now),
+            "end_by": end_by,
             "threshold": WIN_THRESHOLD,
             "sys_path": [p for p in sys.path if p],
         }
-        res = self._worker("race").submit(
-            job, self.opts.candidate_timeout_s + budget + 4 * MIN_ROUNDS * round_s + 30
-        )
+        timeout = self.opts.candidate_timeout_s + max(0.0, end_by - now) + 4 * MIN_ROUNDS * round_s + 30
+        res = self._worker(base.candidate.backend if reuse else "race").submit(job, timeout)
         if res.get("kind") == "cancelled":
             raise Cancelled("the selection was cancelled")
         if not res.get("ok"):

@@ -94,6 +94,12 @@ class Worker:
                 with contextlib.suppress(Exception):  # a broken pipe flushing stdin
                     s.close()  # type: ignore[union-attr]
 
+    def release(self) -> None:
+        """Tell the process to end (its job stream closes) without waiting for it."""
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()  # type: ignore[union-attr]
+
     def close(self) -> None:
         if self.proc is not None:
             with contextlib.suppress(Exception):

@@ -4,8 +4,9 @@ They compute with ONNX Runtime (so they are real runtimes underneath) and then
 break the contract in one way each: wrong outputs, a crash of the process, a
 hang, a memory leak, or failures at run() time. Each claims to be the fastest
 (estimate 0.1) so the selector must measure and reject it, not trust it.
-They are registered by name in the tests; the measuring subprocess imports
-this module through the parent's sys.path.
+``Sound`` and ``SlowToLoad`` behave, for the time budget's tests. They are registered
+by name in the tests; the measuring subprocess imports this module through the
+parent's sys.path.
 """
 
 from __future__ import annotations
@@ -140,3 +141,31 @@ class FailsToLoad(_Misbehaving):
 
 
 ALL = (WrongOutputs, Crashes, Hangs, Leaks, FailsInProcess, FailsToLoad)
+
+
+class Sound(_Misbehaving):
+    """Behaves: ONNX Runtime's outputs, a quick load. A challenger the budget can afford."""
+
+    name = "sound"
+
+
+class SlowToLoad(_Misbehaving):
+    """Correct, but its load takes ``LOAD_S`` (as a conversion would), and it says so."""
+
+    name = "slow_to_load"
+    LOAD_S = 4.0
+
+    def estimate(self, candidate: Candidate, model: Any, hw: Any, objective: str) -> Estimate:
+        return Estimate(0.2, ("claims to be fast, after a slow load",))
+
+    def expected_load_s(
+        self, candidate: Candidate, model: Any, ctx: LoadContext, reference_load_s: float
+    ) -> float:
+        return self.LOAD_S
+
+    def load(self, candidate: Candidate, model: Any, ctx: LoadContext) -> Runner:
+        time.sleep(self.LOAD_S)
+        return super().load(candidate, model, ctx)
+
+
+BUDGET = (Sound, SlowToLoad)

@@ -17,6 +17,8 @@ What a backend promises:
   measuring, most promising first.
 - ``estimate(candidate, ...)`` gives a relative cost without running anything
   (1.0 = ONNX Runtime on CPU at its defaults), with its reasons in words.
+- ``expected_load_s(candidate, model, ctx, reference_load_s)`` says roughly how long
+  ``load`` will take (a conversion not yet cached counts), for the time budget.
 - ``load(candidate, model, ctx)`` returns a :class:`Runner` or raises
   :class:`~autoinfer.errors.UnsupportedModel` (cannot run this model, with the
   reason), :class:`~autoinfer.errors.BackendUnavailable` or
@@ -366,6 +368,16 @@ class Backend(ABC):
     @abstractmethod
     def load(self, candidate: Candidate, model: ModelFacts, ctx: LoadContext) -> Runner:
         """Load ``model`` as ``candidate`` and return a runner."""
+
+    def expected_load_s(
+        self, candidate: Candidate, model: ModelFacts, ctx: LoadContext, reference_load_s: float
+    ) -> float:
+        """Seconds ``load(candidate, model, ctx)`` is expected to take, given that the
+        reference loaded the same model in ``reference_load_s``: the selection's time budget
+        skips what cannot fit. A conversion, compilation or engine build that is not yet in
+        ``ctx.artifact_dir`` counts. A rough figure is enough; never raises, never imports
+        the runtime. The default: as long as the reference."""
+        return reference_load_s
 
     def diagnose(self, hw: Hardware) -> list[Problem]:
         """Problems a person can fix, for `autoinfer doctor`."""

@@ -44,6 +44,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -309,6 +310,10 @@ def refuse(model: ModelFacts) -> str:
     return ""
 
 
+# A first compilation takes about this many loads of the model by the reference.
+COMPILE_LOADS = 4.0
+
+
 class OpenVinoBackend(Backend):
     name = NAME
     package = "openvino"
@@ -439,6 +444,17 @@ class OpenVinoBackend(Backend):
             other = "LATENCY" if objective == "throughput" else "THROUGHPUT"
             out.append(candidate.with_settings(PERFORMANCE_HINT=other))
         return out[:4]
+
+    def expected_load_s(
+        self, candidate: Candidate, model: ModelFacts, ctx: LoadContext, reference_load_s: float
+    ) -> float:
+        """A first compilation takes a few reference loads (measured on x86 CPUs: 2x to 5x);
+        with its blob in the artifact directory (the compile cache), about one."""
+        try:
+            cached = any(Path(ctx.artifact_dir).glob("*.blob"))
+        except OSError:
+            cached = False
+        return reference_load_s if cached else 0.2 + COMPILE_LOADS * reference_load_s
 
     def estimate(self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str) -> Estimate:
         kind = to_ov_device(candidate.device).split(".")[0]

@@ -739,6 +739,10 @@ def _place(cuda: Cudart, device: str, gpu: NvidiaGPU | None, index: int) -> tupl
     return ordinal, gpu_key
 
 
+# The least an engine build takes (parsing, tactic timing), for the selection's time budget.
+ENGINE_BUILD_S = 20.0
+
+
 class TensorRTBackend(Backend):
     name = NAME
     package = "tensorrt"
@@ -879,6 +883,24 @@ class TensorRTBackend(Backend):
         elif objective == "memory":
             out.append(candidate.with_settings(workspace_mb=256, contexts=1))
         return [v for v in out if v != candidate][:3]
+
+    def expected_load_s(
+        self, candidate: Candidate, model: ModelFacts, ctx: LoadContext, reference_load_s: float
+    ) -> float:
+        """An engine build takes tens of seconds at least (kernel timing); an engine cached in
+        the artifact directory for this candidate only deserialises (its manifest says so)."""
+        for manifest in Path(ctx.artifact_dir).glob("trt-*.json"):
+            try:
+                meta = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+            key = meta.get("key") if isinstance(meta, dict) else None
+            if isinstance(key, dict) and (key.get("candidate"), key.get("model_sha256")) == (
+                candidate.key,
+                model.sha256,
+            ):
+                return 2.0 * reference_load_s
+        return ENGINE_BUILD_S + 20.0 * reference_load_s
 
     def estimate(self, candidate: Candidate, model: ModelFacts, hw: Hardware, objective: str) -> Estimate:
         gpu = _gpu_for(hw, candidate.device)

@@ -1,0 +1,126 @@
+"""The selection's time budget: what does not fit is skipped with the reason, the race
+gets what is left, and an overrun for the reference and one challenger is said.
+
+The candidates are ONNX Runtime underneath (tests/misbehaving.py): ``sound`` loads at
+once, ``slow_to_load`` takes seconds (as a conversion would) and says so."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import misbehaving
+import pytest
+import zoo
+
+from autoinfer import backends as registry
+from autoinfer.budget import SLACK_S, TimeBudget
+from autoinfer.cache import Cache
+from autoinfer.config import Settings
+from autoinfer.decision import Decision
+from autoinfer.model import load_facts
+from autoinfer.policy import Options, decide
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> Path:
+    return zoo.save("tiny", tmp_path / "m.onnx")
+
+
+@pytest.fixture()
+def fakes():
+    for cls in misbehaving.BUDGET:
+        registry.register(cls.name, f"misbehaving:{cls.__name__}")
+    yield
+    for cls in misbehaving.BUDGET:
+        registry.unregister(cls.name)
+
+
+def _decide(model: Path, cache_dir: Path, budget_s: float, **kw) -> Decision:
+    import probes
+
+    settings = Settings.resolve(cache_dir=cache_dir, budget_s=budget_s)
+    return decide(load_facts(model), probes.detect(), Options(**kw), Cache(settings.cache_dir), settings)
+
+
+def _entry(dec: Decision, backend: str):
+    return next(r for r in dec.ranking if r.candidate.backend == backend)
+
+
+def test_a_candidate_that_cannot_fit_is_skipped_with_the_reason(model, tmp_path, fakes):
+    budget = 4.0
+    dec = _decide(model, tmp_path / "c", budget, backends=["onnxruntime", "sound", "slow_to_load"])
+    slow = _entry(dec, "slow_to_load")
+    assert slow.status == "skipped" and slow.measurement is None, dec.explain()
+    assert "time budget spent" in slow.status_reason and "expected" in slow.status_reason
+    assert "time budget spent" in dec.explain()
+    # the reference and the most promising challenger were measured first
+    assert dec.reference_entry().status == "measured"
+    assert _entry(dec, "sound").status == "measured"
+    assert dec.elapsed_s < budget + 1.5, dec.explain()
+
+
+def test_one_challenger_is_measured_beyond_the_budget_and_the_decision_says_so(model, tmp_path, fakes):
+    dec = _decide(model, tmp_path / "c", 1.0, backends=["onnxruntime", "slow_to_load"])
+    slow = _entry(dec, "slow_to_load")
+    assert slow.status == "measured", dec.explain()  # the reference alone could not choose
+    assert dec.elapsed_s > 1.0 + SLACK_S
+    assert any("over its time budget of 1 s" in r for r in dec.winner_entry.reasons), dec.explain()
+    assert "over its time budget" in dec.explain()
+
+
+def test_the_race_ends_at_the_deadline_not_at_its_own_budget(model, tmp_path, fakes):
+    """The race's rounds stop at the selection's deadline (``end_by``), at least MIN_ROUNDS."""
+    from autoinfer import _worker
+    from autoinfer.backends.base import Candidate
+    from autoinfer.feeds import sample_feeds, save_feeds
+    from autoinfer.loader import context, context_to_job
+    from autoinfer.measure import MIN_ROUNDS
+
+    facts = load_facts(model)
+    feeds = tmp_path / "feeds.npz"
+    save_feeds(feeds, [sample_feeds(facts, {i.name: i.shape for i in facts.inputs})])
+    ctx = context_to_job(context(tmp_path, None, threads=1, shapes=None, objective="latency"))
+    entry = {"candidate": Candidate("sound").to_dict(), "ctx": ctx}
+    t0 = time.monotonic()
+    res = _worker.run_race(
+        {
+            "facts": facts.to_dict(),
+            "feeds": str(feeds),
+            "entries": [entry, entry],
+            "reps": 1,
+            "pause_s": 0.05,
+            "budget_s": 60.0,  # the old way: its own budget; the deadline wins
+            "end_by": t0 + 1.5,
+        }
+    )
+    took = time.monotonic() - t0
+    assert res["ok"] and res["rounds"] >= MIN_ROUNDS, res
+    assert took < 1.5 + 0.5, (took, res["rounds"])
+
+
+def test_the_reference_runner_is_kept_for_the_race_in_its_worker(model, tmp_path, fakes):
+    from autoinfer import _worker
+    from autoinfer.backends.base import Candidate
+
+    sentinel = object()
+    _worker._keep("sound:cpu:fp32", sentinel)
+    runner, kept = _worker._race_runner({"candidate": Candidate("sound").to_dict(), "kept": True}, None)
+    assert runner is sentinel and kept and "sound:cpu:fp32" not in _worker._KEPT
+
+
+def test_the_budget_learns_from_the_reference_and_prices_what_follows():
+    b = TimeBudget(8.0, time.monotonic())
+    res = {"ok": True, "load_s": 1.0, "runs_s": 0.4, "median_s": 0.02}
+    b.observe(res, wall_s=2.0, fresh=True, reference=True)
+    assert b.start_s == pytest.approx(0.6) and b.load_s == 1.0 and b.median_s == 0.02
+    # a challenger in a fresh process, loading in 5 s: start + load + its runs (with margin)
+    assert 0.6 + 5.0 + 0.4 < b.screen_cost(5.0, fresh=True) < 0.6 + 5.0 + 0.4 * 2
+    assert b.screen_cost(5.0, fresh=False) == pytest.approx(b.screen_cost(5.0, fresh=True) - 0.6)
+    race = b.race_cost([0.0, 1.0], [0.02, 0.02], 1, pause_s=0.05, rounds=12, fresh=False)
+    assert race == pytest.approx(1.0 + 2 * 0.06 + 12 * 2 * 0.07)
+    assert b.account(8.0 + SLACK_S / 2) == []
+    b.overrun("screening x", 9.0)
+    (note,) = b.account(11.0)
+    assert "11.0 s, over its time budget of 8 s" in note and "screening x" in note
+    assert "time budget spent" in b.skip_reason(3.0, 1.0)
