@@ -33,7 +33,13 @@ def feed_hints(path: str | os.PathLike[str]) -> dict[str, tuple[str, Any]]:
         import onnx
         from onnx import numpy_helper
 
-        proto = onnx.load(str(path), load_external_data=False)
+        from .skeleton import read_skeleton
+
+        skeleton = read_skeleton(Path(path))  # the graph and small constants: all it reads
+        if skeleton is not None:
+            proto = onnx.load_model_from_string(skeleton)
+        else:
+            proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - hints are a help, never a requirement
         log.debug("no feed hints for %s: %s", path, exc)
         return {}
