@@ -269,7 +269,7 @@ def start() -> Inference:
     models; a child of its own when another thread is using that one. The child leaves
     when this process does (its stdin closes)."""
     global _child
-    ext = _extension()
+    ext = _extension() if os.name == "posix" else None  # select() on pipes: POSIX only
     if ext is None:
         return Inference(None, False)
     try:
