@@ -44,7 +44,7 @@ from .policy import (
     resolve_input_shapes,
     shape_bucket,
 )
-from .switching import Active, Choice, Selecting
+from .switching import Active, Choice, Selecting, note_call
 from .validate import FeedValidator
 
 __all__ = ["Session", "Choice", "NodeArg", "ModelMetadata", "SELECTION_MODES"]
@@ -415,7 +415,7 @@ class Session(Selecting, Introspection, OrtSurface):
     ) -> list[np.ndarray]:
         """Outputs named by ``output_names`` (all when None), like ONNX Runtime's ``run``."""
         act = self._active
-        if act is not None and act.direct is not None and run_options is None and self._direct_ok():
+        if act is not None and act.direct is not None and run_options is None and self._direct_ok(input_feed):
             try:  # the runtime checks the feed itself (but would misread foreign byte order);
                 # on any complaint the checked path says what is wrong, or falls back
                 if all(type(v) is np.ndarray and v.dtype.isnative for v in input_feed.values()):
@@ -424,6 +424,7 @@ class Session(Selecting, Introspection, OrtSurface):
                 pass
         if self._closed:
             raise AutoinferError("the session is closed")
+        note_call()
         feeds = self._validate(input_feed)
         while True:
             act = self._active if self._static else self._active_for(feeds)
@@ -442,6 +443,8 @@ class Session(Selecting, Introspection, OrtSurface):
             calls.pop()
         if self._want_feeds:  # after the call: the selection's processes do not slow this one
             self._take_feeds(feeds)
+        elif not self._static and act.direct is not None:  # type: ignore[union-attr]
+            self._remember_direct(input_feed, act)  # type: ignore[arg-type]
         if output_names:
             try:
                 return [outs[self._out_index[n]] for n in output_names]

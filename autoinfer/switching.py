@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from .backends.base import Candidate, Runner
 from .decision import Decision
 from .measure import Cancelled
-from .policy import Options, decide, shape_bucket
+from .policy import Options, Selector, cached_decision, decide, shape_bucket
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
@@ -39,6 +40,18 @@ log = logging.getLogger("autoinfer.session")
 
 _JOIN_S = 5.0  # the longest close() waits for a cancelled selection
 _RETIRE_S = 60.0  # the longest a replaced runner waits for its calls in flight
+# A selection's measuring processes start once the application's calls have paused this
+# long (or after QUIET_MAX_S): an application's first results (an OCR pipeline calls
+# three sessions in turn) are not to share the CPU with them.
+QUIET_S = 0.25
+QUIET_MAX_S = 2.0
+_last_call = [0.0]  # time.monotonic() of the latest checked run() of any session here
+
+
+def note_call() -> None:
+    _last_call[0] = time.monotonic()
+
+
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -172,6 +185,7 @@ class Selecting:
         self._forked = False
         self._want_feeds = False
         self._buckets: dict[tuple[tuple[int, ...], ...], str] = {}  # feed shapes -> bucket
+        self._direct_last: tuple[tuple[Any, ...], Active] | None = None  # see _direct_ok
         _SESSIONS.add(self)
 
     def _submit(
@@ -219,6 +233,8 @@ class Selecting:
             shapes = {k: tuple(v.shape) for k, v in feeds[0].items()}
         try:
             opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
+            if cached_decision(Selector(self._facts, self._hw, opts, self._cache, self._settings)) is None:
+                self._wait_for_quiet()
             dec = decide(
                 self._facts,
                 self._hw,
@@ -256,6 +272,16 @@ class Selecting:
                     self._by_bucket[bucket] = self._default
             return
         self._install(bucket, new)
+
+    def _wait_for_quiet(self) -> None:
+        """Until no session here has had a checked call for QUIET_S (QUIET_MAX_S at most)."""
+        end = time.monotonic() + QUIET_MAX_S
+        while not self._cancel.is_set():
+            now = time.monotonic()
+            wait = min(QUIET_S - (now - _last_call[0]), end - now)
+            if wait <= 0:
+                return
+            self._cancel.wait(wait)
 
     def _install(self, bucket: str, new: Active) -> None:
         """Swap ``new`` in for ``bucket``; the replaced runner closes once idle."""
@@ -323,11 +349,27 @@ class Selecting:
                 self._buckets[key] = bucket
         return bucket
 
-    def _direct_ok(self) -> bool:
-        """May ``run()`` hand the feed straight to the runtime's own checked call? Not while
-        it waits for the feeds to select on, for a dynamic model (its shapes pick the
-        runner), or once closed."""
-        return self._static and not self._want_feeds and not self._closed
+    def _direct_ok(self, feed: Mapping[str, Any]) -> bool:
+        """May ``run()`` hand ``feed`` straight to the runtime's own checked call? Not while
+        it waits for the feeds to select on, or once closed; for a dynamic model (its shapes
+        pick the runner), only with the shapes of the last checked call, on its runner."""
+        if self._want_feeds or self._closed:
+            return False
+        if self._static:
+            return True
+        last = self._direct_last
+        return (
+            last is not None
+            and last[1] is self._active
+            and not last[1].retired
+            and last[0] == tuple((k, getattr(v, "shape", None)) for k, v in feed.items())
+        )
+
+    def _remember_direct(self, feed: Mapping[str, Any], act: Active) -> None:
+        """A dynamic model's checked call on ``act``: the next call of these shapes may go
+        straight to its runtime."""
+        if act is self._active:
+            self._direct_last = (tuple((k, getattr(v, "shape", None)) for k, v in feed.items()), act)
 
     def _take_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """The first run()'s feeds start the background selection (copied)."""

@@ -293,3 +293,31 @@ def test_sequence_and_optional_inputs_run_as_onnx_runtime_runs_them(tmp_path: Pa
     assert all(
         "sequences, optionals or maps" in u["reason"] for u in others if "not installed" not in u["reason"]
     )
+
+
+def test_a_dynamic_model_called_again_with_the_same_shapes_goes_straight_to_its_runtime(tmp_path: Path):
+    """After a checked call, a call with the same shapes on the same runner skips autoinfer's
+    own check (the runtime checks the feed); new shapes, a swapped runner or a bad feed take
+    the checked path again, with autoinfer's errors."""
+    p = zoo.save("dynamic_batch", tmp_path / "d.onnx")
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    sess = autoinfer.Session(p, cache_dir=tmp_path / "c", backends=["onnxruntime"], selection="off")
+    checked: list[int] = []
+    validate = sess._validate
+
+    def counting(feed):  # noqa: ANN001, ANN202
+        checked.append(1)
+        return validate(feed)
+
+    sess._validate = counting
+    rng = np.random.default_rng(0)
+    x2 = {"input": rng.random((2, 3, 32, 32), dtype=np.float32)}
+    x3 = {"input": rng.random((3, 3, 32, 32), dtype=np.float32)}
+    for feed, checks in ((x2, 1), (x2, 1), (x2, 1), (x3, 2), (x3, 2), (x2, 3)):
+        np.testing.assert_allclose(sess.run(None, feed)[0], ref.run(None, feed)[0], rtol=1e-5, atol=1e-6)
+        assert len(checked) == checks, (feed["input"].shape, checked)
+    with pytest.raises(InputError):  # the same shape but the wrong dtype: autoinfer's error
+        sess.run(None, {"input": x2["input"].astype(np.float64)})
+    sess.close()
+    with pytest.raises(AutoinferError):
+        sess.run(None, x2)
