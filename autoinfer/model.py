@@ -498,13 +498,13 @@ def load_facts(path: str | os.PathLike[str], on_hashed: Callable[[str], None] | 
 
 def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str], None] | None) -> ModelFacts:
     size, model, skeleton = _read_model(p)
-    graph = skeleton if skeleton is not None else shape_check.without_weights(model).SerializeToString()
-    inference.send(graph, operator_queries(model))  # the child works while this process checks
-    bad_text = non_utf8_field(model)
+    bad_text = non_utf8_field(model)  # first: the operator queries hold the model's text
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
     if not model.HasField("graph") or not model.opset_import:  # ONNX Runtime refuses these
         raise ModelError(f"{p}: parses as protobuf but is not an ONNX model (no graph or opset import)")
+    graph = skeleton if skeleton is not None else shape_check.without_weights(model).SerializeToString()
+    inference.send(graph, operator_queries(model))  # the child works while this process checks
     if model.ir_version <= 0:
         log.warning("%s: the model declares no IR version; ONNX Runtime opens it anyway", p)
     g = model.graph

@@ -43,32 +43,33 @@ def non_utf8_field(model: Any) -> str | None:
     message fields are read: weights (``bytes`` and numbers) are never copied.
     """
     from google.protobuf.descriptor import FieldDescriptor
-    from google.protobuf.message import Message
 
-    layout: dict[str, tuple[list[str], list[str]]] = {}
-    stack: list[tuple[Any, str]] = [(model, "model")]
+    string, message = FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE
+
+    def name(path: Any) -> str:  # the path, spelled out only for the answer
+        parts = []
+        while path is not None:
+            path, field, index = path
+            parts.append(f".{field}" + (f"[{index}]" if index is not None else ""))
+        return "model" + "".join(reversed(parts))
+
+    stack: list[tuple[Any, Any]] = [(model, None)]
     while stack:
         msg, where = stack.pop()
-        desc = msg.DESCRIPTOR
-        fields = layout.get(desc.full_name)
-        if fields is None:
-            fields = layout[desc.full_name] = (
-                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_STRING],
-                [f.name for f in desc.fields if f.type == FieldDescriptor.TYPE_MESSAGE],
-            )
-        texts, messages = fields
-        for name in texts:
-            value = getattr(msg, name)
-            for v in (value,) if isinstance(value, (str, bytes)) else value:
-                if not isinstance(v, str):
-                    return f"{where}.{name}"
-        for name in messages:
-            value = getattr(msg, name)
-            if isinstance(value, Message):
-                if msg.HasField(name):
-                    stack.append((value, f"{where}.{name}"))
-            else:
-                stack.extend((m, f"{where}.{name}[{i}]") for i, m in enumerate(value))
+        for fd, value in msg.ListFields():  # the fields set, not every field of the type
+            kind = fd.type
+            if kind == string:
+                if (
+                    not all(isinstance(v, str) for v in value)
+                    if fd.is_repeated
+                    else not isinstance(value, str)
+                ):
+                    return name((where, fd.name, None))
+            elif kind == message:
+                if fd.is_repeated:
+                    stack.extend((m, (where, fd.name, i)) for i, m in enumerate(value))
+                else:
+                    stack.append((value, (where, fd.name, None)))
     return None
 
 

@@ -32,7 +32,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -107,18 +106,14 @@ class _Child:
     """One shape-inference process; it serves model after model until one crashes it."""
 
     def __init__(self, ext: Path) -> None:
-        self.err = tempfile.TemporaryFile()
-        try:
-            self.proc = start_child(
-                [sys.executable, "-S", "-I", "-c", _CHILD, str(ext)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self.err,
-                env=dict(os.environ),  # it loads ONNX's extension only: no runtime's settings
-            )
-        except BaseException:
-            self.err.close()
-            raise
+        # stderr: a pipe, read once the child has died (an abort's message is one line)
+        self.proc = start_child(
+            [sys.executable, "-S", "-I", "-c", _CHILD, str(ext)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ),  # it loads ONNX's extension only: no runtime's settings
+        )
         self.lock = threading.Lock()
         self.writer: threading.Thread | None = None
 
@@ -186,15 +181,17 @@ class _Child:
             self.close()
             return "stopped answering"
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        self.err.seek(0, os.SEEK_END)
-        self.err.seek(max(0, self.err.tell() - 2000))
-        tail = self.err.read().decode("utf-8", "replace").strip().splitlines()
+        err = b""
+        if self.proc.stderr is not None:
+            with contextlib.suppress(OSError, ValueError):
+                err = self.proc.stderr.read()[-2000:]
+        tail = err.decode("utf-8", "replace").strip().splitlines()
         self.close()
         return how + (f": {tail[-1][-300:]}" if tail else "")
 
     def close(self) -> None:
         kill_group(self.proc)
-        for f in (self.proc.stdin, self.proc.stdout, self.err):
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if f is not None:
                 with contextlib.suppress(OSError):
                     f.close()

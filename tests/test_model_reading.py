@@ -200,3 +200,16 @@ def test_models_read_from_several_threads_at_once_each_get_their_own_answer(tmp_
             expected[p].inputs,
             expected[p].outputs,
         )
+
+
+def test_an_operator_name_that_is_not_utf8_is_the_models_error(tmp_path: Path) -> None:
+    """The operator names go to the shape child as text: a corrupt one is refused first, with
+    the model's error (a fuzzed model once reached the child's request as bytes)."""
+    path = zoo.save("tiny", tmp_path / "m.onnx")
+    blob = path.read_bytes()
+    assert b"MatMul" in blob
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(blob.replace(b"MatMul", b"Mat\xffu\xfe", 1))
+    with pytest.raises(ModelError, match="not valid UTF-8"):
+        load_facts(bad)
+    assert load_facts(path).flops > 0  # the shape child still serves the next model
