@@ -54,6 +54,8 @@ demo: $(STAMP)
 	$(VENV)/bin/autoinfer --cache-dir $(DEMO)/cache run $(DEMO)/mobilenetv2.onnx --repeat 0 | head -4
 
 bench: $(STAMP)
+	# as an installed package would be (pip compiles on install): starts read bytecode
+	$(PY) -m compileall -q autoinfer probes
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/apps.py
 

