@@ -431,6 +431,7 @@ class Measurer:
         best = _metric(measured[0], obj)
         promising = [r for r in measured[:2] if r.measurement.metric(obj) <= SLOWER_CUT * best]  # type: ignore[union-attr]
         known = {r.candidate for r in ranked}
+        queues: list[list[tuple[Candidate, Ranked]]] = []
         for r in promising:
             try:
                 variants = registry.get(r.candidate.backend).variants(
@@ -439,14 +440,18 @@ class Measurer:
             except Exception as exc:  # noqa: BLE001 - one backend never sinks the selection
                 log.info("variants() of %s failed: %s", r.candidate.key, exc)
                 variants = []
-            for v in variants:
-                if v in known:
-                    continue
-                known.add(v)
-                nr = Ranked(v, r.cost, r.reasons + (f"tuned variant of {r.candidate.key}",))
-                ranked.append(nr)
-                if self._admit(nr, False):
-                    self.evaluate(nr, per, False)
+            queues.append([(v, r) for v in variants])
+        # in turns, each backend's next variant: each promising backend's first variant is
+        # screened before any backend's second, so that the budget does not go to one alone
+        turns = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+        for v, r in turns:
+            if v in known:
+                continue
+            known.add(v)
+            nr = Ranked(v, r.cost, r.reasons + (f"tuned variant of {r.candidate.key}",))
+            ranked.append(nr)
+            if self._admit(nr, False):
+                self.evaluate(nr, per, False)
 
     def _race(self, base: Ranked, finalists: list[Ranked]) -> Ranked:
         """Race ``finalists`` against ``base`` side by side, in ``base``'s worker when its

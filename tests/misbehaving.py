@@ -11,15 +11,17 @@ parent's sys.path.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
+from autoinfer import backends as registry
 from autoinfer.backends.base import (
     Availability,
     Backend,
@@ -169,3 +171,15 @@ class SlowToLoad(_Misbehaving):
 
 
 BUDGET = (Sound, SlowToLoad)
+
+
+@contextlib.contextmanager
+def registered(classes: tuple[type[Backend], ...]) -> Iterator[None]:
+    """These fake backends in the registry (under their names) for the ``with`` block."""
+    for cls in classes:
+        registry.register(cls.name, f"misbehaving:{cls.__name__}")
+    try:
+        yield
+    finally:
+        for cls in classes:
+            registry.unregister(cls.name)

@@ -13,7 +13,6 @@ import misbehaving
 import pytest
 import zoo
 
-from autoinfer import backends as registry
 from autoinfer.budget import SLACK_S, TimeBudget
 from autoinfer.cache import Cache
 from autoinfer.config import Settings
@@ -29,11 +28,8 @@ def model(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def fakes():
-    for cls in misbehaving.BUDGET:
-        registry.register(cls.name, f"misbehaving:{cls.__name__}")
-    yield
-    for cls in misbehaving.BUDGET:
-        registry.unregister(cls.name)
+    with misbehaving.registered(misbehaving.BUDGET):
+        yield
 
 
 def _decide(model: Path, cache_dir: Path, budget_s: float, **kw) -> Decision:

@@ -13,7 +13,6 @@ import pytest
 import zoo
 
 import autoinfer
-from autoinfer import backends as registry
 from autoinfer.cache import Cache
 from autoinfer.config import Settings
 from autoinfer.errors import ConfigError, NoCandidateError
@@ -29,11 +28,8 @@ def model(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def fakes():
-    for cls in misbehaving.ALL:
-        registry.register(cls.name, f"misbehaving:{cls.__name__}")
-    yield
-    for cls in misbehaving.ALL:
-        registry.unregister(cls.name)
+    with misbehaving.registered(misbehaving.ALL):
+        yield
 
 
 def _decide(model: Path, cache_dir: Path, **kw) -> Decision:
