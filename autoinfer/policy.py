@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,12 +333,14 @@ def decide(
     feeds: Sequence[Feed] | None = None,
     source: str = "",
     cancel: threading.Event | None = None,
+    before_measuring: Callable[[], None] | None = None,
 ) -> Decision:
     """The cached decision for this model here, or a new selection (stored).
 
     ``feeds``: real inputs to measure on (``source`` says where they came from);
     synthetic feeds when None. ``cancel`` set: the selection stops, raising
-    :class:`~autoinfer.measure.Cancelled`, and nothing is stored."""
+    :class:`~autoinfer.measure.Cancelled`, and nothing is stored. ``before_measuring``:
+    called once no cached decision was found, before the selection starts."""
     sel = Selector(model, hw, opts, cache, settings, progress, cancel)
     key = sel.key()
 
@@ -348,6 +350,8 @@ def decide(
     dec = cached()
     if dec is not None:
         return dec
+    if before_measuring is not None:
+        before_measuring()
     with _select_locks.lock(key), cache.lock(key):
         dec = cached()  # another thread or process may have finished it meanwhile
         if dec is not None:

@@ -27,7 +27,7 @@ import numpy as np
 from .backends.base import Candidate, Runner
 from .decision import Decision
 from .measure import Cancelled
-from .policy import Options, Selector, cached_decision, decide, shape_bucket
+from .policy import Options, decide, shape_bucket
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
@@ -233,8 +233,6 @@ class Selecting:
             shapes = {k: tuple(v.shape) for k, v in feeds[0].items()}
         try:
             opts = Options(**{**self._opts.__dict__, "input_shapes": shapes})
-            if cached_decision(Selector(self._facts, self._hw, opts, self._cache, self._settings)) is None:
-                self._wait_for_quiet()
             dec = decide(
                 self._facts,
                 self._hw,
@@ -245,6 +243,7 @@ class Selecting:
                 feeds=feeds,
                 source=source,
                 cancel=self._cancel,
+                before_measuring=self._wait_for_quiet,
             )
             cur = self._by_bucket.get(bucket) or self._default
             if cur is not None and cur.candidate == dec.winner and (not cur.exact or cur.shapes == shapes):
