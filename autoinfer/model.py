@@ -293,10 +293,9 @@ class Digest:
         return hash(self._paths)
 
 
-def hash_files(paths: Iterable[Path], chunk: int = 1 << 20, into: Any = None) -> str:
-    """SHA-256 over the files' bytes, streamed (a 2 GB model needs 1 MB of memory);
-    ``into``: a hash that already holds what comes before them."""
-    h = into if into is not None else hashlib.sha256()
+def hash_files(paths: Iterable[Path], chunk: int = 1 << 20) -> str:
+    """SHA-256 over the files' bytes, streamed (a 2 GB model needs 1 MB of memory)."""
+    h = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as f:
             while True:
@@ -563,12 +562,10 @@ def load_facts_cached(path: str | os.PathLike[str], cache: Any) -> ModelFacts:
     key = cache.facts_key(p) if p.is_file() else None
     known: list[ModelFacts] = []
 
-    def store(sha: str | None = None) -> None:
+    def store(*_digest: str) -> None:  # the digest, once known, is in the facts themselves
         if key is None or not known:
             return
         rec = known[0].to_dict(hashed=False)
-        if sha is not None:
-            rec["sha256"] = sha
         try:
             cache.put_facts(p, {"facts": rec, "ext": _ext_stats(known[0].external_data)}, key=key)
         except OSError as exc:  # the cache is an optimisation only

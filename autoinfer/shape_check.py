@@ -247,16 +247,18 @@ class Inference:
     def cancel(self) -> None:
         """The model needs no answer after all (the caller found an error of its own)."""
         child, self._child = self._child, None
-        if child is not None and self._sent:
+        if child is None:
+            return
+        if self._sent and not self._own:
             child.close()  # its answer would come to the next model: start afresh
-            self._release(child)
-        elif child is not None and self._own:
-            child.close()
+        self._release(child)
 
     def _release(self, child: _Child) -> None:
+        """A child of its own is closed; the shared one's lock, taken in send(), released
+        (``lock.locked()`` would not say who holds it)."""
         if self._own:
             child.close()
-        elif child.lock.locked():
+        elif self._sent:
             child.lock.release()
 
 
