@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 KEEP_BYTES = 1 << 16  # tensors up to this size keep their data (a Reshape's shape, ...)
@@ -40,9 +39,10 @@ class _Malformed(Exception):
     pass
 
 
-# a rule answers, for a length-delimited field (number, length) of the message it walks:
-# the rule to walk that field with, _DROP to leave it out, or None to copy it as it is
-Rule = Callable[["_Walker", int, int], object]
+# A rule, per message type: for a length-delimited field number, the rule to walk that field
+# with, or _DROP to leave it out; a field it does not name, or one no longer than keep_bytes
+# (nothing in it is large), is copied as it is.
+Rule = dict[int, "Rule | _Drop"]
 
 
 def read_skeleton(path: Path, keep_bytes: int = KEEP_BYTES) -> bytes | None:
@@ -60,7 +60,7 @@ def read_skeleton(path: Path, keep_bytes: int = KEEP_BYTES) -> bytes | None:
         view = memoryview(mm)
         try:
             out: list[bytes] = []
-            _Walker(view, keep_bytes).message(0, size, out, _model_field)
+            _Walker(view, keep_bytes).message(0, size, out, _MODEL)
             return b"".join(out)
         except (_Malformed, IndexError, ValueError):
             return None
@@ -104,8 +104,8 @@ class _Walker:
 
     def message(self, pos: int, end: int, out: list[bytes], rule: Rule) -> None:
         """Copy the fields of the message in ``buf[pos:end]`` to ``out``: a length-delimited
-        field whose ``rule(self, number, length)`` answers a rule is walked with that rule;
-        one it answers ``_DROP`` for is left out; the rest are copied as they are."""
+        field longer than ``keep`` that ``rule`` names is walked with its rule, or left out
+        (``_DROP``); the rest are copied as they are."""
         buf = self.buf
         while pos < end:
             start = pos
@@ -125,12 +125,12 @@ class _Walker:
                 pos = body + length
                 if pos > end:
                     raise _Malformed
-                sub = rule(self, number, length)
-                if sub is _DROP:
+                sub = rule.get(number) if length > self.keep else None
+                if isinstance(sub, _Drop):
                     continue
                 if sub is not None:
                     inner: list[bytes] = []
-                    self.message(body, pos, inner, sub)  # type: ignore[arg-type]
+                    self.message(body, pos, inner, sub)
                     payload = b"".join(inner)
                     out.append(bytes(buf[start:tag_end]))
                     out.append(_varint(len(payload)))
@@ -150,41 +150,10 @@ class _Drop:
 _DROP = _Drop()
 
 
-def _model_field(w: _Walker, number: int, length: int) -> object:
-    if number == _MODEL_GRAPH:
-        return _graph_field
-    if number == _MODEL_FUNCTIONS and length > w.keep:
-        return _function_field
-    return None
-
-
-def _function_field(w: _Walker, number: int, length: int) -> object:
-    return _node_field if number == _FUNCTION_NODE and length > w.keep else None
-
-
-def _graph_field(w: _Walker, number: int, length: int) -> object:
-    if length <= w.keep:
-        return None  # nothing in it is large: copied whole
-    if number == _GRAPH_INITIALIZER:
-        return _tensor_field
-    if number == _GRAPH_NODE:
-        return _node_field
-    return None
-
-
-def _node_field(w: _Walker, number: int, length: int) -> object:
-    return _attribute_field if number == _NODE_ATTRIBUTE and length > w.keep else None
-
-
-def _attribute_field(w: _Walker, number: int, length: int) -> object:
-    if length <= w.keep:
-        return None
-    if number in (_ATTR_T, _ATTR_TENSORS):
-        return _tensor_field
-    if number in (_ATTR_G, _ATTR_GRAPHS):
-        return _graph_field
-    return None
-
-
-def _tensor_field(w: _Walker, number: int, length: int) -> object:
-    return _DROP if number in _TENSOR_DATA and length > w.keep else None
+# the messages on the way to large tensors, in onnx.proto's field numbers
+_TENSOR: Rule = {n: _DROP for n in _TENSOR_DATA}
+_GRAPH: Rule = {}
+_ATTRIBUTE: Rule = {_ATTR_T: _TENSOR, _ATTR_TENSORS: _TENSOR, _ATTR_G: _GRAPH, _ATTR_GRAPHS: _GRAPH}
+_NODE: Rule = {_NODE_ATTRIBUTE: _ATTRIBUTE}
+_GRAPH.update({_GRAPH_INITIALIZER: _TENSOR, _GRAPH_NODE: _NODE})
+_MODEL: Rule = {_MODEL_GRAPH: _GRAPH, _MODEL_FUNCTIONS: {_FUNCTION_NODE: _NODE}}
