@@ -247,17 +247,19 @@ def in_child(
     return _child_outcome(finished, status, chunks, tail)
 
 
+def ended(returncode: int, tail: Sequence[str]) -> str:
+    """How a child that died ended, in words: its signal (a negative ``returncode``, as
+    ``subprocess`` gives it) or its exit code, and the last line it wrote (``tail``)."""
+    how = f"signal {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
+    return how + (f": {tail[-1][-300:]}" if tail else "")
+
+
 def _child_outcome(finished: bool, status: int, chunks: list[bytes], tail: list[str]) -> tuple[str, Any]:
     """:func:`in_child`'s answer from how its child ended and what it wrote."""
     if not finished:
         return "timeout", None
     if os.WIFSIGNALED(status) or not chunks:
-        how = (
-            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-            if os.WIFSIGNALED(status)
-            else f"exit code {os.WEXITSTATUS(status)}"
-        )
-        return "crashed", how + (f": {tail[-1][-300:]}" if tail else "")
+        return "crashed", ended(os.waitstatus_to_exitcode(status), tail)
     answer = json.loads(b"".join(chunks))
     if "error" in answer:
         return "error", answer["error"]

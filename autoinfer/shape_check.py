@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._proc import kill_group, start_child
+from ._proc import ended, kill_group, start_child
 
 log = logging.getLogger("autoinfer.model")
 
@@ -180,14 +179,12 @@ class _Child:
         if code is None:
             self.close()
             return "stopped answering"
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         err = b""
         if self.proc.stderr is not None:
             with contextlib.suppress(OSError, ValueError):
                 err = self.proc.stderr.read()[-2000:]
-        tail = err.decode("utf-8", "replace").strip().splitlines()
         self.close()
-        return how + (f": {tail[-1][-300:]}" if tail else "")
+        return ended(code, err.decode("utf-8", "replace").strip().splitlines())
 
     def close(self) -> None:
         kill_group(self.proc)
