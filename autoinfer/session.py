@@ -418,8 +418,11 @@ class Session(Selecting, Introspection, OrtSurface):
         if act is not None and act.direct is not None and run_options is None and self._direct_ok(input_feed):
             try:  # the runtime checks the feed itself (but would misread foreign byte order);
                 # on any complaint the checked path says what is wrong, or falls back
-                if all(type(v) is np.ndarray and v.dtype.isnative for v in input_feed.values()):
-                    return act.direct(output_names, input_feed)
+                for v in input_feed.values():
+                    if type(v) is not np.ndarray or not v.dtype.isnative:
+                        break
+                else:
+                    return act.direct(output_names or act.names, input_feed, None)
             except Exception:  # noqa: BLE001
                 pass
         if self._closed:

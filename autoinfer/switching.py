@@ -104,7 +104,18 @@ class Active:
     ``run()`` in flight on it (list append/pop are atomic); ``retired`` is set when it
     has been replaced, and it is closed once ``calls`` is empty."""
 
-    __slots__ = ("decision", "candidate", "runner", "shapes", "exact", "failed", "calls", "retired", "direct")
+    __slots__ = (
+        "decision",
+        "candidate",
+        "runner",
+        "shapes",
+        "exact",
+        "failed",
+        "calls",
+        "retired",
+        "direct",
+        "names",
+    )
 
     def __init__(
         self,
@@ -124,6 +135,7 @@ class Active:
         self.retired = False
         # the runtime's own checked call (Runner.direct_run), when the session may use it
         self.direct = getattr(runner, "direct_run", None)
+        self.names = list(runner.output_names)  # direct's output names when run() names none
 
 
 _SESSIONS: weakref.WeakSet[Selecting] = weakref.WeakSet()

@@ -521,7 +521,7 @@ def overhead(mb: ModelBench, plan: Plan) -> dict[str, Any] | None:
     direct = act.direct  # a runtime's own checked call (Session.run's fast path): stubbed too
     act.runner = stub
     if direct is not None:
-        act.direct = lambda names, f: outs
+        act.direct = lambda names, f, options: outs
     try:
         stub_calls = {"session": _bind_sess(sess, feeds), "stub": _bind(stub.run, feeds)}
         b = measure.per_call_blocks(stub_calls, iso_rounds, iso_block)

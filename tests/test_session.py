@@ -295,6 +295,52 @@ def test_sequence_and_optional_inputs_run_as_onnx_runtime_runs_them(tmp_path: Pa
     )
 
 
+def test_a_static_models_calls_go_straight_to_onnx_runtime_and_keep_autoinfers_errors(tmp_path: Path):
+    """A static model's plain arrays skip autoinfer's own check and ONNX Runtime's Python
+    wrapper; output names pick and order the outputs as ONNX Runtime's ``run`` does, and a
+    bad call (unknown output, missing input, wrong dtype) still gets autoinfer's error."""
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])],
+        "two_outputs",
+        [helper.make_tensor_value_info("a", f32, [2, 3]), helper.make_tensor_value_info("b", f32, [2, 3])],
+        [helper.make_tensor_value_info("s", f32, [2, 3]), helper.make_tensor_value_info("p", f32, [2, 3])],
+    )
+    p = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), p)
+    ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    sess = autoinfer.Session(p, cache_dir=tmp_path / "c", backends=["onnxruntime"], selection="off")
+    checked: list[int] = []
+    validate = sess._validate
+
+    def counting(feed):  # noqa: ANN001, ANN202
+        checked.append(1)
+        return validate(feed)
+
+    sess._validate = counting
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.random((2, 3), dtype=np.float32), "b": rng.random((2, 3), dtype=np.float32)}
+    for names in (None, [], ["p"], ["p", "s"], ("s",)):
+        got, want = sess.run(names, feed), ref.run(names, feed)
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert checked == [], "plain arrays for a static model took the checked path"
+    with pytest.raises(InputError, match="unknown output name 'nope'"):
+        sess.run(["nope"], feed)
+    with pytest.raises(InputError, match="missing"):
+        sess.run(None, {"a": feed["a"]})
+    with pytest.raises(InputError):
+        sess.run(None, {"a": feed["a"], "b": feed["b"].astype(np.float64)})
+    swapped = {
+        k: v.astype(v.dtype.newbyteorder(">")) for k, v in feed.items()
+    }  # the runtime would misread it
+    with pytest.raises(InputError, match="received >f4"):
+        sess.run(["s"], swapped)
+    assert len(checked) == 4
+    sess.close()
+
+
 def test_a_dynamic_model_called_again_with_the_same_shapes_goes_straight_to_its_runtime(tmp_path: Path):
     """After a checked call, a call with the same shapes on the same runner skips autoinfer's
     own check (the runtime checks the feed); new shapes, a swapped runner or a bad feed take

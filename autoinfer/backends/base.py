@@ -268,11 +268,11 @@ class Runner(ABC):
     candidate: Candidate
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-    # The runtime's own call with ONNX Runtime's signature, ``direct_run(output_names or None,
-    # feed)``, for a runtime that checks its feed itself: the session calls it first and
+    # The runtime's own call, ``direct_run(output_names, feed, None)`` with every output name
+    # spelled out, for a runtime that checks its feed itself: the session calls it first and
     # takes the checked path (its own validation, then ``run``) only when it raises. None:
     # no such call.
-    direct_run: Callable[[Sequence[str] | None, Mapping[str, Any]], list[np.ndarray]] | None = None
+    direct_run: Callable[[list[str], Mapping[str, Any], None], list[np.ndarray]] | None = None
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
