@@ -94,10 +94,12 @@ def context(
     objective: str,
     timeout_s: float = 300.0,
     app_options: Mapping[str, Any] | None = None,
+    threads_asked: bool = False,
 ) -> LoadContext:
     return LoadContext(
         artifact_dir=Path(artifact),
         threads=int(threads),
+        threads_asked=bool(threads_asked),
         input_shapes={k: tuple(int(d) for d in v) for k, v in shapes.items()} if shapes else None,
         objective=objective,
         timeout_s=float(timeout_s),
@@ -111,6 +113,7 @@ def context_to_job(ctx: LoadContext) -> dict[str, Any]:
     return {
         "artifact_dir": str(ctx.artifact_dir),
         "threads": ctx.threads,
+        "threads_asked": ctx.threads_asked,
         "input_shapes": {k: list(v) for k, v in (ctx.input_shapes or {}).items()},
         "objective": ctx.objective,
         "timeout_s": ctx.timeout_s,
@@ -129,6 +132,7 @@ def context_from_job(d: Mapping[str, Any]) -> LoadContext:
         Path(d["artifact_dir"]),
         hw,
         threads=int(d.get("threads", 1)),
+        threads_asked=bool(d.get("threads_asked", False)),
         shapes=d.get("input_shapes") or None,
         objective=d.get("objective", "latency"),
         timeout_s=float(d.get("timeout_s", 300.0)),
@@ -159,6 +163,7 @@ class Loader:
         self.cache = cache
         self.objective = objective
         self.threads = threads_for(hw, threads)
+        self.threads_asked = threads is not None
         self.timeout_s = timeout_s
         self.app_options = dict(app_options or {})
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -182,6 +187,7 @@ class Loader:
             adir,
             self.hw,
             threads=self.threads,
+            threads_asked=self.threads_asked,
             shapes=shapes,
             objective=self.objective,
             timeout_s=self.timeout_s,

@@ -227,6 +227,39 @@ def test_threads_never_exceed_the_quota(backend: Any, model_paths: dict, tmp_pat
         assert r.session.get_session_options().intra_op_num_threads == 1
 
 
+def test_the_reference_is_onnx_runtimes_own_default_pool_where_it_takes_nothing_more(
+    backend: Any, model_paths: dict, tmp_path: Path
+) -> None:
+    """Left to ONNX Runtime (0: a thread per physical core, pinned) only where the process
+    may use every CPU and the application named no count; else the quota, explicitly."""
+    import dataclasses
+
+    import probes
+
+    hw = probes.detect()
+    free = dataclasses.replace(
+        hw, cpu=dataclasses.replace(hw.cpu, quota_cores=None, usable_cores=hw.cpu.logical_cores)
+    )
+    n = free.cpu.usable_cores
+
+    def threads(h: Any, **ctx: Any) -> int:
+        with _load(backend, model_paths["tiny"], tmp_path, hardware=h, threads=n, **ctx) as r:
+            return r.session.get_session_options().intra_op_num_threads
+
+    assert threads(free) == 0
+    assert threads(free, threads_asked=True) == n
+    assert threads(None) == n
+    if n > 1:
+        quota = dataclasses.replace(hw, cpu=dataclasses.replace(free.cpu, quota_cores=n - 0.5))
+        assert threads(quota) == n
+        # the race may try the same count unpinned
+        keys = [
+            c.key
+            for c in backend.variants(Candidate.make(NAME), load_facts(model_paths["tiny"]), free, "latency")
+        ]
+        assert f"{NAME}:cpu:fp32[intra_op_threads={n}]" in keys, keys
+
+
 def test_settings_reach_the_session(backend: Any, model_paths: dict, tmp_path: Path) -> None:
     import onnxruntime
 

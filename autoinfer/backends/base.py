@@ -244,6 +244,7 @@ class LoadContext:
         converted models, engines and compile caches go. Never the user's
         model directory.
     threads:     the CPU threads a runtime may use (the CPU quota the probes found).
+    threads_asked: the application named ``threads`` itself (not the probes' quota).
     input_shapes: concrete shapes for inputs with dynamic dimensions, for
         backends that must fix them at load time (None: use declared shapes).
     objective:   one of OBJECTIVES.
@@ -260,6 +261,7 @@ class LoadContext:
     timeout_s: float = 300.0
     hardware: Hardware | None = None
     app_options: dict[str, Any] = field(default_factory=dict)
+    threads_asked: bool = False
 
 
 class Runner(ABC):

@@ -384,6 +384,12 @@ class OnnxRuntimeBackend(Backend):
         if cores > 1:
             fewer = 1 if small else max(1, cores // 2)
             out.append(candidate.with_settings(intra_op_threads=fewer))
+            cpu = getattr(hw, "cpu", None)
+            if cpu is not None and cpu.quota_cores is None and cpu.usable_cores == cpu.logical_cores:
+                # the candidate runs ONNX Runtime's default pool, its threads pinned; the
+                # same count named explicitly leaves them to the OS scheduler, which wins
+                # where other processes hold the pinned cores
+                out.append(candidate.with_settings(intra_op_threads=cores))
         # Level "all" adds NCHWc layout changes that can lose on small or odd models.
         out.append(candidate.with_settings(graph_optimization="extended"))
         if objective != "throughput" and cores > 1:
@@ -496,9 +502,11 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         quota = max(1, int(ctx.threads))
         threads = o.get("intra_op_threads")
-        so.intra_op_num_threads = (
-            min(int(threads), quota) if isinstance(threads, int) and threads > 0 else quota
-        )
+        if isinstance(threads, int) and threads > 0:
+            so.intra_op_num_threads = min(int(threads), quota)
+        elif not _default_pool_fits(ctx):
+            so.intra_op_num_threads = quota
+        # else 0, ONNX Runtime's default: a thread per physical core, each pinned to its core
         level = o.get("graph_optimization", "all")
         if level not in _OPT_LEVELS:
             raise BackendError(NAME, f"graph_optimization: expected one of {_OPT_LEVELS}, received {level!r}")
@@ -610,6 +618,22 @@ class OnnxRuntimeBackend(Backend):
                 )
             )
         return problems
+
+
+def _default_pool_fits(ctx: LoadContext) -> bool:
+    """May ONNX Runtime size its thread pool itself? Only where its default (a thread per
+    physical core, each pinned to its core) takes nothing the process was not given: no
+    CPU quota, every CPU in the affinity mask, and no thread count the application named.
+    The reference is then ONNX Runtime exactly at its defaults; an explicit count (the
+    variant ``intra_op_threads=<cores>``) leaves the threads unpinned."""
+    cpu = getattr(ctx.hardware, "cpu", None)
+    if cpu is None or ctx.threads_asked:
+        return False
+    return (
+        cpu.quota_cores is None
+        and cpu.usable_cores == cpu.logical_cores
+        and int(ctx.threads) == cpu.usable_cores
+    )
 
 
 def _closed(*_: Any) -> Any:
