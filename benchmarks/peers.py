@@ -14,6 +14,10 @@ way its own documentation starts you off:
   ncnn          ncnn through pnnx's conversion (autoinfer's ncnn backend, fp32, its
                 thread count = the usable cores, as ncnn's default)
   autoinfer     autoinfer.Session(path): selection done once beforehand
+
+Each loaded peer states the precision it computes in (``info["precision"]``): OpenVINO's
+CPU plugin computes in bf16 by default on CPUs with AVX-512 BF16 or AMX, and autoinfer's
+default (``precision="fp32"``) is compared with the peers that compute in fp32.
 """
 
 from __future__ import annotations
@@ -84,7 +88,9 @@ def load_ort(path: Path, ctx: Context) -> Loaded:
     ort = _ort()
 
     sess = ort.InferenceSession(str(path))
-    return Loaded(_ort_outputs(sess), info={"providers": sess.get_providers()}, handle=sess)
+    return Loaded(
+        _ort_outputs(sess), info={"providers": sess.get_providers(), "precision": "fp32"}, handle=sess
+    )
 
 
 def load_ort_maxperf(path: Path, ctx: Context) -> Loaded:
@@ -107,7 +113,9 @@ def load_ort_maxperf(path: Path, ctx: Context) -> Loaded:
         else []
     )
     return Loaded(
-        _ort_outputs(sess), info={"providers": sess.get_providers(), "ep_devices": devices}, handle=sess
+        _ort_outputs(sess),
+        info={"providers": sess.get_providers(), "ep_devices": devices, "precision": "fp32"},
+        handle=sess,
     )
 
 
@@ -122,7 +130,7 @@ def _ov() -> Any:
     return import_openvino()
 
 
-def _ov_loaded(compiled: Any, device: str) -> Loaded:
+def _ov_loaded(compiled: Any, device: str, core: Any) -> Loaded:
     req = compiled.create_infer_request()
     ports = list(compiled.outputs)
 
@@ -130,7 +138,7 @@ def _ov_loaded(compiled: Any, device: str) -> Loaded:
         res = req.infer(feeds)  # copies the outputs out of the request (share_outputs=False)
         return [res[p] for p in ports]
 
-    info = {"device": device}
+    info = {"device": device, "precision": _ov_precision(compiled, core)}
     try:
         info["execution_devices"] = [str(d) for d in compiled.get_property("EXECUTION_DEVICES")]
     except Exception:  # noqa: BLE001 - informational only
@@ -138,14 +146,32 @@ def _ov_loaded(compiled: Any, device: str) -> Loaded:
     return Loaded(call, info=info, handle=compiled)
 
 
+_OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def _ov_precision(compiled: Any, core: Any) -> str:
+    """The precision the compiled model computes in: its INFERENCE_PRECISION_HINT, or for
+    AUTO (which does not forward it) that of the device it runs on."""
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except Exception:  # noqa: BLE001 - AUTO: ask the device it chose
+        try:
+            device = str(list(compiled.get_property("EXECUTION_DEVICES"))[0])
+            hint = core.get_property(device.split(".")[0], "INFERENCE_PRECISION_HINT")
+        except Exception:  # noqa: BLE001
+            return "unknown"
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    return _OV_PRECISIONS.get(name.lower(), name.lower())
+
+
 def load_ov_auto(path: Path, ctx: Context) -> Loaded:
     core = _ov().Core()
-    return _ov_loaded(core.compile_model(str(path), "AUTO", {"PERFORMANCE_HINT": "LATENCY"}), "AUTO")
+    return _ov_loaded(core.compile_model(str(path), "AUTO", {"PERFORMANCE_HINT": "LATENCY"}), "AUTO", core)
 
 
 def load_ov_cpu(path: Path, ctx: Context) -> Loaded:
     core = _ov().Core()
-    return _ov_loaded(core.compile_model(str(path), "CPU"), "CPU")
+    return _ov_loaded(core.compile_model(str(path), "CPU"), "CPU", core)
 
 
 # -- ncnn -----------------------------------------------------------------------------------
@@ -173,7 +199,7 @@ def load_ncnn(path: Path, ctx: Context) -> Loaded:
         raise PeerUnsupported(exc.reason) from None
     except AutoinferError as exc:
         raise PeerUnsupported(str(exc)) from None
-    return Loaded(runner.run, runner.close, info={"threads": ctx.threads}, handle=runner)
+    return Loaded(runner.run, runner.close, info={"threads": ctx.threads, "precision": "fp32"}, handle=runner)
 
 
 # -- autoinfer ------------------------------------------------------------------------------

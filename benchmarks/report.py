@@ -34,7 +34,8 @@ METHOD = {
     "loaded object, in paired blocks of calls; when the machine's noise is wider "
     "than the target, autoinfer's own work is timed with the runtime replaced by a "
     "stub that returns the outputs",
-    "regret": "autoinfer's median latency / the fastest correct peer's",
+    "regret": "autoinfer's median latency / the fastest correct peer's that computes in fp32, "
+    "as autoinfer does by default (a peer marked 'in bf16' computes in less)",
     "noise": "the spread of per-round latency ratios to plain ONNX Runtime (p25-p75)",
 }
 
@@ -59,7 +60,8 @@ def _cell(p: dict[str, Any]) -> str:
     st = p.get("status")
     if st == "ok" and "latency_ms" in p:
         lat = p["latency_ms"]
-        return f"{_ms(lat['median'])} ({_ms(lat['p90'])})"
+        prec = (p.get("info") or {}).get("precision") or "fp32"
+        return f"{_ms(lat['median'])} ({_ms(lat['p90'])})" + ("" if prec == "fp32" else f" in {prec}")
     return {"wrong": "wrong", "unsupported": "unsupported", "failed": "failed"}.get(st or "", st or "-")
 
 
@@ -115,7 +117,8 @@ def markdown(results: dict[str, Any]) -> str:
     g = results.get("geomean_speedup_vs_ort")
     L.append("")
     L.append(
-        f"Bold: the fastest correct peer other than autoinfer. Geometric-mean speedup of "
+        f"Bold: the fastest correct fp32 peer other than autoinfer ('in bf16': the peer computes "
+        f"in bf16; autoinfer computes in fp32 unless `precision=` allows less). Geometric-mean speedup of "
         f"autoinfer over plain ONNX Runtime: **{_f(g, '{:.3f}x')}**. "
         "'unsupported'/'failed'/'wrong' peers are listed with their reasons below."
     )
@@ -387,9 +390,16 @@ def readme_section(results: dict[str, Any], link: str) -> str:
             if p.get("status") == "ok" and "latency_ms" in p
         }
         f = m.get("fastest_peer")
+        r = m.get("fastest_reduced_peer")
+        less = (
+            f"; {_ms(r['latency_ms'])} in {r['precision']} ({LABELS[r['peer']]})"
+            if r and (f not in lat or r["latency_ms"] < lat[f])
+            else ""
+        )
         L.append(
             f"| {m['model']} | {_ms(lat.get('ort'))} | "
             + (f"{_ms(lat[f])} ({LABELS[f]})" if f in lat else "-")
+            + less
             + f" | {_ms(lat.get('autoinfer'))} | {m.get('autoinfer', {}).get('running', '-')} "
             f"| {_f(1 / m['vs_ort'] if m.get('vs_ort') else None, '{:.2f}x')} |"
         )
