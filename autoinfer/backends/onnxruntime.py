@@ -653,8 +653,8 @@ class OrtRunner(Runner):
         # The binding under InferenceSession.run: that wrapper's per-call Python checks cost a
         # third of a small model's call, and ONNX Runtime checks the feed itself. The same
         # signature, so the wrapper stands in where the binding is not where it was.
-        inner = getattr(sess, "_sess", None)
-        self._run = inner.run if callable(getattr(inner, "run", None)) else sess.run
+        inner_run = getattr(getattr(sess, "_sess", None), "run", None)
+        self._run = inner_run if callable(inner_run) else sess.run
         self.direct_run = self._run  # the session's fast path
         self._model = model
         self._lock = threading.Lock()
