@@ -65,6 +65,11 @@ def _cell(p: dict[str, Any]) -> str:
     return {"wrong": "wrong", "unsupported": "unsupported", "failed": "failed"}.get(st or "", st or "-")
 
 
+def _named_with_precision(p: dict[str, Any], name: str) -> str:
+    prec = (p.get("info") or {}).get("precision") or "fp32"
+    return p.get("label", name) + ("" if prec == "fp32" else f" (computing in {prec})")
+
+
 def peers_present(results: dict[str, Any]) -> list[str]:
     seen = {n for m in results["models"] for n in m.get("peers", {})}
     return [n for n in PEERS if n in seen]
@@ -408,7 +413,7 @@ def readme_section(results: dict[str, Any], link: str) -> str:
     passed = sum(1 for x in t if x["status"] == "PASS")
     wrong = sorted(
         {
-            p.get("label", n)
+            _named_with_precision(p, n)
             for m in results.get("models", [])
             for n, p in (m.get("peers") or {}).items()
             if p.get("status") == "wrong"
