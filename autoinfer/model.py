@@ -412,17 +412,18 @@ def _count_params(model: Any) -> int:
 
 
 def _checked(
-    model: Any, graph: bytes, inference: shape_check.Inference, path: Path, size: int
+    queries: list[Any], graph: bytes, inference: shape_check.Inference, path: Path, size: int
 ) -> tuple[dict[Any, str] | None, Any]:
-    """The operator verdicts and the model with inferred shapes, from the child that
-    :func:`shape_check.start` spawned (a crash there is the model's :class:`ModelError`).
-    Verdicts None: ask them here; inferred None: inference refused the model or timed out."""
+    """The verdicts on ``queries`` (the operator queries sent) and the model with inferred
+    shapes, from the child that :func:`shape_check.start` spawned (a crash there is the
+    model's :class:`ModelError`). Verdicts None: ask them here; inferred None: inference
+    refused the model or timed out."""
     import onnx
 
     outcome, value = inference.result(60.0 + 60.0 * size / 2**30)
     if outcome in ("ok", "error"):
         answer = value[0] if outcome == "ok" else value
-        verdicts = dict(zip(operator_queries(model), answer["verdicts"], strict=True))
+        verdicts = dict(zip(queries, answer["verdicts"], strict=True))
         if outcome == "ok":
             return verdicts, onnx.load_model_from_string(value[1])
         log.debug("shape inference of %s failed: %s", path, answer.get("error"))
@@ -497,13 +498,14 @@ def load_facts(path: str | os.PathLike[str], on_hashed: Callable[[str], None] | 
 
 def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str], None] | None) -> ModelFacts:
     size, model, skeleton = _read_model(p)
-    bad_text = non_utf8_field(model)  # first: the operator queries hold the model's text
+    bad_text = non_utf8_field(model, skeleton)  # first: the operator queries hold the model's text
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
     if not model.HasField("graph") or not model.opset_import:  # ONNX Runtime refuses these
         raise ModelError(f"{p}: parses as protobuf but is not an ONNX model (no graph or opset import)")
     graph = skeleton if skeleton is not None else shape_check.without_weights(model).SerializeToString()
-    inference.send(graph, operator_queries(model))  # the child works while this process checks
+    queries = operator_queries(model)
+    inference.send(graph, queries)  # the child works while this process checks
     if model.ir_version <= 0:
         log.warning("%s: the model declares no IR version; ONNX Runtime opens it anyway", p)
     g = model.graph
@@ -513,7 +515,7 @@ def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str],
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)
-    verdicts, inferred = _checked(model, graph, inference, p, size)  # a crash is the model's error
+    verdicts, inferred = _checked(queries, graph, inference, p, size)  # a crash is the model's error
     check_operators(model, p, verdicts)
     if inferred is not None and any(o.dtype == UNTYPED for o in outputs):
         outputs = _untyped_from(inferred, outputs)

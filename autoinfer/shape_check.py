@@ -294,15 +294,22 @@ def infer_here(model: Any) -> Any:
 def flops_of(inferred: Any) -> int:
     """Multiply-accumulates x2 of Conv, Gemm and MatMul in an inferred model, with dynamic
     dims taken as 1."""
+    wanted: set[str] = set()  # the shapes the estimate reads: a few per Conv, Gemm, MatMul
+    for node in inferred.graph.node:
+        if node.op_type in ("Conv", "MatMul", "Gemm") and len(node.input) >= 2:
+            wanted.update((node.input[0], node.input[1], node.output[0]) if node.output else ())
     shapes: dict[str, list[int]] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        if vi.name not in wanted:
+            continue
         if vi.type.WhichOneof("value") == "tensor_type" and vi.type.tensor_type.HasField("shape"):
             shapes[vi.name] = [
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
                 for d in vi.type.tensor_type.shape.dim
             ]
     for t in inferred.graph.initializer:
-        shapes[t.name] = list(t.dims)
+        if t.name in wanted:
+            shapes[t.name] = list(t.dims)
     flops = 0
     for node in inferred.graph.node:
         try:

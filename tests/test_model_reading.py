@@ -213,3 +213,42 @@ def test_an_operator_name_that_is_not_utf8_is_the_models_error(tmp_path: Path) -
     with pytest.raises(ModelError, match="not valid UTF-8"):
         load_facts(bad)
     assert load_facts(path).flops > 0  # the shape child still serves the next model
+
+
+def test_the_utf8_check_by_parse_finds_what_the_walk_finds() -> None:
+    """The check parses the model again with a type that verifies UTF-8, and walks the fields
+    only to name the bad one: a corrupt string anywhere (a name, a dimension's name, a doc
+    string, metadata, a subgraph's node) is found, and a clean model passes, as with the
+    walk alone."""
+    from autoinfer.model_checks import _verifying_model_class, non_utf8_field
+
+    assert _verifying_model_class() is not None, "this protobuf cannot build the verifying type"
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["b_out"], name="branchnodeZ")],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("b_out", TensorProto.FLOAT, ["dimZ", 4])],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="reluZ", doc_string="docZ"),
+            helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["dimZ", 4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {"keyZ": "valueZ"})
+    blob = model.SerializeToString()
+    assert non_utf8_field(onnx.ModelProto.FromString(blob), blob) is None
+    for marker in (b"reluZ", b"docZ", b"dimZ", b"branchnodeZ", b"keyZ", b"valueZ"):
+        assert marker in blob, marker
+        bad = blob.replace(marker, marker[:-1] + b"\xff")
+        parsed = onnx.ModelProto.FromString(bad)
+        walked = non_utf8_field(parsed)
+        assert walked is not None, marker
+        assert non_utf8_field(parsed, bad) == walked, marker
