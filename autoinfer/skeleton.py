@@ -105,42 +105,55 @@ class _Walker:
     def message(self, pos: int, end: int, out: list[bytes], rule: Rule) -> None:
         """Copy the fields of the message in ``buf[pos:end]`` to ``out``: a length-delimited
         field longer than ``keep`` that ``rule`` names is walked with its rule, or left out
-        (``_DROP``); the rest are copied as they are."""
+        (``_DROP``); the rest are copied as they are, in runs of consecutive fields."""
         buf = self.buf
+        keep = self.keep
+        varint = self._read_varint
+        run = pos  # the start of the fields not yet copied
         while pos < end:
             start = pos
-            tag, pos = self._read_varint(pos, end)
-            tag_end = pos
+            tag = buf[pos]
+            if tag < 0x80:  # one-byte tags: every field of onnx.proto
+                pos += 1
+            else:
+                tag, pos = varint(pos, end)
             number, wire = tag >> 3, tag & 7
             if number == 0:
                 raise _Malformed
-            if wire == _WIRE_VARINT:
-                _, pos = self._read_varint(pos, end)
+            if wire == _WIRE_LEN:
+                tag_end = pos
+                length, body = varint(pos, end)
+                pos = body + length
+                if pos > end:
+                    raise _Malformed
+                if length <= keep:
+                    continue
+                sub = rule.get(number)
+                if sub is None:
+                    continue
+                if run < start:
+                    out.append(bytes(buf[run:start]))
+                run = pos
+                if isinstance(sub, _Drop):
+                    continue
+                inner: list[bytes] = []
+                self.message(body, pos, inner, sub)
+                payload = b"".join(inner)
+                out.append(bytes(buf[start:tag_end]))
+                out.append(_varint(len(payload)))
+                out.append(payload)
+            elif wire == _WIRE_VARINT:
+                _, pos = varint(pos, end)
             elif wire == _WIRE_I64:
                 pos += 8
             elif wire == _WIRE_I32:
                 pos += 4
-            elif wire == _WIRE_LEN:
-                length, body = self._read_varint(pos, end)
-                pos = body + length
-                if pos > end:
-                    raise _Malformed
-                sub = rule.get(number) if length > self.keep else None
-                if isinstance(sub, _Drop):
-                    continue
-                if sub is not None:
-                    inner: list[bytes] = []
-                    self.message(body, pos, inner, sub)
-                    payload = b"".join(inner)
-                    out.append(bytes(buf[start:tag_end]))
-                    out.append(_varint(len(payload)))
-                    out.append(payload)
-                    continue
             else:  # groups (3, 4) are not in onnx.proto; 6 and 7 do not exist
                 raise _Malformed
             if pos > end:
                 raise _Malformed
-            out.append(bytes(buf[start:pos]))
+        if run < end:
+            out.append(bytes(buf[run:end]))
 
 
 class _Drop:
