@@ -24,7 +24,7 @@ METHOD = {
     "load": "each peer's own load (ONNX Runtime session, OpenVINO compile without a cache, "
     "ncnn from its converted files) in a fresh process after the runtime's import; "
     "autoinfer: first result = Session() with an empty cache + the first run() (in "
-    "process, the median of 3, each on an empty cache, alternating with plain ONNX "
+    "process, the median of 5, each on an empty cache, alternating with plain ONNX "
     "Runtime's load + first run), selection = the "
     "background selection's own time, warm = Session() on a cache hit in a fresh "
     "process (best of the runs)",
