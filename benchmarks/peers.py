@@ -11,6 +11,9 @@ way its own documentation starts you off:
                 SessionOptions.set_provider_selection_policy(MAX_PERFORMANCE)
   ov-auto       OpenVINO's AUTO device with PERFORMANCE_HINT=LATENCY
   ov-cpu        OpenVINO's CPU device at its defaults
+  ov-cpu-f32    OpenVINO's CPU device asked for f32 (INFERENCE_PRECISION_HINT), as a user
+                who wants fp32 results sets it where the default is bf16; where the
+                default is f32 already, it is ov-cpu and not run twice
   ncnn          ncnn through pnnx's conversion (autoinfer's ncnn backend, fp32, its
                 thread count = the usable cores, as ncnn's default)
   autoinfer     autoinfer.Session(path): selection done once beforehand
@@ -30,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-PEERS = ("ort", "ort-maxperf", "ov-auto", "ov-cpu", "ncnn", "autoinfer")
+PEERS = ("ort", "ort-maxperf", "ov-auto", "ov-cpu", "ov-cpu-f32", "ncnn", "autoinfer")
 LABELS = {
     "ort": "ONNX Runtime (plain)",
     "ort-maxperf": "ORT MAX_PERFORMANCE policy",
     "ov-auto": "OpenVINO AUTO (LATENCY)",
     "ov-cpu": "OpenVINO CPU",
+    "ov-cpu-f32": "OpenVINO CPU f32",
     "ncnn": "ncnn (pnnx)",
     "autoinfer": "autoinfer",
 }
@@ -160,6 +164,10 @@ def _ov_precision(compiled: Any, core: Any) -> str:
             hint = core.get_property(device.split(".")[0], "INFERENCE_PRECISION_HINT")
         except Exception:  # noqa: BLE001
             return "unknown"
+    return _precision_name(hint)
+
+
+def _precision_name(hint: Any) -> str:
     name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
     return _OV_PRECISIONS.get(name.lower(), name.lower())
 
@@ -172,6 +180,15 @@ def load_ov_auto(path: Path, ctx: Context) -> Loaded:
 def load_ov_cpu(path: Path, ctx: Context) -> Loaded:
     core = _ov().Core()
     return _ov_loaded(core.compile_model(str(path), "CPU"), "CPU", core)
+
+
+def load_ov_cpu_f32(path: Path, ctx: Context) -> Loaded:
+    core = _ov().Core()
+    default = _precision_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    if default == "fp32":
+        raise PeerUnsupported("OpenVINO's CPU device computes in f32 here at its defaults: that is ov-cpu")
+    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return _ov_loaded(compiled, "CPU", core)
 
 
 # -- ncnn -----------------------------------------------------------------------------------
@@ -225,6 +242,7 @@ LOADERS: dict[str, Callable[[Path, Context], Loaded]] = {
     "ort-maxperf": load_ort_maxperf,
     "ov-auto": load_ov_auto,
     "ov-cpu": load_ov_cpu,
+    "ov-cpu-f32": load_ov_cpu_f32,
     "ncnn": load_ncnn,
     "autoinfer": load_autoinfer,
 }
@@ -236,6 +254,7 @@ IMPORTS = {
     "ort-maxperf": ("onnxruntime",),
     "ov-auto": ("openvino",),
     "ov-cpu": ("openvino",),
+    "ov-cpu-f32": ("openvino",),
     "ncnn": ("ncnn", "onnxruntime", "autoinfer.backends.ncnn"),
     # autoinfer's own modules too: a Session's first-use imports are an import cost
     # (reported apart), not a load cost
