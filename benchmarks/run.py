@@ -405,6 +405,8 @@ class ModelBench:
     def fresh_processes(self) -> None:
         winner_backend = self.res["autoinfer"].get("winner_backend")
         own = peers.OWN_LOAD_PEER.get(winner_backend or "")
+        if own == "ov-cpu" and "ov-cpu-f32" in self.loaded:  # the winner computes in fp32 too
+            own = "ov-cpu-f32"
         self.res["autoinfer"]["own_load_peer"] = own
         names = [n for n in peers.PEERS if n in self.loaded]
         twice = {"autoinfer", own}
