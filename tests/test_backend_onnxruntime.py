@@ -252,12 +252,6 @@ def test_the_reference_is_onnx_runtimes_own_default_pool_where_it_takes_nothing_
     if n > 1:
         quota = dataclasses.replace(hw, cpu=dataclasses.replace(free.cpu, quota_cores=n - 0.5))
         assert threads(quota) == n
-        # the race may try the same count unpinned
-        keys = [
-            c.key
-            for c in backend.variants(Candidate.make(NAME), load_facts(model_paths["tiny"]), free, "latency")
-        ]
-        assert f"{NAME}:cpu:fp32[intra_op_threads={n}]" in keys, keys
 
 
 def test_settings_reach_the_session(backend: Any, model_paths: dict, tmp_path: Path) -> None:

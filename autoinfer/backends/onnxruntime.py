@@ -384,12 +384,6 @@ class OnnxRuntimeBackend(Backend):
         if cores > 1:
             fewer = 1 if small else max(1, cores // 2)
             out.append(candidate.with_settings(intra_op_threads=fewer))
-            cpu = getattr(hw, "cpu", None)
-            if cpu is not None and cpu.quota_cores is None and cpu.usable_cores == cpu.logical_cores:
-                # the candidate runs ONNX Runtime's default pool, its threads pinned; the
-                # same count named explicitly leaves them to the OS scheduler, which wins
-                # where other processes hold the pinned cores
-                out.append(candidate.with_settings(intra_op_threads=cores))
         # Level "all" adds NCHWc layout changes that can lose on small or odd models.
         out.append(candidate.with_settings(graph_optimization="extended"))
         if objective != "throughput" and cores > 1:
@@ -624,8 +618,9 @@ def _default_pool_fits(ctx: LoadContext) -> bool:
     """May ONNX Runtime size its thread pool itself? Only where its default (a thread per
     physical core, each pinned to its core) takes nothing the process was not given: no
     CPU quota, every CPU in the affinity mask, and no thread count the application named.
-    The reference is then ONNX Runtime exactly at its defaults; an explicit count (the
-    variant ``intra_op_threads=<cores>``) leaves the threads unpinned."""
+    The reference is then ONNX Runtime exactly at its defaults. (An explicit count, which
+    leaves the threads unpinned, is not a variant: it times within noise of the default
+    and took race places from other runtimes.)"""
     cpu = getattr(ctx.hardware, "cpu", None)
     if cpu is None or ctx.threads_asked:
         return False
