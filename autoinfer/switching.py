@@ -138,6 +138,12 @@ class Active:
         self.names = list(runner.output_names)  # direct's output names when run() names none
 
 
+def _shapes_of(feed: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A feed's names and shapes, in its order: what the direct path of a dynamic model
+    compares with the last checked call's."""
+    return tuple((k, getattr(v, "shape", None)) for k, v in feed.items())
+
+
 _SESSIONS: weakref.WeakSet[Selecting] = weakref.WeakSet()
 
 
@@ -373,14 +379,14 @@ class Selecting:
             last is not None
             and last[1] is self._active
             and not last[1].retired
-            and last[0] == tuple((k, getattr(v, "shape", None)) for k, v in feed.items())
+            and last[0] == _shapes_of(feed)
         )
 
     def _remember_direct(self, feed: Mapping[str, Any], act: Active) -> None:
         """A dynamic model's checked call on ``act``: the next call of these shapes may go
         straight to its runtime."""
         if act is self._active:
-            self._direct_last = (tuple((k, getattr(v, "shape", None)) for k, v in feed.items()), act)
+            self._direct_last = (_shapes_of(feed), act)
 
     def _take_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """The first run()'s feeds start the background selection (copied)."""

@@ -47,6 +47,12 @@ LABELS = {
 OWN_LOAD_PEER = {"onnxruntime": "ort", "openvino": "ov-cpu", "ncnn": "ncnn"}
 
 
+def precision_of(result: Mapping[str, Any]) -> str:
+    """The precision a peer's results entry says it computed in (its ``info["precision"]``;
+    fp32 for an entry without it, as in results files written before peers stated it)."""
+    return str((result.get("info") or {}).get("precision") or "fp32")
+
+
 class PeerUnsupported(Exception):
     """The peer cannot run this model here; the message says why."""
 

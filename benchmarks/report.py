@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from peers import LABELS, PEERS
+from peers import LABELS, PEERS, precision_of
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -60,13 +60,13 @@ def _cell(p: dict[str, Any]) -> str:
     st = p.get("status")
     if st == "ok" and "latency_ms" in p:
         lat = p["latency_ms"]
-        prec = (p.get("info") or {}).get("precision") or "fp32"
+        prec = precision_of(p)
         return f"{_ms(lat['median'])} ({_ms(lat['p90'])})" + ("" if prec == "fp32" else f" in {prec}")
     return {"wrong": "wrong", "unsupported": "unsupported", "failed": "failed"}.get(st or "", st or "-")
 
 
 def _named_with_precision(p: dict[str, Any], name: str) -> str:
-    prec = (p.get("info") or {}).get("precision") or "fp32"
+    prec = precision_of(p)
     return p.get("label", name) + ("" if prec == "fp32" else f" (computing in {prec})")
 
 

@@ -665,21 +665,20 @@ def summarise(results: dict[str, Any]) -> None:
         # reported beside, not taken as the target
         asked = ps.get("autoinfer", {}).get("info", {}).get("asked_precision", "fp32")
         less = set(_BELOW.get(asked, ()))
-        others = {n: v for n, v in lat.items() if n != "autoinfer" and _precision(ps[n]) not in less}
-        reduced = {n: v for n, v in lat.items() if n != "autoinfer" and _precision(ps[n]) in less}
+        others = {n: v for n, v in lat.items() if n != "autoinfer" and peers.precision_of(ps[n]) not in less}
+        reduced = {n: v for n, v in lat.items() if n != "autoinfer" and peers.precision_of(ps[n]) in less}
         m["fastest_peer"] = min(others, key=others.get) if others else None
-        if reduced:
-            f = min(reduced, key=reduced.get)
-            m["fastest_reduced_peer"] = {"peer": f, "precision": _precision(ps[f]), "latency_ms": reduced[f]}
         rounds = {n: ps[n].get("round_medians_ms", []) for n in lat}
         if "autoinfer" in lat and others:
             m["regret_rounds"] = measure.ratio_spread(rounds["autoinfer"], rounds[m["fastest_peer"]])
             m["regret"] = m["regret_rounds"].get("median") or (lat["autoinfer"] / min(others.values()))
-            if reduced and "autoinfer" in lat:
+        if reduced:
+            f = min(reduced, key=reduced.get)
+            fr = {"peer": f, "precision": peers.precision_of(ps[f]), "latency_ms": reduced[f]}
+            if "autoinfer" in lat:
                 spread = measure.ratio_spread(rounds["autoinfer"], rounds[f])
-                m["fastest_reduced_peer"]["autoinfer_ratio"] = (
-                    spread.get("median") or lat["autoinfer"] / reduced[f]
-                )
+                fr["autoinfer_ratio"] = spread.get("median") or lat["autoinfer"] / reduced[f]
+            m["fastest_reduced_peer"] = fr
         if "autoinfer" in lat and "ort" in lat:
             m["vs_ort_rounds"] = measure.ratio_spread(rounds["autoinfer"], rounds["ort"])
             m["vs_ort"] = m["vs_ort_rounds"].get("median") or lat["autoinfer"] / lat["ort"]
@@ -695,11 +694,6 @@ def summarise(results: dict[str, Any]) -> None:
 
 
 _BELOW = {"fp32": ("bf16", "fp16", "int8"), "fp16": ("int8",), "bf16": ("int8",)}  # precisions below each
-
-
-def _precision(peer: Mapping[str, Any]) -> str:
-    """The precision a loaded peer computes in (fp32 for a results file without it)."""
-    return str((peer.get("info") or {}).get("precision") or "fp32")
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:

@@ -295,10 +295,24 @@ def test_sequence_and_optional_inputs_run_as_onnx_runtime_runs_them(tmp_path: Pa
     )
 
 
+def _count_checks(sess: autoinfer.Session) -> list[int]:
+    """A list that grows by one at each of ``sess``'s checked-path feed validations."""
+    checked: list[int] = []
+    validate = sess._validate
+
+    def counting(feed):  # noqa: ANN001, ANN202
+        checked.append(1)
+        return validate(feed)
+
+    sess._validate = counting
+    return checked
+
+
 def test_a_static_models_calls_go_straight_to_onnx_runtime_and_keep_autoinfers_errors(tmp_path: Path):
     """A static model's plain arrays skip autoinfer's own check and ONNX Runtime's Python
     wrapper; output names pick and order the outputs as ONNX Runtime's ``run`` does, and a
-    bad call (unknown output, missing input, wrong dtype) still gets autoinfer's error."""
+    bad call (unknown output, missing input, wrong dtype or byte order) still gets
+    autoinfer's error."""
     f32 = TensorProto.FLOAT
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])],
@@ -310,14 +324,7 @@ def test_a_static_models_calls_go_straight_to_onnx_runtime_and_keep_autoinfers_e
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), p)
     ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     sess = autoinfer.Session(p, cache_dir=tmp_path / "c", backends=["onnxruntime"], selection="off")
-    checked: list[int] = []
-    validate = sess._validate
-
-    def counting(feed):  # noqa: ANN001, ANN202
-        checked.append(1)
-        return validate(feed)
-
-    sess._validate = counting
+    checked = _count_checks(sess)
     rng = np.random.default_rng(0)
     feed = {"a": rng.random((2, 3), dtype=np.float32), "b": rng.random((2, 3), dtype=np.float32)}
     for names in (None, [], ["p"], ["p", "s"], ("s",)):
@@ -332,9 +339,8 @@ def test_a_static_models_calls_go_straight_to_onnx_runtime_and_keep_autoinfers_e
         sess.run(None, {"a": feed["a"]})
     with pytest.raises(InputError):
         sess.run(None, {"a": feed["a"], "b": feed["b"].astype(np.float64)})
-    swapped = {
-        k: v.astype(v.dtype.newbyteorder(">")) for k, v in feed.items()
-    }  # the runtime would misread it
+    # a foreign byte order, which the runtime would misread
+    swapped = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in feed.items()}
     with pytest.raises(InputError, match="received >f4"):
         sess.run(["s"], swapped)
     assert len(checked) == 4
@@ -348,14 +354,7 @@ def test_a_dynamic_model_called_again_with_the_same_shapes_goes_straight_to_its_
     p = zoo.save("dynamic_batch", tmp_path / "d.onnx")
     ref = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
     sess = autoinfer.Session(p, cache_dir=tmp_path / "c", backends=["onnxruntime"], selection="off")
-    checked: list[int] = []
-    validate = sess._validate
-
-    def counting(feed):  # noqa: ANN001, ANN202
-        checked.append(1)
-        return validate(feed)
-
-    sess._validate = counting
+    checked = _count_checks(sess)
     rng = np.random.default_rng(0)
     x2 = {"input": rng.random((2, 3, 32, 32), dtype=np.float32)}
     x3 = {"input": rng.random((3, 3, 32, 32), dtype=np.float32)}
