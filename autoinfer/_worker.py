@@ -172,6 +172,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             for _ in range(max(1, int(job.get("warmup", 2)))):
                 call()
             stats = time_runs(call, slice_s, min_reps=int(job.get("min_reps", 5)))
+            # how long its threads go on spinning: the race waits that long after it
+            stats["quiet_s"] = wait_quiet(float(job.get("pause_s", 0.1)))
             if ctx.objective == "throughput":
                 stats["throughput"] = measure_throughput(call, max(1, ctx.threads), slice_s)
             else:
@@ -228,11 +230,40 @@ def _race_deadline(job: dict[str, Any]) -> float:
     return time.monotonic() + float(job["budget_s"])
 
 
+def wait_quiet(max_s: float, poll_s: float = 0.005) -> float:
+    """Sleep until this process's other threads go quiet (a runtime's pool spins for a
+    while after a run: ONNX Runtime's for ~50 ms, taking a core from whoever runs next),
+    at most ``max_s``; at least one poll. Quiet: under a fifth of a core busy over a poll.
+    Returns the time slept."""
+    t0 = time.monotonic()
+    while True:
+        c0 = time.process_time()
+        time.sleep(poll_s)
+        if time.process_time() - c0 < 0.2 * poll_s or time.monotonic() - t0 >= max_s:
+            return time.monotonic() - t0
+
+
+def _slot(runner: Any, feeds: list[Any], rnd: int, reps: int) -> float:
+    """One entrant's share of a round: ``reps`` runs, each timed; their median (a run
+    that a burst of the machine's other load slowed drops out, as it would not from a mean)."""
+    ts = [0.0] * reps
+    clock = time.perf_counter
+    for k in range(reps):
+        t0 = clock()
+        runner.run(feeds[(rnd + k) % len(feeds)])
+        ts[k] = clock() - t0
+    ts.sort()
+    mid = reps // 2
+    return ts[mid] if reps % 2 else (ts[mid - 1] + ts[mid]) / 2
+
+
 def run_race(job: dict[str, Any]) -> dict[str, Any]:
     """The finalists side by side in this one process: load all, warm up, then
     interleaved rounds in rotating order, the same number of runs per candidate per
-    round and a pause before each candidate; stops once every challenger's verdict
-    is clear (see measure.verdict) or the budget is spent. Entry 0 is the reference."""
+    round (their median is the round's time) and a wait for quiet before each candidate;
+    a challenger found not faster runs no more rounds; the rounds stop once every
+    challenger's verdict is clear (see measure.verdict) or the budget is spent. Entry 0
+    is the reference; a challenger's times pair with the first of the reference's."""
     from .measure import MIN_ROUNDS, load_feeds, race_order, verdict
     from .model import ModelFacts
 
@@ -260,6 +291,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     n = len(runners)
     times: list[list[float]] = [[] for _ in range(n)]
     failed: dict[int, str] = {}
+    out: set[int] = set()  # challengers already found not faster: they run no more rounds
     deadline = _race_deadline(job)
     rnd, round_s = 0, 0.0
     # at least MIN_ROUNDS rounds (an interval needs them), then while another round ends
@@ -270,33 +302,31 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
         t_round = time.monotonic()
         slot: dict[int, float] = {}
         for i in race_order(n, rnd):
-            if i in failed:
+            if i in failed or i in out:
                 continue
-            time.sleep(pause)
+            wait_quiet(pause)
             try:
-                t0 = time.perf_counter()
-                for k in range(reps):
-                    runners[i].run(feeds[(rnd + k) % len(feeds)])
-                slot[i] = (time.perf_counter() - t0) / reps
+                slot[i] = _slot(runners[i], feeds, rnd, reps)
             except Exception as exc:  # noqa: BLE001
                 failed[i] = f"{type(exc).__name__}: {exc}"[:500]
         if 0 in failed:
             break
-        if len(slot) == n - len(failed):
+        if all(i in slot for i in range(n) if i not in failed and i not in out):
             for i, t in slot.items():
                 times[i].append(t)
         rnd += 1
         round_s = time.monotonic() - t_round
         if len(times[0]) >= MIN_ROUNDS:
-            clear = True
+            undecided = False
             for i in range(1, n):
-                if i in failed:
+                if i in failed or i in out:
                     continue
-                ratios = [t / b for t, b in zip(times[i], times[0], strict=True)]
-                if verdict(ratios, threshold).verdict == "undecided":
-                    clear = False
-                    break
-            if clear:
+                ratios = [t / b for t, b in zip(times[i], times[0], strict=False)]
+                v = verdict(ratios, threshold).verdict
+                if v == "not faster":
+                    out.add(i)
+                undecided = undecided or v == "undecided"
+            if not undecided:
                 break
     for r in runners:
         try:

@@ -27,6 +27,7 @@ START_S = 0.5  # a fresh measuring process's start, until one has been measured
 LOAD_S = 0.5  # a load, until the reference's has been measured
 RUN_S = 0.3  # a screening's runs (first runs, outputs, the quick time), until measured
 MEDIAN_S = 0.01  # one inference, until the reference's has been measured
+QUIET_S = 0.05  # after a run, until its threads stop spinning, until measured
 SLACK_S = 0.25  # an overrun smaller than this is not worth a note
 RUN_MARGIN = 1.25  # a challenger's runs may take this much longer than the reference's
 
@@ -41,6 +42,7 @@ class TimeBudget:
         self.ref_load_s: float | None = None
         self.ref_run_s: float | None = None
         self.ref_median_s: float | None = None
+        self.ref_quiet_s: float | None = None
         self.forced: list[str] = []  # what went ahead although it did not fit
 
     def left(self) -> float:
@@ -55,6 +57,11 @@ class TimeBudget:
     def median_s(self) -> float:
         return self.ref_median_s if self.ref_median_s is not None else MEDIAN_S
 
+    @property
+    def quiet_s(self) -> float:
+        """After one of the reference's runs, until its threads stopped spinning."""
+        return self.ref_quiet_s if self.ref_quiet_s is not None else QUIET_S
+
     def observe(self, res: Mapping[str, Any], wall_s: float, fresh: bool, reference: bool) -> None:
         """Learn from one screening job's answer ``res`` that took ``wall_s`` here, in a
         process started for it when ``fresh``: its start is everything but the load and the
@@ -68,6 +75,8 @@ class TimeBudget:
             self.ref_load_s, self.ref_run_s = float(load_s), float(runs_s)
             if isinstance(res.get("median_s"), (int, float)):
                 self.ref_median_s = float(res["median_s"])
+            if isinstance(res.get("quiet_s"), (int, float)):
+                self.ref_quiet_s = float(res["quiet_s"])
 
     def screen_cost(self, expected_load_s: float, fresh: bool) -> float:
         """A screening: the process's start when ``fresh``, the load, then its runs."""
@@ -80,14 +89,15 @@ class TimeBudget:
         medians_s: Sequence[float],
         reps: int,
         *,
-        pause_s: float,
+        quiet_s: Sequence[float],
         rounds: int,
         fresh: bool,
     ) -> float:
         """The shortest race: the process's start when ``fresh``, the loads, the warm-up,
-        and ``rounds`` rounds of ``reps`` runs of each entrant with a pause before each."""
+        and ``rounds`` rounds of ``reps`` runs of each entrant; after each, the wait until
+        its threads are quiet (``quiet_s``, one per entrant)."""
         warm_up = sum(max(0.05, 3 * m) for m in medians_s)
-        round_s = sum(pause_s + reps * m for m in medians_s)
+        round_s = sum(q + reps * m for q, m in zip(quiet_s, medians_s, strict=True))
         return (self.start_s if fresh else 0.0) + sum(loads_s) + warm_up + rounds * round_s
 
     def overrun(self, what: str, cost_s: float) -> None:

@@ -36,6 +36,7 @@ class Measurement:
     peak_mb: float
     max_abs_err: float | None = None
     max_rel_err: float | None = None
+    quiet_s: float | None = None  # after a run, until its process went quiet (spinning pools)
 
     def metric(self, objective: str) -> float:
         """Lower is better."""
@@ -52,7 +53,7 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Measurement:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass

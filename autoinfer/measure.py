@@ -7,10 +7,12 @@ selection's time budget (:mod:`autoinfer.budget`). The measuring subprocesses ar
                 and candidates clearly slower than the best quick time drop out.
     race        the finalists, always with the reference, loaded together in one
                 measuring subprocess: warm-up, then interleaved rounds in rotating order
-                with equal work per round and a pause between candidates (for spinning
-                thread pools). Each round gives a ratio candidate / reference; a
-                challenger replaces the reference only when the upper bound of the
-                confidence interval of the median ratio is below ``WIN_THRESHOLD``.
+                with equal work per round (the median of its timed runs) and a wait
+                before each candidate until the process is quiet (spinning thread pools).
+                Each round gives a ratio candidate / reference; a challenger replaces
+                the reference only when the upper bound of the confidence interval of
+                the median ratio is below ``WIN_THRESHOLD``; one whose lower bound is
+                above it runs no more rounds.
                 The reference's runner, kept loaded from its screening, races in its
                 own worker; the rounds go on until the selection's deadline.
 
@@ -47,8 +49,11 @@ CONFIDENCE = 0.95
 MIN_ROUNDS = 6  # the fewest rounds with a 95% interval for the median
 SLOWER_CUT = 1.5  # screening drops what is slower than this times the best
 MAX_FINALISTS = 4  # challengers in the race, besides the reference
-PAUSE_S = 0.05  # between candidates in a round: spinning pools go quiet
-SLOT_S = 0.025  # work per candidate per round, calibrated from the quick times
+PAUSE_S = 0.08  # the longest wait for quiet before a candidate (ORT's pool spins ~50-60 ms)
+# work per candidate per round, calibrated from the quick times: the median of several runs
+# (here, the per-round ratio of two equal sessions spread 2-3x less over 50-100 ms slots
+# of timed runs than over 25 ms slots of two)
+SLOT_S = 0.06
 RACE_MAX_S = 60.0  # the longest a race goes on, whatever the budget
 RESERVE_ROUNDS = 2 * MIN_ROUNDS  # the race always has time for this many rounds
 
@@ -80,6 +85,12 @@ class SyntheticInputsRejected(NoCandidateError):
 def _reps(slowest_s: float) -> int:
     """Runs per candidate per round: ``SLOT_S`` of work for the slowest entrant."""
     return int(min(200, max(1, round(SLOT_S / max(slowest_s, 1e-6)))))
+
+
+def _quiet_s(r: Ranked) -> float:
+    """The race's wait after ``r``'s runs: as measured in its screening, else the longest."""
+    q = r.measurement.quiet_s if r.measurement is not None else None
+    return PAUSE_S if q is None else min(PAUSE_S, max(0.0, float(q)))
 
 
 def _metric(r: Ranked, objective: str) -> float:
@@ -195,6 +206,7 @@ class Measurer:
             "time": time_it,
             # the reference stays loaded in its worker, where the race runs (latency only)
             "keep": reference and time_it and self.opts.objective == "latency",
+            "pause_s": PAUSE_S,
             "sys_path": [p for p in sys.path if p],
         }
         fresh, t0 = self._fresh(cand.backend), time.monotonic()
@@ -234,6 +246,7 @@ class Measurer:
             throughput=res["throughput"],
             rss_load_mb=res["rss_load_mb"],
             peak_mb=res["peak_mb"],
+            quiet_s=res.get("quiet_s"),
         )
         if is_reference and self.reference is None:
             self.reference = outs
@@ -378,13 +391,13 @@ class Measurer:
         (loaded as fast as the reference) over ``RESERVE_ROUNDS`` rounds."""
         if self.opts.objective != "latency":
             return 0.0
-        m = self.budget.median_s
+        m, q = self.budget.median_s, self.budget.quiet_s
         reuse = self.kept is not None and not self._fresh(self.kept.backend)
         return self.budget.race_cost(
             [0.0 if reuse else self.budget.load_s, self.budget.load_s],
             [m, m],
             _reps(m),
-            pause_s=PAUSE_S,
+            quiet_s=[q, q],
             rounds=RESERVE_ROUNDS,
             fresh=not reuse and self._fresh("race"),
         )
@@ -405,8 +418,9 @@ class Measurer:
         if reuse:
             loads[0] = 0.0
         fresh = self._fresh(base.candidate.backend if reuse else "race")
+        quiet = [_quiet_s(r) for r in entrants]
         return self.budget.race_cost(
-            loads, medians, _reps(max(medians)), pause_s=PAUSE_S, rounds=RESERVE_ROUNDS, fresh=fresh
+            loads, medians, _reps(max(medians)), quiet_s=quiet, rounds=RESERVE_ROUNDS, fresh=fresh
         )
 
     def _fit_race(self, base: Ranked, finalists: list[Ranked]) -> list[Ranked]:
@@ -461,7 +475,7 @@ class Measurer:
         entrants = [base, *finalists]
         slowest = max(_metric(r, "latency") for r in entrants)
         reps = _reps(slowest)
-        round_s = sum(PAUSE_S + reps * _metric(r, "latency") for r in entrants)
+        round_s = sum(_quiet_s(r) + reps * _metric(r, "latency") for r in entrants)
         reuse = self._reuses(base)
         entries = [self._entry(r.candidate) for r in entrants]
         entries[0]["kept"] = reuse
@@ -496,7 +510,8 @@ class Measurer:
         )
         best: Ranked | None = None
         for r, ts in zip(finalists, times[1:], strict=True):
-            ratios = [t / b for t, b in zip(ts, base_t, strict=True) if b > 0]
+            # a challenger found not faster stopped early: its rounds are the first ones
+            ratios = [t / b for t, b in zip(ts, base_t[: len(ts)], strict=True) if b > 0]
             stat = verdict(ratios)
             stat.median_s = float(np.median(ts)) if ts else 0.0
             r.race = stat

@@ -95,6 +95,107 @@ def test_the_race_ends_at_the_deadline_not_at_its_own_budget(model, tmp_path, fa
     assert took < 1.5 + 0.5, (took, res["rounds"])
 
 
+class _Timed:
+    """A runner for the race whose runs take the times given, in turn."""
+
+    def __init__(self, times: list[float]) -> None:
+        self.times, self.i, self.runs = times, 0, 0
+
+    def run(self, feeds):
+        time.sleep(self.times[self.i % len(self.times)])
+        self.i += 1
+        self.runs += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int) -> dict:
+    """A race of ``runners`` (entry 0 the reference), kept loaded as a screening leaves them."""
+    import numpy as np
+
+    from autoinfer import _worker
+    from autoinfer.backends.base import Candidate
+    from autoinfer.feeds import save_feeds
+
+    feeds = tmp_path / "feeds.npz"
+    save_feeds(feeds, [{"x": np.zeros(1, np.float32)}])
+    entries = []
+    for i, r in enumerate(runners):
+        cand = Candidate.make("sound", n=i)
+        _worker._keep(cand.key, r)
+        entries.append({"candidate": cand.to_dict(), "kept": True})
+    return _worker.run_race(
+        {
+            "facts": {},
+            "feeds": str(feeds),
+            "entries": entries,
+            "reps": reps,
+            "pause_s": 0.01,
+            "budget_s": end_in_s,
+            "end_by": time.monotonic() + end_in_s,
+        }
+    )
+
+
+def test_a_round_takes_the_median_run_so_a_burst_of_load_drops_out(tmp_path, monkeypatch):
+    from autoinfer import _worker, model
+
+    monkeypatch.setattr(model.ModelFacts, "from_dict", staticmethod(lambda d: None))
+    # every third run of the reference is hit by a burst 20x its time: a mean would
+    # make the challenger (1.5x slower) look faster
+    ref, slow = _Timed([0.004, 0.004, 0.1]), _Timed([0.006])
+    res = _race_of(tmp_path, [ref, slow], 1.0, reps=3)
+    ref_t, slow_t = res["times"]
+    assert all(t < 0.03 for t in ref_t), ref_t
+    assert all(s / r > 1.2 for s, r in zip(slow_t, ref_t[: len(slow_t)], strict=True)), (slow_t, ref_t)
+    assert _worker._slot(_Timed([0.001, 0.03]), [{}], 0, 2) == pytest.approx(0.0155, abs=0.004)
+
+
+def test_a_challenger_found_not_faster_runs_no_more_rounds(tmp_path, monkeypatch):
+    from autoinfer import model
+    from autoinfer.measure import MIN_ROUNDS, verdict
+
+    monkeypatch.setattr(model.ModelFacts, "from_dict", staticmethod(lambda d: None))
+    # the tie straddles the threshold round by round: undecided to the end
+    ref, slow, tie = _Timed([0.004]), _Timed([0.012]), _Timed([0.0037, 0.0042])
+    res = _race_of(tmp_path, [ref, slow, tie], 2.0, reps=1)
+    ref_t, slow_t, tie_t = res["times"]
+    # the slow one left once its interval lay above the threshold; the tie raced on
+    assert MIN_ROUNDS <= len(slow_t) < len(tie_t) == len(ref_t), (len(slow_t), len(tie_t))
+    assert verdict([s / r for s, r in zip(slow_t, ref_t[: len(slow_t)], strict=True)]).verdict == "not faster"
+    assert slow.runs < tie.runs
+
+
+def test_the_wait_before_a_candidate_lasts_while_another_thread_spins():
+    import threading
+
+    from autoinfer._worker import wait_quiet
+
+    assert wait_quiet(0.5) < 0.05  # quiet: one poll
+    stop = time.monotonic() + 0.25
+
+    def spin() -> None:  # as a runtime's pool does after a run
+        while time.monotonic() < stop:
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        waited = wait_quiet(1.0)
+    finally:
+        t.join()
+    assert 0.15 < waited < 0.6, waited
+    stop = time.monotonic() + 5.0
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        assert 0.1 <= wait_quiet(0.1) < 0.3  # never longer than asked
+    finally:
+        stop = 0.0
+        t.join()
+
+
 def test_the_reference_runner_is_kept_for_the_race_in_its_worker(model, tmp_path, fakes):
     from autoinfer import _worker
     from autoinfer.backends.base import Candidate
@@ -107,14 +208,16 @@ def test_the_reference_runner_is_kept_for_the_race_in_its_worker(model, tmp_path
 
 def test_the_budget_learns_from_the_reference_and_prices_what_follows():
     b = TimeBudget(8.0, time.monotonic())
-    res = {"ok": True, "load_s": 1.0, "runs_s": 0.4, "median_s": 0.02}
+    res = {"ok": True, "load_s": 1.0, "runs_s": 0.4, "median_s": 0.02, "quiet_s": 0.055}
     b.observe(res, wall_s=2.0, fresh=True, reference=True)
     assert b.start_s == pytest.approx(0.6) and b.load_s == 1.0 and b.median_s == 0.02
+    assert b.quiet_s == 0.055
     # a challenger in a fresh process, loading in 5 s: start + load + its runs (with margin)
     assert 0.6 + 5.0 + 0.4 < b.screen_cost(5.0, fresh=True) < 0.6 + 5.0 + 0.4 * 2
     assert b.screen_cost(5.0, fresh=False) == pytest.approx(b.screen_cost(5.0, fresh=True) - 0.6)
-    race = b.race_cost([0.0, 1.0], [0.02, 0.02], 1, pause_s=0.05, rounds=12, fresh=False)
-    assert race == pytest.approx(1.0 + 2 * 0.06 + 12 * 2 * 0.07)
+    # each entrant's runs, then the wait until its threads are quiet
+    race = b.race_cost([0.0, 1.0], [0.02, 0.02], 1, quiet_s=[0.05, 0.01], rounds=12, fresh=False)
+    assert race == pytest.approx(1.0 + 2 * 0.06 + 12 * (0.07 + 0.03))
     assert b.account(8.0 + SLACK_S / 2) == []
     b.overrun("screening x", 9.0)
     (note,) = b.account(11.0)

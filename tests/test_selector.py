@@ -16,7 +16,7 @@ import autoinfer
 from autoinfer.cache import Cache
 from autoinfer.config import Settings
 from autoinfer.errors import ConfigError, NoCandidateError
-from autoinfer.measure import compare
+from autoinfer.measure import PAUSE_S, compare
 from autoinfer.model import load_facts
 from autoinfer.policy import Decision, Options, decide, shape_bucket
 
@@ -50,6 +50,8 @@ def test_measured_choice_has_reference_and_accuracy(model, tmp_path):
     for r in measured:
         assert r.measurement.median_s > 0
         assert r.measurement.max_abs_err is not None and r.measurement.max_abs_err < 1e-3
+        # the race waits this long after its runs: measured, and never beyond the cap
+        assert 0.0 < r.measurement.quiet_s <= PAUSE_S + 0.05, r.measurement
     win = dec.winner_entry
     assert win.status == "measured"
     # the reference stays unless a challenger raced faster with confidence
