@@ -34,9 +34,14 @@ METHOD = {
     "loaded object, in paired blocks of calls; when the machine's noise is wider "
     "than the target, autoinfer's own work is timed with the runtime replaced by a "
     "stub that returns the outputs",
-    "regret": "autoinfer's median latency / the fastest correct peer's that computes in fp32, "
+    "pairs": "the targets' ratios (autoinfer / plain ONNX Runtime; autoinfer / the fastest "
+    "correct fp32 peer) are median per-round ratios from a second set of interleaved rounds "
+    "with the two alone, side by side (a 75 ms pause and one untimed call before each turn, "
+    "~0.1 s of timed calls per turn, their median the turn's time), after the rounds of every "
+    "peer",
+    "regret": "autoinfer's latency / the fastest correct peer's that computes in fp32, "
     "as autoinfer does by default (a peer marked 'in bf16' computes in less)",
-    "noise": "the spread of per-round latency ratios to plain ONNX Runtime (p25-p75)",
+    "noise": "the spread of the per-round latency ratios behind a target (p25-p75)",
 }
 
 

@@ -78,7 +78,11 @@ class Plan:
         # sessions spread +-4% over 10 rounds here, +-2.5% over 24
         self.rounds = 4 if quick else 20
         self.rounds_slow = 3 if quick else 12
-        self.latency_budget_s = 6.0 if quick else 20.0  # per model, all peers together
+        self.latency_budget_s = 6.0 if quick else 14.0  # per model, all peers together
+        # per target pair (autoinfer and plain ORT; autoinfer and the fastest fp32 peer),
+        # the two alone, in adjacent slots of ~0.1 s each (the median run of the slot)
+        self.pair_budget_s = 4.0 if quick else 12.0
+        self.pair_slot_s = 0.1
         self.max_reps = 20 if quick else 40
         self.batches = (1, 8) if quick else (1, 4, 16)
         self.tp_rounds = 2 if quick else 3
@@ -139,6 +143,7 @@ class ModelBench:
         self.load_all()
         self.check_all()
         self.latency()
+        self.pairs()
         if spec.dynamic_batch:
             self.throughput()
         self.fresh_processes()
@@ -329,6 +334,42 @@ class ModelBench:
                 self.peer(n)["ratio_to_ort_rounds"] = measure.ratio_spread(timed[n]["round_medians"], base)
         line = "  ".join(f"{n} {self.peer(n)['latency_ms']['median']:.3f}" for n in names)
         log(f"    latency ms (median): {line}")
+
+    # -- the targets' comparisons, two contenders at a time
+    def pairs(self) -> None:
+        """autoinfer against plain ONNX Runtime, and against the fastest fp32 peer, each pair
+        alone in interleaved rounds: the two run in adjacent slots, so a burst of the
+        machine's other load hits both more often than in a round of every peer (here the
+        per-round ratio of two equal sessions spread ~1.5x less with the two adjacent)."""
+        ps = self.res["peers"]
+        if "autoinfer" not in self.correct():
+            return
+        lat = _latencies(ps)
+        fp32, _ = _by_precision(ps, lat)
+        against = ["ort"] if "ort" in lat else []
+        if fp32:
+            fastest = min(fp32, key=fp32.get)
+            if fastest not in against:
+                against.append(fastest)
+        plan, feeds = self.plan, self.feeds
+        out: dict[str, Any] = {}
+        for peer in against:
+            names = ["autoinfer", peer]
+            reps = {
+                n: max(1, min(plan.max_reps, int(plan.pair_slot_s / max(self.est[n], 1e-6)))) for n in names
+            }
+            round_s = sum(measure.PAUSE_S + reps[n] * self.est[n] for n in names)
+            rounds = max(8, min(80, int(plan.pair_budget_s / round_s)))
+            timed = measure.interleaved({n: _bind(self.loaded[n].run, feeds) for n in names}, rounds, reps)
+            out[peer] = {
+                "rounds": rounds,
+                "reps": reps,
+                "round_medians_ms": {n: [x * 1e3 for x in timed[n]["round_medians"]] for n in names},
+            }
+            r = measure.ratio_spread(timed["autoinfer"]["round_medians"], timed[peer]["round_medians"])
+            iqr = f"IQR [{r['p25']:.3f}, {r['p75']:.3f}]"
+            log(f"    autoinfer / {peer}, the two alone: {r['median']:.3f}x, {iqr}, {rounds} rounds")
+        self.res["pairs"] = out
 
     # -- throughput over batches (dynamic batch only)
     def throughput(self) -> None:
@@ -655,22 +696,13 @@ def summarise(results: dict[str, Any]) -> None:
     speedups = []
     for m in rows:
         ps = m["peers"]
-        lat = {
-            n: p["latency_ms"]["median"]
-            for n, p in ps.items()
-            if p.get("status") == "ok" and "latency_ms" in p
-        }
-        # autoinfer is asked for fp32 (its default): it is held to the peers that compute
-        # in fp32; a peer computing in less (OpenVINO's bf16 default on AMX CPUs) is
-        # reported beside, not taken as the target
-        asked = ps.get("autoinfer", {}).get("info", {}).get("asked_precision", "fp32")
-        less = set(_BELOW.get(asked, ()))
-        others = {n: v for n, v in lat.items() if n != "autoinfer" and peers.precision_of(ps[n]) not in less}
-        reduced = {n: v for n, v in lat.items() if n != "autoinfer" and peers.precision_of(ps[n]) in less}
+        lat = _latencies(ps)
+        others, reduced = _by_precision(ps, lat)
         m["fastest_peer"] = min(others, key=others.get) if others else None
         rounds = {n: ps[n].get("round_medians_ms", []) for n in lat}
+
         if "autoinfer" in lat and others:
-            m["regret_rounds"] = measure.ratio_spread(rounds["autoinfer"], rounds[m["fastest_peer"]])
+            m["regret_rounds"] = _spread(m, rounds, m["fastest_peer"])
             m["regret"] = m["regret_rounds"].get("median") or (lat["autoinfer"] / min(others.values()))
         if reduced:
             f = min(reduced, key=reduced.get)
@@ -680,7 +712,7 @@ def summarise(results: dict[str, Any]) -> None:
                 fr["autoinfer_ratio"] = spread.get("median") or lat["autoinfer"] / reduced[f]
             m["fastest_reduced_peer"] = fr
         if "autoinfer" in lat and "ort" in lat:
-            m["vs_ort_rounds"] = measure.ratio_spread(rounds["autoinfer"], rounds["ort"])
+            m["vs_ort_rounds"] = _spread(m, rounds, "ort")
             m["vs_ort"] = m["vs_ort_rounds"].get("median") or lat["autoinfer"] / lat["ort"]
             speedups.append(1.0 / m["vs_ort"])
             pred = m.get("autoinfer", {}).get("predicted_vs_ort")
@@ -694,6 +726,37 @@ def summarise(results: dict[str, Any]) -> None:
 
 
 _BELOW = {"fp32": ("bf16", "fp16", "int8"), "fp16": ("int8",), "bf16": ("int8",)}  # precisions below each
+
+
+def _spread(m: Mapping[str, Any], rounds: Mapping[str, list[float]], peer: str) -> dict[str, float]:
+    """autoinfer / ``peer`` round by round: from the pair's own rounds, where the two were
+    timed alone (``ModelBench.pairs``), else from ``rounds``, those of every peer."""
+    pair = (m.get("pairs") or {}).get(peer)
+    if pair:
+        own = pair["round_medians_ms"]
+        return measure.ratio_spread(own["autoinfer"], own[peer])
+    return measure.ratio_spread(rounds["autoinfer"], rounds[peer])
+
+
+def _latencies(ps: Mapping[str, Any]) -> dict[str, float]:
+    """Each correct peer's median latency (ms) in the rounds of every peer."""
+    return {
+        n: p["latency_ms"]["median"] for n, p in ps.items() if p.get("status") == "ok" and "latency_ms" in p
+    }
+
+
+def _by_precision(
+    ps: Mapping[str, Any], lat: Mapping[str, float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The peers besides autoinfer, split: those computing in the precision autoinfer was
+    asked for or better, and those computing in less. autoinfer is asked for fp32 (its
+    default): it is held to the first; a peer computing in less (OpenVINO's bf16 default on
+    AMX CPUs) is reported beside, not taken as the target."""
+    asked = ps.get("autoinfer", {}).get("info", {}).get("asked_precision", "fp32")
+    less = set(_BELOW.get(asked, ()))
+    same = {n: v for n, v in lat.items() if n != "autoinfer" and peers.precision_of(ps[n]) not in less}
+    reduced = {n: v for n, v in lat.items() if n != "autoinfer" and peers.precision_of(ps[n]) in less}
+    return same, reduced
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
