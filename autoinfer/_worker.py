@@ -16,6 +16,7 @@ kills the process and starts a fresh one for the next job.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import signal
@@ -262,7 +263,8 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     interleaved rounds in rotating order, the same number of runs per candidate per
     round (their median is the round's time) and a wait for quiet before each candidate;
     a challenger found not faster runs no more rounds; the rounds stop once every
-    challenger's verdict is clear (see measure.verdict) or the budget is spent. Entry 0
+    challenger's verdict is clear (see measure.verdict) and the winning one's interval is
+    narrower than ``spread`` (high / low), or the budget is spent. Entry 0
     is the reference; a challenger's times pair with the first of the reference's."""
     from .measure import MIN_ROUNDS, load_feeds, race_order, verdict
     from .model import ModelFacts
@@ -272,6 +274,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     feeds = load_feeds(job["feeds"])
     reps, pause = max(1, int(job["reps"])), float(job["pause_s"])
     threshold = float(job.get("threshold", 0.97))
+    spread = float(job.get("spread", math.inf))
     runners: list[Any] = []
     kept: list[int] = []
     try:
@@ -317,16 +320,20 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
         rnd += 1
         round_s = time.monotonic() - t_round
         if len(times[0]) >= MIN_ROUNDS:
-            undecided = False
+            undecided, best = False, None
             for i in range(1, n):
                 if i in failed or i in out:
                     continue
                 ratios = [t / b for t, b in zip(times[i], times[0], strict=False)]
-                v = verdict(ratios, threshold).verdict
-                if v == "not faster":
+                v = verdict(ratios, threshold)
+                if v.verdict == "not faster":
                     out.add(i)
-                undecided = undecided or v == "undecided"
-            if not undecided:
+                undecided = undecided or v.verdict == "undecided"
+                if v.verdict == "faster" and (best is None or v.ratio < best.ratio):
+                    best = v
+            # clear; and where a challenger wins, its ratio (what the session is told to
+            # expect) known to within ``spread`` (its interval's high / low)
+            if not undecided and (best is None or best.high <= spread * best.low):
                 break
     for r in runners:
         try:

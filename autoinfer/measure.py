@@ -54,6 +54,10 @@ PAUSE_S = 0.08  # the longest wait for quiet before a candidate (ORT's pool spin
 # (here, the per-round ratio of two equal sessions spread 2-3x less over 50-100 ms slots
 # of timed runs than over 25 ms slots of two)
 SLOT_S = 0.06
+# a winning challenger races on until its interval's high / low is this narrow (or the
+# deadline): the ratio after six rounds spans 2x here (0.466 [0.235, 0.559] for one
+# model whose ratio measured 0.55 afterwards), and the session reports it as the expected gain
+WIN_SPREAD = 1.2
 RACE_MAX_S = 60.0  # the longest a race goes on, whatever the budget
 RESERVE_ROUNDS = 2 * MIN_ROUNDS  # the race always has time for this many rounds
 
@@ -470,7 +474,8 @@ class Measurer:
     def _race(self, base: Ranked, finalists: list[Ranked]) -> Ranked:
         """Race ``finalists`` against ``base`` side by side, in ``base``'s worker when its
         runner was kept loaded there, until the deadline but no shorter than the time screening
-        reserved for it (the rounds stop early once every verdict is clear);
+        reserved for it (the rounds stop early once every verdict is clear and a winner's ratio is
+        known to within ``WIN_SPREAD``);
         the winner (``base`` unless a challenger is faster with confidence)."""
         entrants = [base, *finalists]
         slowest = max(_metric(r, "latency") for r in entrants)
@@ -493,6 +498,7 @@ class Measurer:
             "budget_s": max(0.0, end_by - now),
             "end_by": end_by,
             "threshold": WIN_THRESHOLD,
+            "spread": WIN_SPREAD,
             "sys_path": [p for p in sys.path if p],
         }
         timeout = self.opts.candidate_timeout_s + max(0.0, end_by - now) + 4 * MIN_ROUNDS * round_s + 30

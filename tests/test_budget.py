@@ -110,7 +110,7 @@ class _Timed:
         pass
 
 
-def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int) -> dict:
+def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int, spread: float = 1.2) -> dict:
     """A race of ``runners`` (entry 0 the reference), kept loaded as a screening leaves them."""
     import numpy as np
 
@@ -134,8 +134,24 @@ def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int) 
             "pause_s": 0.01,
             "budget_s": end_in_s,
             "end_by": time.monotonic() + end_in_s,
+            "spread": spread,
         }
     )
+
+
+def test_a_winner_races_on_until_its_ratio_is_known_closely(tmp_path, monkeypatch):
+    from autoinfer import model
+    from autoinfer.measure import MIN_ROUNDS, verdict
+
+    monkeypatch.setattr(model.ModelFacts, "from_dict", staticmethod(lambda d: None))
+    # clearly faster from the start: a tight one ends at once, a scattered one goes on
+    tight = _race_of(tmp_path, [_Timed([0.01]), _Timed([0.005])], 1.5, reps=1)
+    assert len(tight["times"][1]) == MIN_ROUNDS, tight["rounds"]
+    ref, wide = _Timed([0.01]), _Timed([0.003, 0.006, 0.004, 0.007, 0.005])
+    scattered = _race_of(tmp_path, [ref, wide], 1.5, reps=1)
+    ref_t, wide_t = scattered["times"]
+    assert len(wide_t) > 2 * MIN_ROUNDS, len(wide_t)  # to the deadline: 0.3-0.7 stays 2x wide
+    assert verdict([w / r for w, r in zip(wide_t, ref_t, strict=True)]).verdict == "faster"
 
 
 def test_a_round_takes_the_median_run_so_a_burst_of_load_drops_out(tmp_path, monkeypatch):
