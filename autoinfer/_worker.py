@@ -258,6 +258,27 @@ def _slot(runner: Any, feeds: list[Any], rnd: int, reps: int) -> float:
     return ts[mid] if reps % 2 else (ts[mid - 1] + ts[mid]) / 2
 
 
+def _settled(
+    times: list[list[float]], failed: dict[int, str], out: set[int], threshold: float, spread: float
+) -> bool:
+    """Whether the race can stop: no challenger undecided and, where one wins, its ratio
+    (what the session is told to expect) known to within ``spread`` (its interval's high /
+    low). Challengers found not faster join ``out``: they run no more rounds."""
+    from .measure import verdict
+
+    undecided, best = False, None
+    for i in range(1, len(times)):
+        if i in failed or i in out:
+            continue
+        v = verdict([t / b for t, b in zip(times[i], times[0], strict=False)], threshold)
+        if v.verdict == "not faster":
+            out.add(i)
+        undecided = undecided or v.verdict == "undecided"
+        if v.verdict == "faster" and (best is None or v.ratio < best.ratio):
+            best = v
+    return not undecided and (best is None or best.high <= spread * best.low)
+
+
 def run_race(job: dict[str, Any]) -> dict[str, Any]:
     """The finalists side by side in this one process: load all, warm up, then
     interleaved rounds in rotating order, the same number of runs per candidate per
@@ -266,7 +287,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     challenger's verdict is clear (see measure.verdict) and the winning one's interval is
     narrower than ``spread`` (high / low), or the budget is spent. Entry 0
     is the reference; a challenger's times pair with the first of the reference's."""
-    from .measure import MIN_ROUNDS, load_feeds, race_order, verdict
+    from .measure import MIN_ROUNDS, load_feeds, race_order
     from .model import ModelFacts
 
     _setup(job)
@@ -319,22 +340,8 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
                 times[i].append(t)
         rnd += 1
         round_s = time.monotonic() - t_round
-        if len(times[0]) >= MIN_ROUNDS:
-            undecided, best = False, None
-            for i in range(1, n):
-                if i in failed or i in out:
-                    continue
-                ratios = [t / b for t, b in zip(times[i], times[0], strict=False)]
-                v = verdict(ratios, threshold)
-                if v.verdict == "not faster":
-                    out.add(i)
-                undecided = undecided or v.verdict == "undecided"
-                if v.verdict == "faster" and (best is None or v.ratio < best.ratio):
-                    best = v
-            # clear; and where a challenger wins, its ratio (what the session is told to
-            # expect) known to within ``spread`` (its interval's high / low)
-            if not undecided and (best is None or best.high <= spread * best.low):
-                break
+        if len(times[0]) >= MIN_ROUNDS and _settled(times, failed, out, threshold, spread):
+            break
     for r in runners:
         try:
             r.close()
