@@ -17,6 +17,7 @@ from autoinfer.budget import SLACK_S, TimeBudget
 from autoinfer.cache import Cache
 from autoinfer.config import Settings
 from autoinfer.decision import Decision
+from autoinfer.measure import WIN_SPREAD
 from autoinfer.model import load_facts
 from autoinfer.policy import Options, decide
 
@@ -110,7 +111,7 @@ class _Timed:
         pass
 
 
-def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int, spread: float = 1.2) -> dict:
+def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int) -> dict:
     """A race of ``runners`` (entry 0 the reference), kept loaded as a screening leaves them."""
     import numpy as np
 
@@ -134,7 +135,7 @@ def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int, 
             "pause_s": 0.01,
             "budget_s": end_in_s,
             "end_by": time.monotonic() + end_in_s,
-            "spread": spread,
+            "spread": WIN_SPREAD,
         }
     )
 
