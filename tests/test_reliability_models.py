@@ -278,3 +278,73 @@ def test_a_good_model_next_to_bad_ones_still_loads(tmp_path: Path) -> None:
         s = autoinfer.Session(src, cache_dir=cache, benchmark=False, backends=[reference_backend()])
         np.testing.assert_array_equal(s.run(None, {"x": x})[0], x * 2)
     assert os.listdir(cache / "models")  # the bytes were kept: this model is good
+
+
+def test_external_data_is_found_in_attributes_subgraphs_and_functions(tmp_path: Path) -> None:
+    """Every tensor that keeps its data in a file is found, wherever it sits (a Constant's
+    attribute, a branch's initializer, a function's node), as onnx's own walk finds them; and
+    a missing one of those files is the model's error."""
+    from onnx.external_data_helper import (
+        _get_all_tensors,
+        convert_model_to_external_data,
+        uses_external_data,
+    )
+
+    from autoinfer.model import load_facts
+
+    def const(name: str, v: float) -> onnx.NodeProto:
+        return helper.make_node(
+            "Constant", [], [name], value=numpy_helper.from_array(np.full((1, 4), v, np.float32))
+        )
+
+    branch = helper.make_graph(
+        [helper.make_node("Add", ["x", "b"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((1, 4), np.float32), "b")],
+    )
+    other = helper.make_graph(
+        [const("e", 3.0)], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])]
+    )
+    fn = helper.make_function(
+        "com.example.private",
+        "AddFour",
+        ["a"],
+        ["o"],
+        [const("f", 4.0), helper.make_node("Add", ["a", "f"], ["o"])],
+        [helper.make_opsetid("", 17)],
+    )
+    g = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            helper.make_node("Greater", ["s", "zero"], ["c"]),
+            helper.make_node("If", ["c"], ["r"], then_branch=branch, else_branch=other),
+            helper.make_node("AddFour", ["r"], ["y"], domain="com.example.private"),
+        ],
+        "g",
+        [_X],
+        [_Y],
+        [numpy_helper.from_array(np.array(0.0, np.float32), "zero")],
+    )
+    m = helper.make_model(
+        g,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example.private", 1)],
+        functions=[fn],
+    )
+    p = tmp_path / "m.onnx"
+    convert_model_to_external_data(m, all_tensors_to_one_file=False, size_threshold=0, convert_attribute=True)
+    onnx.save_model(m, p)
+    loaded = onnx.load(p, load_external_data=False)
+    want = sorted(
+        (tmp_path / e.value).resolve()
+        for t in _get_all_tensors(loaded)
+        if uses_external_data(t)
+        for e in t.external_data
+        if e.key == "location"
+    )
+    assert len(want) == 4, want  # zero, b, e, f: each in a file of its own
+    assert sorted(Path(f) for f in load_facts(p).external_data) == want
+    want[-1].unlink()
+    with pytest.raises(ModelError, match="is missing"):
+        load_facts(p)
