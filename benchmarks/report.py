@@ -24,10 +24,10 @@ METHOD = {
     "load": "each peer's own load (ONNX Runtime session, OpenVINO compile without a cache, "
     "ncnn from its converted files) in a fresh process after the runtime's import; "
     "autoinfer: first result = Session() with an empty cache + the first run() (in "
-    "process, the median of 5, each on an empty cache, alternating with plain ONNX "
+    "process, the median of 9, each on an empty cache, alternating with plain ONNX "
     "Runtime's load + first run), selection = the "
     "background selection's own time, warm = Session() on a cache hit in a fresh "
-    "process (best of the runs)",
+    "process (best of 4)",
     "memory": "peak resident set (VmHWM) of a fresh process per peer after loading and 4 "
     "runs; 'model' is that peak minus the resident set after the runtime's import",
     "overhead": "Session.run vs the chosen runner's run vs the runtime's own call on the same "
