@@ -386,7 +386,8 @@ def readme_section(results: dict[str, Any], link: str) -> str:
         f"Measured by `make bench` on {mach['cpu']} ({mach['usable_cores']} usable cores), "
         f"{results['started'][:10]}. Median latency at batch 1 in ms; every runtime's outputs "
         "are checked against plain ONNX Runtime's, and all are timed in interleaved rounds "
-        "in one process.",
+        "in one process. The speedup is the median per-round ratio from further rounds of "
+        "autoinfer and plain ONNX Runtime alone, side by side.",
         "",
         "| model | plain ONNX Runtime | fastest other runtime | autoinfer | autoinfer chose | "
         "speedup vs ORT |",

@@ -11,7 +11,9 @@
 For each model, every peer (see peers.py) is loaded in this process, checked
 against plain ONNX Runtime's outputs, and timed in interleaved rounds (each
 round runs every peer in a rotating order after a 75 ms pause, so that machine
-drift moves all of them alike). Load time and peak memory come from a fresh
+drift moves all of them alike); the targets' ratios come from further rounds of
+autoinfer and one peer alone (plain ONNX Runtime; the fastest fp32 peer), side by
+side. Load time and peak memory come from a fresh
 process per peer. autoinfer starts cold with an empty cache (its time to the first
 result is reported next to plain ONNX Runtime's), then waits for its background
 selection to end (``wait_for_choice``); its latency is that of ``Session.run`` after
