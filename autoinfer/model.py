@@ -17,20 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import logging
 import math
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import shape_check
 from .errors import ModelError
-from .model_checks import check_operators, non_utf8_field, operator_queries
+from .model_checks import check_operators, external_files, non_utf8_field, operator_queries
 from .skeleton import read_skeleton
 
 log = logging.getLogger("autoinfer.model")
@@ -379,47 +378,6 @@ def _untyped_from(inferred: Any, outputs: tuple[TensorSpec, ...]) -> tuple[Tenso
     )
 
 
-def _tensors(graph: Any, initializers: bool = True) -> Iterator[Any]:
-    """Every TensorProto of a graph (or function): its initializers, the tensors of its nodes'
-    attributes, and those of its subgraphs; what onnx's ``_get_all_tensors`` walks, in one
-    pass instead of two generator chains (a 900-node graph: 1 ms instead of 5)."""
-    if initializers:
-        yield from graph.initializer
-    for node in graph.node:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            if a.tensors:
-                yield from a.tensors
-            if a.HasField("g"):
-                yield from _tensors(a.g)
-            for g in a.graphs:
-                yield from _tensors(g)
-
-
-def _external_files(model: Any, base: Path) -> list[Path]:
-    from onnx import TensorProto
-
-    external = TensorProto.EXTERNAL
-    every = itertools.chain(_tensors(model.graph), *(_tensors(f, False) for f in model.functions))
-    files: dict[str, Path] = {}
-    for t in every:
-        if t.data_location == external:
-            loc = next((e.value for e in t.external_data if e.key == "location"), None)
-            if not loc:
-                raise ModelError(f"{base}: tensor {t.name!r} uses external data with no location")
-            p = (base.parent / loc).resolve()
-            if base.parent.resolve() not in p.parents and p != base.parent.resolve():
-                raise ModelError(
-                    f"{base}: external data {loc!r} of tensor {t.name!r} points outside the model's directory"
-                )
-            files[loc] = p
-    for loc, p in files.items():
-        if not p.is_file():
-            raise ModelError(f"{base}: external-data file {loc!r} is missing (expected at {p})")
-    return sorted(files.values())
-
-
 def _count_params(model: Any) -> int:
     n = 0
     for t in model.graph.initializer:
@@ -532,7 +490,7 @@ def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str],
     g = model.graph
     if not g.output:
         log.warning("%s: the graph declares no outputs; run() will return nothing", p)
-    externals = _external_files(model, p)
+    externals = external_files(model, p)
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)
