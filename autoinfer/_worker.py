@@ -253,9 +253,7 @@ def _slot(runner: Any, feeds: list[Any], rnd: int, reps: int) -> float:
         t0 = clock()
         runner.run(feeds[(rnd + k) % len(feeds)])
         ts[k] = clock() - t0
-    ts.sort()
-    mid = reps // 2
-    return ts[mid] if reps % 2 else (ts[mid - 1] + ts[mid]) / 2
+    return statistics.median(ts)
 
 
 def _settled(
