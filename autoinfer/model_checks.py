@@ -241,13 +241,14 @@ def external_files(model: Any, base: Path) -> list[Path]:
     external = TensorProto.EXTERNAL
     every = itertools.chain(_tensors(model.graph), *(_tensors(f, False) for f in model.functions))
     files: dict[str, Path] = {}
+    root = base.parent.resolve()
     for t in every:
         if t.data_location == external:
             loc = next((e.value for e in t.external_data if e.key == "location"), None)
             if not loc:
                 raise ModelError(f"{base}: tensor {t.name!r} uses external data with no location")
-            p = (base.parent / loc).resolve()
-            if base.parent.resolve() not in p.parents and p != base.parent.resolve():
+            p = (root / loc).resolve()
+            if root not in p.parents and p != root:
                 raise ModelError(
                     f"{base}: external data {loc!r} of tensor {t.name!r} points outside the model's directory"
                 )
