@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +319,7 @@ class ModelBench:
         slow = max(self.est[n] for n in names) > SLOW_S
         rounds = plan.rounds_slow if slow else plan.rounds
         slot = plan.latency_budget_s / (rounds * len(names))
-        reps = {n: max(1, min(plan.max_reps, int(slot / max(self.est[n], 1e-6)))) for n in names}
+        reps = _reps(self.est, names, slot, plan.max_reps)
         feeds = self.feeds
         calls = {n: _bind(self.loaded[n].run, feeds) for n in names}
         t0 = time.perf_counter()
@@ -360,9 +360,7 @@ class ModelBench:
         out: dict[str, Any] = {}
         for peer in against:
             names = ["autoinfer", peer]
-            reps = {
-                n: max(1, min(plan.max_reps, int(plan.pair_slot_s / max(self.est[n], 1e-6)))) for n in names
-            }
+            reps = _reps(self.est, names, plan.pair_slot_s, plan.max_reps)
             round_s = sum(measure.PAUSE_S + reps[n] * self.est[n] for n in names)
             rounds = max(8, min(80, int(plan.pair_budget_s / round_s)))
             timed = measure.interleaved({n: _bind(self.loaded[n].run, feeds) for n in names}, rounds, reps)
@@ -408,7 +406,7 @@ class ModelBench:
             if not names:
                 continue
             slot = plan.tp_budget_s / (plan.tp_rounds * len(names))
-            reps = {n: max(1, min(plan.max_reps, int(slot / max(est[n], 1e-6)))) for n in names}
+            reps = _reps(est, names, slot, plan.max_reps)
             timed = measure.interleaved(
                 {n: _bind(self.loaded[n].run, fb) for n in names}, plan.tp_rounds, reps
             )
@@ -655,6 +653,12 @@ def _raw_call(runner: Any, feeds: Mapping[str, np.ndarray]) -> tuple[Callable[[]
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def _reps(est: Mapping[str, float], names: Sequence[str], slot_s: float, most: int) -> dict[str, int]:
+    """Timed calls per turn for each of ``names``: ``slot_s`` of work at its estimated
+    time per call ``est``, between 1 and ``most``."""
+    return {n: max(1, min(most, int(slot_s / max(est[n], 1e-6)))) for n in names}
 
 
 def _bind(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
