@@ -173,12 +173,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             for _ in range(max(1, int(job.get("warmup", 2)))):
                 call()
             stats = time_runs(call, slice_s, min_reps=int(job.get("min_reps", 5)))
-            # how long its threads go on spinning: the race waits that long after it
-            stats["quiet_s"] = wait_quiet(float(job.get("pause_s", 0.1)))
             if ctx.objective == "throughput":
                 stats["throughput"] = measure_throughput(call, max(1, ctx.threads), slice_s)
             else:
                 stats["throughput"] = 1.0 / stats["median_s"]
+            if ctx.objective == "latency":  # only a latency selection races
+                # how long its threads go on spinning: the race waits that long after it
+                stats["quiet_s"] = wait_quiet(float(job.get("pause_s", 0.1)))
         if job.get("keep"):  # for the race, in this same process: loaded once
             _keep(cand.key, runner)
         else:
