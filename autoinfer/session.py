@@ -547,11 +547,8 @@ class Session(Selecting, Introspection, OrtSurface):
         self._stop_selection()
         with self._lock:
             acts = [*self._by_bucket.values(), self._default, self._active]
-            for runner in {id(a.runner): a.runner for a in acts if a is not None}.values():
-                try:
-                    runner.close()
-                except Exception:  # noqa: BLE001
-                    pass
+            for act in {id(a): a for a in acts if a is not None}.values():
+                act.close()  # a runner shared by several is closed more than once: harmless
             self._loader.cleanup()
             if self._tmp is not None:
                 self._tmp.cleanup()

@@ -137,6 +137,14 @@ class Active:
         self.direct = getattr(runner, "direct_run", None)
         self.names = list(runner.output_names)  # direct's output names when run() names none
 
+    def close(self) -> None:
+        """Close the runner and let go of its direct call, which holds the runtime's session
+        (and its memory) as long as anything refers to this Active. A run() that read the
+        call just before finds None and takes the checked path."""
+        self.direct = None
+        with contextlib.suppress(Exception):
+            self.runner.close()
+
 
 def _shapes_of(feed: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """A feed's names and shapes, in its order: what the direct path of a dynamic model
@@ -337,8 +345,7 @@ class Selecting:
                 "autoinfer: %s still busy after %.0f s; leaving it open", act.candidate.key, _RETIRE_S
             )
             return
-        with contextlib.suppress(Exception):
-            act.runner.close()
+        act.close()
 
     def _settle_if_idle(self) -> None:
         """Mark the choice made once nothing is selecting; tell ``on_choice`` once."""

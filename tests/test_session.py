@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import queue
 import threading
+import weakref
 from pathlib import Path
 
 import misbehaving
@@ -366,3 +369,49 @@ def test_a_dynamic_model_called_again_with_the_same_shapes_goes_straight_to_its_
     sess.close()
     with pytest.raises(AutoinferError):
         sess.run(None, x2)
+
+
+def _native_objects(runner) -> list:
+    """The runtime's own objects behind a runner: what holds the model's memory."""
+    if hasattr(runner, "compiled"):  # OpenVINO: the compiled model and its idle requests
+        reqs = []
+        while True:
+            try:
+                reqs.append(runner._idle.get_nowait())
+            except queue.Empty:
+                break
+        for r in reqs:
+            runner._idle.put(r)
+        assert reqs, "a run leaves an idle infer request"
+        return [runner.compiled, *reqs]
+    return [runner.session._sess]  # ONNX Runtime: the binding's session
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_close_frees_the_runtime_at_once(backend, tmp_path, cache_dir):
+    """close() lets go of the runtime's objects (the model's memory) while the Session
+    object lives on, and a Session dropped unclosed frees them by reference counting,
+    without waiting for the garbage collector. The fast path once kept ONNX Runtime's
+    session alive after close(), and OpenVINO's idle requests kept its model."""
+    p = _two_io_model(tmp_path / "m.onnx")
+    feed = {"x": np.ones((2, 3), np.float32), "k": np.ones((2, 3), np.int64)}
+    gc.collect()
+    gc.disable()
+    try:
+        for close in (True, False):
+            s = autoinfer.Session(str(p), cache_dir=cache_dir, selection="off", backends=[backend])
+            s.run(None, feed)
+            s.run(["y"], feed)
+            refs = [weakref.ref(o) for o in _native_objects(s._active.runner)]
+            if close:
+                s.close()
+                alive = [r() for r in refs if r() is not None]
+                assert not alive, f"closed: still alive: {alive}"
+                assert s.choice is not None and s.choice.backend == backend  # still says what ran
+                with pytest.raises(AutoinferError, match="closed"):
+                    s.run(None, feed)
+            del s
+            alive = [r() for r in refs if r() is not None]
+            assert not alive, f"dropped: still alive: {alive}"
+    finally:
+        gc.enable()

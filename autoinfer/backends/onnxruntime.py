@@ -672,5 +672,5 @@ class OrtRunner(Runner):
 
     def close(self) -> None:
         with self._lock:
-            self._run = _closed
+            self._run = self.direct_run = _closed  # the binding holds the session's memory
             self.session = None

@@ -42,7 +42,7 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -626,10 +626,6 @@ class OpenVinoBackend(Backend):
         return config
 
 
-def _closed(*_: Any) -> Any:
-    raise BackendError(NAME, "run() on a closed runner")
-
-
 class OvRunner(Runner):
     """A compiled model and a pool of infer requests, one per concurrent caller.
 
@@ -665,7 +661,6 @@ class OvRunner(Runner):
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._created = 0
         self._lock = threading.Lock()
-        self._infer: Callable[[list[np.ndarray]], list[np.ndarray]] = self._infer_impl
 
     @staticmethod
     def _match(ports: Any, names: tuple[str, ...], what: str) -> tuple[int, ...]:
@@ -711,7 +706,9 @@ class OvRunner(Runner):
                 "bits (the results would be wrong)",
             )
 
-    def _infer_impl(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _infer(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self.compiled is None:
+            raise BackendError(NAME, "run() on a closed runner")
         tensor = self._tensor
         # A shared-memory Tensor does not keep its array alive: ``keep`` does, until the
         # inference is over (a copy made here would otherwise be freed and reused).
@@ -736,12 +733,17 @@ class OvRunner(Runner):
         except Exception as exc:
             raise BackendError(NAME, f"inference failed: {_message(exc)}") from None
         finally:
-            self._idle.put(req)
+            if self.compiled is not None:  # closed meanwhile: the request goes with the model
+                self._idle.put(req)
 
     def close(self) -> None:
         with self._lock:
-            self._infer = _closed
             self.compiled = None
+            while True:  # idle requests hold the compiled model (and its memory)
+                try:
+                    self._idle.get_nowait()
+                except queue.Empty:
+                    break
 
 
 def _np_dtype(name: str) -> np.dtype | None:
