@@ -24,8 +24,8 @@ METHOD = {
     "load": "each peer's own load (ONNX Runtime session, OpenVINO compile without a cache, "
     "ncnn from its converted files) in a fresh process after the runtime's import; "
     "autoinfer: first result = Session() with an empty cache + the first run() (in "
-    "process, the median of 9, each on an empty cache, alternating with plain ONNX "
-    "Runtime's load + first run), selection = the "
+    "process, the median of 15, each on an empty cache, alternating with plain ONNX "
+    "Runtime's load + first run, after one of each not counted), selection = the "
     "background selection's own time, warm = Session() on a cache hit in a fresh "
     "process (best of 4)",
     "memory": "peak resident set (VmHWM) of a fresh process per peer after loading and 4 "

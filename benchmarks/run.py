@@ -64,8 +64,9 @@ WARM_SLACK_S = 0.030  # warm Session() <= the winner runtime's own load + 30 ms
 COLD_SLACK_S = 0.050  # cold Session() + first run <= plain ORT's load + first run + 50 ms
 # cold starts per model, alternating with plain ONNX Runtime's: medians (one load here
 # swings by +-30%, more than the 50 ms allowed; over 5 samples, light_densenet121's median
-# gap was 51 ms in one run and 114 ms in another)
-COLD_SAMPLES = 9
+# gap was 51 ms in one run and 114 ms in another; over 9, bert_base's was 61 ms in one run
+# where 16 pairs gave 23)
+COLD_SAMPLES = 15
 PREDICTION_GAP_MAX = 0.10  # the selection's predicted ratio to ORT vs the measured one
 COLD_MAX_S = 10.0  # the background selection of MobileNetV2 ends within this
 
@@ -192,7 +193,8 @@ class ModelBench:
     def load_autoinfer(self, ctx: peers.Context) -> None:
         """Cold Session()s with an empty cache, the way a user's first start goes: the time
         to the first result (construction + first run), COLD_SAMPLES times, alternating with
-        plain ONNX Runtime's load + first run (medians of both); the last session is kept,
+        plain ONNX Runtime's load + first run (medians of both), after one of each that is
+        not counted; the last session is kept,
         and its background selection's end awaited (wait_for_choice)."""
         from autoinfer.backends.onnxruntime import import_ort
 
@@ -222,12 +224,18 @@ class ModelBench:
         plain_s: list[float] = []
         cold_s: list[float] = []
         try:
+            # One of each, not counted: the first load after the peers' (bert: 1.3-1.7 s
+            # against ~0.7, its page faults three times as costly) went to whichever came first.
+            plain_first()
+            with tempfile.TemporaryDirectory(prefix="autoinfer-cold-") as tmp:
+                autoinfer_first(Path(tmp))[1].close()
             for r in range(COLD_SAMPLES - 1):  # the extra samples: each on an empty cache of its own
                 if r % 2:
                     plain_s.append(plain_first())
                 with tempfile.TemporaryDirectory(prefix="autoinfer-cold-") as tmp:
                     took, extra = autoinfer_first(Path(tmp))
                     extra.close()
+                    del extra
                 cold_s.append(took)
                 if not r % 2:
                     plain_s.append(plain_first())
