@@ -135,8 +135,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from .backends.base import Candidate
+    from .feeds import load_feeds
     from .loader import context_from_job, load
-    from .measure import load_feeds
     from .model import ModelFacts
 
     _setup(job)
@@ -263,7 +263,7 @@ def _settled(
     """Whether the race can stop: no challenger undecided and, where one wins, its ratio
     (what the session is told to expect) known to within ``spread`` (its interval's high /
     low). Challengers found not faster join ``out``: they run no more rounds."""
-    from .measure import verdict
+    from .verdicts import verdict
 
     undecided, best = False, None
     for i in range(1, len(times)):
@@ -283,11 +283,13 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     interleaved rounds in rotating order, the same number of runs per candidate per
     round (their median is the round's time) and a wait for quiet before each candidate;
     a challenger found not faster runs no more rounds; the rounds stop once every
-    challenger's verdict is clear (see measure.verdict) and the winning one's interval is
+    challenger's verdict is clear (see verdicts.verdict) and the winning one's interval is
     narrower than ``spread`` (high / low), or the budget is spent. Entry 0
-    is the reference; a challenger's times pair with the first of the reference's."""
-    from .measure import MIN_ROUNDS, load_feeds, race_order
+    is the reference; a challenger's times pair with the first of the reference's.
+    ``prior`` (per entry, its times of an earlier race) counts as rounds already run."""
+    from .feeds import load_feeds
     from .model import ModelFacts
+    from .verdicts import MIN_ROUNDS, race_order
 
     _setup(job)
     facts = ModelFacts.from_dict(job["facts"])
@@ -312,7 +314,9 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         return _error({"ok": False}, exc)
     n = len(runners)
-    times: list[list[float]] = [[] for _ in range(n)]
+    # a resumed race goes on from the rounds of an earlier one (the reference's first)
+    prior = job.get("prior") or [[] for _ in range(n)]
+    times: list[list[float]] = [[float(t) for t in p] for p in prior]
     failed: dict[int, str] = {}
     out: set[int] = set()  # challengers already found not faster: they run no more rounds
     deadline = _race_deadline(job)

@@ -63,6 +63,7 @@ class RaceStat:
     ratio:   median over rounds of (its time / the reference's time) in that round.
     low/high: the confidence interval of that median.
     verdict: "reference" | "faster" (high below the threshold) | "not faster" | "undecided".
+    times:   its time per round, from which a race left undecided resumes.
     """
 
     ratio: float
@@ -71,6 +72,9 @@ class RaceStat:
     rounds: int
     verdict: str
     median_s: float = 0.0
+    # its seconds per run in each round (paired by position with the reference's): a race
+    # left undecided goes on from them on a later start (verdicts.resumable)
+    times: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -84,6 +88,7 @@ class RaceStat:
             int(d["rounds"]),
             str(d["verdict"]),
             float(d.get("median_s", 0.0)),
+            [float(t) for t in d.get("times") or ()],
         )
 
 

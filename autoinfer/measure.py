@@ -23,7 +23,6 @@ incumbent unless the difference is significant.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -40,13 +39,20 @@ from .decision import Decision, Measurement, RaceStat, Ranked
 from .errors import AutoinferError, NoCandidateError
 from .feeds import feed_hints, load_feeds, sample_feeds, save_feeds
 from .loader import context_to_job
+from .verdicts import (
+    MIN_ROUNDS,
+    WIN_SPREAD,
+    WIN_THRESHOLD,
+    median_interval,
+    race_order,
+    resumable,
+    rivals,
+    verdict,
+)
 from .workers import Worker, default_memory_limit_mb
 
 log = logging.getLogger("autoinfer.measure")
 
-WIN_THRESHOLD = 0.97  # a challenger must be faster than this ratio, with confidence
-CONFIDENCE = 0.95
-MIN_ROUNDS = 6  # the fewest rounds with a 95% interval for the median
 SLOWER_CUT = 1.5  # screening drops what is slower than this times the best
 MAX_FINALISTS = 4  # challengers in the race, besides the reference
 PAUSE_S = 0.08  # the longest wait for quiet before a candidate (ORT's pool spins ~50-60 ms)
@@ -54,11 +60,6 @@ PAUSE_S = 0.08  # the longest wait for quiet before a candidate (ORT's pool spin
 # (here, the per-round ratio of two equal sessions spread 2-3x less over 50-100 ms slots
 # of timed runs than over 25 ms slots of two)
 SLOT_S = 0.06
-# a winning challenger races on until its interval's high / low is this narrow (or the
-# deadline): its median ratio is what the session reports as the expected gain, and here a
-# race stopped at the first clear verdict read 0.466 [0.235, 0.559] after six rounds (0.55
-# side by side afterwards), one stopped at 1.2 read 0.786 [0.742, 0.893] (0.915 afterwards)
-WIN_SPREAD = 1.1
 RACE_MAX_S = 60.0  # the longest a race goes on, whatever the budget
 RESERVE_ROUNDS = 2 * MIN_ROUNDS  # the race always has time for this many rounds
 
@@ -73,6 +74,7 @@ __all__ = [
     "load_feeds",
     "median_interval",
     "race_order",
+    "resumable",
     "sample_feeds",
     "save_feeds",
     "verdict",
@@ -102,49 +104,6 @@ def _metric(r: Ranked, objective: str) -> float:
     """A measured entry's figure for ``objective`` (lower is better)."""
     assert r.measurement is not None, r.candidate.key
     return r.measurement.metric(objective)
-
-
-# --------------------------------------------------------------------------
-# the statistics
-def median_interval(xs: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Median and a distribution-free confidence interval for it (order statistics):
-    [x_(j), x_(n-j+1)] with the binomial tail below (1 - confidence) / 2 on each side.
-    Fewer than ``MIN_ROUNDS`` samples give (median, -inf, inf)."""
-    s = sorted(float(x) for x in xs)
-    n = len(s)
-    if n == 0:
-        return math.nan, -math.inf, math.inf
-    med = float(np.median(s))
-    alpha = (1.0 - confidence) / 2
-    j, cum = 0, 0.0
-    for k in range(n):  # P(B <= k) for B ~ Binomial(n, 1/2)
-        cum += math.comb(n, k) / 2.0**n
-        if cum > alpha:
-            break
-        j = k + 1
-    if j < 1:
-        return med, -math.inf, math.inf
-    return med, s[j - 1], s[n - j]
-
-
-def verdict(ratios: Sequence[float], threshold: float = WIN_THRESHOLD) -> RaceStat:
-    """The race's verdict on one challenger from its per-round ratios to the reference:
-    "faster" only when the whole interval lies below ``threshold``; "not faster" when
-    it lies above; otherwise "undecided"."""
-    med, lo, hi = median_interval(ratios)
-    if len(ratios) >= MIN_ROUNDS and hi < threshold:
-        v = "faster"
-    elif len(ratios) >= MIN_ROUNDS and lo > threshold:
-        v = "not faster"
-    else:
-        v = "undecided"
-    return RaceStat(med, lo, hi, len(ratios), v)
-
-
-def race_order(n: int, round_index: int) -> list[int]:
-    """The order of ``n`` candidates in a round: rotated each round, reversed every other."""
-    order = [(i + round_index) % n for i in range(n)]
-    return order[::-1] if round_index % 2 else order
 
 
 # --------------------------------------------------------------------------
@@ -282,6 +241,39 @@ class Measurer:
             return self._run(ranked, unsupported)
         finally:
             self.close()
+
+    def resume(self, dec: Decision) -> Decision:
+        """``dec`` with its undecided race (:func:`resumable`) run on: the reference and the
+        undecided challengers, loaded afresh, race more rounds after those already run."""
+        try:
+            return self._resume(dec)
+        finally:
+            self.close()
+
+    def _resume(self, dec: Decision) -> Decision:
+        base = dec.winner_entry
+        assert base is not None and base.race is not None, "not resumable"
+        undecided = rivals(dec)
+        before = base.race.rounds
+        winner = self._race(base, undecided, resumed=True)
+        if base.race.rounds == before:  # no round ran (the race failed): not again
+            for r in undecided:
+                if r.race is not None:
+                    r.race.times = []
+        elapsed = time.monotonic() - self.t_start
+        note = f"the race resumed on a later start: {before} rounds, then {base.race.rounds} in all"
+        log.info("autoinfer: %s; %s wins", note, winner.candidate.key)
+        winner.reasons = tuple(r for r in winner.reasons if not r.startswith("the race resumed")) + (note,)
+        return Decision(
+            winner.candidate,
+            dec.objective,
+            True,
+            dec.ranking,
+            dec.unsupported,
+            dec.bucket,
+            dec.elapsed_s + elapsed,
+            inputs=dec.inputs,
+        )
 
     def _run(self, ranked: list[Ranked], unsupported: list[dict[str, str]]) -> Decision:
         obj = self.opts.objective
@@ -472,12 +464,13 @@ class Measurer:
             if self._admit(nr, False):
                 self.evaluate(nr, per, False)
 
-    def _race(self, base: Ranked, finalists: list[Ranked]) -> Ranked:
+    def _race(self, base: Ranked, finalists: list[Ranked], resumed: bool = False) -> Ranked:
         """Race ``finalists`` against ``base`` side by side, in ``base``'s worker when its
         runner was kept loaded there, until the deadline but no shorter than the time screening
         reserved for it (the rounds stop early once every verdict is clear and a winner's ratio is
         known to within ``WIN_SPREAD``);
-        the winner (``base`` unless a challenger is faster with confidence)."""
+        the winner (``base`` unless a challenger is faster with confidence). ``resumed``:
+        the rounds go on from those of the entrants' earlier race (their ``race.times``)."""
         entrants = [base, *finalists]
         slowest = max(_metric(r, "latency") for r in entrants)
         reps = _reps(slowest)
@@ -502,6 +495,8 @@ class Measurer:
             "spread": WIN_SPREAD,
             "sys_path": [p for p in sys.path if p],
         }
+        if resumed:
+            job["prior"] = [r.race.times if r.race else [] for r in entrants]
         timeout = self.opts.candidate_timeout_s + max(0.0, end_by - now) + 4 * MIN_ROUNDS * round_s + 30
         res = self._worker(base.candidate.backend if reuse else "race").submit(job, timeout)
         if res.get("kind") == "cancelled":
@@ -513,7 +508,7 @@ class Measurer:
         times = res["times"]  # per entrant, per round: seconds per run
         base_t = times[0]
         base.race = RaceStat(
-            1.0, 1.0, 1.0, len(base_t), "reference", float(np.median(base_t)) if base_t else 0.0
+            1.0, 1.0, 1.0, len(base_t), "reference", float(np.median(base_t)) if base_t else 0.0, base_t
         )
         best: Ranked | None = None
         for r, ts in zip(finalists, times[1:], strict=True):
@@ -521,6 +516,7 @@ class Measurer:
             ratios = [t / b for t, b in zip(ts, base_t[: len(ts)], strict=True) if b > 0]
             stat = verdict(ratios)
             stat.median_s = float(np.median(ts)) if ts else 0.0
+            stat.times = list(ts)
             r.race = stat
             if stat.verdict == "faster" and (best is None or stat.ratio < best.race.ratio):  # type: ignore[union-attr]
                 best = r

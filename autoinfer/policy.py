@@ -34,6 +34,7 @@ from .decision import DECISION_FORMAT, Decision, Measurement, RaceStat, Ranked
 from .errors import ConfigError, NoCandidateError
 from .loader import Loader, artifact_key, check_threads, threads_for
 from .measure import Measurer, feed_hints, sample_feeds
+from .verdicts import resumable
 
 if TYPE_CHECKING:  # pragma: no cover
     from probes import Hardware
@@ -262,6 +263,18 @@ class Selector:
         return out
 
     # -- measuring -----------------------------------------------------------
+    def _feeds_for(self, feeds: Sequence[Feed] | None, source: str) -> tuple[list[Feed], str]:
+        """The feeds to measure on: those of this selection's shapes, else synthetic ones."""
+        if feeds:  # a selection is per shape: only the feeds of its shapes
+            feeds = [
+                f
+                for f in feeds
+                if all(tuple(np.shape(f[k])) == tuple(v) for k, v in self.shapes.items() if k in f)
+            ]
+        if not feeds:
+            return [sample_feeds(self.model, self.shapes, hints=feed_hints(self.model.path))], "synthetic"
+        return list(feeds), source
+
     def select(self, feeds: Sequence[Feed] | None = None, source: str = "") -> Decision:
         """Rank, then (unless rank only) screen and race on ``feeds`` (synthetic feeds
         that respect the graph when None)."""
@@ -286,18 +299,21 @@ class Selector:
                 self.bucket,
                 time.monotonic() - t_start,
             )
-        if feeds:  # a selection is per shape: only the feeds of its shapes
-            feeds = [
-                f
-                for f in feeds
-                if all(tuple(np.shape(f[k])) == tuple(v) for k, v in self.shapes.items() if k in f)
-            ]
-        if not feeds:
-            feeds = [sample_feeds(self.model, self.shapes, hints=feed_hints(self.model.path))]
-            source = "synthetic"
+        feeds, source = self._feeds_for(feeds, source)
         with tempfile.TemporaryDirectory(prefix="autoinfer-select-") as tmp:
             try:
                 return Measurer(self, feeds, source, Path(tmp), t_start).run(ranked, unsupported)
+            finally:
+                self.loader.cleanup()
+
+    def resume(self, dec: Decision, feeds: Sequence[Feed] | None = None, source: str = "") -> Decision:
+        """``dec`` with its undecided race run on (:func:`~autoinfer.verdicts.resumable`),
+        on ``feeds`` (synthetic ones when None)."""
+        t_start = time.monotonic()
+        feeds, source = self._feeds_for(feeds, source)
+        with tempfile.TemporaryDirectory(prefix="autoinfer-select-") as tmp:
+            try:
+                return Measurer(self, feeds, source or dec.inputs, Path(tmp), t_start).resume(dec)
             finally:
                 self.loader.cleanup()
 
@@ -334,8 +350,10 @@ def decide(
     source: str = "",
     cancel: threading.Event | None = None,
     before_measuring: Callable[[], None] | None = None,
+    resume: bool = False,
 ) -> Decision:
-    """The cached decision for this model here, or a new selection (stored).
+    """The cached decision for this model here, or a new selection (stored); ``resume``:
+    a cached decision whose race was left undecided races on first (stored again).
 
     ``feeds``: real inputs to measure on (``source`` says where they came from);
     synthetic feeds when None. ``cancel`` set: the selection stops, raising
@@ -347,16 +365,20 @@ def decide(
     def cached() -> Decision | None:
         return cached_decision(sel)
 
+    def final(d: Decision | None) -> bool:
+        return d is not None and not (resume and resumable(d))
+
     dec = cached()
-    if dec is not None:
-        return dec
+    if final(dec):
+        return dec  # type: ignore[return-value]
     if before_measuring is not None:
         before_measuring()
     with _select_locks.lock(key), cache.lock(key):
-        dec = cached()  # another thread or process may have finished it meanwhile
-        if dec is not None:
-            return dec
-        dec = sel.select(feeds, source)
+        # another thread or process may have selected (or resumed) meanwhile
+        found = cached()
+        if found is not None and (final(found) or dec is None or found.created != dec.created):
+            return found
+        dec = sel.resume(found, feeds, source) if found is not None else sel.select(feeds, source)
         if cancel is not None and cancel.is_set():
             from .measure import Cancelled
 

@@ -46,6 +46,7 @@ from .policy import (
 )
 from .switching import Active, Choice, Selecting, note_call
 from .validate import FeedValidator
+from .verdicts import resumable
 
 __all__ = ["Session", "Choice", "NodeArg", "ModelMetadata", "SELECTION_MODES"]
 
@@ -247,6 +248,7 @@ class Session(Selecting, Introspection, OrtSurface):
                 act = self._open_safe(shapes)
                 if not self._static and not act.exact:
                     self._default = act  # serves the other shape buckets meanwhile
+            if dec is None or resumable(dec):  # (or race on where an earlier start left off)
                 if self._sample:
                     self._submit(bucket, shapes, self._sample, "sample_inputs")
                 else:
@@ -535,6 +537,8 @@ class Session(Selecting, Introspection, OrtSurface):
             text += "\na selection is under way in the background" + (
                 " (waiting for the first run()'s inputs)" if self._want_feeds else ""
             )
+        elif resumable(act.decision):
+            text += "\nthe race was left undecided: it goes on at the next start, in the background"
         return text
 
     def close(self) -> None:

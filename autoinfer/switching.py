@@ -270,6 +270,7 @@ class Selecting:
                 source=source,
                 cancel=self._cancel,
                 before_measuring=self._wait_for_quiet,
+                resume=True,  # a race left undecided by an earlier start goes on
             )
             cur = self._by_bucket.get(bucket) or self._default
             if cur is not None and cur.candidate == dec.winner and (not cur.exact or cur.shapes == shapes):

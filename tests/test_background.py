@@ -384,6 +384,88 @@ def test_a_decision_of_the_older_format_is_selected_again(tiny, tmp_path):
     assert cache.read_json(f)["decision"]["format"] == DECISION_FORMAT
 
 
+def _leave_undecided(cache_dir: Path, ref_t: float, ratios: list[float]) -> None:
+    """Rewrite the one cached decision as an earlier start would have left an undecided
+    race: the reference won, and onnxruntime's per-round ``ratios`` did not prove it faster."""
+    from autoinfer.cache import Cache
+
+    assert verdict(ratios).verdict == "undecided", ratios
+    cache = Cache(cache_dir)
+    (f,) = (cache_dir / "decisions").glob("*.json")
+    rec = cache.read_json(f)
+    dec = rec["decision"]
+    for r in dec["ranking"]:
+        backend = r["candidate"]["backend"]
+        if backend == "slow_reference":
+            dec["winner"] = r["candidate"]
+            r["race"] = {
+                "ratio": 1.0,
+                "low": 1.0,
+                "high": 1.0,
+                "rounds": len(ratios),
+                "verdict": "reference",
+                "times": [ref_t] * len(ratios),
+            }
+        elif r["race"] is not None:  # onnxruntime's default, and any variant raced
+            med, lo, hi = median_interval(ratios)
+            r["race"] = {
+                "ratio": med,
+                "low": lo,
+                "high": hi,
+                "rounds": len(ratios),
+                "verdict": verdict(ratios).verdict,
+                "times": [x * ref_t for x in ratios],
+            }
+    assert cache.write_json(f, {k: v for k, v in rec.items() if k not in ("sha256", "schema")})
+
+
+def test_an_undecided_race_goes_on_at_the_next_start_and_proves_the_winner(tiny, tmp_path, slow_ref):
+    """A race the budget left undecided (a challenger that looks faster, not proven) goes on
+    at the next start, from the rounds already run, and switches once it is proven; a
+    decided race does not run again."""
+    from autoinfer.verdicts import RESUME_MAX_ROUNDS, resumable
+
+    c, names = tmp_path / "c", ["slow_reference", "onnxruntime"]
+    first = autoinfer.Session(tiny, cache_dir=c, budget_s=3, backends=names)
+    first.run(None, _x())
+    assert first.wait_for_choice(timeout=120).backend == "onnxruntime"
+    first.close()
+    ratios = [0.5, 1.2, 0.6, 1.1, 0.7, 0.9]  # median 0.8, interval [0.5, 1.2]: undecided
+    _leave_undecided(c, slow_reference.DELAY_S, ratios)
+
+    s = autoinfer.Session(tiny, cache_dir=c, budget_s=3, backends=names)
+    assert s.choice.from_cache and s.choice.backend == "slow_reference"  # at once, as decided
+    assert resumable(s.decision) and s.selecting and "race" in s.explain()
+    want = ort.InferenceSession(str(tiny)).run(None, _x(1))[0]
+    np.testing.assert_allclose(s.run(None, _x(1))[0], want, rtol=1e-5, atol=1e-6)
+    choice = s.wait_for_choice(timeout=120)
+    assert choice is not None and choice.backend == "onnxruntime", s.explain()
+    dec = s.decision
+    ort_entry = dec.winner_entry
+    assert ort_entry.race.verdict == "faster" and ort_entry.race.rounds > len(ratios)
+    # it went on from the rounds already run: they come first, as they were
+    np.testing.assert_allclose(
+        ort_entry.race.times[: len(ratios)], [x * slow_reference.DELAY_S for x in ratios]
+    )
+    assert "the race resumed on a later start: 6 rounds" in s.explain()
+    assert not resumable(dec)
+    s.close()
+
+    again = autoinfer.Session(tiny, cache_dir=c, budget_s=3, backends=names)
+    assert again.choice.from_cache and again.choice.backend == "onnxruntime" and not again.selecting
+    again.close()
+
+    # a near-tie is not worth more rounds, nor a race that has run its rounds
+    _leave_undecided(c, slow_reference.DELAY_S, [0.9, 1.1, 0.95, 1.05, 1.0, 1.02])
+    tie = autoinfer.Session(tiny, cache_dir=c, budget_s=3, backends=names)
+    assert tie.choice.backend == "slow_reference" and not tie.selecting and not resumable(tie.decision)
+    tie.close()
+    _leave_undecided(c, slow_reference.DELAY_S, [0.5, 1.2] * (RESUME_MAX_ROUNDS // 2))
+    spent = autoinfer.Session(tiny, cache_dir=c, budget_s=3, backends=names)
+    assert spent.choice.backend == "slow_reference" and not spent.selecting
+    spent.close()
+
+
 def test_sample_inputs_must_be_feeds(tiny, tmp_path):
     with pytest.raises(ConfigError, match="sample_inputs"):
         autoinfer.Session(tiny, cache_dir=tmp_path / "c", sample_inputs=[np.ones(3)])
