@@ -26,8 +26,11 @@ METHOD = {
     "autoinfer: first result = Session() with an empty cache + the first run() (in "
     "process, the median of 15, each on an empty cache, alternating with plain ONNX "
     "Runtime's load + first run, after one of each not counted), selection = the "
-    "background selection's own time, warm = Session() on a cache hit in a fresh "
-    "process (best of 4)",
+    "first start's background selection's own time (where its race was left undecided, "
+    "the application's later starts follow, each a Session() + run() on that cache whose "
+    "race goes on, until it is decided: 'N starts'; the latency, the prediction and the "
+    "targets are those of the last start's choice), warm = Session() on a cache hit in a "
+    "fresh process (best of 4)",
     "memory": "peak resident set (VmHWM) of a fresh process per peer after loading and 4 "
     "runs; 'model' is that peak minus the resident set after the runtime's import",
     "overhead": "Session.run vs the chosen runner's run vs the runtime's own call on the same "
@@ -181,7 +184,10 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         cells.append(_f(ps.get("ncnn", {}).get("convert_and_load_s"), "{:.1f}"))
         cells.append(f"{_f(a.get('first_result_s'), '{:.3f}')} ({_f(a.get('ort_first_result_s'), '{:.3f}')})")
-        cells.append(f"{_f(a.get('cold_select_s'), '{:.1f}')} ({_f(a.get('predicted_vs_ort'), '{:.3f}x')})")
+        starts = f", {a['starts']} starts" if a.get("starts", 1) > 1 else ""
+        cells.append(
+            f"{_f(a.get('cold_select_s'), '{:.1f}')} ({_f(a.get('predicted_vs_ort'), '{:.3f}x')}{starts})"
+        )
         cells.append(_f(a.get("warm_session_fresh_s"), "{:.3f}"))
         cells.append(
             f"{_f(a.get('warm_session_in_process_s'), '{:.3f}')} "

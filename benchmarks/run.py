@@ -67,6 +67,7 @@ COLD_SLACK_S = 0.050  # cold Session() + first run <= plain ORT's load + first r
 # gap was 51 ms in one run and 114 ms in another; over 9, bert_base's was 61 ms in one run
 # where 16 pairs gave 23)
 COLD_SAMPLES = 15
+MAX_STARTS = 6  # the application's starts until an undecided race is decided, at most
 PREDICTION_GAP_MAX = 0.10  # the selection's predicted ratio to ORT vs the measured one
 COLD_MAX_S = 10.0  # the background selection of MobileNetV2 ends within this
 
@@ -253,6 +254,15 @@ class ModelBench:
             a["selection_wait_s"] = time.perf_counter() - t1
             if choice is None:
                 raise RuntimeError("the background selection did not end within 600 s")
+            first = sess.decision
+            a["first_start"] = {
+                "winner": first.winner.key,
+                "elapsed_s": first.elapsed_s,
+                "predicted_vs_ort": choice.ratio,
+                "explain": sess.explain(),
+            }
+            lp, choice = self._later_starts(lp, ctx)
+            sess = lp.handle
         except Exception as exc:  # noqa: BLE001
             p.update(
                 status="failed",
@@ -264,11 +274,11 @@ class ModelBench:
         self.loaded["autoinfer"] = lp
         dec = sess.decision
         a.update(
-            cold_select_s=dec.elapsed_s,
+            cold_select_s=a["first_start"]["elapsed_s"],  # the first start's selection
             winner=dec.winner.key,
             running=choice.candidate.key,
             winner_backend=choice.backend,
-            selection_elapsed_s=dec.elapsed_s,
+            selection_elapsed_s=dec.elapsed_s,  # every start's measuring, together
             explain=sess.explain(),
             selection_median_ms=choice.latency_ms,
             predicted_vs_ort=choice.ratio,
@@ -281,9 +291,31 @@ class ModelBench:
         )
         log(
             f"    autoinfer    first result {a['first_result_s'] * 1e3:.0f} ms (plain ORT "
-            f"{a['ort_first_result_s'] * 1e3:.0f} ms); selection {dec.elapsed_s:.1f} s -> "
-            f"{dec.winner.key} (predicted {choice.ratio or 1.0:.3f}x the reference)"
+            f"{a['ort_first_result_s'] * 1e3:.0f} ms); selection {a['cold_select_s']:.1f} s -> "
+            f"{a['first_start']['winner']}"
+            + (f", after {a['starts']} starts {dec.elapsed_s:.1f} s -> " if a["starts"] > 1 else " ")
+            + f"{dec.winner.key} (predicted {choice.ratio or 1.0:.3f}x the reference)"
         )
+
+    def _later_starts(self, lp: peers.Loaded, ctx: peers.Context) -> tuple[peers.Loaded, Any]:
+        """Where the first start's race was left undecided, the application's later starts,
+        each on the cache the first one filled (Session() + a run + its background race
+        going on), until the race is decided: the choice a user's application settles on.
+        Returns the last start's loaded session and its choice."""
+        from autoinfer.verdicts import resumable
+
+        a = self.res["autoinfer"]
+        a["starts"] = 1
+        sess = lp.handle
+        while resumable(sess.decision) and a["starts"] < MAX_STARTS:
+            lp.close()
+            lp = peers.load_autoinfer(self.path, ctx, input_shapes=False)
+            lp.run(self.feeds)
+            sess = lp.handle
+            if sess.wait_for_choice(timeout=600) is None:
+                raise RuntimeError("a later start's race did not end within 600 s")
+            a["starts"] += 1
+        return lp, sess.choice
 
     # -- correctness
     def check_all(self) -> None:
