@@ -35,9 +35,13 @@ def threads_for(hw: Hardware, explicit: int | None = None) -> int:
 def detect_beside() -> Callable[[], Any]:
     """Start probing the machine (``probes.detect``: once per process) on a thread of its
     own, so that it overlaps whatever the caller does next; the returned function waits
-    for the answer."""
+    for the answer. Once the process has the answer (every Session after the first), it is
+    returned as it is, without a thread."""
     import probes
 
+    known = probes.detected()
+    if known is not None:
+        return lambda: known
     found: list[Any] = []
     thread = threading.Thread(target=lambda: found.append(probes.detect()), daemon=True)
     thread.start()

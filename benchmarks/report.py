@@ -30,7 +30,8 @@ METHOD = {
     "the application's later starts follow, each a Session() + run() on that cache whose "
     "race goes on, until it is decided: 'N starts'; the latency, the prediction and the "
     "targets are those of the last start's choice), warm = Session() on a cache hit in a "
-    "fresh process (best of 4)",
+    "fresh process (best of 4); autoinfer's own work = the cold first result with the "
+    "runtime's load and run stubbed out (reported beside the cold-start target, not judged)",
     "memory": "peak resident set (VmHWM) of a fresh process per peer after loading and 4 "
     "runs; 'model' is that peak minus the resident set after the runtime's import",
     "overhead": "Session.run vs the chosen runner's run vs the runtime's own call on the same "

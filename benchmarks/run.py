@@ -248,6 +248,9 @@ class ModelBench:
             a["ort_first_result_s"] = statistics.median(plain_s)
             a["first_result_s"] = statistics.median(cold_s)
             a["ort_first_result_all_s"], a["first_result_all_s"] = plain_s, cold_s
+            gap = measure.paired(cold_s, plain_s)  # adjacent samples, paired
+            a["cold_gap_s"] = gap
+            a["cold_own_work_s"] = self._cold_own_work(autoinfer_first)
             a["started_on"] = sess.choice.candidate.key if sess.choice else None
             t1 = time.perf_counter()
             choice = sess.wait_for_choice(timeout=600)
@@ -292,10 +295,51 @@ class ModelBench:
         log(
             f"    autoinfer    first result {a['first_result_s'] * 1e3:.0f} ms (plain ORT "
             f"{a['ort_first_result_s'] * 1e3:.0f} ms); selection {a['cold_select_s']:.1f} s -> "
-            f"{a['first_start']['winner']}"
-            + (f", after {a['starts']} starts {dec.elapsed_s:.1f} s -> " if a["starts"] > 1 else " ")
+            + (
+                f"{a['first_start']['winner']}, after {a['starts']} starts {dec.elapsed_s:.1f} s -> "
+                if a["starts"] > 1
+                else ""
+            )
             + f"{dec.winner.key} (predicted {choice.ratio or 1.0:.3f}x the reference)"
         )
+
+    def _cold_own_work(self, first: Callable[[Path], tuple[float, Any]]) -> float:
+        """autoinfer's own work in a cold Session() + first run: the cold sample again, with
+        the runtime's load and run replaced by a stub that returns a runner at once and the
+        outputs at once (as the overhead target's isolated figure does for a call): what is
+        left is autoinfer's (model facts, probes, cache, its session), free of the runtime's
+        noise. Median of COLD_SAMPLES, each on an empty cache. Reported beside the cold-start
+        target, which the samples judge."""
+        from autoinfer import loader as ai_loader
+
+        outs = self.loaded["ort"].run(self.feeds)
+        names = list(self.feeds)
+
+        class StubRunner:  # the runner contract, without a runtime behind it
+            def __init__(self, cand: Any, facts: Any) -> None:
+                self.candidate = cand
+                self.input_names = tuple(names)
+                self.output_names = tuple(o.name for o in facts.outputs)
+                self.direct_run = None
+
+            def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+                return outs
+
+            def close(self) -> None:
+                pass
+
+        real = ai_loader.Loader.load
+        ai_loader.Loader.load = lambda self, cand, shapes: StubRunner(cand, self.model)  # type: ignore[assignment,method-assign]
+        took: list[float] = []
+        try:
+            for _ in range(COLD_SAMPLES):
+                with tempfile.TemporaryDirectory(prefix="autoinfer-cold-") as tmp:
+                    t, lp = first(Path(tmp))
+                    lp.close()
+                took.append(t)
+        finally:
+            ai_loader.Loader.load = real  # type: ignore[method-assign]
+        return statistics.median(took)
 
     def _later_starts(self, lp: peers.Loaded, ctx: peers.Context) -> tuple[peers.Loaded, Any]:
         """Where the first start's race was left undecided, the application's later starts,
@@ -854,14 +898,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         ai = m.get("autoinfer", {})
         if "first_result_s" in ai and "ort_first_result_s" in ai:
-            limit = ai["ort_first_result_s"] + COLD_SLACK_S
-            add(
-                f"{m['model']}: cold Session() + first run <= plain ORT's + 50 ms",
-                ai["first_result_s"] <= limit,
-                f"{ai['first_result_s'] * 1e3:.0f} ms vs {ai['ort_first_result_s'] * 1e3:.0f} ms",
-                f"in process, empty cache, median of {len(ai.get('first_result_all_s') or [1])} "
-                f"alternating with plain ORT's; on {ai.get('started_on')}",
-            )
+            add(*_cold_target(m["model"], ai))
     g = results.get("geomean_speedup_vs_ort")
     add(
         f"geometric-mean speedup over plain ONNX Runtime >= {GEOMEAN_MIN:.2f}x",
@@ -897,6 +934,30 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"background selection of MobileNetV2 ends within {COLD_MAX_S:g} s", c <= COLD_MAX_S, f"{c:.1f} s"
         )
     return out
+
+
+def _cold_target(model: str, ai: Mapping[str, Any]) -> tuple[str, bool, str, str]:
+    """The cold-start target, judged on the medians of the alternating samples. The note adds
+    their paired gap and autoinfer's own work measured with the runtime stubbed out: where
+    the gap exceeds that work, the rest is in the runtime's load or first run (or noise)."""
+    value, plain = ai["first_result_s"], ai["ort_first_result_s"]
+    gap, own = ai.get("cold_gap_s"), ai.get("cold_own_work_s")
+    note = (
+        f"in process, empty cache, median of {len(ai.get('first_result_all_s') or [1])} "
+        f"alternating with plain ORT's; on {ai.get('started_on')}"
+    )
+    if gap and own is not None:
+        note += (
+            f"; paired gap median {gap['median'] * 1e3:.0f} ms, IQR "
+            f"{(gap['p75'] - gap['p25']) * 1e3:.0f} ms; autoinfer's own work (runtime stubbed) "
+            f"{own * 1e3:.0f} ms"
+        )
+    return (
+        f"{model}: cold Session() + first run <= plain ORT's + 50 ms",
+        value <= plain + COLD_SLACK_S,
+        f"{value * 1e3:.0f} ms vs {plain * 1e3:.0f} ms",
+        note,
+    )
 
 
 def _reduced_note(r: Mapping[str, Any] | None) -> str:

@@ -2,6 +2,7 @@
 
     import probes
     hw = probes.detect()          # cached per process; never raises
+    probes.detected()             # that cached answer, or None before the first detect()
     hw.cpu.usable_cores, hw.cpu.has("avx512_vnni"), hw.nvidia_gpus, hw.accelerators
     hw.fingerprint                # changes only when something that picks a runtime changes
     hw.notes                      # one ProbeNote per probe: what it found, or why not
@@ -21,13 +22,14 @@ The contract:
 
 import logging
 
-from .detect import DEFAULT_TIMEOUT_S, detect
+from .detect import DEFAULT_TIMEOUT_S, detect, detected
 from .records import CPU, SCHEMA_VERSION, Accelerator, CpuCluster, Hardware, MigInstance, NvidiaGPU, ProbeNote
 
 logging.getLogger("probes").addHandler(logging.NullHandler())
 
 __all__ = [
     "detect",
+    "detected",
     "DEFAULT_TIMEOUT_S",
     "SCHEMA_VERSION",
     "Hardware",

@@ -61,6 +61,12 @@ def detect(
         return _cached
 
 
+def detected() -> Hardware | None:
+    """The live machine's answer if ``detect()`` has computed it in this process, else None
+    (nothing is probed)."""
+    return _cached
+
+
 def _detect_safely(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
     try:
         return _detect(system, nvml, timeout_s)
