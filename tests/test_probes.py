@@ -431,6 +431,16 @@ def test_live_detection_is_cached_and_thread_safe():
     fresh = probes.detect(refresh=True)
     assert fresh is not results[0] and fresh.fingerprint == results[0].fingerprint
     assert probes.detect() is fresh
+    assert probes.detected() is fresh  # the cached answer, without probing again
+
+
+def test_a_session_starts_no_probing_thread_once_the_answer_is_known():
+    from autoinfer.loader import detect_beside
+
+    hw = probes.detect()
+    before = threading.active_count()
+    wait = detect_beside()
+    assert threading.active_count() == before and wait() is hw
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="recording reads /proc and /sys")
