@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,21 +299,23 @@ class Selector:
                 self.bucket,
                 time.monotonic() - t_start,
             )
-        feeds, source = self._feeds_for(feeds, source)
-        with tempfile.TemporaryDirectory(prefix="autoinfer-select-") as tmp:
-            try:
-                return Measurer(self, feeds, source, Path(tmp), t_start).run(ranked, unsupported)
-            finally:
-                self.loader.cleanup()
+        with self._measurer(feeds, source, t_start) as m:
+            return m.run(ranked, unsupported)
 
     def resume(self, dec: Decision, feeds: Sequence[Feed] | None = None, source: str = "") -> Decision:
         """``dec`` with its undecided race run on (:func:`~autoinfer.verdicts.resumable`),
         on ``feeds`` (synthetic ones when None)."""
-        t_start = time.monotonic()
+        with self._measurer(feeds, source or dec.inputs, time.monotonic()) as m:
+            return m.resume(dec)
+
+    @contextlib.contextmanager
+    def _measurer(self, feeds: Sequence[Feed] | None, source: str, t_start: float) -> Iterator[Measurer]:
+        """A Measurer on ``feeds`` (:meth:`_feeds_for`) in a work directory of its own; the
+        loader's private files go when it is done."""
         feeds, source = self._feeds_for(feeds, source)
         with tempfile.TemporaryDirectory(prefix="autoinfer-select-") as tmp:
             try:
-                return Measurer(self, feeds, source or dec.inputs, Path(tmp), t_start).resume(dec)
+                yield Measurer(self, feeds, source, Path(tmp), t_start)
             finally:
                 self.loader.cleanup()
 
