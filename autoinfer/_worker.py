@@ -134,7 +134,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         return run_race(job)
     import numpy as np
 
-    from .backends.base import Candidate
+    from .backends.base import Candidate, session_call
     from .feeds import load_feeds
     from .loader import context_from_job, load
     from .model import ModelFacts
@@ -164,11 +164,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         stats: dict[str, float] = {}
         slice_s = float(job.get("slice_s", 1.0))
         if job.get("time", True):
-            cycle = [0]
+            cycle, run = [0], session_call(runner)  # timed as the session will call it
 
             def call() -> Any:
                 cycle[0] += 1
-                return runner.run(feeds[cycle[0] % len(feeds)])
+                return run(feeds[cycle[0] % len(feeds)])
 
             for _ in range(max(1, int(job.get("warmup", 2)))):
                 call()
@@ -245,16 +245,35 @@ def wait_quiet(max_s: float, poll_s: float = 0.005) -> float:
             return time.monotonic() - t0
 
 
-def _slot(runner: Any, feeds: list[Any], rnd: int, reps: int) -> float:
+def _slot(call: Callable[[Any], Any], feeds: list[Any], rnd: int, reps: int) -> float:
     """One entrant's share of a round: ``reps`` runs, each timed; their median (a run
     that a burst of the machine's other load slowed drops out, as it would not from a mean)."""
     ts = [0.0] * reps
     clock = time.perf_counter
     for k in range(reps):
         t0 = clock()
-        runner.run(feeds[(rnd + k) % len(feeds)])
+        call(feeds[(rnd + k) % len(feeds)])
         ts[k] = clock() - t0
     return statistics.median(ts)
+
+
+def _paired_slot(
+    call: Callable[[Any], Any], plain: Callable[[Any], Any], feeds: list[Any], rnd: int, reps: int
+) -> tuple[float, float]:
+    """The reference's share of a round with its runtime's plain call beside it: ``reps``
+    of each, alternating on the same feed, each timed; the two medians."""
+    ts, ps = [0.0] * reps, [0.0] * reps
+    clock = time.perf_counter
+    for k in range(reps):
+        feed = feeds[(rnd + k) % len(feeds)]
+        first, second = (call, plain) if k % 2 else (plain, call)
+        t0 = clock()
+        first(feed)
+        t1 = clock()
+        second(feed)
+        t2 = clock()
+        ts[k], ps[k] = (t1 - t0, t2 - t1) if k % 2 else (t2 - t1, t1 - t0)
+    return statistics.median(ts), statistics.median(ps)
 
 
 def _settled(
@@ -278,6 +297,27 @@ def _settled(
     return not undecided and (best is None or best.high <= spread * best.low)
 
 
+def _warm_entrants(
+    entries: list[dict[str, Any]], facts: Any, feeds: list[Any], reps: int
+) -> tuple[list[Any], list[int]]:
+    """The race's runners, loaded (or kept from screening: their indices) and warmed up:
+    caches, allocators, lazy compilation."""
+    runners: list[Any] = []
+    kept: list[int] = []
+    for i, e in enumerate(entries):
+        runner, was_kept = _race_runner(e, facts)
+        runners.append(runner)
+        if was_kept:
+            kept.append(i)
+    for r in runners:
+        t_end = time.perf_counter() + 0.05
+        for i in range(max(3, reps)):
+            r.run(feeds[i % len(feeds)])
+            if time.perf_counter() > t_end and i >= 2:
+                break
+    return runners, kept
+
+
 def run_race(job: dict[str, Any]) -> dict[str, Any]:
     """The finalists side by side in this one process: load all, warm up, then
     interleaved rounds in rotating order, the same number of runs per candidate per
@@ -286,7 +326,12 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     challenger's verdict is clear (see verdicts.verdict) and the winning one's interval is
     narrower than ``spread`` (high / low), or the budget is spent. Entry 0
     is the reference; a challenger's times pair with the first of the reference's.
-    ``prior`` (per entry, its times of an earlier race) counts as rounds already run."""
+    ``prior`` (per entry, its times of an earlier race) counts as rounds already run.
+    Each entrant is called as the session will call it (backends.base.session_call); with
+    ``plain``, the reference's runtime's own call (``Runner.plain_run``) runs beside the
+    reference's in its slot, and ``plain`` in the result is, per round, the reference's
+    time over that call's."""
+    from .backends.base import session_call
     from .feeds import load_feeds
     from .model import ModelFacts
     from .verdicts import MIN_ROUNDS, race_order
@@ -297,23 +342,14 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     reps, pause = max(1, int(job["reps"])), float(job["pause_s"])
     threshold = float(job.get("threshold", 0.97))
     spread = float(job.get("spread", math.inf))
-    runners: list[Any] = []
-    kept: list[int] = []
     try:
-        for i, e in enumerate(job["entries"]):
-            runner, was_kept = _race_runner(e, facts)
-            runners.append(runner)
-            if was_kept:
-                kept.append(i)
-        for r in runners:  # warm-up: caches, allocators, lazy compilation
-            t_end = time.perf_counter() + 0.05
-            for i in range(max(3, reps)):
-                r.run(feeds[i % len(feeds)])
-                if time.perf_counter() > t_end and i >= 2:
-                    break
+        runners, kept = _warm_entrants(job["entries"], facts, feeds, reps)
     except Exception as exc:  # noqa: BLE001
         return _error({"ok": False}, exc)
     n = len(runners)
+    calls = [session_call(r) for r in runners]
+    plain = runners[0].plain_run if job.get("plain") else None
+    plain_ratios: list[float] = []
     # a resumed race goes on from the rounds of an earlier one (the reference's first)
     prior = job.get("prior") or [[] for _ in range(n)]
     times: list[list[float]] = [[float(t) for t in p] for p in prior]
@@ -333,7 +369,10 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
                 continue
             wait_quiet(pause)
             try:
-                slot[i] = _slot(runners[i], feeds, rnd, reps)
+                if i == 0 and plain is not None:
+                    slot[0], plain_t = _paired_slot(calls[0], plain, feeds, rnd, reps)
+                else:
+                    slot[i] = _slot(calls[i], feeds, rnd, reps)
             except Exception as exc:  # noqa: BLE001
                 failed[i] = f"{type(exc).__name__}: {exc}"[:500]
         if 0 in failed:
@@ -341,6 +380,8 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
         if all(i in slot for i in range(n) if i not in failed and i not in out):
             for i, t in slot.items():
                 times[i].append(t)
+            if plain is not None:
+                plain_ratios.append(slot[0] / max(plain_t, 1e-12))
         rnd += 1
         round_s = time.monotonic() - t_round
         if len(times[0]) >= MIN_ROUNDS and _settled(times, failed, out, threshold, spread):
@@ -350,7 +391,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
             r.close()
         except Exception:  # noqa: BLE001
             pass
-    return {"ok": True, "times": times, "rounds": rnd, "failed": failed, "kept": kept}
+    return {"ok": True, "times": times, "rounds": rnd, "failed": failed, "kept": kept, "plain": plain_ratios}
 
 
 def _die_with_parent() -> None:

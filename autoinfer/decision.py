@@ -64,6 +64,9 @@ class RaceStat:
     low/high: the confidence interval of that median.
     verdict: "reference" | "faster" (high below the threshold) | "not faster" | "undecided".
     times:   its time per round, from which a race left undecided resumes.
+    plain:   the reference's only, where its runtime has a plain call (``Runner.plain_run``)
+             and a run is short enough for the call to matter: per round, the session's call
+             over that plain call (ONNX Runtime's ``InferenceSession.run``).
     """
 
     ratio: float
@@ -75,6 +78,7 @@ class RaceStat:
     # its seconds per run in each round (paired by position with the reference's): a race
     # left undecided goes on from them on a later start (verdicts.resumable)
     times: list[float] = field(default_factory=list)
+    plain: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -89,6 +93,7 @@ class RaceStat:
             str(d["verdict"]),
             float(d.get("median_s", 0.0)),
             [float(t) for t in d.get("times") or ()],
+            [float(t) for t in d.get("plain") or ()],
         )
 
 
@@ -198,6 +203,12 @@ class Decision:
                     f" {mark} {r.candidate.key:<48} {s.ratio:.3f} "
                     f"[{s.low:.3f}, {s.high:.3f}] over {s.rounds} rounds: {s.verdict}"
                 )
+            plain = self.vs_plain()
+            if plain is not None:
+                lines.append(
+                    f"   the reference as the session calls it / its runtime's plain call: "
+                    f"{plain.ratio:.3f} [{plain.low:.3f}, {plain.high:.3f}] over {plain.rounds} rounds"
+                )
         if w:
             for reason in w.reasons:
                 lines.append(f"  - {reason}")
@@ -223,6 +234,17 @@ class Decision:
         for u in self.unsupported:
             lines.append(f"  -  {u['key']}: unsupported, because {u['reason']}")
         return "\n".join(lines)
+
+    def vs_plain(self) -> RaceStat | None:
+        """The race's reference as the session calls it against its runtime's plain call
+        (median over rounds and interval; verdict "plain call"), where the race timed it."""
+        ref = self.reference_entry()
+        if ref is None or ref.race is None or not ref.race.plain:
+            return None
+        from .verdicts import median_interval  # verdicts reads these records
+
+        med, lo, hi = median_interval(ref.race.plain)
+        return RaceStat(med, lo, hi, len(ref.race.plain), "plain call")
 
     def reference_entry(self) -> Ranked | None:
         for r in self.ranking:

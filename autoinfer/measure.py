@@ -60,6 +60,9 @@ PAUSE_S = 0.08  # the longest wait for quiet before a candidate (ORT's pool spin
 # (here, the per-round ratio of two equal sessions spread 2-3x less over 50-100 ms slots
 # of timed runs than over 25 ms slots of two)
 SLOT_S = 0.06
+# The race times the reference's plain call beside it (decision.RaceStat.plain) where a run
+# takes at most this long; beyond, the call's own few microseconds are under 1% of a run.
+PLAIN_MAX_S = 0.0005
 RACE_MAX_S = 60.0  # the longest a race goes on, whatever the budget
 RESERVE_ROUNDS = 2 * MIN_ROUNDS  # the race always has time for this many rounds
 
@@ -493,6 +496,9 @@ class Measurer:
             "end_by": end_by,
             "threshold": WIN_THRESHOLD,
             "spread": WIN_SPREAD,
+            # the plain call beside the reference where a run is short enough for the call
+            # itself to matter
+            "plain": _metric(base, "latency") <= PLAIN_MAX_S,
             "sys_path": [p for p in sys.path if p],
         }
         if resumed:
@@ -507,9 +513,9 @@ class Measurer:
             return base
         times = res["times"]  # per entrant, per round: seconds per run
         base_t = times[0]
-        base.race = RaceStat(
-            1.0, 1.0, 1.0, len(base_t), "reference", float(np.median(base_t)) if base_t else 0.0, base_t
-        )
+        plain = (base.race.plain if resumed and base.race else []) + list(res.get("plain") or [])
+        median_s = float(np.median(base_t)) if base_t else 0.0
+        base.race = RaceStat(1.0, 1.0, 1.0, len(base_t), "reference", median_s, base_t, plain)
         best: Ranked | None = None
         for r, ts in zip(finalists, times[1:], strict=True):
             # a challenger found not faster stopped early: its rounds are the first ones

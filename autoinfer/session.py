@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import backends as registry
-from .backends.base import Candidate, Runner
+from .backends.base import Candidate, Runner, call_direct
 from .backends.onnxruntime_api import OrtSurface
 from .config import open_cache
 from .decision import Decision, Ranked
@@ -417,14 +417,18 @@ class Session(Selecting, Introspection, OrtSurface):
     ) -> list[np.ndarray]:
         """Outputs named by ``output_names`` (all when None), like ONNX Runtime's ``run``."""
         act = self._active
-        if act is not None and act.direct is not None and run_options is None and self._direct_ok(input_feed):
-            try:  # the runtime checks the feed itself (but would misread foreign byte order);
-                # on any complaint the checked path says what is wrong, or falls back
-                for v in input_feed.values():
-                    if type(v) is not np.ndarray or not v.dtype.isnative:
-                        break
-                else:
-                    return act.direct(output_names or act.names, input_feed, None)
+        direct = act.direct if act is not None else None
+        if (  # _direct_ok, its static case spelled out: this path is a small model's call
+            direct is not None
+            and run_options is None
+            and not (self._want_feeds or self._closed)
+            and (self._static or self._direct_ok(input_feed))
+        ):
+            try:  # the runtime checks the feed itself; on any complaint the checked path
+                # says what is wrong, or falls back
+                outs = call_direct(direct, output_names or act.names, input_feed)  # type: ignore[union-attr]
+                if outs is not None:
+                    return outs
             except Exception:  # noqa: BLE001
                 pass
         if self._closed:

@@ -74,6 +74,9 @@ class Choice:
     ratio: float | None = None  # the race: per-round time / the reference's (median)
     interval: tuple[float, float] | None = None  # its confidence interval
     provisional: bool = False  # the safe choice, while the selection measures
+    # the expected time / the reference runtime's plain call (ONNX Runtime's
+    # InferenceSession.run): ``ratio`` times the race's call-path ratio, where it was timed
+    vs_plain: float | None = None
 
     @classmethod
     def of(cls, decision: Decision, candidate: Candidate) -> Choice:
@@ -96,6 +99,7 @@ class Choice:
             race.ratio if race else None,
             (race.low, race.high) if race else None,
             decision.provisional,
+            race.ratio * plain.ratio if race and (plain := decision.vs_plain()) else None,
         )
 
 

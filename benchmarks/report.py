@@ -46,6 +46,10 @@ METHOD = {
     "regret": "autoinfer's latency / the fastest correct peer's that computes in fp32, "
     "as autoinfer does by default (a peer marked 'in bf16' computes in less)",
     "noise": "the spread of the per-round latency ratios behind a target (p25-p75)",
+    "prediction": "the selection's own prediction of autoinfer / plain ONNX Runtime: the "
+    "winner's median per-round ratio to the reference in the race, times (where a run is "
+    "under 0.5 ms, and the race timed it) the reference as the session calls it over "
+    "InferenceSession.run, alternating in the reference's turns",
 }
 
 

@@ -111,7 +111,7 @@ class _Timed:
         pass
 
 
-def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int) -> dict:
+def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int, plain: bool = False) -> dict:
     """A race of ``runners`` (entry 0 the reference), kept loaded as a screening leaves them."""
     import numpy as np
 
@@ -136,6 +136,7 @@ def _race_of(tmp_path: Path, runners: list[_Timed], end_in_s: float, reps: int) 
             "budget_s": end_in_s,
             "end_by": time.monotonic() + end_in_s,
             "spread": WIN_SPREAD,
+            "plain": plain,
         }
     )
 
@@ -166,7 +167,37 @@ def test_a_round_takes_the_median_run_so_a_burst_of_load_drops_out(tmp_path, mon
     ref_t, slow_t = res["times"]
     assert all(t < 0.03 for t in ref_t), ref_t
     assert all(s / r > 1.2 for s, r in zip(slow_t, ref_t[: len(slow_t)], strict=True)), (slow_t, ref_t)
-    assert _worker._slot(_Timed([0.001, 0.03]), [{}], 0, 2) == pytest.approx(0.0155, abs=0.004)
+    assert _worker._slot(_Timed([0.001, 0.03]).run, [{}], 0, 2) == pytest.approx(0.0155, abs=0.004)
+
+
+class _TimedWithPlain(_Timed):
+    """A reference whose runtime's plain call (``Runner.plain_run``) takes ``plain_s``."""
+
+    def __init__(self, times: list[float], plain_s: float) -> None:
+        super().__init__(times)
+        self.plain_s, self.plain_runs = plain_s, 0
+
+    def plain_run(self, feeds):
+        time.sleep(self.plain_s)
+        self.plain_runs += 1
+
+
+def test_the_race_times_the_runtimes_plain_call_beside_the_reference(tmp_path, monkeypatch):
+    from autoinfer import model
+    from autoinfer.verdicts import median_interval
+
+    monkeypatch.setattr(model.ModelFacts, "from_dict", staticmethod(lambda d: None))
+    ref = _TimedWithPlain([0.004], plain_s=0.005)
+    res = _race_of(tmp_path, [ref, _Timed([0.006])], 1.0, reps=2, plain=True)
+    # one ratio per counted round: the reference's time over its plain call's, 0.8 here
+    assert len(res["plain"]) == len(res["times"][0]) >= 6
+    med, lo, hi = median_interval(res["plain"])
+    assert 0.65 < lo <= med <= hi < 0.95, res["plain"]
+    assert ref.plain_runs == 2 * len(res["plain"])  # reps=2 of it in each round's slot
+    # not asked (a long run, where the call's own cost is lost in it): not run
+    ref = _TimedWithPlain([0.004], plain_s=0.005)
+    res = _race_of(tmp_path, [ref, _Timed([0.006])], 0.5, reps=2)
+    assert res["plain"] == [] and ref.plain_runs == 0
 
 
 def test_a_challenger_found_not_faster_runs_no_more_rounds(tmp_path, monkeypatch):

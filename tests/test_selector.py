@@ -69,6 +69,27 @@ def test_measured_choice_has_reference_and_accuracy(model, tmp_path):
     assert dec.winner.key in text and "ranking:" in text
 
 
+def test_a_small_models_decision_tells_its_gain_over_plain_onnxruntime(tmp_path):
+    """On a model whose run takes microseconds, the call path is a fifth of the time: the
+    race times the reference as the session calls it beside ``InferenceSession.run``."""
+    from autoinfer.switching import Choice
+
+    tiny = zoo.save("tiny", tmp_path / "tiny.onnx")
+    dec = _decide(tiny, tmp_path / "c", backends=["onnxruntime"])
+    ref = dec.reference_entry()
+    assert ref is not None and ref.race is not None, "no race: " + dec.explain()
+    assert len(ref.race.plain) == ref.race.rounds >= 6
+    plain = dec.vs_plain()
+    # the binding under InferenceSession.run skips the wrapper's per-call checks
+    assert plain is not None and plain.high < 1.0, dec.explain()
+    assert "its runtime's plain call" in dec.explain()
+    choice = Choice.of(dec, dec.winner)
+    assert choice.vs_plain == pytest.approx(choice.ratio * plain.ratio)
+    # stored and read back with the decision
+    again = Decision.from_dict(json.loads(json.dumps(dec.to_dict())))
+    assert again.vs_plain() == plain
+
+
 def test_wrong_outputs_candidate_is_rejected_with_numbers(model, tmp_path, fakes):
     dec = _decide(model, tmp_path / "c", backends=["onnxruntime", "wrong_outputs"])
     bad = next(r for r in dec.ranking if r.candidate.backend == "wrong_outputs")

@@ -275,6 +275,11 @@ class Runner(ABC):
     # takes the checked path (its own validation, then ``run``) only when it raises. None:
     # no such call.
     direct_run: Callable[[list[str], Mapping[str, Any], None], list[np.ndarray]] | None = None
+    # The call an application makes on the runtime without autoinfer, ``plain_run(feed)``,
+    # for the reference's runtime (ONNX Runtime's ``InferenceSession.run``): the race times it
+    # beside the session's own call, so the decision tells the gain over plain use as well
+    # as over the reference (a small model's call path is a fifth of its time). None: none.
+    plain_run: Callable[[Mapping[str, Any]], Any] | None = None
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -292,6 +297,33 @@ class Runner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def call_direct(
+    direct: Callable[..., list[np.ndarray]], names: Sequence[str], feed: Mapping[str, Any]
+) -> list[np.ndarray] | None:
+    """The session's fast path: ``feed`` straight to a runner's ``direct_run``; None where a
+    value is not a NumPy array in native byte order (a runtime's own check misreads foreign
+    byte order), which the session's checked path then takes."""
+    for v in feed.values():
+        if type(v) is not np.ndarray or not v.dtype.isnative:
+            return None
+    return direct(names, feed, None)
+
+
+def session_call(runner: Runner) -> Callable[[Mapping[str, Any]], Any]:
+    """``runner`` called as a session calls it: through :func:`call_direct` where it has a
+    direct call, else ``run``. The race times this, the call the session will make."""
+    direct = getattr(runner, "direct_run", None)
+    if direct is None:
+        return runner.run
+    names, run = list(runner.output_names), runner.run
+
+    def call(feed: Mapping[str, Any]) -> Any:
+        out = call_direct(direct, names, feed)
+        return run(feed) if out is None else out
+
+    return call
 
 
 class Backend(ABC):

@@ -662,6 +662,10 @@ class OrtRunner(Runner):
         except Exception as exc:
             raise self._run_error(exc) from None
 
+    def plain_run(self, feed: Mapping[str, np.ndarray]) -> Any:
+        """``InferenceSession.run`` as an application calls it without autoinfer."""
+        return self.session.run(None, feed)
+
     @staticmethod
     def _run_error(exc: Exception) -> Exception:
         # The Session checked the feed: ONNX Runtime's own complaint about an argument is
