@@ -31,7 +31,12 @@ METHOD = {
     "race goes on, until it is decided: 'N starts'; the latency, the prediction and the "
     "targets are those of the last start's choice), warm = Session() on a cache hit in a "
     "fresh process (best of 4); autoinfer's own work = the cold first result with the "
-    "runtime's load and run stubbed out (reported beside the cold-start target, not judged)",
+    "runtime's load and run stubbed out (reported beside the cold-start target, not judged); "
+    "fresh-process cold start = an application's very first start: a new process (imports "
+    "done, not counted) opens a Session() on an empty cache and runs once, against a new "
+    "process's plain ONNX Runtime load + first run, one of each per load round, medians "
+    "(its own target: a process's first Session() also starts the hardware probe and the "
+    "shape-inference child, which the in-process samples after the first do not)",
     "memory": "peak resident set (VmHWM) of a fresh process per peer after loading and 4 "
     "runs; 'model' is that peak minus the resident set after the runtime's import",
     "overhead": "Session.run vs the chosen runner's run vs the runtime's own call on the same "
