@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -121,8 +122,12 @@ def _detect(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
     # The query that can block goes first, in parallel with the file reads. NVML has
     # its own bound: nvmlInit can take seconds without persistence mode, so the live
     # default waits up to nvidia.TIMEOUT_S; an explicit ``timeout_s`` is kept as given.
+    linux = sys.platform.startswith("linux")
+    no_driver = system.live and nvml is None and linux and not nvidia.driver_present(system)
     nvml_future: Future[tuple[NvidiaGPU, ...]] | None = (
-        bounded.start(lambda: nvidia.query(nvml), "nvml") if (system.live or nvml is not None) else None
+        bounded.start(lambda: nvidia.query(nvml), "nvml")
+        if (system.live or nvml is not None) and not no_driver
+        else None
     )
 
     cpu, os_name = _probe_cpu(system, notes)
@@ -133,7 +138,16 @@ def _detect(system: SystemView, nvml: Any | None, timeout_s: float) -> Hardware:
     accelerators += notes.run("devicetree", lambda: devices.devicetree_accelerators(system), [])
 
     gpus: tuple[NvidiaGPU, ...] = ()
-    if nvml_future is None:
+    if no_driver:
+        notes.add(
+            ProbeNote(
+                "nvml",
+                "absent",
+                "no driver: no NVIDIA kernel driver is loaded (no /proc/driver/nvidia, "
+                "/dev/nvidiactl or /dev/dxg), so NVML was not asked",
+            )
+        )
+    elif nvml_future is None:
         notes.add(
             ProbeNote("nvml", "absent", "not consulted: recorded machine given without an NVML stand-in")
         )

@@ -7,6 +7,7 @@ errors: most machines have no NVIDIA GPU, and Jetson boards have no NVML.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -60,6 +61,24 @@ class NvmlGpus(tuple[NvidiaGPU, ...]):
         obj.problems = tuple(problems)
         obj.denied = denied
         return obj
+
+
+# What a loaded NVIDIA kernel driver shows on Linux: its /proc entry and control device,
+# or under WSL 2 the paravirtual GPU device through which NVML reaches the host's driver.
+DRIVER_PATHS = ("proc/driver/nvidia", "dev/nvidiactl", "dev/dxg")
+
+
+# Set (to anything) to ask NVML even where no driver shows: for a stand-in pynvml on a
+# machine without one (scripts/gpu_check.sh's dry run).
+ASK_ALWAYS_ENV = "PROBES_ASK_NVML"
+
+
+def driver_present(system: Any) -> bool:
+    """Whether NVML can find a driver here, read from files (``system``: a live
+    :class:`~probes.system.SystemView` on Linux), or ``PROBES_ASK_NVML`` is set. Without
+    one, NVML fails with "driver not loaded" or "library not found"; importing pynvml to
+    hear it costs ~25 ms (ctypes), paid by every process's first probe."""
+    return bool(os.environ.get(ASK_ALWAYS_ENV)) or any(system.exists(p) for p in DRIVER_PATHS)
 
 
 def load_pynvml() -> Any:

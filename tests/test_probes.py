@@ -408,6 +408,30 @@ def test_permission_denied_is_recorded(monkeypatch, tmp_path):
 # -- the live machine -----------------------------------------------------------------
 
 
+def test_nvml_is_asked_only_where_an_nvidia_driver_shows(tmp_path, monkeypatch):
+    system = probes.system.RecordedSystem(tmp_path)
+    monkeypatch.delenv(nvml_probe.ASK_ALWAYS_ENV, raising=False)
+    assert not nvml_probe.driver_present(system)
+    monkeypatch.setenv(nvml_probe.ASK_ALWAYS_ENV, "1")  # a stand-in pynvml, asked anyway
+    assert nvml_probe.driver_present(system)
+    monkeypatch.delenv(nvml_probe.ASK_ALWAYS_ENV)
+    for path in nvml_probe.DRIVER_PATHS:  # /proc/driver/nvidia, /dev/nvidiactl, WSL 2's /dev/dxg
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+        assert nvml_probe.driver_present(system), path
+        (tmp_path / path).unlink()
+
+
+def test_a_live_probe_without_an_nvidia_driver_does_not_import_pynvml():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the driver's files are read on Linux only")
+    if nvml_probe.driver_present(probes.system.open_system(None)):
+        pytest.skip("an NVIDIA driver is loaded here: NVML is asked, as it must be")
+    code = "import sys, probes; hw = probes.detect(); print(hw.note('nvml').status, 'pynvml' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["absent", "False"], out.stdout + out.stderr
+
+
 def test_live_machine():
     hw = probes.detect()
     assert 1 <= hw.cpu.usable_cores <= os.cpu_count()
