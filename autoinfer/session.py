@@ -418,11 +418,11 @@ class Session(Selecting, Introspection, OrtSurface):
         """Outputs named by ``output_names`` (all when None), like ONNX Runtime's ``run``."""
         act = self._active
         direct = act.direct if act is not None else None
-        if (  # _direct_ok, its static case spelled out: this path is a small model's call
+        if (  # not while it waits for the feeds to select on, nor once closed
             direct is not None
             and run_options is None
             and not (self._want_feeds or self._closed)
-            and (self._static or self._direct_ok(input_feed))
+            and (self._static or self._direct_shapes_ok(input_feed))
         ):
             try:  # the runtime checks the feed itself; on any complaint the checked path
                 # says what is wrong, or falls back

@@ -215,7 +215,7 @@ class Selecting:
         self._forked = False
         self._want_feeds = False
         self._buckets: dict[tuple[tuple[int, ...], ...], str] = {}  # feed shapes -> bucket
-        self._direct_last: tuple[tuple[Any, ...], Active] | None = None  # see _direct_ok
+        self._direct_last: tuple[tuple[Any, ...], Active] | None = None  # see _direct_shapes_ok
         _SESSIONS.add(self)
 
     def _submit(
@@ -378,14 +378,11 @@ class Selecting:
                 self._buckets[key] = bucket
         return bucket
 
-    def _direct_ok(self, feed: Mapping[str, Any]) -> bool:
-        """May ``run()`` hand ``feed`` straight to the runtime's own checked call? Not while
-        it waits for the feeds to select on, or once closed; for a dynamic model (its shapes
-        pick the runner), only with the shapes of the last checked call, on its runner."""
-        if self._want_feeds or self._closed:
-            return False
-        if self._static:
-            return True
+    def _direct_shapes_ok(self, feed: Mapping[str, Any]) -> bool:
+        """For a dynamic model (its shapes pick the runner), may ``run()`` hand ``feed``
+        straight to the runtime's own checked call? Only with the shapes of the last checked
+        call, on its runner. (``run()`` itself checks the rest: not while it waits for the
+        feeds to select on, nor once closed; a static model always.)"""
         last = self._direct_last
         return (
             last is not None
