@@ -30,6 +30,7 @@ from typing import Any
 from . import shape_check
 from .errors import ModelError
 from .model_checks import check_operators, external_files, non_utf8_field, operator_queries
+from .onnx_proto import parse_model
 from .skeleton import read_skeleton
 
 log = logging.getLogger("autoinfer.model")
@@ -397,14 +398,12 @@ def _checked(
     shapes, from the child that :func:`shape_check.start` spawned (a crash there is the
     model's :class:`ModelError`). Verdicts None: ask them here; inferred None: inference
     refused the model or timed out."""
-    import onnx
-
     outcome, value = inference.result(60.0 + 60.0 * size / 2**30)
     if outcome in ("ok", "error"):
         answer = value[0] if outcome == "ok" else value
         verdicts = dict(zip(queries, answer["verdicts"], strict=True))
         if outcome == "ok":
-            return verdicts, onnx.load_model_from_string(value[1])
+            return verdicts, parse_model(value[1])
         log.debug("shape inference of %s failed: %s", path, answer.get("error"))
         return verdicts, None
     if outcome == "crashed":
@@ -415,6 +414,8 @@ def _checked(
     if outcome == "timeout":
         log.debug("shape inference of %s did not finish", path)
         return None, None
+    import onnx
+
     from ._proc import in_child  # no child of its own: a forked one, else this process
 
     light = onnx.load_model_from_string(graph)
@@ -431,8 +432,6 @@ def _read_model(p: Path) -> tuple[int, Any, bytes | None]:
     without the data of large tensors (:mod:`~autoinfer.skeleton`); or, where the file
     does not walk as protobuf, the whole file (no skeleton), whose parse error names
     what is wrong."""
-    import onnx
-
     if not p.exists():
         raise ModelError(f"{p}: no such file")
     if p.is_dir():
@@ -441,7 +440,7 @@ def _read_model(p: Path) -> tuple[int, Any, bytes | None]:
         skeleton = read_skeleton(p)
         if skeleton is not None:
             with contextlib.suppress(Exception):  # the whole file's parse gives the error
-                return p.stat().st_size, onnx.load_model_from_string(skeleton), skeleton
+                return p.stat().st_size, parse_model(skeleton), skeleton
         blob = p.read_bytes()
     except PermissionError:
         raise ModelError(f"{p}: permission denied") from None
@@ -450,7 +449,7 @@ def _read_model(p: Path) -> tuple[int, Any, bytes | None]:
     if not blob:
         raise ModelError(f"{p}: the file is empty")
     try:
-        return len(blob), onnx.load_model_from_string(blob), None
+        return len(blob), parse_model(blob), None
     except Exception as exc:
         raise ModelError(
             f"{p}: not a readable ONNX model ({type(exc).__name__}: "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
+from .onnx_proto import messages
 
 _ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
 
@@ -43,11 +44,11 @@ def _verifying_model_class() -> Any:
     verification on (and proto2's closed enums), in a pool of their own. None where this
     protobuf cannot build it (the caller then walks the fields)."""
     try:
-        import onnx
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+        model_proto = messages().ModelProto
         fdp = descriptor_pb2.FileDescriptorProto()
-        onnx.ModelProto.DESCRIPTOR.file.CopyToProto(fdp)
+        model_proto.DESCRIPTOR.file.CopyToProto(fdp)
         if fdp.dependency or fdp.syntax not in ("", "proto2"):
             return None
         features = descriptor_pb2.FeatureSet
@@ -68,7 +69,7 @@ def _verifying_model_class() -> Any:
                     f.options.features.field_presence = features.LEGACY_REQUIRED
         pool = descriptor_pool.DescriptorPool()
         pool.Add(fdp)
-        model_type = pool.FindMessageTypeByName(onnx.ModelProto.DESCRIPTOR.full_name)
+        model_type = pool.FindMessageTypeByName(model_proto.DESCRIPTOR.full_name)
         return message_factory.GetMessageClass(model_type)
     except Exception:  # noqa: BLE001 - an older protobuf: the walk does the whole check
         return None
@@ -236,9 +237,7 @@ def _tensors(graph: Any, initializers: bool = True) -> Iterator[Any]:
 def external_files(model: Any, base: Path) -> list[Path]:
     """The files holding the data of the model's external tensors, each inside the model's
     directory and present; else a ModelError that says which tensor and file."""
-    from onnx import TensorProto
-
-    external = TensorProto.EXTERNAL
+    external = messages().TensorProto.EXTERNAL
     every = itertools.chain(_tensors(model.graph), *(_tensors(f, False) for f in model.functions))
     files: dict[str, Path] = {}
     root = base.parent.resolve()

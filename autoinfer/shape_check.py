@@ -12,8 +12,9 @@ reads the serialized graph on stdin and writes the inferred one on stdout. It is
 spawned, not forked: a fork would mark every page of the caller copy-on-write, and a
 large process (an application, with ONNX Runtime in it) then pays a page fault for
 each page it writes next, which made the runtime's own load that follows up to 40%
-slower. :func:`start` spawns the child at once, so that the interpreter starts while
-the caller reads the model; :meth:`Inference.result` hands it the graph.
+slower. :func:`start` spawns the child at once, so that its interpreter starts and
+builds ONNX's operator registry while the caller reads the model; :meth:`Inference.send`
+hands it the graph.
 
 The inferred graph gives the FLOP estimate (:func:`flops_of`) and the types of outputs
 the model declares without one (:func:`output_types`).
@@ -52,7 +53,8 @@ class Spec:  # what the extension loader reads of a module spec
 C = _imp.create_dynamic(Spec)
 _imp.exec_dynamic(C)
 defs = C.defs
-newest = {d: v[1] for d, v in defs.schema_version_map().items()}  # registers the operators
+newest = {d: v[1] for d, v in defs.schema_version_map().items()}
+defs.has_schema("Conv", "")  # builds the operator registry now, not once the graph is here
 src, dst = sys.stdin.buffer, sys.stdout.buffer
 
 def part():

@@ -245,6 +245,7 @@ LOW_LAYER = {
     "autoinfer._util": set(),
     "autoinfer.compare": set(),
     "autoinfer._lazy": {"autoinfer.errors"},
+    "autoinfer.onnx_proto": set(),
 }
 BACKENDS_MAY_IMPORT = {
     "autoinfer.errors",

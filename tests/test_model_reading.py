@@ -8,6 +8,7 @@ those properties, and that what is read is what a whole read gives.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -157,6 +158,59 @@ def test_reading_a_model_never_forks_the_caller(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "facts True" in proc.stdout
+
+
+def test_a_sessions_first_start_and_its_selection_never_import_onnx(tmp_path: Path) -> None:
+    """``import onnx`` is ~60 ms that plain ONNX Runtime never pays: the facts are read with
+    ONNX's message classes alone (autoinfer.onnx_proto), the selection's in the workers."""
+    path = zoo.save("mobilenetv2", tmp_path / "m.onnx")
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, autoinfer
+        s = autoinfer.Session({str(path)!r}, cache_dir={str(tmp_path / "c")!r}, budget_s=4)
+        print("after Session", "onnx" in sys.modules, s._facts.flops > 0)
+        s.run(None, {{s.get_inputs()[0].name: np.zeros((1, 3, 224, 224), np.float32)}})
+        print("chose", s.wait_for_choice(120) is not None, "onnx" in sys.modules)
+        s.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "after Session False True" in proc.stdout
+    assert "chose True False" in proc.stdout
+
+
+@pytest.mark.parametrize("protobuf", ["upb", "python"])
+def test_onnx_imported_after_the_light_messages_shares_their_classes(protobuf: str) -> None:
+    """The standalone message module registers ONNX's descriptors first; ``import onnx``
+    then finds them identical: one ModelProto class, in either protobuf implementation."""
+    code = textwrap.dedent("""
+        import sys
+        from autoinfer.onnx_proto import messages, parse_model
+        light = messages()
+        assert "onnx" not in sys.modules
+        import onnx
+        from onnx import helper
+        m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])]))
+        parsed = parse_model(m.SerializeToString())
+        onnx.checker.check_model(parsed)
+        print(light.ModelProto is onnx.ModelProto, type(parsed) is onnx.ModelProto, parsed == m)
+    """)
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": protobuf}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "True", "True"]
+
+
+def test_bytes_the_light_parse_leaves_unread_are_an_error() -> None:
+    from google.protobuf.message import DecodeError
+
+    from autoinfer.onnx_proto import parse_model
+
+    good = helper.make_model(helper.make_graph([], "g", [], [])).SerializeToString()
+    assert parse_model(good).graph.name == "g"
+    with pytest.raises(DecodeError):
+        parse_model(good + b"\xff")
 
 
 def test_the_shape_child_serves_model_after_model_and_recovers_from_a_crash(tmp_path: Path) -> None:
