@@ -427,11 +427,11 @@ def _checked(
     return None, shape_check.infer_here(light) if outcome == "unavailable" else None
 
 
-def _read_model(p: Path) -> tuple[int, Any, bytes | None]:
+def _read_model(p: Path, inference: shape_check.Inference) -> tuple[int, Any, bytes | None]:
     """The file's size, the model parsed from it and its serialized skeleton: its graph
-    without the data of large tensors (:mod:`~autoinfer.skeleton`); or, where the file
-    does not walk as protobuf, the whole file (no skeleton), whose parse error names
-    what is wrong."""
+    without the data of large tensors (:mod:`~autoinfer.skeleton`), which goes to
+    ``inference`` before it is parsed here; or, where the file does not walk as protobuf,
+    the whole file (no skeleton), whose parse error names what is wrong."""
     if not p.exists():
         raise ModelError(f"{p}: no such file")
     if p.is_dir():
@@ -439,6 +439,7 @@ def _read_model(p: Path) -> tuple[int, Any, bytes | None]:
     try:
         skeleton = read_skeleton(p)
         if skeleton is not None:
+            inference.send(skeleton)  # the child infers while this process parses and checks
             with contextlib.suppress(Exception):  # the whole file's parse gives the error
                 return p.stat().st_size, parse_model(skeleton), skeleton
         blob = p.read_bytes()
@@ -475,7 +476,7 @@ def load_facts(path: str | os.PathLike[str], on_hashed: Callable[[str], None] | 
 
 
 def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str], None] | None) -> ModelFacts:
-    size, model, skeleton = _read_model(p)
+    size, model, skeleton = _read_model(p, inference)
     bad_text = non_utf8_field(model, skeleton)  # first: the operator queries hold the model's text
     if bad_text is not None:
         raise ModelError(f"{p}: corrupt model: the text of {bad_text} is not valid UTF-8")
@@ -483,7 +484,8 @@ def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str],
         raise ModelError(f"{p}: parses as protobuf but is not an ONNX model (no graph or opset import)")
     graph = skeleton if skeleton is not None else shape_check.without_weights(model).SerializeToString()
     queries = operator_queries(model)
-    inference.send(graph, queries)  # the child works while this process checks
+    inference.send(graph)  # where the skeleton did not go already
+    inference.ask(queries)
     if model.ir_version <= 0:
         log.warning("%s: the model declares no IR version; ONNX Runtime opens it anyway", p)
     g = model.graph
@@ -493,6 +495,7 @@ def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str],
     inits = {t.name for t in g.initializer} | {t.name for t in g.sparse_initializer}
     inputs = tuple(_spec(i, p, "input") for i in g.input if i.name not in inits)
     outputs = tuple(_spec(o, p, "output") for o in g.output)
+    hist, params = Counter(n.op_type for n in g.node), _count_params(model)  # while the child works
     verdicts, inferred = _checked(queries, graph, inference, p, size)  # a crash is the model's error
     check_operators(model, p, verdicts)
     if inferred is not None and any(o.dtype == UNTYPED for o in outputs):
@@ -500,7 +503,6 @@ def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str],
     names = [t.name for t in inputs]
     if len(set(names)) != len(names):
         raise ModelError(f"{p}: input names are not unique: {names}")
-    hist = Counter(n.op_type for n in g.node)
     return ModelFacts(
         path=p.resolve(),
         digest=Digest((p, *externals), on_hashed),
@@ -510,7 +512,7 @@ def _facts(p: Path, inference: shape_check.Inference, on_hashed: Callable[[str],
         inputs=inputs,
         outputs=outputs,
         op_histogram=tuple(sorted(hist.items())),
-        params=_count_params(model),
+        params=params,
         flops=shape_check.flops_of(inferred) if inferred is not None else 0,
         external_data=tuple(str(e) for e in externals),
         producer=(model.producer_name + " " + model.producer_version).strip(),

@@ -25,10 +25,11 @@ from __future__ import annotations
 import contextlib
 import importlib.machinery
 import importlib.util
-import json
 import logging
+import marshal
 import math
 import os
+import queue
 import select
 import subprocess
 import sys
@@ -42,12 +43,15 @@ from ._proc import ended, kill_group, start_child
 log = logging.getLogger("autoinfer.model")
 
 # -S -I: no site, no user paths, no PYTHON* variables; the extension is loaded by its path.
-# A request on stdin: the serialized graph, then a JSON list of operator queries
-# (model_checks.operator_queries); an answer on stdout: a JSON object (the verdicts, and
-# the error when inference refused the graph), then the inferred graph. Each part is an
-# 8-byte little-endian length and that many bytes.
+# A request on stdin: the serialized graph, then a list of operator queries
+# (model_checks.operator_queries); an answer on stdout: a dict (the verdicts, and the
+# error when inference refused the graph), then the inferred graph. Each part is an
+# 8-byte little-endian length and that many bytes; the list and the dict are in
+# ``marshal``'s format (built in: ``json`` would cost the child's start ~10 ms). The
+# graph is inferred as soon as it is here: the caller sends the queries once it has
+# parsed the model itself.
 _CHILD = r"""
-import _imp, json, sys
+import _imp, marshal, sys
 class Spec:  # what the extension loader reads of a module spec
     name, origin = "onnx.onnx_cpp2py_export", sys.argv[1]
 C = _imp.create_dynamic(Spec)
@@ -76,15 +80,19 @@ def verdict(dom, op, version):  # as model_checks.verdict
 
 while True:
     try:
-        graph, queries = part(), json.loads(part())
+        graph = part()
     except EOFError:  # the caller closed the pipe, or is gone
         break
-    answer = {"verdicts": [verdict(*q) for q in queries]}
+    answer = {}
     try:
         out = C.shape_inference.infer_shapes(graph, False, False, False)
     except Exception as exc:
         answer["error"], out = f"{type(exc).__name__}: {exc}"[:2000], b""
-    head = json.dumps(answer).encode()
+    try:
+        answer["verdicts"] = [verdict(*q) for q in marshal.loads(part())]
+    except EOFError:
+        break
+    head = marshal.dumps(answer)
     dst.write(len(head).to_bytes(8, "little") + head + len(out).to_bytes(8, "little") + out)
     dst.flush()
 """
@@ -117,23 +125,33 @@ class _Child:
         )
         self.lock = threading.Lock()
         self.writer: threading.Thread | None = None
+        self.queries: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # the request's
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def send(self, graph: bytes, queries: list[Any]) -> None:
-        """Hand the child a graph and operator queries, on a thread of its own: the pipe
-        holds 64 KiB, and the child reads only once its interpreter has started."""
-        blob = json.dumps(queries).encode()
-        request = b"".join((len(graph).to_bytes(8, "little"), graph, len(blob).to_bytes(8, "little"), blob))
-        self.writer = threading.Thread(target=self._write, args=(request,), daemon=True)
+    def send(self, graph: bytes) -> None:
+        """Hand the child a graph, on a thread of its own (the pipe holds 64 KiB, and the
+        child reads only once its interpreter has started), which then writes the queries
+        that :meth:`ask` hands it."""
+        self.queries = queue.SimpleQueue()
+        self.writer = threading.Thread(
+            target=self._write, args=(_part(graph),), name="autoinfer-shape-request", daemon=True
+        )
         self.writer.start()
 
-    def _write(self, request: bytes) -> None:
+    def ask(self, queries: list[Any]) -> None:
+        self.queries.put(_part(marshal.dumps([tuple(q) for q in queries])))
+
+    def _write(self, graph: bytes) -> None:
         assert self.proc.stdin is not None
         with contextlib.suppress(OSError, ValueError):  # it died: receive() says how
-            self.proc.stdin.write(request)
+            self.proc.stdin.write(graph)
             self.proc.stdin.flush()
+            queries = self.queries.get()
+            if queries is not None:  # None: closed before the queries came
+                self.proc.stdin.write(queries)
+                self.proc.stdin.flush()
 
     def receive(self, timeout_s: float) -> tuple[str, Any]:
         deadline = time.monotonic() + timeout_s
@@ -153,7 +171,7 @@ class _Child:
             if self.writer is not None:
                 self.writer.join()  # it has written all, or met a closed pipe
                 self.writer = None
-        answer = json.loads(parts[0])
+        answer = marshal.loads(parts[0])  # from the child this process started
         if "error" in answer:
             return "error", answer
         return "ok", (answer, parts[1])
@@ -190,10 +208,16 @@ class _Child:
 
     def close(self) -> None:
         kill_group(self.proc)
+        if self.writer is not None:
+            self.queries.put(None)  # a writer waiting for queries goes
         for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if f is not None:
                 with contextlib.suppress(OSError):
                     f.close()
+
+
+def _part(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "little") + data
 
 
 _child: _Child | None = None  # the process's shape-inference child, started on first need
@@ -210,24 +234,32 @@ os.register_at_fork(after_in_child=_forget_child_in_child)
 
 class Inference:
     """Shape inference and operator checks of one model in a child process (:func:`start`):
-    :meth:`send` the graph as soon as it is read, :meth:`result` once the caller's own
-    checks are done."""
+    :meth:`send` the graph as soon as it is read (the child infers it at once), :meth:`ask`
+    the operator queries once the caller has parsed the model, :meth:`result` once the
+    caller's own checks are done."""
 
     def __init__(self, child: _Child | None, own: bool) -> None:
         self._child = child
         self._own = own  # a child for this model only (the shared one was busy)
         self._sent = False
+        self._asked = False
 
-    def send(self, graph: bytes, queries: list[Any]) -> None:
-        """Start inferring ``graph`` (a serialized ModelProto) and answering ``queries``
-        (:func:`~autoinfer.model_checks.operator_queries`)."""
+    def send(self, graph: bytes) -> None:
+        """Start inferring ``graph`` (a serialized ModelProto)."""
         child = self._child
-        if child is None:
+        if child is None or self._sent:
             return
         if not self._own:
             child.lock.acquire()
         self._sent = True
-        child.send(graph, queries)
+        child.send(graph)
+
+    def ask(self, queries: list[Any]) -> None:
+        """The operator queries to answer (:func:`~autoinfer.model_checks.operator_queries`),
+        once the graph is sent."""
+        if self._child is not None and self._sent and not self._asked:
+            self._asked = True
+            self._child.ask(queries)
 
     def result(self, timeout_s: float) -> tuple[str, Any]:
         """Returns ("ok", (answer, inferred ModelProto bytes)) where answer["verdicts"]
@@ -235,6 +267,8 @@ class Inference:
         (answer["error"] says why); ("crashed", how); ("timeout", None); or
         ("unavailable", reason) when no child could run: the caller then does it all in
         its own process."""
+        if self._child is not None and self._sent and not self._asked:
+            raise RuntimeError("the operator queries were not sent: ask() before result()")
         child, self._child = self._child, None
         if child is None or not self._sent:
             return "unavailable", "no child process"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -266,7 +267,24 @@ def test_an_operator_name_that_is_not_utf8_is_the_models_error(tmp_path: Path) -
     bad.write_bytes(blob.replace(b"MatMul", b"Mat\xffu\xfe", 1))
     with pytest.raises(ModelError, match="not valid UTF-8"):
         load_facts(bad)
+    # its graph had gone to the child before the check: the request's writer, left waiting
+    # for the queries, ends with that child
+    for t in threading.enumerate():
+        if t.name == "autoinfer-shape-request":
+            t.join(10)
+            assert not t.is_alive()
     assert load_facts(path).flops > 0  # the shape child still serves the next model
+
+
+def test_the_shape_child_wants_the_queries_before_it_answers() -> None:
+    inference = shape_check.start()
+    try:
+        inference.send(skeleton.read_skeleton(zoo.save("tiny", Path(tempfile.mkdtemp()) / "m.onnx")) or b"")
+        with pytest.raises(RuntimeError, match="ask"):
+            inference.result(5)
+    finally:
+        inference.cancel()
+    assert shape_check._child is not None and not shape_check._child.lock.locked()  # released
 
 
 def test_the_utf8_check_by_parse_finds_what_the_walk_finds() -> None:
