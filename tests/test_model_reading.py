@@ -324,3 +324,22 @@ def test_the_utf8_check_by_parse_finds_what_the_walk_finds() -> None:
         walked = non_utf8_field(parsed)
         assert walked is not None, marker
         assert non_utf8_field(parsed, bad) == walked, marker
+
+
+def test_a_node_of_an_unknown_domain_is_refused_beside_known_operators(tmp_path: Path) -> None:
+    """Every operator of ONNX's domains is known here, so the check has only the other
+    domains to look at: the unknown one is still the model's error."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["h"]),
+        helper.make_node("Private", ["h"], ["y"], domain="com.example.private"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example.private", 1)],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match=r"unknown domain 'com\.example\.private'"):
+        load_facts(path)
