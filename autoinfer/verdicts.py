@@ -22,7 +22,12 @@ MIN_ROUNDS = 6  # the fewest rounds with a 95% interval for the median
 WIN_SPREAD = 1.1
 # an undecided race resumes on later starts until it has run this many rounds in all
 # (bert_base here: undecided after 13 rounds in one start, decided after 6 to 18 in others)
-RESUME_MAX_ROUNDS = 60
+RESUME_ROUNDS = 60
+# and beyond, up to this many, while its interval, narrowing as 1/sqrt(rounds), projects a
+# verdict within them: on a noisy 2-core machine bert_base's OpenVINO read 0.913 [0.871,
+# 0.978] after 61 rounds (a run's time there varies by +-20% from one run to the next), which
+# projects a verdict after ~80
+RESUME_MAX_ROUNDS = 150
 
 
 def median_interval(xs: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
@@ -67,21 +72,41 @@ def _undecided(r: Ranked) -> bool:
     return s is not None and s.verdict == "undecided" and s.ratio < WIN_THRESHOLD and bool(s.times)
 
 
+def projected_rounds(stat: RaceStat, threshold: float = WIN_THRESHOLD) -> float:
+    """The rounds in all after which an undecided challenger whose median ratio is below
+    ``threshold`` would be proven faster, were its median to stay and its interval to narrow
+    as 1/sqrt(rounds) (as an order-statistic interval does): the rounds so far times the
+    square of (how far its interval's high lies above the median) / (how far the threshold
+    does). Infinite where the median is not below the threshold or there is no interval."""
+    med, hi = stat.ratio, stat.high
+    if not (0.0 < med < threshold) or not math.isfinite(hi) or hi <= 0.0:
+        return math.inf
+    if hi < threshold:
+        return float(stat.rounds)
+    return stat.rounds * (math.log(hi / med) / math.log(threshold / med)) ** 2
+
+
 def resumable(dec: Decision) -> bool:
     """Whether a later start races ``dec``'s finalists on: a latency decision that kept the
     reference because a challenger that looks faster was not proven so within the budget,
-    until ``RESUME_MAX_ROUNDS`` rounds in all. (A challenger's gain that the first start's
-    budget could not prove, on a large model, is proven over a few starts.)"""
+    until ``RESUME_ROUNDS`` rounds in all, and beyond, until ``RESUME_MAX_ROUNDS``, while a
+    challenger's interval projects a verdict within those (:func:`projected_rounds`). (A
+    challenger's gain that the first start's budget could not prove, on a large model, is
+    proven over a few starts; a near-tie is not worth them.)"""
     base = dec.winner_entry
-    return (
+    if not (
         dec.measured
         and dec.objective == "latency"
         and base is not None
         and base.race is not None
         and base.race.verdict == "reference"
         and len(base.race.times) < RESUME_MAX_ROUNDS
-        and bool(rivals(dec))
-    )
+    ):
+        return False
+    rest = rivals(dec)
+    if len(base.race.times) < RESUME_ROUNDS:
+        return bool(rest)
+    return any(projected_rounds(r.race) <= RESUME_MAX_ROUNDS for r in rest)  # type: ignore[arg-type]
 
 
 def rivals(dec: Decision) -> list[Ranked]:

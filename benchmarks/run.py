@@ -67,7 +67,7 @@ COLD_SLACK_S = 0.050  # cold Session() + first run <= plain ORT's load + first r
 # gap was 51 ms in one run and 114 ms in another; over 9, bert_base's was 61 ms in one run
 # where 16 pairs gave 23)
 COLD_SAMPLES = 15
-MAX_STARTS = 6  # the application's starts until an undecided race is decided, at most
+MAX_STARTS = 12  # the application's starts until an undecided race is decided, at most
 PREDICTION_GAP_MAX = 0.10  # the selection's predicted ratio to ORT vs the measured one
 COLD_MAX_S = 10.0  # the background selection of MobileNetV2 ends within this
 

@@ -6,6 +6,7 @@ once, ``slow_to_load`` takes seconds (as a conversion would) and says so."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -272,3 +273,47 @@ def test_the_budget_learns_from_the_reference_and_prices_what_follows():
     (note,) = b.account(11.0)
     assert "11.0 s, over its time budget of 8 s" in note and "screening x" in note
     assert "time budget spent" in b.skip_reason(3.0, 1.0)
+
+
+def _undecided_decision(ratios: list[float]) -> Decision:
+    """A measured latency decision that kept the reference: one challenger with these
+    per-round ratios to it, left undecided."""
+    from autoinfer.backends.base import Candidate
+    from autoinfer.decision import RaceStat, Ranked
+    from autoinfer.verdicts import verdict
+
+    ref, rival = Candidate("onnxruntime", "cpu", "fp32"), Candidate("openvino", "cpu", "fp32")
+    n = len(ratios)
+    stat = verdict(ratios)
+    stat.times = [0.1 * x for x in ratios]
+    base = RaceStat(1.0, 1.0, 1.0, n, "reference", times=[0.1] * n)
+    ranking = [Ranked(rival, 0.9, (), "measured", race=stat), Ranked(ref, 1.0, (), "measured", race=base)]
+    return Decision(ref, "latency", True, ranking)
+
+
+def test_an_undecided_race_past_its_rounds_resumes_only_where_its_interval_projects_a_verdict():
+    """Past RESUME_ROUNDS, a race goes on while its interval, narrowing as 1/sqrt(rounds),
+    projects a verdict within RESUME_MAX_ROUNDS: a gain of ~9% seen through +-20% noise
+    (bert_base's OpenVINO on a 2-core machine) is proven a few starts later; a gain of 1-2%
+    would take hundreds of rounds and is not raced on."""
+    from statistics import NormalDist
+
+    from autoinfer.verdicts import RESUME_MAX_ROUNDS, RESUME_ROUNDS, projected_rounds, resumable
+
+    def rounds(ratio: float, n: int) -> list[float]:  # n rounds of log-normal noise, sd 0.28
+        return [ratio * math.exp(0.28 * NormalDist().inv_cdf((i + 0.5) / n)) for i in range(n)]
+
+    promising = _undecided_decision(rounds(0.91, RESUME_ROUNDS + 1))
+    stat = promising.ranking[0].race
+    assert stat.verdict == "undecided" and stat.ratio < 0.97 < stat.high, stat
+    assert RESUME_ROUNDS < projected_rounds(stat) <= RESUME_MAX_ROUNDS, projected_rounds(stat)
+    assert resumable(promising)
+    near_tie = _undecided_decision(rounds(0.955, RESUME_ROUNDS + 1))
+    assert projected_rounds(near_tie.ranking[0].race) > RESUME_MAX_ROUNDS
+    assert not resumable(near_tie)
+    # below RESUME_ROUNDS any undecided challenger that looks faster races on; at the cap none
+    assert resumable(_undecided_decision(rounds(0.955, 20)))
+    assert not resumable(_undecided_decision(rounds(0.91, RESUME_MAX_ROUNDS)))
+    # the projection agrees with what more rounds of the same noise give
+    longer = _undecided_decision(rounds(0.91, int(projected_rounds(stat) * 1.2)))
+    assert longer.ranking[0].race.verdict == "faster", longer.ranking[0].race
