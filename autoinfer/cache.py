@@ -140,8 +140,9 @@ class Cache:
                 path.unlink()
             return None
 
-    def write_json(self, path: Path, data: dict[str, Any]) -> bool:
-        """Write atomically; False (and the cache disabled) when the disk refuses."""
+    def write_json(self, path: Path, data: dict[str, Any], durable: bool = True) -> bool:
+        """Write atomically; False (and the cache disabled) when the disk refuses.
+        ``durable``: on the disk before this returns (see :meth:`atomic_write`)."""
         if not self._ensure():
             return False
         try:
@@ -151,25 +152,30 @@ class Cache:
             blob = json.dumps(record, indent=1, sort_keys=True).encode()
             for _ in range(3):
                 try:
-                    self.atomic_write(path, blob)
+                    self.atomic_write(path, blob, durable)
                     return True
                 except FileNotFoundError:  # a clear() moved the directory away meanwhile
                     pass
-            self.atomic_write(path, blob)  # a fourth time, its error disables the cache
+            self.atomic_write(path, blob, durable)  # a fourth time, its error disables the cache
             return True
         except OSError as exc:
             self._disable(exc)
             return False
 
     @staticmethod
-    def atomic_write(path: Path, blob: bytes) -> None:
+    def atomic_write(path: Path, blob: bytes, durable: bool = True) -> None:
+        """``blob`` at ``path`` whole or not at all (a temporary file renamed over it).
+        ``durable``: flushed to the disk first (an fsync: ~ms on an SSD, tens of ms on a busy
+        laptop disk); a record that is only a memo of what can be read again (a model's facts)
+        is not, and one lost or cut short by a power cut fails its checksum and is rebuilt."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # gone after a clear()
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(blob)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -208,8 +214,8 @@ class Cache:
     def put_facts(self, model_path: Path, facts: dict[str, Any], key: str | None = None) -> None:
         """``key``: the file's key when it was read (default: as it is now)."""
         key = key or self.facts_key(model_path)
-        if key is not None:
-            self.write_json(self.path("facts", f"{key}.json"), facts)
+        if key is not None:  # a memo, written on a cold start's path: no fsync
+            self.write_json(self.path("facts", f"{key}.json"), facts, durable=False)
 
     # -- decisions ---------------------------------------------------------
     def get_decision(self, key: str) -> dict[str, Any] | None:

@@ -8,7 +8,6 @@ warning, and the session's results stay those of ONNX Runtime.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -267,12 +266,19 @@ def test_a_populated_cache_made_read_only_is_left_untouched_with_one_warning(
 def test_a_full_disk_disables_the_cache_with_one_warning_simulated_enospc(
     model: Path, reference: np.ndarray, tmp_path: Path, caplog: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ENOSPC on every cache write (a full disk, simulated: this machine's disk is not full)."""
+    """ENOSPC on every cache write (a full disk, simulated: this machine's disk is not full):
+    each temporary file is created, and its bytes go to /dev/full, which refuses them as a
+    full disk does."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here to refuse the writes with ENOSPC")
+    real_mkstemp = cache_mod.tempfile.mkstemp
 
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def full(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, name = real_mkstemp(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
 
-    monkeypatch.setattr(cache_mod.os, "fsync", full)
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", full)
     caplog.set_level(logging.WARNING, logger="autoinfer")
     cache_dir = tmp_path / "cache"
     for _ in range(2):
@@ -283,6 +289,28 @@ def test_a_full_disk_disables_the_cache_with_one_warning_simulated_enospc(
     leftovers = [p for p in cache_dir.rglob("*") if p.is_file() and p.suffix == ".json"]
     assert leftovers == [], f"half-written files left behind: {leftovers}"
     assert not list(cache_dir.rglob(".tmp-*"))
+
+
+def test_a_decision_reaches_the_disk_and_the_facts_memo_costs_a_cold_start_no_fsync(
+    model: Path, reference: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision (seconds of measuring) is flushed to the disk before it is renamed into
+    place; the facts record, written on a cold start's path, is a memo of what the model's
+    file says: a lost one is read again, so it waits for no fsync (tens of ms on a busy disk)."""
+    synced: list[Path] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(cache_mod.os, "fsync", fsync)
+    cache_dir = tmp_path / "cache"
+    with _session(model, cache_dir) as s:
+        _check(s, reference)
+    assert list((cache_dir / "facts").glob("*.json")) and _decision_files(cache_dir)
+    dirs = {p.parent.name for p in synced if cache_dir.resolve() in p.resolve().parents}
+    assert dirs == {"decisions"}, synced
 
 
 def test_a_cache_path_that_is_a_file_is_left_alone(
