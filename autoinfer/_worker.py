@@ -277,11 +277,17 @@ def _paired_slot(
 
 
 def _settled(
-    times: list[list[float]], failed: dict[int, str], out: set[int], threshold: float, spread: float
+    times: list[list[float]],
+    failed: dict[int, str],
+    out: set[int],
+    threshold: float,
+    spread: float,
+    insist: frozenset[int] = frozenset(),
 ) -> bool:
     """Whether the race can stop: no challenger undecided and, where one wins, its ratio
     (what the session is told to expect) known to within ``spread`` (its interval's high /
-    low). Challengers found not faster join ``out``: they run no more rounds."""
+    low). Challengers found not faster join ``out``: they run no more rounds; but those in
+    ``insist`` (screening found them much faster) count as undecided, and race on."""
     from .verdicts import verdict
 
     undecided, best = False, None
@@ -289,6 +295,9 @@ def _settled(
         if i in failed or i in out:
             continue
         v = verdict([t / b for t, b in zip(times[i], times[0], strict=False)], threshold)
+        if v.verdict == "not faster" and i in insist:
+            undecided = True
+            continue
         if v.verdict == "not faster":
             out.add(i)
         undecided = undecided or v.verdict == "undecided"
@@ -322,7 +331,9 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     """The finalists side by side in this one process: load all, warm up, then
     interleaved rounds in rotating order, the same number of runs per candidate per
     round (their median is the round's time) and a wait for quiet before each candidate;
-    a challenger found not faster runs no more rounds; the rounds stop once every
+    a challenger found not faster runs no more rounds (unless its ``screened`` ratio, its
+    quick time over the reference's, is below ``insist_below``: a burst of load during
+    the first rounds may be what the race saw, so it races on); the rounds stop once every
     challenger's verdict is clear (see verdicts.verdict) and the winning one's interval is
     narrower than ``spread`` (high / low), or the budget is spent. Entry 0
     is the reference; a challenger's times pair with the first of the reference's.
@@ -355,6 +366,8 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     times: list[list[float]] = [[float(t) for t in p] for p in prior]
     failed: dict[int, str] = {}
     out: set[int] = set()  # challengers already found not faster: they run no more rounds
+    below = float(job.get("insist_below", 0.0))
+    insist = frozenset(i for i, q in enumerate(job.get("screened") or []) if q is not None and q < below)
     deadline = _race_deadline(job)
     rnd, round_s = 0, 0.0
     # at least MIN_ROUNDS rounds (an interval needs them), then while another round ends
@@ -384,7 +397,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
                 plain_ratios.append(slot[0] / max(plain_t, 1e-12))
         rnd += 1
         round_s = time.monotonic() - t_round
-        if len(times[0]) >= MIN_ROUNDS and _settled(times, failed, out, threshold, spread):
+        if len(times[0]) >= MIN_ROUNDS and _settled(times, failed, out, threshold, spread, insist):
             break
     for r in runners:
         try:
