@@ -331,9 +331,9 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     """The finalists side by side in this one process: load all, warm up, then
     interleaved rounds in rotating order, the same number of runs per candidate per
     round (their median is the round's time) and a wait for quiet before each candidate;
-    a challenger found not faster runs no more rounds (unless its ``screened`` ratio, its
-    quick time over the reference's, is below ``insist_below``: a burst of load during
-    the first rounds may be what the race saw, so it races on); the rounds stop once every
+    a challenger found not faster runs no more rounds (unless ``insist`` names it: screening
+    found it much faster, and a burst of load during the first rounds may be what the race
+    saw, so it races on); the rounds stop once every
     challenger's verdict is clear (see verdicts.verdict) and the winning one's interval is
     narrower than ``spread`` (high / low), or the budget is spent. Entry 0
     is the reference; a challenger's times pair with the first of the reference's.
@@ -366,8 +366,7 @@ def run_race(job: dict[str, Any]) -> dict[str, Any]:
     times: list[list[float]] = [[float(t) for t in p] for p in prior]
     failed: dict[int, str] = {}
     out: set[int] = set()  # challengers already found not faster: they run no more rounds
-    below = float(job.get("insist_below", 0.0))
-    insist = frozenset(i for i, q in enumerate(job.get("screened") or []) if q is not None and q < below)
+    insist = frozenset(int(i) for i in job.get("insist") or ())
     deadline = _race_deadline(job)
     rnd, round_s = 0, 0.0
     # at least MIN_ROUNDS rounds (an interval needs them), then while another round ends

@@ -112,6 +112,14 @@ def _metric(r: Ranked, objective: str) -> float:
     return r.measurement.metric(objective)
 
 
+def _insisting(base: Ranked, finalists: list[Ranked]) -> list[int]:
+    """The race's entrants (the reference is 0) that race to the end even where the first
+    rounds find them not faster: those whose quick time was under ``INSIST_BELOW`` of the
+    reference's."""
+    limit = INSIST_BELOW * _metric(base, "latency")
+    return [i for i, r in enumerate(finalists, 1) if _metric(r, "latency") < limit]
+
+
 # --------------------------------------------------------------------------
 # screening and the race
 class Measurer:
@@ -479,7 +487,6 @@ class Measurer:
         the rounds go on from those of the entrants' earlier race (their ``race.times``)."""
         entrants = [base, *finalists]
         slowest = max(_metric(r, "latency") for r in entrants)
-        ref_quick = max(_metric(base, "latency"), 1e-12)
         reps = _reps(slowest)
         round_s = sum(_quiet_s(r) + reps * _metric(r, "latency") for r in entrants)
         reuse = self._reuses(base)
@@ -503,8 +510,7 @@ class Measurer:
             # a challenger screening found much faster is not dropped at a first "not
             # faster" verdict (mobilenetv2 here: 7.3 ms quick against 15.8, then 1.19x the
             # reference over 9 rounds of a burst, where it is ~0.91x): it races to the end
-            "screened": [None, *(_metric(r, "latency") / ref_quick for r in finalists)],
-            "insist_below": INSIST_BELOW,
+            "insist": _insisting(base, finalists),
             # the plain call beside the reference where a run is short enough for the call
             # itself to matter
             "plain": _metric(base, "latency") <= PLAIN_MAX_S,

@@ -141,7 +141,7 @@ class _Child:
         self.writer.start()
 
     def ask(self, queries: list[Any]) -> None:
-        self.queries.put(_part(marshal.dumps([tuple(q) for q in queries])))
+        self.queries.put(_part(marshal.dumps(queries)))  # model_checks.Query: plain tuples
 
     def _write(self, graph: bytes) -> None:
         assert self.proc.stdin is not None

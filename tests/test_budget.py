@@ -14,6 +14,7 @@ import misbehaving
 import pytest
 import zoo
 
+from autoinfer import measure
 from autoinfer.budget import SLACK_S, TimeBudget
 from autoinfer.cache import Cache
 from autoinfer.config import Settings
@@ -118,7 +119,7 @@ def _race_of(
     end_in_s: float,
     reps: int,
     plain: bool = False,
-    screened: list[float | None] | None = None,
+    insist: tuple[int, ...] = (),
 ) -> dict:
     """A race of ``runners`` (entry 0 the reference), kept loaded as a screening leaves them."""
     import numpy as np
@@ -145,8 +146,7 @@ def _race_of(
             "end_by": time.monotonic() + end_in_s,
             "spread": WIN_SPREAD,
             "plain": plain,
-            "screened": screened,
-            "insist_below": INSIST_BELOW,
+            "insist": list(insist),
         }
     )
 
@@ -226,6 +226,15 @@ def test_a_challenger_found_not_faster_runs_no_more_rounds(tmp_path, monkeypatch
     assert slow.runs < tie.runs
 
 
+def _quick(n: int, median_s: float):
+    """A screened entry whose quick time is ``median_s``."""
+    from autoinfer.backends.base import Candidate
+    from autoinfer.decision import Measurement, Ranked
+
+    m = Measurement(0.1, median_s, median_s, median_s, 0.0, 5, 1 / median_s, 0.0, 0.0)
+    return Ranked(Candidate.make("sound", n=n), 1.0, (), "measured", measurement=m)
+
+
 def test_a_challenger_screening_found_much_faster_races_on_where_the_first_rounds_find_it_not(
     tmp_path, monkeypatch
 ):
@@ -237,9 +246,12 @@ def test_a_challenger_screening_found_much_faster_races_on_where_the_first_round
     from autoinfer.measure import MIN_ROUNDS, verdict
 
     monkeypatch.setattr(model.ModelFacts, "from_dict", staticmethod(lambda d: None))
-    close = _race_of(tmp_path, [_Timed([0.004]), _Timed([0.008])], 1.5, reps=1, screened=[None, 0.95])
+    # who insists: the parent's rule, from the quick times
+    ref_q, close_q, fast_q = _quick(0, 0.010), _quick(1, 0.0095), _quick(2, 0.010 * INSIST_BELOW / 2)
+    assert measure._insisting(ref_q, [close_q, fast_q]) == [2]
+    close = _race_of(tmp_path, [_Timed([0.004]), _Timed([0.008])], 1.5, reps=1)
     ref, slow = _Timed([0.004]), _Timed([0.008])
-    insisted = _race_of(tmp_path, [ref, slow], 1.5, reps=1, screened=[None, INSIST_BELOW / 2])
+    insisted = _race_of(tmp_path, [ref, slow], 1.5, reps=1, insist=(1,))
     assert MIN_ROUNDS <= len(close["times"][1]) < 2 * MIN_ROUNDS, close["rounds"]
     ref_t, slow_t = insisted["times"]
     assert len(slow_t) == len(ref_t) > 3 * len(close["times"][1]), (len(slow_t), len(ref_t))
